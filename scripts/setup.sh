@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian package the workspace needs to build, test and run.
+# Idempotent: when everything is present it installs nothing and does not touch apt.
+set -euo pipefail
+
+packages=(
+  build-essential  # cc/c++ for libzmq (built from source by the zmq crate)
+  pkg-config
+  cmake            # libjpeg-turbo (turbojpeg crate) and other bundled C builds
+  clang            # bindgen for iceoryx2's POSIX layer and the opencv crate
+  libclang-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#packages[@]} Debian packages present"
+else
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install the Rust toolchain (https://rustup.rs) first" >&2
+  exit 1
+fi

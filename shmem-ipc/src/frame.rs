@@ -1,0 +1,295 @@
+//! Frame rings: fixed-geometry images written in place by one writer.
+
+use crate::error::{Error, Result};
+use crate::layout::{RingKind, Shape};
+use crate::protocol::{ReadMode, ReaderStats, SampleInfo, Stamp};
+use crate::ring::{RingReader, RingWriter, Sample, Wait, WriterStats};
+use std::time::Duration;
+
+/// Pixel layouts a frame ring can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum PixelFormat {
+    /// 8-bit blue, green, red (OpenCV's default).
+    Bgr8 = 1,
+    /// 8-bit red, green, blue.
+    Rgb8 = 2,
+    /// 8-bit luma.
+    Gray8 = 3,
+    /// 8-bit blue, green, red, alpha (CARLA's camera output).
+    Bgra8 = 4,
+}
+
+impl PixelFormat {
+    /// Bytes per pixel.
+    pub const fn bytes_per_pixel(self) -> u32 {
+        match self {
+            Self::Bgr8 | Self::Rgb8 => 3,
+            Self::Gray8 => 1,
+            Self::Bgra8 => 4,
+        }
+    }
+
+    fn from_raw(raw: u32) -> Option<Self> {
+        [Self::Bgr8, Self::Rgb8, Self::Gray8, Self::Bgra8].into_iter().find(|f| *f as u32 == raw)
+    }
+}
+
+/// Size and layout of every frame in a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameGeometry {
+    pub width: u32,
+    pub height: u32,
+    /// Bytes from the start of one row to the next (≥ width × bytes per pixel).
+    pub stride: u32,
+    pub format: PixelFormat,
+}
+
+impl FrameGeometry {
+    /// Rows with no padding.
+    pub const fn packed(width: u32, height: u32, format: PixelFormat) -> Self {
+        Self { width, height, stride: width * format.bytes_per_pixel(), format }
+    }
+
+    /// Bytes of one frame.
+    pub fn frame_bytes(&self) -> u64 {
+        u64::from(self.stride) * u64::from(self.height)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.width == 0 || self.height == 0 {
+            return Err(format!("empty frame {}x{}", self.width, self.height));
+        }
+        let row = u64::from(self.width) * u64::from(self.format.bytes_per_pixel());
+        if u64::from(self.stride) < row {
+            return Err(format!("stride {} is shorter than a row of {row} bytes", self.stride));
+        }
+        Ok(())
+    }
+
+    fn raw(&self) -> [u32; 4] {
+        [self.width, self.height, self.stride, self.format as u32]
+    }
+}
+
+impl std::fmt::Display for FrameGeometry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{} {:?} (stride {})", self.width, self.height, self.format, self.stride)
+    }
+}
+
+/// The writing end of a frame ring. One per ring name; dropping it closes the ring and
+/// removes it from `/dev/shm`.
+#[derive(Debug)]
+pub struct FrameWriter {
+    ring: RingWriter,
+    geometry: FrameGeometry,
+}
+
+impl FrameWriter {
+    /// Creates ring `name` with `slots` frames of `geometry`. A segment left by a dead
+    /// writer is taken over; one held by a live writer is an error.
+    pub fn create(name: &str, geometry: FrameGeometry, slots: u32) -> Result<Self> {
+        geometry.check().map_err(|reason| Error::InvalidConfig { name: name.to_string(), reason })?;
+        let shape = Shape { kind: RingKind::Frame, slot_count: slots, slot_capacity: geometry.frame_bytes() };
+        Ok(Self { ring: RingWriter::create(name, shape, geometry.raw())?, geometry })
+    }
+
+    pub fn geometry(&self) -> FrameGeometry {
+        self.geometry
+    }
+
+    pub fn name(&self) -> &str {
+        self.ring.segment().name()
+    }
+
+    /// Lends the slot the next frame goes into; render into [`FrameLoan::pixels_mut`], then
+    /// [`FrameLoan::publish`]. The slot's previous frame is invalidated from this moment.
+    pub fn loan(&mut self) -> FrameLoan<'_> {
+        let geometry = self.geometry;
+        let (index, _) = self.ring.begin();
+        FrameLoan { writer: self, index, geometry, published: false }
+    }
+
+    /// Copies `pixels` (exactly one frame) in and publishes it.
+    pub fn publish_copy(&mut self, pixels: &[u8], stamp: Stamp) -> Result<u64> {
+        let expected = self.geometry.frame_bytes();
+        if pixels.len() as u64 != expected {
+            return Err(Error::LayoutMismatch {
+                name: self.name().to_string(),
+                field: "frame bytes",
+                ours: pixels.len() as u64,
+                theirs: expected,
+            });
+        }
+        let mut loan = self.loan();
+        loan.pixels_mut().copy_from_slice(pixels);
+        Ok(loan.publish(stamp))
+    }
+
+    /// Tells readers the writer is alive while it has nothing to publish (e.g. paused).
+    pub fn heartbeat(&self) {
+        self.ring.heartbeat();
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        self.ring.stats()
+    }
+}
+
+/// A slot lent to the writer. Dropping it unpublished leaves the slot invalid and counts it
+/// as abandoned.
+#[derive(Debug)]
+pub struct FrameLoan<'a> {
+    writer: &'a mut FrameWriter,
+    index: usize,
+    geometry: FrameGeometry,
+    published: bool,
+}
+
+impl FrameLoan<'_> {
+    /// The frame's bytes: `stride × height`, row-major, in shared memory.
+    pub fn pixels_mut(&mut self) -> &mut [u8] {
+        let len = self.geometry.frame_bytes() as usize;
+        let index = self.index;
+        &mut self.writer.ring.payload_mut(index)[..len]
+    }
+
+    pub fn geometry(&self) -> FrameGeometry {
+        self.geometry
+    }
+
+    /// Publishes the frame and wakes waiting readers; returns its sequence number.
+    pub fn publish(mut self, stamp: Stamp) -> u64 {
+        self.published = true;
+        let len = self.geometry.frame_bytes() as usize;
+        self.writer.ring.commit(self.index, stamp, len)
+    }
+}
+
+impl Drop for FrameLoan<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            self.writer.ring.abandon();
+        }
+    }
+}
+
+/// Options for attaching to a frame ring.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameReaderOptions {
+    pub mode: ReadMode,
+    /// If set, attaching fails unless the ring has exactly this geometry.
+    pub expect: Option<FrameGeometry>,
+}
+
+/// A reading end of a frame ring; any number may attach.
+#[derive(Debug)]
+pub struct FrameReader {
+    ring: RingReader,
+    geometry: FrameGeometry,
+}
+
+impl FrameReader {
+    /// Attaches to ring `name`. Fails if it does not exist, is not a frame ring, has another
+    /// layout version or (with `expect`) another geometry, or its writer is gone.
+    pub fn attach(name: &str, options: FrameReaderOptions) -> Result<Self> {
+        let ring = RingReader::attach(name, RingKind::Frame, options.mode)?;
+        let c = ring.segment().config();
+        let corrupt = |reason: String| Error::Corrupt { name: name.to_string(), reason };
+        let format = PixelFormat::from_raw(c.pixel_format)
+            .ok_or_else(|| corrupt(format!("pixel format {}", c.pixel_format)))?;
+        let geometry = FrameGeometry { width: c.width, height: c.height, stride: c.stride, format };
+        geometry.check().map_err(corrupt)?;
+        if geometry.frame_bytes() > c.slot_capacity {
+            return Err(corrupt(format!("{geometry} does not fit slots of {} bytes", c.slot_capacity)));
+        }
+        if let Some(want) = options.expect {
+            let fields: [(&'static str, u64, u64); 4] = [
+                ("width", want.width.into(), geometry.width.into()),
+                ("height", want.height.into(), geometry.height.into()),
+                ("stride", want.stride.into(), geometry.stride.into()),
+                ("pixel format", want.format as u64, geometry.format as u64),
+            ];
+            if let Some((field, ours, theirs)) = fields.into_iter().find(|(_, a, b)| a != b) {
+                return Err(Error::LayoutMismatch { name: name.to_string(), field, ours, theirs });
+            }
+        }
+        Ok(Self { ring, geometry })
+    }
+
+    pub fn geometry(&self) -> FrameGeometry {
+        self.geometry
+    }
+
+    pub fn name(&self) -> &str {
+        self.ring.segment().name()
+    }
+
+    /// The next frame (per the read mode), borrowed zero-copy. `Ok(None)`: the wait ran out.
+    /// `Err(WriterGone)`: the writer closed the ring or died; attach again to follow a
+    /// restarted writer.
+    pub fn read(&mut self, wait: Wait) -> Result<Option<Frame<'_>>> {
+        let geometry = self.geometry;
+        let ring = &mut self.ring;
+        Ok(ring.next(wait)?.map(|located| Frame { sample: Sample::new(ring, located), geometry }))
+    }
+
+    /// The next intact frame, copied into `out` (resized to one frame).
+    pub fn read_copy(&mut self, wait: Wait, out: &mut Vec<u8>) -> Result<Option<SampleInfo>> {
+        self.ring.next_copy(wait, out)
+    }
+
+    pub fn stats(&self) -> ReaderStats {
+        self.ring.stats()
+    }
+
+    /// Frames the writer has published so far.
+    pub fn published(&self) -> u64 {
+        self.ring.published()
+    }
+
+    pub fn writer_pid(&self) -> u32 {
+        self.ring.writer_pid()
+    }
+
+    /// Time since the writer last published or sent a heartbeat.
+    pub fn heartbeat_age(&self) -> Duration {
+        self.ring.heartbeat_age()
+    }
+
+    /// Incremented each time a writer takes over this name from a dead one.
+    pub fn generation(&self) -> u64 {
+        self.ring.segment().config().generation
+    }
+}
+
+/// A frame borrowed zero-copy from the ring; see [`Sample`] for the overwrite check.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    sample: Sample<'a>,
+    geometry: FrameGeometry,
+}
+
+impl Frame<'_> {
+    pub fn pixels(&self) -> &[u8] {
+        self.sample.bytes()
+    }
+
+    pub fn geometry(&self) -> FrameGeometry {
+        self.geometry
+    }
+
+    pub fn info(&self) -> SampleInfo {
+        self.sample.info()
+    }
+
+    pub fn is_intact(&self) -> bool {
+        self.sample.is_intact()
+    }
+
+    /// `Ok` if the pixels read were one consistent frame; `Err(Overwritten)` to discard.
+    pub fn finish(self) -> Result<SampleInfo> {
+        self.sample.finish()
+    }
+}
