@@ -1,0 +1,12 @@
+use clap::Parser as _;
+
+fn main() -> std::process::ExitCode {
+    ads_tests::init_tracing();
+    match ads_tests::ring_tool::run(ads_tests::ring_tool::Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ads-ring: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
