@@ -242,8 +242,11 @@ pub(crate) struct Cursor {
 }
 
 impl Cursor {
-    pub(crate) fn new(mode: ReadMode, slot_count: u64) -> Self {
-        Self { mode, slot_count, next: None, stats: ReaderStats::default() }
+    /// `head` is the writer's head when the reader attaches: an in-order reader gets every
+    /// message published from then on; a latest reader's first read is the newest there is.
+    pub(crate) fn new(mode: ReadMode, slot_count: u64, head: u64) -> Self {
+        let next = (mode == ReadMode::InOrder).then_some(head);
+        Self { mode, slot_count, next, stats: ReaderStats::default() }
     }
 
     /// The message to try given the published `head`, or `None` if nothing new is there.
@@ -272,8 +275,10 @@ impl Cursor {
     /// that can still be intact and count the rest as dropped; latest simply retries.
     pub(crate) fn lapped(&mut self, n: u64, head: u64) {
         if self.mode == ReadMode::InOrder {
-            // While the writer writes message `head`, slots hold head-N+1 ..= head-1.
-            let oldest = head.saturating_sub(self.slot_count - 1).max(n + 1);
+            // Slots hold head-N ..= head-1 unless the writer is already rewriting head-N's
+            // slot; then the next probe says lapped again and we move one further (always
+            // past `n`, so this terminates).
+            let oldest = head.saturating_sub(self.slot_count).max(n + 1);
             let from = self.next.unwrap_or(n);
             self.stats.dropped += oldest.saturating_sub(from);
             self.next = Some(oldest);
@@ -296,15 +301,17 @@ mod tests {
 
     #[test]
     fn in_order_counts_every_message_once() {
-        let mut c = Cursor::new(ReadMode::InOrder, 4);
-        assert_eq!(c.target(0), None);
-        assert_eq!(c.target(3), Some(2), "a new reader starts at the newest message");
+        let mut c = Cursor::new(ReadMode::InOrder, 4, 2);
+        assert_eq!(c.target(2), None, "messages from before the attach are not delivered");
+        assert_eq!(c.target(3), Some(2));
         c.take(2);
         c.settle(true);
         assert_eq!(c.target(3), None);
         assert_eq!(c.target(10), Some(3));
         c.lapped(3, 10);
-        assert_eq!(c.target(10), Some(7), "jumps to head - slots + 1");
+        assert_eq!(c.target(10), Some(6), "jumps to head - slots");
+        c.lapped(6, 11);
+        assert_eq!(c.target(11), Some(7), "and one further if that slot is being rewritten");
         c.take(7);
         c.settle(false);
         assert_eq!(c.stats, ReaderStats { read: 1, skipped: 0, dropped: 4, overruns: 1 });
@@ -315,7 +322,7 @@ mod tests {
 
     #[test]
     fn latest_skips_to_newest_and_counts_the_gap() {
-        let mut c = Cursor::new(ReadMode::Latest, 4);
+        let mut c = Cursor::new(ReadMode::Latest, 4, 0);
         assert_eq!(c.target(1), Some(0));
         c.take(0);
         c.settle(true);
@@ -383,7 +390,7 @@ mod loom_model {
                     commit(&w.writer, &w.metas[i], n, Stamp { id: n, ..Stamp::default() }, 8, 0);
                 }
             });
-            let mut cursor = Cursor::new(ReadMode::InOrder, SLOTS as u64);
+            let mut cursor = Cursor::new(ReadMode::InOrder, SLOTS as u64, 0);
             for _ in 0..2 {
                 let head = ring.writer.head.load(Ordering::Acquire);
                 let Some(n) = cursor.target(head) else {

@@ -138,8 +138,9 @@ impl RingReader {
             });
         }
         let writer = segment.writer_id();
+        let head = segment.header().writer.head.load(Ordering::Acquire);
         let mut reader = Self {
-            cursor: Cursor::new(mode, u64::from(shape.slot_count)),
+            cursor: Cursor::new(mode, u64::from(shape.slot_count), head),
             segment,
             writer,
             last_liveness_ns: 0,
