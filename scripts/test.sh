@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up, formatting, lints, every test, and the loom model check.
+# This is the README's test command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "unsafe stays in shmem-ipc"
+if grep -rn --include='*.rs' 'allow(unsafe_code)' . --exclude-dir=target | grep -v '^./shmem-ipc/'; then
+  echo "unsafe code outside shmem-ipc (see above)" >&2
+  exit 1
+fi
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "loom model of the ring's slot protocol"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test -p ads-shmem-ipc --release --locked --lib loom
+
+step "no ring left behind in /dev/shm"
+leftovers=$(find /dev/shm -maxdepth 1 -name 'ads.[tc][0-9]*' 2>/dev/null || true)
+if [[ -n "$leftovers" ]]; then
+  echo "tests left segments behind:" >&2
+  echo "$leftovers" >&2
+  exit 1
+fi
+echo "all checks passed"
