@@ -17,6 +17,12 @@ if grep -rn --include='*.rs' 'allow(unsafe_code)' . --exclude-dir=target | grep 
   exit 1
 fi
 
+step "the ring's atomics come from its loom-swappable sync module"
+if grep -rn 'std::sync::atomic' shmem-ipc/src --include='*.rs' | grep -v '^shmem-ipc/src/sync.rs:'; then
+  echo "use crate::sync in shmem-ipc so the loom model covers it" >&2
+  exit 1
+fi
+
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -1,5 +1,4 @@
 //! The one place atomics come from, so `--cfg loom` can swap in loom's model-checked types.
-#![allow(clippy::disallowed_types)]
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};

@@ -1,4 +1,5 @@
 //! The ring's contract in one process: error cases, message rings, read modes, clean-up.
+#![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
 use ads_shmem_ipc::{
     shm_path, Error, FrameGeometry, FrameReader, FrameReaderOptions, FrameWriter, MessageReader,

@@ -1,4 +1,5 @@
 //! The ring's multi-process behaviour, with real processes and real signals.
+#![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
 mod common;
 
