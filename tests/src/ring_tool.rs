@@ -31,6 +31,11 @@ pub enum Cmd {
     Read(ReadArgs),
     /// Run a writer and a reader as two processes and print live throughput and latency.
     Demo(DemoArgs),
+    /// Measure writer→reader latency across processes: our ring next to ZeroMQ and iceoryx2.
+    Bench(crate::ring_bench::BenchArgs),
+    /// One side of one benchmark case (started by `bench`).
+    #[command(hide = true)]
+    BenchPeer(crate::ring_bench::PeerArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -114,6 +119,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Write(a) => write(&a),
         Cmd::Read(a) => read(&a),
         Cmd::Demo(a) => demo(&a),
+        Cmd::Bench(a) => crate::ring_bench::bench(&a),
+        Cmd::BenchPeer(a) => crate::ring_bench::peer(&a),
     }
 }
 
@@ -151,7 +158,7 @@ fn write(args: &WriteArgs) -> anyhow::Result<()> {
 }
 
 /// Sleeps until `due_ns` (monotonic), spinning for the last stretch so pacing stays tight.
-fn pace_until(due_ns: u64, stop: &AtomicBool) {
+pub(crate) fn pace_until(due_ns: u64, stop: &AtomicBool) {
     loop {
         let now = clock::monotonic_ns();
         if now >= due_ns || stop.load(Ordering::Relaxed) {
