@@ -216,10 +216,13 @@ pub enum ReadMode {
     InOrder,
 }
 
-/// Per-reader counters. Every message between the first and the last one a reader looked at
-/// is counted exactly once in `read`, `skipped`, `dropped` or `overruns`.
+/// Per-reader counters. Every message from `first_seq` to the last one the reader took is
+/// counted exactly once in `read`, `skipped`, `dropped` or `overruns`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReaderStats {
+    /// Where the counting starts: the writer's head when an in-order reader attached (what
+    /// it missed after that is `dropped`), or the first message a latest reader took.
+    pub first_seq: Option<u64>,
     /// Messages returned and still intact when the reader finished with them.
     pub read: u64,
     /// Messages passed over in `Latest` mode because a newer one was there.
@@ -246,7 +249,7 @@ impl Cursor {
     /// message published from then on; a latest reader's first read is the newest there is.
     pub(crate) fn new(mode: ReadMode, slot_count: u64, head: u64) -> Self {
         let next = (mode == ReadMode::InOrder).then_some(head);
-        Self { mode, slot_count, next, stats: ReaderStats::default() }
+        Self { mode, slot_count, next, stats: ReaderStats { first_seq: next, ..ReaderStats::default() } }
     }
 
     /// The message to try given the published `head`, or `None` if nothing new is there.
@@ -261,6 +264,7 @@ impl Cursor {
 
     /// The target `n` was found in its slot: it is taken (counted later by `settle`).
     pub(crate) fn take(&mut self, n: u64) {
+        self.stats.first_seq.get_or_insert(n);
         if let Some(next) = self.next {
             let passed = n.saturating_sub(next);
             match self.mode {
@@ -275,6 +279,7 @@ impl Cursor {
     /// that can still be intact and count the rest as dropped; latest simply retries.
     pub(crate) fn lapped(&mut self, n: u64, head: u64) {
         if self.mode == ReadMode::InOrder {
+            self.stats.first_seq.get_or_insert(n);
             // Slots hold head-N ..= head-1 unless the writer is already rewriting head-N's
             // slot; then the next probe says lapped again and we move one further (always
             // past `n`, so this terminates).
@@ -314,10 +319,21 @@ mod tests {
         assert_eq!(c.target(11), Some(7), "and one further if that slot is being rewritten");
         c.take(7);
         c.settle(false);
-        assert_eq!(c.stats, ReaderStats { read: 1, skipped: 0, dropped: 4, overruns: 1 });
+        assert_eq!(c.stats, ReaderStats { first_seq: Some(2), read: 1, skipped: 0, dropped: 4, overruns: 1 });
         // 2..=7 looked at: 6 messages, each counted once.
         let s = c.stats;
         assert_eq!(s.read + s.skipped + s.dropped + s.overruns, 6);
+    }
+
+    #[test]
+    fn in_order_counts_drops_from_the_attach_head() {
+        let mut c = Cursor::new(ReadMode::InOrder, 4, 5);
+        c.lapped(5, 20);
+        assert_eq!(c.target(20), Some(16));
+        c.take(16);
+        c.settle(true);
+        let s = c.stats;
+        assert_eq!((s.first_seq, s.dropped, s.read), (Some(5), 11, 1));
     }
 
     #[test]
@@ -330,7 +346,7 @@ mod tests {
         assert_eq!(c.target(6), Some(5));
         c.take(5);
         c.settle(true);
-        assert_eq!(c.stats, ReaderStats { read: 2, skipped: 4, dropped: 0, overruns: 0 });
+        assert_eq!(c.stats, ReaderStats { first_seq: Some(0), read: 2, skipped: 4, dropped: 0, overruns: 0 });
     }
 
     #[test]

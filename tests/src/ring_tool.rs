@@ -280,7 +280,7 @@ fn read(args: &ReadArgs) -> anyhow::Result<()> {
         emit(json!({"event": "summary", "generation": reader.generation(), "read": s.read,
                     "skipped": s.skipped, "dropped": s.dropped, "overruns": s.overruns,
                     "torn": tally.torn, "id_mismatch": tally.id_mismatch,
-                    "first_seq": tally.first_seq, "last_seq": tally.last_seq,
+                    "first_seq": s.first_seq, "first_read_seq": tally.first_seq, "last_seq": tally.last_seq,
                     "published": reader.published()}));
         match outcome {
             Some((pid, cause)) => {
