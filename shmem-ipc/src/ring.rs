@@ -228,7 +228,14 @@ impl RingReader {
                 Err(head) => head,
             };
             let now = monotonic_ns();
-            self.check_writer(now, false)?;
+            if let Err(gone) = self.check_writer(now, false) {
+                // The writer may have published more between our look and its close (or
+                // death): `closed` is stored after the last head, so one more look sees it.
+                return match self.look() {
+                    Ok(located) => Ok(Some(located)),
+                    Err(_) => Err(gone),
+                };
+            }
             if now >= deadline {
                 return Ok(None);
             }
