@@ -65,4 +65,4 @@ pub use message::{MessageReader, MessageWriter};
 #[cfg(not(loom))]
 pub use ring::{Sample, Wait, WriterStats};
 #[cfg(not(loom))]
-pub use segment::{shm_path, SHM_PREFIX};
+pub use segment::{reclaim_stale, shm_path, SHM_PREFIX};

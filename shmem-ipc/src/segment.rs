@@ -271,6 +271,50 @@ fn take_over_stale(name: &str) -> Result<Option<u64>> {
     Ok(generation)
 }
 
+/// Removes every `/dev/shm/ads.*` segment whose writer is dead (crashed without cleaning up)
+/// and returns their ring names. Segments of live writers are left alone. A writer taking over
+/// its own name does this by itself; this is for names that will not be reused, e.g. at boot
+/// or from an operator's shell (`ads-ring clean`).
+pub fn reclaim_stale() -> std::io::Result<Vec<String>> {
+    let mut reclaimed = Vec::new();
+    for entry in std::fs::read_dir(SHM_DIR)? {
+        let file_name = entry?.file_name();
+        let Some(name) = file_name.to_str().and_then(|f| f.strip_prefix(SHM_PREFIX)) else { continue };
+        if validate_name(name).is_err() {
+            continue;
+        }
+        if is_young_and_unrecognised(name) {
+            continue;
+        }
+        match take_over_stale(name) {
+            Ok(_) => reclaimed.push(name.to_string()),
+            Err(Error::WriterAlive { .. }) => {}
+            Err(e) => tracing::warn!(ring = name, "cannot inspect segment: {e}"),
+        }
+    }
+    Ok(reclaimed)
+}
+
+/// A segment without our magic that changed in the last seconds may be a live writer's that
+/// is still initialising: not ours to remove yet.
+fn is_young_and_unrecognised(name: &str) -> bool {
+    const GRACE: Duration = Duration::from_secs(10);
+    let young = std::fs::metadata(shm_path(name))
+        .and_then(|m| m.modified())
+        .map(|t| t.elapsed().map_or(true, |age| age < GRACE))
+        .unwrap_or(false);
+    if !young {
+        return false;
+    }
+    let Ok(shmem) = open_shmem(name) else { return false };
+    if shmem.len() < std::mem::size_of::<RingHeader>() {
+        return true;
+    }
+    // SAFETY: aligned (page-aligned mapping) and in bounds (length checked above); atomic.
+    let magic = unsafe { (*shmem.as_ptr().cast::<RingHeader>()).magic.load(Ordering::Acquire) };
+    magic != MAGIC
+}
+
 fn check_space(name: &str, needed: u64) -> Result<()> {
     let io = |context| move |source| Error::Io { name: name.to_string(), context, source };
     let stat = rustix::fs::statvfs(SHM_DIR).map_err(|e| io("statvfs /dev/shm")(e.into()))?;

@@ -31,6 +31,8 @@ pub enum Cmd {
     Read(ReadArgs),
     /// Run a writer and a reader as two processes and print live throughput and latency.
     Demo(DemoArgs),
+    /// Remove the rings of writers that died without cleaning up (/dev/shm/ads.*).
+    Clean,
     /// Measure writer→reader latency across processes: our ring next to ZeroMQ and iceoryx2.
     Bench(crate::ring_bench::BenchArgs),
     /// One side of one benchmark case (started by `bench`).
@@ -119,6 +121,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Write(a) => write(&a),
         Cmd::Read(a) => read(&a),
         Cmd::Demo(a) => demo(&a),
+        Cmd::Clean => {
+            let reclaimed = ads_shmem_ipc::reclaim_stale().context("scanning /dev/shm")?;
+            println!(
+                "removed {} stale ring(s){}",
+                reclaimed.len(),
+                if reclaimed.is_empty() { String::new() } else { format!(": {}", reclaimed.join(", ")) }
+            );
+            Ok(())
+        }
         Cmd::Bench(a) => crate::ring_bench::bench(&a),
         Cmd::BenchPeer(a) => crate::ring_bench::peer(&a),
     }
