@@ -1,9 +1,26 @@
-//! What the ads processes say to each other over the network: ports and topics.
+//! What the ads processes say to each other: ports, topics, and every message on the wire.
 //!
-//! The wire messages themselves (msgpack envelopes) arrive with the vehicle; this crate
-//! already fixes the names every process must agree on.
+//! A ZeroMQ message is multipart `[topic, envelope, payload?]`: the topic as UTF-8, the
+//! [`Envelope`] as a msgpack map (field names as keys, so any msgpack library reads it), and
+//! for `frame` only, the JPEG bytes. `docs/protocol.md` is the same contract for people and
+//! for clients in other languages.
+//!
+//! Decoding never panics and never trusts sizes: every failure is a [`DecodeError`].
 
-/// Default port of the vehicle's ZeroMQ PUB socket (frames, detections, state, events).
+mod messages;
+mod msgpack_check;
+mod wire;
+
+pub use messages::*;
+pub use wire::{
+    decode, decode_record, encode, encode_record, peek_action_identity, ActionIdentity, DecodeError, Message,
+    Topic, WireMessage,
+};
+
+/// Version of everything in this crate that goes on the wire or into a ring record.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default port of the vehicle's ZeroMQ PUB socket (frames, detections, state, events, truth).
 pub const DEFAULT_PUB_PORT: u16 = 5557;
 /// Default port of the vehicle's ZeroMQ SUB socket (actions from viewers).
 pub const DEFAULT_ACTION_PORT: u16 = 5558;
@@ -14,32 +31,10 @@ pub const DEFAULT_VIEWER_PORT: u16 = 8080;
 pub const FRAMES_RING: &str = "frames";
 /// Shared-memory ring the detector writes and the vehicle's control loop reads.
 pub const DETECTIONS_RING: &str = "detections";
+/// Largest detection record the `detections` ring carries.
+pub const MAX_DETECTION_RECORD: u64 = 64 * 1024;
 
-/// ZeroMQ topics: the first frame of every multipart message.
-pub mod topic {
-    pub const FRAME: &str = "frame";
-    pub const DETECTION: &str = "detection";
-    pub const STATE: &str = "state";
-    pub const EVENT: &str = "event";
-    pub const ACTION: &str = "action";
-    pub const TRUTH: &str = "truth";
-
-    /// Every topic, for subscribers that want all of them.
-    pub const ALL: [&str; 6] = [FRAME, DETECTION, STATE, EVENT, ACTION, TRUTH];
-}
-
-#[cfg(test)]
-mod tests {
-    use super::topic;
-
-    /// ZeroMQ SUB filters match by prefix: if one topic were a prefix of another, a
-    /// subscriber to the shorter one would silently receive both.
-    #[test]
-    fn no_topic_is_a_prefix_of_another() {
-        for a in topic::ALL {
-            for b in topic::ALL {
-                assert!(a == b || !b.starts_with(a), "{a:?} is a prefix of {b:?}");
-            }
-        }
-    }
-}
+/// Largest envelope accepted (the second part of a message).
+pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024;
+/// Largest binary payload accepted (a JPEG frame).
+pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;

@@ -1,0 +1,253 @@
+//! The bodies of the messages, one type per topic, and the detection record of the ring.
+//!
+//! Units are in the field names: `_m` metres, `_mps` metres per second, `_rad` radians,
+//! `_ns`/`_us`/`_ms` nano/micro/milliseconds, `_px` pixels. Timestamps named `*_ns` without
+//! qualification are wall-clock nanoseconds since the Unix epoch.
+
+use serde::{Deserialize, Serialize};
+
+/// Topic `frame`: metadata of the JPEG in the message's third part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameInfo {
+    /// Source frame number, increasing by one per captured frame (gaps are frames the
+    /// broadcaster did not send).
+    pub frame_id: u64,
+    pub width: u32,
+    pub height: u32,
+    /// JPEG quality 1..=100 used for this frame.
+    pub quality: u8,
+    /// Time the broadcaster spent compressing this frame.
+    pub encode_us: u32,
+}
+
+/// One lane line in image coordinates, TuSimple style: `xs[i]` is the column at row
+/// `h_samples[i]`, `None` where the line is not visible.
+pub type LaneXs = Vec<Option<f32>>;
+
+/// Lanes found by the detector (`ads-detection --method cv`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneDetection {
+    /// Image rows the lines are sampled at.
+    pub h_samples: Vec<u32>,
+    pub left: LaneXs,
+    pub right: LaneXs,
+    /// Confidence 0..=1 of each line.
+    pub left_confidence: f32,
+    pub right_confidence: f32,
+    /// Car position relative to the lane centre, metres, positive = car left of centre.
+    pub lateral_offset_m: f32,
+    /// Car heading relative to the lane, radians, positive = pointing left of the lane.
+    pub heading_error_rad: f32,
+    /// Radius of the lane's curvature, metres, positive = curving left; `None` when straight.
+    pub curvature_radius_m: Option<f32>,
+}
+
+/// An object found by the detector (`--method dl`), box in pixels of the source frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectedObject {
+    /// COCO class name, e.g. `car`.
+    pub class: String,
+    pub class_id: u16,
+    /// 0..=1.
+    pub score: f32,
+    pub x_px: f32,
+    pub y_px: f32,
+    pub w_px: f32,
+    pub h_px: f32,
+}
+
+/// Topic `detection`, and the record in the `detections` ring: one per processed frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detections {
+    /// The frame these results are for.
+    pub frame_id: u64,
+    /// That frame's capture time, wall clock ns.
+    pub capture_ns: u64,
+    /// `cv` or `dl`.
+    pub detector: String,
+    /// Time the detector spent on the frame.
+    pub processing_us: u32,
+    pub lanes: Option<LaneDetection>,
+    pub objects: Vec<DetectedObject>,
+}
+
+/// Topic `truth`: the simulator's true lane lines for a frame, TuSimple style.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneTruthMsg {
+    pub frame_id: u64,
+    pub h_samples: Vec<u32>,
+    /// Every visible marking line, left to right.
+    pub lanes: Vec<LaneXs>,
+    /// Indices into `lanes` of the lines bounding the car's lane.
+    pub ego_left: Option<u32>,
+    pub ego_right: Option<u32>,
+}
+
+/// Position and heading in the world frame of the source (simulator or CARLA).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoseMsg {
+    pub x_m: f64,
+    pub y_m: f64,
+    /// Counter-clockwise from the world x axis.
+    pub yaw_rad: f64,
+}
+
+/// What the vehicle is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriveMode {
+    /// Driving from detections (or ground truth with `--control truth`).
+    Driving,
+    /// Time and frames frozen by a `pause` action.
+    Paused,
+    /// Braking to a stop and holding it after `emergency_stop`, until `resume`.
+    EmergencyStop,
+    /// Stopped because detections are stale or missing; drives again when they return.
+    Failsafe,
+}
+
+/// Where the control loop takes its steering from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlSource {
+    Detections,
+    Truth,
+}
+
+/// Per-stage timings of the last frame, microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageTimings {
+    /// Producing the frame (simulator rendering, camera capture) into the ring.
+    pub source_us: u32,
+    /// Control loop: reading detections, computing and applying controls.
+    pub control_us: u32,
+    /// JPEG encoding in the broadcaster.
+    pub encode_us: u32,
+    /// From a frame's capture to the control loop reading its detections (0 if none).
+    pub detection_latency_us: u32,
+}
+
+/// Things that were lost, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct DropCounters {
+    /// Frames published to the ring but not broadcast (rate limit or encoder busy).
+    pub frames_not_broadcast: u64,
+    /// Frames overwritten while the broadcaster was compressing them.
+    pub frames_overrun: u64,
+    /// Small messages (state, event, detection, truth) dropped because the broadcaster's
+    /// queue was full.
+    pub messages_dropped: u64,
+    /// Actions rejected (any reason).
+    pub actions_rejected: u64,
+}
+
+/// Health of the vehicle's inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// True if a detection newer than the fail-safe timeout was read.
+    pub detections_fresh: bool,
+    /// Age of the newest detection, `None` if none was ever read.
+    pub detection_age_ms: Option<u32>,
+    /// Why the vehicle is stopping or stopped, in words; `None` while all is well.
+    pub stop_reason: Option<String>,
+}
+
+/// Topic `state`, several times a second and always while paused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VehicleState {
+    /// Last frame produced.
+    pub frame_id: u64,
+    pub pose: PoseMsg,
+    pub speed_mps: f64,
+    pub target_speed_mps: f64,
+    /// Front wheel angle, positive = left.
+    pub steering_rad: f64,
+    /// 0..=1.
+    pub throttle: f64,
+    /// 0..=1.
+    pub brake: f64,
+    pub mode: DriveMode,
+    pub paused: bool,
+    pub control: ControlSource,
+    /// `sim`, `camera`, `video` or `carla`.
+    pub source: String,
+    /// Frames produced per second over the last second.
+    pub fps: f32,
+    pub timings: StageTimings,
+    pub drops: DropCounters,
+    pub health: Health,
+}
+
+/// Why an action was not carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The message could not be decoded (bad msgpack, wrong types, wrong topic, too large).
+    Malformed,
+    /// Decoded, but names a command this vehicle does not know.
+    Unknown,
+    /// Its `expires_ns` was in the past on arrival.
+    Expired,
+    /// Same id as an earlier action, or a sequence number not above the sender's last one.
+    Duplicate,
+    /// Valid, but not possible now (e.g. respawn to a spawn point that does not exist).
+    NotAllowed,
+    /// A protocol version this vehicle does not speak.
+    Version,
+}
+
+/// Topic `event`: acknowledgements and notable happenings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The answer to one action. `action_id` and `sender` are empty when the action was too
+    /// malformed to read them.
+    Ack {
+        action_id: String,
+        sender: String,
+        seq: u64,
+        accepted: bool,
+        reason: Option<RejectReason>,
+        detail: String,
+    },
+    /// Something an operator should know (fail-safe engaged, detector back, ...).
+    Notice { level: NoticeLevel, text: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+/// What an action asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Put the car back at spawn point `spawn_point` (default: the first) with zero speed
+    /// and a fresh controller.
+    Respawn { spawn_point: Option<u32> },
+    /// Freeze simulation time and frame production; state keeps flowing.
+    Pause,
+    /// Undo `pause` and release an emergency stop.
+    Resume,
+    /// Cut throttle and brake fully at once; latched until `resume`.
+    EmergencyStop,
+    /// Cruise speed to hold, 0..=40 m/s.
+    SetTargetSpeed { mps: f64 },
+}
+
+/// Topic `action`, sent by viewers to the vehicle's SUB socket. The envelope's `seq` is the
+/// sender's sequence number and must increase with every action from that sender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// Unique per action (e.g. a UUID); echoed in the acknowledgement.
+    pub id: String,
+    /// Who sent it (e.g. `viewer@laptop`); sequence numbers are tracked per sender.
+    pub sender: String,
+    /// Wall clock ns after which the vehicle must not act on it.
+    pub expires_ns: u64,
+    pub command: Command,
+}
