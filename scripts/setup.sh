@@ -6,9 +6,12 @@ set -euo pipefail
 packages=(
   build-essential  # cc/c++ for libzmq (built from source by the zmq crate)
   pkg-config
-  cmake            # libjpeg-turbo (turbojpeg crate) and other bundled C builds
+  cmake            # libjpeg-turbo (built from source by the turbojpeg crate)
+  nasm             # libjpeg-turbo's SIMD code
   clang            # bindgen for iceoryx2's POSIX layer and the opencv crate
   libclang-dev
+  python3          # the protocol conformance client (tests/python), in a venv
+  python3-venv
 )
 
 missing=()

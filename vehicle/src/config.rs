@@ -1,0 +1,308 @@
+//! The vehicle's configuration: defaults < TOML file < environment < command-line flags.
+//!
+//! The file (`--config`, e.g. `configs/vehicle.toml`) is validated once at load: unknown keys
+//! are errors naming the key, and values are range-checked with the key's name.
+
+use crate::sim::TrackKind;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where frames come from. Only the simulator exists so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    Sim,
+    Camera,
+    Video,
+    Carla,
+}
+
+/// What the control loop steers from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SteerFrom {
+    /// Lane detections from `ads-detection` (the real mode).
+    Detections,
+    /// The simulator's ground truth, for running the simulator alone.
+    Truth,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VehicleConfig {
+    /// Identifies this vehicle in every message.
+    pub vehicle_id: String,
+    pub source: SourceKind,
+    pub control: SteerFrom,
+    /// Frames per second produced by the source.
+    pub fps: f64,
+    pub width: u32,
+    pub height: u32,
+    /// Shared-memory ring the source writes frames into.
+    pub frames_ring: String,
+    /// Slots of the frames ring (>= 3).
+    pub ring_slots: u32,
+    /// Shared-memory ring the detector writes results into.
+    pub detections_ring: String,
+    pub sim: SimSection,
+    pub broadcast: BroadcastSection,
+    pub actions: ActionsSection,
+    pub drive: DriveSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimSection {
+    pub track: TrackKind,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BroadcastSection {
+    /// ZeroMQ endpoint the PUB socket binds.
+    pub endpoint: String,
+    /// JPEG quality 1..=100.
+    pub jpeg_quality: u8,
+    /// Most frames per second sent to viewers; the rest are dropped (and counted).
+    pub max_fps: f64,
+    /// ZeroMQ send high-water mark, messages per subscriber.
+    pub send_hwm: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionsSection {
+    /// ZeroMQ endpoint the action SUB socket binds.
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriveSection {
+    /// Cruise speed, m/s.
+    pub target_speed_mps: f64,
+    /// No detection newer than this → controlled stop.
+    pub detection_timeout_ms: u64,
+    /// Pure-pursuit look-ahead distance, m.
+    pub lookahead_m: f64,
+}
+
+impl Default for VehicleConfig {
+    fn default() -> Self {
+        Self {
+            vehicle_id: "ads-vehicle".into(),
+            source: SourceKind::Sim,
+            control: SteerFrom::Detections,
+            fps: 30.0,
+            width: 800,
+            height: 600,
+            frames_ring: ads_protocol::FRAMES_RING.into(),
+            ring_slots: 4,
+            detections_ring: ads_protocol::DETECTIONS_RING.into(),
+            sim: SimSection::default(),
+            broadcast: BroadcastSection::default(),
+            actions: ActionsSection::default(),
+            drive: DriveSection::default(),
+        }
+    }
+}
+
+impl Default for SimSection {
+    fn default() -> Self {
+        Self { track: TrackKind::Oval, seed: 0 }
+    }
+}
+
+impl Default for BroadcastSection {
+    fn default() -> Self {
+        Self {
+            endpoint: format!("tcp://*:{}", ads_protocol::DEFAULT_PUB_PORT),
+            jpeg_quality: 80,
+            max_fps: 30.0,
+            send_hwm: 100,
+        }
+    }
+}
+
+impl Default for ActionsSection {
+    fn default() -> Self {
+        Self { endpoint: format!("tcp://*:{}", ads_protocol::DEFAULT_ACTION_PORT) }
+    }
+}
+
+impl Default for DriveSection {
+    fn default() -> Self {
+        Self { target_speed_mps: 8.0, detection_timeout_ms: 300, lookahead_m: 10.0 }
+    }
+}
+
+/// A configuration problem, naming the key or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key} = {value}: {problem}")]
+    Invalid { key: &'static str, value: String, problem: &'static str },
+}
+
+/// Command-line and environment overrides: every field is optional; set ones win over the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// TOML configuration file (see configs/vehicle.toml).
+    #[arg(long, env = "ADS_VEHICLE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "ADS_VEHICLE_ID")]
+    pub vehicle_id: Option<String>,
+    /// Frame source; only `sim` is implemented so far.
+    #[arg(long, value_enum, env = "ADS_VEHICLE_SOURCE")]
+    pub source: Option<SourceKind>,
+    /// Steer from detections (default) or from the simulator's ground truth.
+    #[arg(long, value_enum, env = "ADS_VEHICLE_CONTROL")]
+    pub control: Option<SteerFrom>,
+    #[arg(long, env = "ADS_VEHICLE_FPS")]
+    pub fps: Option<f64>,
+    #[arg(long, env = "ADS_VEHICLE_WIDTH")]
+    pub width: Option<u32>,
+    #[arg(long, env = "ADS_VEHICLE_HEIGHT")]
+    pub height: Option<u32>,
+    #[arg(long, value_enum, env = "ADS_VEHICLE_TRACK")]
+    pub track: Option<TrackKind>,
+    #[arg(long, env = "ADS_VEHICLE_SEED")]
+    pub seed: Option<u64>,
+    /// ZeroMQ endpoint to publish on, e.g. tcp://*:5557.
+    #[arg(long, env = "ADS_VEHICLE_BROADCAST")]
+    pub broadcast: Option<String>,
+    /// ZeroMQ endpoint to take actions on, e.g. tcp://*:5558.
+    #[arg(long, env = "ADS_VEHICLE_ACTIONS")]
+    pub actions: Option<String>,
+    #[arg(long, env = "ADS_VEHICLE_JPEG_QUALITY")]
+    pub jpeg_quality: Option<u8>,
+    #[arg(long, env = "ADS_VEHICLE_FRAMES_RING")]
+    pub frames_ring: Option<String>,
+    #[arg(long, env = "ADS_VEHICLE_DETECTIONS_RING")]
+    pub detections_ring: Option<String>,
+    #[arg(long, env = "ADS_VEHICLE_TARGET_SPEED")]
+    pub target_speed: Option<f64>,
+}
+
+impl VehicleConfig {
+    /// Parses a TOML document (unknown keys are errors naming the key).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+    }
+
+    /// Defaults, then the file named in `overrides` (if any), then the overrides themselves;
+    /// validated once.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut config = match &overrides.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                Self::from_toml(&text, path)?
+            }
+            None => Self::default(),
+        };
+        let o = overrides.clone();
+        macro_rules! set {
+            ($field:expr, $value:expr) => {
+                if let Some(v) = $value {
+                    $field = v;
+                }
+            };
+        }
+        set!(config.vehicle_id, o.vehicle_id);
+        set!(config.source, o.source);
+        set!(config.control, o.control);
+        set!(config.fps, o.fps);
+        set!(config.width, o.width);
+        set!(config.height, o.height);
+        set!(config.sim.track, o.track);
+        set!(config.sim.seed, o.seed);
+        set!(config.broadcast.endpoint, o.broadcast);
+        set!(config.actions.endpoint, o.actions);
+        set!(config.broadcast.jpeg_quality, o.jpeg_quality);
+        set!(config.frames_ring, o.frames_ring);
+        set!(config.detections_ring, o.detections_ring);
+        set!(config.drive.target_speed_mps, o.target_speed);
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check(
+            ok: bool,
+            key: &'static str,
+            value: impl ToString,
+            problem: &'static str,
+        ) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid { key, value: value.to_string(), problem })
+            }
+        }
+        check(self.fps > 0.0 && self.fps <= 1000.0, "fps", self.fps, "must be in (0, 1000]")?;
+        check((16..=8192).contains(&self.width), "width", self.width, "must be in 16..=8192")?;
+        check((16..=8192).contains(&self.height), "height", self.height, "must be in 16..=8192")?;
+        check(self.ring_slots >= 3, "ring_slots", self.ring_slots, "must be at least 3")?;
+        check(!self.vehicle_id.is_empty(), "vehicle_id", &self.vehicle_id, "must not be empty")?;
+        let q = self.broadcast.jpeg_quality;
+        check((1..=100).contains(&q), "broadcast.jpeg_quality", q, "must be in 1..=100")?;
+        let m = self.broadcast.max_fps;
+        check(m > 0.0 && m <= 1000.0, "broadcast.max_fps", m, "must be in (0, 1000]")?;
+        check(
+            self.broadcast.send_hwm > 0,
+            "broadcast.send_hwm",
+            self.broadcast.send_hwm,
+            "must be positive",
+        )?;
+        let s = self.drive.target_speed_mps;
+        check((0.0..=40.0).contains(&s), "drive.target_speed_mps", s, "must be in 0..=40")?;
+        let l = self.drive.lookahead_m;
+        check(l > 0.5 && l < 100.0, "drive.lookahead_m", l, "must be in (0.5, 100)")?;
+        let t = self.drive.detection_timeout_ms;
+        check(t > 0, "drive.detection_timeout_ms", t, "must be positive")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = VehicleConfig::from_toml("fps = 30.0\nfsp = 20.0\n", Path::new("v.toml")).unwrap_err();
+        assert!(err.to_string().contains("fsp"), "{err}");
+        let err = VehicleConfig::from_toml("[drive]\nspeed = 3.0\n", Path::new("v.toml")).unwrap_err();
+        assert!(err.to_string().contains("speed"), "{err}");
+    }
+
+    #[test]
+    fn file_then_overrides_win_and_values_are_validated() {
+        let dir = std::env::temp_dir().join(format!("ads-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vehicle.toml");
+        std::fs::write(&path, "fps = 20.0\n[sim]\nseed = 7\n[broadcast]\njpeg_quality = 60\n").unwrap();
+        let mut o = Overrides { config: Some(path.clone()), ..Overrides::default() };
+        let c = VehicleConfig::load(&o).unwrap();
+        assert_eq!((c.fps, c.sim.seed, c.broadcast.jpeg_quality, c.width), (20.0, 7, 60, 800));
+        o.fps = Some(15.0);
+        assert_eq!(VehicleConfig::load(&o).unwrap().fps, 15.0);
+        o.jpeg_quality = Some(0);
+        let err = VehicleConfig::load(&o).unwrap_err();
+        assert!(err.to_string().contains("broadcast.jpeg_quality"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_shipped_config_file_loads_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/vehicle.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(VehicleConfig::from_toml(&text, &path).unwrap(), VehicleConfig::default());
+    }
+}

@@ -1,0 +1,12 @@
+use clap::Parser as _;
+
+fn main() -> std::process::ExitCode {
+    ads_vehicle::init_tracing();
+    match ads_vehicle::run(ads_vehicle::Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ads-vehicle: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! Pixels: sky and hills above the horizon, textured ground below, painted lines on top, sensor
+//! noise last.
+//!
+//! The budget is ~5 ms for 800x600 on one slow core, so the per-pixel work is integer only:
+//! world and track coordinates advance by fixed-point steps along each row segment, the ground
+//! class changes only where a segment crosses a zone boundary (found once per segment), and
+//! the texture is one integer hash of the world texel. Lines are few pixels per row and are
+//! drawn afterwards in floating point with exact coverage, so they are anti-aliased.
+
+use super::look::{Bgr, Look, Material, Tables, WEAR_CELL_SHIFT};
+use super::noise::{hash2, mix64, value_noise};
+use super::road::{LineColor, RoadLine};
+use super::rows::{RowMap, Sample, MAX_DIST};
+use super::Scene;
+
+/// Fraction bits of the fixed-point coordinates.
+const FRAC: u32 = 32;
+const ONE: f64 = (1u64 << FRAC) as f64;
+/// Finest texel: 2^-7 m, about the size of asphalt grit.
+const TEXEL_BITS: u32 = 7;
+/// Grass this close to the pavement can be shaded by the roadside trees (m).
+const SHADE_REACH: f64 = 12.0;
+/// Metre-scale blotches of the ground.
+const BLOTCH_CELL: f64 = 1.5;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Zone {
+    FarGrass,
+    NearGrass,
+    Shoulder,
+    Asphalt,
+}
+
+/// Zones left of the first boundary, between boundaries, and right of the last.
+const ZONES: [Zone; 7] = [
+    Zone::FarGrass,
+    Zone::NearGrass,
+    Zone::Shoulder,
+    Zone::Asphalt,
+    Zone::Shoulder,
+    Zone::NearGrass,
+    Zone::FarGrass,
+];
+
+/// Per-frame constants.
+struct Ctx<'a> {
+    look: &'a Look,
+    tables: &'a Tables,
+    lines: &'a [RoadLine],
+    horizon: f64,
+    /// Offsets where the zone changes, ascending.
+    bounds: [f64; 6],
+    wear_lo: i64,
+    shadows: bool,
+    skew: f64,
+    tex_seed: u32,
+    noise_seed: u64,
+    /// Image row of the hill top in each column.
+    hill_tops: Vec<f64>,
+    hill_px: f64,
+}
+
+/// One material, for one row: fog, light and distance already folded in.
+#[derive(Debug, Clone, Copy, Default)]
+struct RowMat {
+    base: [i32; 3],
+    /// Response to brightness variation, 1/256 units.
+    gain: [i32; 3],
+    /// Grain amplitude, in grey levels × 2 (a signed byte times this, shifted by 8).
+    grain: i32,
+    blotch: i32,
+}
+
+/// Per-row constants of the ground.
+struct RowLook {
+    mats: [RowMat; 3],
+    fog: [i32; 3],
+    keep: f32,
+    fog_f: Bgr,
+    shift: u32,
+}
+
+/// Fixed-point state stepped along a run of pixels.
+#[derive(Debug, Clone, Copy)]
+struct Acc {
+    wx: i64,
+    wy: i64,
+    n: i64,
+    /// Position in the shadow table (cells), skewed by the offset so bands cross obliquely.
+    sk: i64,
+    /// Blotch value, 16 fraction bits, in −1..1.
+    blot: i32,
+}
+
+pub(crate) fn render(scene: &Scene<'_>, frame: u64, out: &mut [u8], stride: usize) {
+    let (w, h) = (scene.width as usize, scene.height as usize);
+    if w == 0 || h == 0 {
+        return;
+    }
+    assert!(stride >= 3 * w, "stride {stride} is shorter than a row of {w} BGR pixels");
+    assert!(
+        out.len() >= stride * (h - 1) + 3 * w,
+        "frame buffer of {} bytes is too small for {w}x{h} at stride {stride}",
+        out.len()
+    );
+    let ctx = Ctx::new(scene, frame);
+    let sampler = scene.sampler();
+    let mut map = RowMap::default();
+    let mut hint = scene.cam_s;
+    // Bottom up, so each row's searches start from the row below.
+    for v in (0..h).rev() {
+        let row = &mut out[v * stride..v * stride + 3 * w];
+        if sampler.row(v as u32, &mut hint, &mut map) {
+            let rl = ctx.row_look(scene, &map);
+            ground_row(&ctx, &rl, &map, row);
+            paint_lines(&ctx, &rl, &map, row);
+        } else if v as f64 > ctx.horizon {
+            let fog = ctx.look.fog.map(|c| c.round() as u8);
+            fill(row, fog);
+        } else {
+            sky_row(&ctx, v, row);
+        }
+        add_noise(&ctx, v, row);
+    }
+}
+
+impl<'a> Ctx<'a> {
+    fn new(scene: &Scene<'a>, frame: u64) -> Self {
+        let world = scene.world;
+        let (lo, hi) = world.road.asphalt;
+        let sh = world.road.shoulder;
+        let look = &world.look;
+        let f = scene.projector.focal();
+        let horizon = scene.projector.horizon;
+        let hill_tops = scene
+            .projector
+            .bearings
+            .iter()
+            .map(|b| {
+                let az = scene.yaw + b;
+                let shape = 0.55
+                    + 0.25 * (3.0 * az + 1.0).sin()
+                    + 0.15 * (7.0 * az + 2.0).sin()
+                    + 0.05 * (17.0 * az + 0.5).sin();
+                horizon - f * (look.hill_height * shape).tan()
+            })
+            .collect();
+        Self {
+            look,
+            tables: &world.tables,
+            lines: &world.road.lines,
+            horizon,
+            bounds: [lo - sh - SHADE_REACH, lo - sh, lo, hi, hi + sh, hi + sh + SHADE_REACH],
+            wear_lo: (lo * ONE) as i64,
+            shadows: look.shadows.is_some() && !world.tables.shade.is_empty(),
+            skew: look.shadows.map_or(0.0, |s| s.2),
+            tex_seed: mix64(scene.seed ^ 0x7E47_0000) as u32,
+            noise_seed: mix64(mix64(scene.seed ^ 0x0015_E000) ^ frame),
+            hill_tops,
+            hill_px: f * (look.hill_height * 1.0).tan(),
+        }
+    }
+
+    fn fog_factor(&self, dist: f64) -> f64 {
+        let l = self.look;
+        let f = |d: f64| 1.0 - (-(d - l.fog_start).max(0.0) / l.fog_scale).exp();
+        (f(dist) / f(MAX_DIST)).clamp(0.0, 1.0)
+    }
+
+    fn row_look(&self, scene: &Scene<'_>, map: &RowMap) -> RowLook {
+        let fog = self.fog_factor(map.dist) as f32;
+        let keep = 1.0 - fog;
+        let light = self.look.light;
+        // How far one image row reaches along the ground, for texture filtering.
+        let depth = depth_footprint(scene, f64::from(map.v));
+        let texel0 = 1.0 / f64::from(1u32 << TEXEL_BITS);
+        let level = (map.per_px / texel0).log2().ceil().max(0.0);
+        let texel = texel0 * level.exp2();
+        // A pixel averages this many texels' worth of grain: shrink the grain as a box filter
+        // would, so the far road does not sparkle.
+        let grain_keep = (texel / depth.max(texel)).sqrt() as f32;
+        let blotch_keep = (BLOTCH_CELL / depth.max(BLOTCH_CELL)).sqrt() as f32;
+        let mat = |m: &Material| {
+            let c = |i: usize| m.color[i] * light[i] * keep;
+            let g = |i: usize| (m.tint[i] * light[i] * keep * 256.0).round() as i32;
+            RowMat {
+                base: [c(0), c(1), c(2)].map(|x| x.round() as i32),
+                gain: [g(0), g(1), g(2)],
+                grain: (m.grain * grain_keep * 2.0).round() as i32,
+                blotch: (m.blotch * blotch_keep).round() as i32,
+            }
+        };
+        let fog_f = self.look.fog.map(|c| c * fog);
+        RowLook {
+            mats: [mat(&self.look.asphalt), mat(&self.look.shoulder), mat(&self.look.grass)],
+            fog: fog_f.map(|c| c.round() as i32),
+            keep,
+            fog_f,
+            shift: FRAC - TEXEL_BITS + level as u32,
+        }
+    }
+
+    fn zone(&self, n: f64) -> usize {
+        self.bounds.iter().filter(|&&b| b <= n).count()
+    }
+}
+
+/// Ground distance covered by one image row around row `v` (m).
+fn depth_footprint(scene: &Scene<'_>, v: f64) -> f64 {
+    let p = scene.projector;
+    match (p.row(v - 0.5), p.row(v + 0.5)) {
+        (Some(a), Some(b)) => (a.dist - b.dist).abs(),
+        _ => MAX_DIST,
+    }
+}
+
+fn fill(row: &mut [u8], c: [u8; 3]) {
+    for px in row.chunks_exact_mut(3) {
+        px.copy_from_slice(&c);
+    }
+}
+
+fn sky_row(ctx: &Ctx<'_>, v: usize, row: &mut [u8]) {
+    let look = ctx.look;
+    let v = v as f64;
+    let up = ((ctx.horizon - v) / ctx.horizon.max(1.0)).clamp(0.0, 1.0);
+    let g = up.powf(0.7) as f32;
+    let mut sky: Bgr =
+        std::array::from_fn(|i| look.sky_horizon[i] + (look.sky_zenith[i] - look.sky_horizon[i]) * g);
+    // Haze: the last few pixels above the horizon fade into the fog the ground ends in.
+    let haze = (1.0 - (ctx.horizon - v) / 12.0).clamp(0.0, 1.0) as f32;
+    sky = std::array::from_fn(|i| sky[i] + (look.fog[i] - sky[i]) * haze);
+    fill(row, sky.map(|c| c.round() as u8));
+    if v < ctx.horizon - ctx.hill_px - 1.0 {
+        return;
+    }
+    let depth = ((v - (ctx.horizon - ctx.hill_px)) / ctx.hill_px.max(1.0)).clamp(0.0, 1.0) as f32;
+    let mix = 0.3 + 0.6 * depth;
+    let hill: [u8; 3] = std::array::from_fn(|i| {
+        let c = look.hills[i] * look.light[i];
+        (c + (look.fog[i] - c) * mix).round() as u8
+    });
+    for (px, &top) in row.chunks_exact_mut(3).zip(&ctx.hill_tops) {
+        if v >= top {
+            px.copy_from_slice(&hill);
+        }
+    }
+}
+
+fn ground_row(ctx: &Ctx<'_>, rl: &RowLook, map: &RowMap, row: &mut [u8]) {
+    let samples = &map.samples;
+    let cells = ctx.tables.shade.len() as f64;
+    let cell = ctx.tables.shade_cell;
+    let mut blot_a = blotch(ctx, map, samples.first());
+    for (k, a) in samples.iter().enumerate() {
+        let next = samples.get(k + 1);
+        let blot_b = blotch(ctx, map, next);
+        let b = next.unwrap_or(a);
+        let p0 = a.u as usize;
+        let p1 = next.map_or(p0 + 1, |b| b.u as usize);
+        let span = (b.u - a.u).max(1.0);
+        let dblot = ((blot_b - blot_a) / span * 65536.0) as i32;
+        let at = |p: usize, n: f64, s: f64, dn: f64, ds: f64| {
+            let du = p as f64;
+            let (wx, wy) = map.world(du);
+            let t = du - a.u;
+            let sk = ((s + ctx.skew * n) / cell).rem_euclid(cells.max(1.0));
+            let start = Acc {
+                wx: (wx * ONE) as i64,
+                wy: (wy * ONE) as i64,
+                n: (n * ONE) as i64,
+                sk: (sk * ONE) as i64,
+                blot: ((blot_a + (blot_b - blot_a) * t / span) * 65536.0) as i32,
+            };
+            let step = Acc {
+                wx: (map.step.0 * ONE) as i64,
+                wy: (map.step.1 * ONE) as i64,
+                n: (dn * ONE) as i64,
+                sk: ((ds + ctx.skew * dn) / cell * ONE) as i64,
+                blot: dblot,
+            };
+            (start, step)
+        };
+        if a.link {
+            let dn = (b.n - a.n) / span;
+            let ds = (b.s - a.s) / span;
+            let mut p = p0;
+            while p < p1 {
+                let t = (p - p0) as f64;
+                let n = a.n + dn * t;
+                let z = ctx.zone(n);
+                let end = if dn > 0.0 && z < ctx.bounds.len() {
+                    (p0 as f64 + (ctx.bounds[z] - a.n) / dn).ceil()
+                } else if dn < 0.0 && z > 0 {
+                    (p0 as f64 + (ctx.bounds[z - 1] - a.n) / dn).floor() + 1.0
+                } else {
+                    p1 as f64
+                };
+                let end = (end.max(0.0) as usize).clamp(p + 1, p1);
+                let (start, step) = at(p, n, a.s + ds * t, dn, ds);
+                run(ctx, rl, ZONES[z], &mut row[3 * p..3 * end], start, step);
+                p = end;
+            }
+        } else {
+            let first = if a.valid { ZONES[ctx.zone(a.n)] } else { Zone::FarGrass };
+            let (start, step) = at(p0, a.n, a.s, 0.0, 0.0);
+            run(ctx, rl, first, &mut row[3 * p0..3 * p0 + 3], start, step);
+            if p1 > p0 + 1 {
+                let (start, step) = at(p0 + 1, 0.0, 0.0, 0.0, 0.0);
+                run(ctx, rl, Zone::FarGrass, &mut row[3 * (p0 + 1)..3 * p1], start, step);
+            }
+        }
+        blot_a = blot_b;
+    }
+}
+
+/// Metre-scale brightness variation at a sample, in −1..1.
+fn blotch(ctx: &Ctx<'_>, map: &RowMap, s: Option<&Sample>) -> f64 {
+    s.map_or(0.0, |s| {
+        let (x, y) = map.world(s.u);
+        0.7 * value_noise(x, y, BLOTCH_CELL, ctx.tex_seed) + 0.3 * value_noise(x, y, 6.0, ctx.tex_seed ^ 1)
+    })
+}
+
+fn run(ctx: &Ctx<'_>, rl: &RowLook, zone: Zone, px: &mut [u8], a: Acc, d: Acc) {
+    let [asphalt, shoulder, grass] = &rl.mats;
+    match (zone, ctx.shadows) {
+        (Zone::Asphalt, true) => shade_run::<true, true>(ctx, rl, asphalt, px, a, d),
+        (Zone::Asphalt, false) => shade_run::<true, false>(ctx, rl, asphalt, px, a, d),
+        (Zone::Shoulder, true) => shade_run::<false, true>(ctx, rl, shoulder, px, a, d),
+        (Zone::Shoulder, false) => shade_run::<false, false>(ctx, rl, shoulder, px, a, d),
+        (Zone::NearGrass, true) => shade_run::<false, true>(ctx, rl, grass, px, a, d),
+        (Zone::NearGrass, false) | (Zone::FarGrass, _) => shade_run::<false, false>(ctx, rl, grass, px, a, d),
+    }
+}
+
+/// The hot loop: one hash, a few multiplies and adds per pixel.
+#[inline(always)]
+fn shade_run<const WEAR: bool, const SHADOW: bool>(
+    ctx: &Ctx<'_>,
+    rl: &RowLook,
+    m: &RowMat,
+    px: &mut [u8],
+    mut a: Acc,
+    d: Acc,
+) {
+    let wear = &ctx.tables.wear[..];
+    let wear_last = wear.len() as i64 - 1;
+    let shade = &ctx.tables.shade[..];
+    let cells = shade.len() as i64;
+    for out in px.chunks_exact_mut(3) {
+        let h = hash2((a.wx >> rl.shift) as u32, (a.wy >> rl.shift) as u32, ctx.tex_seed);
+        let grain = (h >> 24) as i32 - 128;
+        let mut l = ((grain * m.grain) >> 8) + ((a.blot * m.blotch) >> 16);
+        if WEAR {
+            let i = ((a.n - ctx.wear_lo) >> (FRAC - WEAR_CELL_SHIFT)).clamp(0, wear_last);
+            l += wear.get(i as usize).copied().unwrap_or(0);
+        }
+        let light = if SHADOW {
+            let mut c = a.sk >> FRAC;
+            if c >= cells {
+                c -= cells;
+            } else if c < 0 {
+                c += cells;
+            }
+            i32::from(shade.get(c as usize).copied().unwrap_or(256))
+        } else {
+            256
+        };
+        for ((o, &base), (&gain, &fog)) in out.iter_mut().zip(&m.base).zip(m.gain.iter().zip(&rl.fog)) {
+            let mut v = base + ((l * gain) >> 8);
+            if SHADOW {
+                v = (v * light) >> 8;
+            }
+            *o = (v + fog).clamp(0, 255) as u8;
+        }
+        a.wx += d.wx;
+        a.wy += d.wy;
+        if WEAR {
+            a.n += d.n;
+        }
+        if SHADOW {
+            a.sk += d.sk;
+        }
+        a.blot += d.blot;
+    }
+}
+
+/// Draws each stripe over the ground with its exact pixel coverage across the row.
+fn paint_lines(ctx: &Ctx<'_>, rl: &RowLook, map: &RowMap, row: &mut [u8]) {
+    let width = row.len() / 3;
+    let mut spans: Vec<(f64, f64)> = Vec::new();
+    for (li, line) in ctx.lines.iter().enumerate() {
+        for (c, half) in line.stripes() {
+            spans.clear();
+            let (lo, hi) = (c - half, c + half);
+            for w in map.samples.windows(2) {
+                let (a, b) = (&w[0], &w[1]);
+                if !a.link || a.n.max(b.n) < lo || a.n.min(b.n) > hi {
+                    continue;
+                }
+                let (t0, t1) = if a.n == b.n {
+                    (0.0, 1.0)
+                } else {
+                    let (ta, tb) = ((lo - a.n) / (b.n - a.n), (hi - a.n) / (b.n - a.n));
+                    (ta.min(tb).max(0.0), ta.max(tb).min(1.0))
+                };
+                if t0 >= t1 {
+                    continue;
+                }
+                let (u0, u1) = (a.u + t0 * (b.u - a.u), a.u + t1 * (b.u - a.u));
+                match spans.last_mut() {
+                    Some(last) if last.1 >= u0 - 1e-9 => last.1 = last.1.max(u1),
+                    _ => spans.push((u0, u1)),
+                }
+            }
+            for &(u0, u1) in &spans {
+                let first = (u0 + 0.5).floor().max(0.0) as usize;
+                let last = ((u1 - 0.5).ceil().max(0.0) as usize).min(width - 1);
+                for p in first..=last {
+                    let pc = p as f64;
+                    let cover = (u1.min(pc + 0.5) - u0.max(pc - 0.5)) as f32;
+                    if cover <= 0.0 {
+                        continue;
+                    }
+                    let Some((s, n)) = map.at(pc.clamp(u0, u1)) else { continue };
+                    if !line.painted_at(s) {
+                        continue;
+                    }
+                    let paint = paint_color(ctx, rl, line, li, s, n);
+                    for (o, &pc) in row[3 * p..3 * p + 3].iter_mut().zip(&paint) {
+                        let cur = f32::from(*o);
+                        *o = (cur + (pc - cur) * cover).round().clamp(0.0, 255.0) as u8;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Paint in the light at (s, n): worn unevenly along the line, shaded like the ground.
+fn paint_color(ctx: &Ctx<'_>, rl: &RowLook, line: &RoadLine, index: usize, s: f64, n: f64) -> Bgr {
+    let base = match line.style.color {
+        LineColor::White => ctx.look.white,
+        LineColor::Yellow => ctx.look.yellow,
+    };
+    let worn = hash2(s.div_euclid(1.0) as i64 as u32, index as u32, ctx.tex_seed ^ 0xBEEF);
+    let wear = 0.84 + 0.16 * (worn >> 24) as f32 / 255.0;
+    let light = if ctx.shadows {
+        let cells = ctx.tables.shade.len() as f64;
+        let c = ((s + ctx.skew * n) / ctx.tables.shade_cell).rem_euclid(cells) as usize;
+        f32::from(ctx.tables.shade.get(c).copied().unwrap_or(256)) / 256.0
+    } else {
+        1.0
+    };
+    std::array::from_fn(|i| base[i] * ctx.look.light[i] * wear * light * rl.keep + rl.fog_f[i])
+}
+
+/// Sensor noise: triangular luminance noise plus a little chroma, from (seed, frame, row).
+fn add_noise(ctx: &Ctx<'_>, v: usize, row: &mut [u8]) {
+    // σ of the triangular sum of two bytes is 104; scale it to the track's noise level.
+    let luma = (ctx.look.noise * 1024.0 / 104.0).round() as i32;
+    let chroma = (ctx.look.noise * 0.5 * 1024.0 / 74.0).round() as i32;
+    let mut r = mix64(ctx.noise_seed ^ (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    for px in row.chunks_exact_mut(3) {
+        r = r.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let x = (r >> 32) as u32;
+        let tri = (x & 0xFF) as i32 + ((x >> 8) & 0xFF) as i32 - 255;
+        let l = (tri * luma) >> 10;
+        let cb = ((((x >> 16) & 0xFF) as i32 - 128) * chroma) >> 10;
+        let cr = (((x >> 24) as i32 - 128) * chroma) >> 10;
+        px[0] = (i32::from(px[0]) + l + cb).clamp(0, 255) as u8;
+        px[1] = (i32::from(px[1]) + l).clamp(0, 255) as u8;
+        px[2] = (i32::from(px[2]) + l + cr).clamp(0, 255) as u8;
+    }
+}

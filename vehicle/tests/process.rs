@@ -1,0 +1,431 @@
+//! The real `ads-vehicle` binary on free ports, driven by a real ZeroMQ client.
+#![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
+
+use ads_protocol::{
+    decode, encode, Action, Command, Detections, DriveMode, Event, LaneDetection, Message, RejectReason,
+    VehicleState, PROTOCOL_VERSION,
+};
+use ads_shmem_ipc::{clock, shm_path, MessageWriter, Stamp};
+use ads_vehicle::sim::{SimConfig, Simulator, TrackKind};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// Deadlines keep a broken build from hanging; they measure nothing.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Received {
+    message: Message,
+    payload: Option<Vec<u8>>,
+}
+
+struct Vehicle {
+    child: Child,
+    name: String,
+    pub_endpoint: String,
+    action_endpoint: String,
+    actions: zmq::Socket,
+    incoming: Receiver<Received>,
+    seq: u64,
+    _context: zmq::Context,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Vehicle {
+    fn start(test: &str, extra: &[&str]) -> Vehicle {
+        let name = format!("v{}-{test}", std::process::id());
+        let (pub_port, action_port) = (free_port(), free_port());
+        let frames = format!("{name}-frames");
+        let detections = format!("{name}-det");
+        let child = Process::new(env!("CARGO_BIN_EXE_ads-vehicle"))
+            .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
+            .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
+            .args(["--frames-ring", &frames, "--detections-ring", &detections, "--vehicle-id", "test-car"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let context = zmq::Context::new();
+        let sub = context.socket(zmq::SUB).unwrap();
+        sub.set_subscribe(b"").unwrap();
+        sub.set_rcvtimeo(100).unwrap();
+        sub.connect(&format!("tcp://127.0.0.1:{pub_port}")).unwrap();
+        let actions = context.socket(zmq::PUB).unwrap();
+        actions.connect(&format!("tcp://127.0.0.1:{action_port}")).unwrap();
+        let (tx, incoming) = std::sync::mpsc::channel();
+        std::thread::spawn(move || loop {
+            match sub.recv_multipart(0) {
+                Ok(parts) => {
+                    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                    let wire = decode(&refs).expect("the vehicle only sends valid messages");
+                    let received =
+                        Received { message: wire.message, payload: wire.payload.map(<[u8]>::to_vec) };
+                    if tx.send(received).is_err() {
+                        return;
+                    }
+                }
+                Err(zmq::Error::EAGAIN) => {}
+                Err(_) => return,
+            }
+        });
+        let mut vehicle = Vehicle {
+            child,
+            name,
+            pub_endpoint: format!("tcp://127.0.0.1:{pub_port}"),
+            action_endpoint: format!("tcp://127.0.0.1:{action_port}"),
+            actions,
+            incoming,
+            seq: 0,
+            _context: context,
+        };
+        vehicle.state_where(|_| true);
+        vehicle
+    }
+
+    fn next_where<T>(&mut self, mut pick: impl FnMut(&Received) -> Option<T>) -> T {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("ads-vehicle exited: {status}");
+            }
+            match self.incoming.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(r) => {
+                    if let Some(t) = pick(&r) {
+                        return t;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("nothing matching within {DEADLINE:?}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("subscriber thread ended"),
+            }
+        }
+    }
+
+    fn state_where(&mut self, accept: impl Fn(&VehicleState) -> bool) -> VehicleState {
+        self.next_where(|r| match &r.message {
+            Message::State(s) if accept(s) => Some(s.clone()),
+            _ => None,
+        })
+    }
+
+    fn send_raw(&self, parts: &[&[u8]]) {
+        self.actions.send_multipart(parts, 0).unwrap();
+    }
+
+    /// Sends `command` until it is acknowledged (the first sends may precede the connection),
+    /// each time as a new action; returns the acknowledgement.
+    fn act(&mut self, command: Command) -> (bool, Option<RejectReason>, String) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            self.seq += 1;
+            let id = format!("{}-{}", self.name, self.seq);
+            let action = Action {
+                id: id.clone(),
+                sender: "rust-test".into(),
+                expires_ns: clock::wall_ns() + 5_000_000_000,
+                command: command.clone(),
+            };
+            let envelope =
+                encode("test-car", self.seq, clock::wall_ns(), clock::wall_ns(), &Message::Action(action));
+            self.send_raw(&[b"action", &envelope]);
+            let until = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < until {
+                if let Ok(r) = self.incoming.recv_timeout(Duration::from_millis(50)) {
+                    if let Message::Event(Event::Ack { action_id, accepted, reason, detail, .. }) = r.message
+                    {
+                        if action_id == id {
+                            return (accepted, reason, detail);
+                        }
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no acknowledgement for {command:?}");
+        }
+    }
+
+    fn stop(mut self) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!shm_path(&format!("{}-frames", self.name)).exists(), "the frames ring was not unlinked");
+    }
+}
+
+impl Drop for Vehicle {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn frames_state_and_truth_flow_with_increasing_ids() {
+    let mut v = Vehicle::start("flow", &["--control", "truth"]);
+    let mut ids = Vec::new();
+    while ids.len() < 10 {
+        let (id, jpeg) = v.next_where(|r| match &r.message {
+            Message::Frame(f) => Some((f.frame_id, r.payload.clone().unwrap())),
+            _ => None,
+        });
+        let header = turbojpeg::read_header(&jpeg).unwrap();
+        assert_eq!((header.width, header.height), (800, 600));
+        ids.push(id);
+    }
+    assert!(ids.windows(2).all(|w| w[1] > w[0]), "{ids:?}");
+    let truth = v.next_where(|r| match &r.message {
+        Message::Truth(t) => Some(t.clone()),
+        _ => None,
+    });
+    assert!(!truth.h_samples.is_empty() && truth.ego_left.is_some() && truth.ego_right.is_some());
+    let state = v.state_where(|s| s.speed_mps > 1.0);
+    assert_eq!(state.mode, DriveMode::Driving);
+    v.stop();
+}
+
+#[test]
+fn pause_freezes_frames_and_resume_restarts_them() {
+    let mut v = Vehicle::start("pause", &["--control", "truth"]);
+    v.state_where(|s| s.frame_id > 5);
+    assert!(v.act(Command::Pause).0);
+    let frozen = v.state_where(|s| s.paused && s.mode == DriveMode::Paused).frame_id;
+    // Several states later (state keeps flowing while paused), the frame id has not moved.
+    for _ in 0..10 {
+        assert_eq!(v.state_where(|_| true).frame_id, frozen);
+    }
+    assert!(v.act(Command::Resume).0);
+    v.state_where(|s| !s.paused && s.frame_id > frozen + 3);
+    v.stop();
+}
+
+#[test]
+fn respawn_puts_the_car_on_the_spawn_point() {
+    let mut v = Vehicle::start("respawn", &["--control", "truth", "--track", "s-bends", "--seed", "3"]);
+    let expected = Simulator::new(SimConfig { track: TrackKind::SBends, seed: 3, ..SimConfig::default() })
+        .spawn_points()[1];
+    v.state_where(|s| s.speed_mps > 1.0);
+    assert!(v.act(Command::Pause).0);
+    let (accepted, _, detail) = v.act(Command::Respawn { spawn_point: Some(1) });
+    assert!(accepted, "{detail}");
+    let s = v.state_where(|s| s.paused && s.speed_mps == 0.0);
+    assert!(
+        (s.pose.x_m - expected.x).abs() < 1e-9 && (s.pose.y_m - expected.y).abs() < 1e-9,
+        "{s:?} vs {expected:?}"
+    );
+    assert!((s.pose.yaw_rad - expected.yaw).abs() < 1e-9);
+    let (accepted, reason, detail) = v.act(Command::Respawn { spawn_point: Some(999) });
+    assert_eq!((accepted, reason), (false, Some(RejectReason::NotAllowed)), "{detail}");
+    v.stop();
+}
+
+#[test]
+fn emergency_stop_brakes_to_zero_and_latches_until_resume() {
+    let mut v = Vehicle::start("estop", &["--control", "truth"]);
+    v.state_where(|s| s.speed_mps > 3.0);
+    assert!(v.act(Command::EmergencyStop).0);
+    let stopped = v.state_where(|s| s.mode == DriveMode::EmergencyStop && s.speed_mps == 0.0);
+    assert_eq!((stopped.throttle, stopped.brake), (0.0, 1.0));
+    for _ in 0..30 {
+        let s = v.state_where(|_| true);
+        assert_eq!((s.speed_mps, s.mode), (0.0, DriveMode::EmergencyStop), "latched");
+    }
+    assert!(v.act(Command::Resume).0);
+    v.state_where(|s| s.mode == DriveMode::Driving && s.speed_mps > 0.5);
+    let (accepted, reason, _) = v.act(Command::SetTargetSpeed { mps: 100.0 });
+    assert_eq!((accepted, reason), (false, Some(RejectReason::NotAllowed)));
+    assert!(v.act(Command::SetTargetSpeed { mps: 3.0 }).0);
+    v.state_where(|s| s.target_speed_mps == 3.0);
+    v.stop();
+}
+
+fn ack_for(v: &mut Vehicle, id: &str) -> (bool, Option<RejectReason>, String) {
+    v.next_where(|r| match &r.message {
+        Message::Event(Event::Ack { action_id, accepted, reason, detail, .. }) if action_id == id => {
+            Some((*accepted, *reason, detail.clone()))
+        }
+        _ => None,
+    })
+}
+
+/// An action envelope with an arbitrary command type, as a client in another language would
+/// build it.
+fn hand_made_envelope(id: &str, command_type: &str) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Env<'a> {
+        v: u16,
+        vehicle: &'a str,
+        seq: u64,
+        capture_ns: u64,
+        send_ns: u64,
+        body: Body<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        id: &'a str,
+        sender: &'a str,
+        expires_ns: u64,
+        command: std::collections::BTreeMap<&'a str, &'a str>,
+    }
+    let env = Env {
+        v: PROTOCOL_VERSION,
+        vehicle: "test-car",
+        seq: 99,
+        capture_ns: 0,
+        send_ns: 0,
+        body: Body {
+            id,
+            sender: "other-client",
+            expires_ns: u64::MAX,
+            command: [("type", command_type)].into_iter().collect(),
+        },
+    };
+    rmp_serde::to_vec_named(&env).unwrap()
+}
+
+#[test]
+fn bad_actions_are_rejected_and_the_vehicle_keeps_publishing() {
+    let mut v = Vehicle::start("bad", &["--control", "truth"]);
+    assert!(v.act(Command::SetTargetSpeed { mps: 5.0 }).0, "connected");
+    let before = v.state_where(|_| true).frame_id;
+    let now = clock::wall_ns();
+    let envelope = |seq: u64, id: &str, expires_ns: u64, command: Command| {
+        let action = Action { id: id.into(), sender: "bad-client".into(), expires_ns, command };
+        encode("test-car", seq, now, now, &Message::Action(action))
+    };
+    v.send_raw(&[b"action", &envelope(1, "old", now - 1, Command::Pause)]);
+    assert_eq!(ack_for(&mut v, "old").1, Some(RejectReason::Expired));
+    v.send_raw(&[b"action", &envelope(10, "once", now + 5_000_000_000, Command::Resume)]);
+    assert!(ack_for(&mut v, "once").0);
+    v.send_raw(&[b"action", &envelope(11, "once", now + 5_000_000_000, Command::Resume)]);
+    assert_eq!(ack_for(&mut v, "once").1, Some(RejectReason::Duplicate), "same id");
+    v.send_raw(&[b"action", &envelope(10, "replay", now + 5_000_000_000, Command::Pause)]);
+    assert_eq!(ack_for(&mut v, "replay").1, Some(RejectReason::Duplicate), "old sequence number");
+    v.send_raw(&[b"action", &hand_made_envelope("fly-1", "fly")]);
+    assert_eq!(ack_for(&mut v, "fly-1").1, Some(RejectReason::Unknown));
+    // Garbage, a wrong part count and random bytes: rejected as malformed, never acted on.
+    v.send_raw(&[b"action", b"\x93\x01\x02"]);
+    v.send_raw(&[b"action"]);
+    let mut x = 0x1234_5678_9abc_def0u64;
+    for _ in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let junk: Vec<u8> = (0..(x % 200) as usize).map(|i| (x >> (i % 56)) as u8).collect();
+        v.send_raw(&[b"action", &junk]);
+    }
+    v.next_where(|r| match &r.message {
+        Message::Event(Event::Ack { reason: Some(RejectReason::Malformed), .. }) => Some(()),
+        _ => None,
+    });
+    // Nothing above paused or stopped the car, and frames still advance.
+    let after = v.state_where(|s| s.frame_id > before + 30);
+    assert_eq!(after.mode, DriveMode::Driving);
+    assert!(!after.paused);
+    assert!(after.drops.actions_rejected >= 5, "{:?}", after.drops);
+    v.stop();
+}
+
+fn centred_lane_record(frame_id: u64) -> Vec<u8> {
+    ads_protocol::encode_record(&Detections {
+        frame_id,
+        capture_ns: clock::wall_ns(),
+        detector: "test".into(),
+        processing_us: 1,
+        lanes: Some(LaneDetection {
+            h_samples: vec![],
+            left: vec![],
+            right: vec![],
+            left_confidence: 1.0,
+            right_confidence: 1.0,
+            lateral_offset_m: 0.0,
+            heading_error_rad: 0.0,
+            curvature_radius_m: None,
+        }),
+        objects: vec![],
+    })
+}
+
+#[test]
+fn drives_on_fresh_detections_and_stops_safely_when_they_stop() {
+    let mut v = Vehicle::start("failsafe", &[]);
+    let s = v.state_where(|s| s.mode == DriveMode::Failsafe);
+    assert!(s.health.stop_reason.unwrap().contains("no detections"));
+    assert_eq!(s.speed_mps, 0.0);
+
+    // Play the detector: write records into the detections ring through real shared memory.
+    let mut detector =
+        MessageWriter::create(&format!("{}-det", v.name), ads_protocol::MAX_DETECTION_RECORD, 8).unwrap();
+    let feeding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let feed = std::sync::Arc::clone(&feeding);
+    let feeder = std::thread::spawn(move || {
+        let mut id = 0;
+        while feed.load(std::sync::atomic::Ordering::Relaxed) {
+            detector.publish(&centred_lane_record(id), Stamp { id, ..Stamp::default() }).unwrap();
+            id += 1;
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        detector
+    });
+    let driving = v.state_where(|s| s.mode == DriveMode::Driving && s.speed_mps > 1.0);
+    assert!(driving.health.detections_fresh);
+    v.next_where(|r| matches!(r.message, Message::Detection(_)).then_some(()));
+
+    // The detector stops publishing (hung, say): controlled stop, and state says why.
+    feeding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _detector = feeder.join().unwrap();
+    let stopped = v.state_where(|s| s.mode == DriveMode::Failsafe && s.speed_mps == 0.0);
+    let reason = stopped.health.stop_reason.unwrap();
+    assert!(reason.contains("ms old"), "{reason}");
+    assert!(!stopped.health.detections_fresh);
+    v.stop();
+}
+
+/// The venv with pyzmq and msgpack that scripts/python-env.sh makes (idempotent).
+fn python() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out =
+        Process::new("bash").arg(root.join("scripts/python-env.sh")).current_dir(&root).output().unwrap();
+    assert!(out.status.success(), "python-env.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    std::path::PathBuf::from(stdout.lines().last().unwrap().trim())
+}
+
+#[test]
+fn a_python_client_following_the_protocol_doc_reads_every_topic_and_pauses_the_car() {
+    let python = python();
+    let mut v = Vehicle::start("python", &["--control", "truth"]);
+    let client = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/ads_client.py");
+    let sender = format!("python-{}", std::process::id());
+    let out = Process::new(python)
+        .arg(client)
+        .args(["--pub", &v.pub_endpoint, "--actions", &v.action_endpoint, "--seconds", "4"])
+        .args(["--send", "pause", "--sender", &sender])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    assert!(out.status.success(), "{report:#}\n{}", String::from_utf8_lossy(&out.stderr));
+    for topic in ["frame", "state", "truth", "event"] {
+        assert!(report["counts"][topic].as_u64() > Some(0), "no {topic}: {report:#}");
+    }
+    assert_eq!(report["frames_bad"], 0, "{report:#}");
+    assert_eq!(report["jpeg_sizes"], serde_json::json!([800, 600]), "{report:#}");
+    assert_eq!(report["ack"]["accepted"], true, "{report:#}");
+    // What the Python client asked for really happened.
+    v.state_where(|s| s.paused);
+    v.stop();
+}
