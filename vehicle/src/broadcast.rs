@@ -59,7 +59,8 @@ impl Outbox {
 #[derive(Debug, Default)]
 pub struct BroadcastStats {
     pub frames_sent: AtomicU64,
-    /// Frames the broadcaster skipped (newer one already there) or held back (rate limit).
+    /// Frames the broadcaster skipped (newer one already there) or held back (rate limit, or
+    /// nobody subscribed to frames).
     pub frames_not_broadcast: AtomicU64,
     /// Frames overwritten in the ring while being compressed.
     pub frames_overrun: AtomicU64,
@@ -87,7 +88,9 @@ pub fn spawn(
     stats: Arc<BroadcastStats>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let socket = context.socket(zmq::PUB).context("creating the PUB socket")?;
+    // XPUB is a PUB that also reports subscriptions: the broadcaster compresses frames only
+    // while somebody subscribes to them (JPEG is most of its CPU on a Raspberry Pi).
+    let socket = context.socket(zmq::XPUB).context("creating the PUB socket")?;
     // High-water mark before bind: it applies to pipes created afterwards.
     socket.set_sndhwm(settings.send_hwm)?;
     socket.set_linger(0)?;
@@ -98,8 +101,15 @@ pub fn spawn(
     compressor.set_quality(i32::from(settings.jpeg_quality))?;
     compressor.set_subsamp(turbojpeg::Subsamp::Sub2x2)?;
     let handle = std::thread::Builder::new().name("broadcaster".into()).spawn(move || {
-        let mut broadcaster =
-            Broadcaster { socket, settings, compressor, stats, seq: [0; 6], rate_limited: 0 };
+        let mut broadcaster = Broadcaster {
+            socket,
+            settings,
+            compressor,
+            stats,
+            seq: [0; 6],
+            rate_limited: 0,
+            subscriptions: Subscriptions::default(),
+        };
         broadcaster.run(&outbox, &stop);
     })?;
     Ok(handle)
@@ -112,6 +122,34 @@ struct Broadcaster {
     stats: Arc<BroadcastStats>,
     seq: [u64; 6],
     rate_limited: u64,
+    subscriptions: Subscriptions,
+}
+
+/// Topic prefixes subscribed by at least one subscriber, as XPUB reports them (it passes on
+/// the first subscription to a prefix and the last unsubscription from it).
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    prefixes: std::collections::HashSet<Vec<u8>>,
+}
+
+impl Subscriptions {
+    /// Applies one XPUB notification: `0x01 prefix` subscribes, `0x00 prefix` unsubscribes.
+    pub fn apply(&mut self, notification: &[u8]) {
+        match notification.split_first() {
+            Some((1, prefix)) => {
+                self.prefixes.insert(prefix.to_vec());
+            }
+            Some((0, prefix)) => {
+                self.prefixes.remove(prefix);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a message on `topic` would reach anybody.
+    pub fn wants(&self, topic: Topic) -> bool {
+        self.prefixes.iter().any(|p| topic.as_str().as_bytes().starts_with(p))
+    }
 }
 
 impl Broadcaster {
@@ -130,6 +168,9 @@ impl Broadcaster {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
+            while let Ok(notification) = self.socket.recv_bytes(zmq::DONTWAIT) {
+                self.subscriptions.apply(&notification);
+            }
             let Some(ring) = reader.as_mut() else {
                 let options = FrameReaderOptions { mode: ReadMode::Latest, expect: None };
                 match FrameReader::attach(&self.settings.frames_ring, options) {
@@ -143,7 +184,10 @@ impl Broadcaster {
                 Ok(Some(frame)) => {
                     let now = clock::monotonic_ns();
                     // 10% slack so a 30 fps source is not throttled by jitter at max_fps = 30.
-                    if now.saturating_sub(last_frame_ns) < min_interval_ns * 9 / 10 {
+                    if !self.subscriptions.wants(Topic::Frame)
+                        || now.saturating_sub(last_frame_ns) < min_interval_ns * 9 / 10
+                    {
+                        // Nobody watching, or over the rate limit: not compressed, counted.
                         self.rate_limited += 1;
                     } else {
                         last_frame_ns = now;
@@ -216,5 +260,27 @@ impl Broadcaster {
             self.stats.send_failures.fetch_add(1, Ordering::Relaxed);
             tracing::trace!("send failed: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_follow_xpub_notifications() {
+        let mut s = Subscriptions::default();
+        assert!(!s.wants(Topic::Frame));
+        s.apply(b"\x01state");
+        assert!(s.wants(Topic::State) && !s.wants(Topic::Frame));
+        s.apply(b"\x01");
+        assert!(s.wants(Topic::Frame), "the empty prefix subscribes to everything");
+        s.apply(b"\x00");
+        assert!(!s.wants(Topic::Frame));
+        s.apply(b"\x01fr");
+        assert!(s.wants(Topic::Frame));
+        s.apply(b"\x00fr");
+        s.apply(b"garbage-without-marker\x02");
+        assert!(!s.wants(Topic::Frame) && s.wants(Topic::State));
     }
 }

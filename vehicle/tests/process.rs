@@ -181,8 +181,10 @@ fn frames_state_and_truth_flow_with_increasing_ids() {
             Message::Frame(f) => Some((f.frame_id, r.payload.clone().unwrap())),
             _ => None,
         });
-        let header = turbojpeg::read_header(&jpeg).unwrap();
-        assert_eq!((header.width, header.height), (800, 600));
+        let image = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::BGR).unwrap();
+        assert_eq!((image.width, image.height), (800, 600));
+        let mean = image.pixels.iter().map(|&p| u64::from(p)).sum::<u64>() / image.pixels.len() as u64;
+        assert!((30..230).contains(&mean), "a real picture, not a blank one: mean {mean}");
         ids.push(id);
     }
     assert!(ids.windows(2).all(|w| w[1] > w[0]), "{ids:?}");
@@ -193,6 +195,48 @@ fn frames_state_and_truth_flow_with_increasing_ids() {
     assert!(!truth.h_samples.is_empty() && truth.ego_left.is_some() && truth.ego_right.is_some());
     let state = v.state_where(|s| s.speed_mps > 1.0);
     assert_eq!(state.mode, DriveMode::Driving);
+    v.stop();
+}
+
+#[test]
+fn frames_are_not_compressed_while_nobody_subscribes_to_them() {
+    let mut v = Vehicle::start("nobody", &["--control", "truth"]);
+    let context = zmq::Context::new();
+    // A second client that only wants state; then the first (subscribed to everything) leaves.
+    let state_only = context.socket(zmq::SUB).unwrap();
+    state_only.set_subscribe(b"state").unwrap();
+    state_only.set_rcvtimeo(20_000).unwrap();
+    state_only.connect(&v.pub_endpoint).unwrap();
+    v.next_where(|r| matches!(r.message, Message::Frame(_)).then_some(()));
+    state_only.recv_multipart(0).unwrap();
+    drop(std::mem::replace(&mut v.incoming, std::sync::mpsc::channel().1));
+    let state = |socket: &zmq::Socket| loop {
+        let parts = socket.recv_multipart(0).unwrap();
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        if let Message::State(s) = decode(&refs).unwrap().message {
+            return s;
+        }
+    };
+    // Once the all-topics subscriber is gone, frames are held back instead of compressed.
+    let deadline = Instant::now() + DEADLINE;
+    let first = loop {
+        let s = state(&state_only);
+        if s.drops.frames_not_broadcast > 0 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "frames were still being compressed for nobody");
+    };
+    // Fifteen frames later (the source keeps producing), none of them was compressed.
+    let later = loop {
+        let s = state(&state_only);
+        if s.frame_id > first.frame_id + 15 {
+            break s;
+        }
+    };
+    assert!(
+        later.drops.frames_not_broadcast >= first.drops.frames_not_broadcast + 14,
+        "{first:?}\n{later:?}"
+    );
     v.stop();
 }
 
