@@ -4,18 +4,21 @@
 //! without hardware, and so lane detection can be scored against exact ground truth. Everything
 //! is deterministic: the same config, seed, pose and frame index give byte-identical pixels.
 //!
-//! The pieces, one job each: [`track`](self) builds centrelines from curvature profiles, `road`
-//! says where the lines are, `look` how each track is lit, `camera` which ground line each image
-//! row sees, `rows` maps those lines to track coordinates, `render` and `truth` turn that one
-//! mapping into pixels and TuSimple labels (so they cannot disagree), `model` moves the car.
+//! The pieces, one job each: `track` builds centrelines from curvature profiles, `road` says
+//! where the lines are, `look` how each track is lit, `camera` which ground line each image row
+//! sees, `rows` maps those lines to track coordinates; `render` (ground), `paint` (lines) and
+//! `truth` (TuSimple labels) all read that one mapping, so labels and pixels cannot disagree;
+//! `sky` draws above the horizon, `noise` holds the hashes, `model` moves the car.
 
 mod camera;
 mod look;
 mod model;
 mod noise;
+mod paint;
 mod render;
 mod road;
 mod rows;
+mod sky;
 mod track;
 mod truth;
 
@@ -195,6 +198,7 @@ pub(crate) struct World {
     pub(crate) road: road::RoadLayout,
     pub(crate) look: look::Look,
     pub(crate) tables: look::Tables,
+    pub(crate) sensor: noise::SensorNoise,
 }
 
 impl Simulator {
@@ -203,6 +207,7 @@ impl Simulator {
         let road = road::RoadLayout::new(cfg.track, track.length());
         let look = look::Look::new(cfg.track);
         let tables = look::Tables::new(&look, &road, track.length(), cfg.seed);
+        let sensor = noise::SensorNoise::new(cfg.seed, look.noise, cfg.width as usize);
         let projector = camera::Projector::new(&cfg.camera, cfg.width, cfg.height);
         let h_samples = projector.h_samples();
         let spawns = (0..SPAWN_POINTS)
@@ -214,7 +219,7 @@ impl Simulator {
         let car = model::Kinematics { pose: spawns[0], speed: 0.0, steering: 0.0 };
         Self {
             cfg,
-            world: World { track, road, look, tables },
+            world: World { track, road, look, tables, sensor },
             projector,
             h_samples,
             spawns,
@@ -382,6 +387,24 @@ impl Scene<'_> {
     pub(crate) fn sampler(&self) -> RowSampler<'_> {
         RowSampler::new(self)
     }
+}
+
+/// `x.floor() as i64` without a libm call: baseline x86-64 and many ARM targets have no
+/// rounding instruction, and this runs per sample and per run of pixels.
+#[inline]
+pub(crate) fn floor_i64(x: f64) -> i64 {
+    let t = x as i64;
+    if (t as f64) > x {
+        t - 1
+    } else {
+        t
+    }
+}
+
+/// `x.rem_euclid(m)` for m > 0, without fmod.
+#[inline]
+pub(crate) fn modulo(x: f64, m: f64) -> f64 {
+    x - floor_i64(x / m) as f64 * m
 }
 
 pub(crate) fn wrap_angle(a: f64) -> f64 {

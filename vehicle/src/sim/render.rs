@@ -1,17 +1,18 @@
-//! Pixels: sky and hills above the horizon, textured ground below, painted lines on top, sensor
-//! noise last.
+//! A frame, row by row from the bottom: textured ground below the horizon (here), painted
+//! lines on top (`paint`), sky above (`sky`), sensor noise last.
 //!
 //! The budget is ~5 ms for 800x600 on one slow core, so the per-pixel work is integer only:
 //! world and track coordinates advance by fixed-point steps along each row segment, the ground
 //! class changes only where a segment crosses a zone boundary (found once per segment), and
-//! the texture is one integer hash of the world texel. Lines are few pixels per row and are
-//! drawn afterwards in floating point with exact coverage, so they are anti-aliased.
+//! the texture is one integer hash of the world texel.
 
 use super::look::{Bgr, Look, Material, Tables, WEAR_CELL_SHIFT};
 use super::noise::{hash2, mix64, value_noise};
-use super::road::{LineColor, RoadLine};
+use super::paint::paint_lines;
+use super::road::RoadLine;
 use super::rows::{RowMap, Sample, MAX_DIST};
-use super::Scene;
+use super::sky::{fill, Sky};
+use super::{modulo, Scene};
 
 /// Fraction bits of the fixed-point coordinates.
 const FRAC: u32 = 32;
@@ -21,7 +22,7 @@ const TEXEL_BITS: u32 = 7;
 /// Grass this close to the pavement can be shaded by the roadside trees (m).
 const SHADE_REACH: f64 = 12.0;
 /// Metre-scale blotches of the ground.
-const BLOTCH_CELL: f64 = 1.5;
+const BLOTCH_CELL: f64 = 2.5;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Zone {
@@ -43,21 +44,17 @@ const ZONES: [Zone; 7] = [
 ];
 
 /// Per-frame constants.
-struct Ctx<'a> {
-    look: &'a Look,
-    tables: &'a Tables,
-    lines: &'a [RoadLine],
+pub(super) struct Ctx<'a> {
+    pub(super) look: &'a Look,
+    pub(super) tables: &'a Tables,
+    pub(super) lines: &'a [RoadLine],
     horizon: f64,
     /// Offsets where the zone changes, ascending.
     bounds: [f64; 6],
     wear_lo: i64,
-    shadows: bool,
-    skew: f64,
-    tex_seed: u32,
-    noise_seed: u64,
-    /// Image row of the hill top in each column.
-    hill_tops: Vec<f64>,
-    hill_px: f64,
+    pub(super) shadows: bool,
+    pub(super) skew: f64,
+    pub(super) tex_seed: u32,
 }
 
 /// One material, for one row: fog, light and distance already folded in.
@@ -72,11 +69,12 @@ struct RowMat {
 }
 
 /// Per-row constants of the ground.
-struct RowLook {
+pub(super) struct RowLook {
     mats: [RowMat; 3],
     fog: [i32; 3],
-    keep: f32,
-    fog_f: Bgr,
+    /// Share of the surface colour left after fog, and the fog added.
+    pub(super) keep: f32,
+    pub(super) fog_f: Bgr,
     shift: u32,
 }
 
@@ -103,7 +101,8 @@ pub(crate) fn render(scene: &Scene<'_>, frame: u64, out: &mut [u8], stride: usiz
         "frame buffer of {} bytes is too small for {w}x{h} at stride {stride}",
         out.len()
     );
-    let ctx = Ctx::new(scene, frame);
+    let ctx = Ctx::new(scene);
+    let sky = Sky::new(scene);
     let sampler = scene.sampler();
     let mut map = RowMap::default();
     let mut hint = scene.cam_s;
@@ -115,49 +114,30 @@ pub(crate) fn render(scene: &Scene<'_>, frame: u64, out: &mut [u8], stride: usiz
             ground_row(&ctx, &rl, &map, row);
             paint_lines(&ctx, &rl, &map, row);
         } else if v as f64 > ctx.horizon {
-            let fog = ctx.look.fog.map(|c| c.round() as u8);
-            fill(row, fog);
+            fill(row, ctx.look.fog.map(|c| c.round() as u8));
         } else {
-            sky_row(&ctx, v, row);
+            sky.row(v, row);
         }
-        add_noise(&ctx, v, row);
+        scene.world.sensor.apply(frame, v, row);
     }
 }
 
 impl<'a> Ctx<'a> {
-    fn new(scene: &Scene<'a>, frame: u64) -> Self {
+    fn new(scene: &Scene<'a>) -> Self {
         let world = scene.world;
         let (lo, hi) = world.road.asphalt;
         let sh = world.road.shoulder;
         let look = &world.look;
-        let f = scene.projector.focal();
-        let horizon = scene.projector.horizon;
-        let hill_tops = scene
-            .projector
-            .bearings
-            .iter()
-            .map(|b| {
-                let az = scene.yaw + b;
-                let shape = 0.55
-                    + 0.25 * (3.0 * az + 1.0).sin()
-                    + 0.15 * (7.0 * az + 2.0).sin()
-                    + 0.05 * (17.0 * az + 0.5).sin();
-                horizon - f * (look.hill_height * shape).tan()
-            })
-            .collect();
         Self {
             look,
             tables: &world.tables,
             lines: &world.road.lines,
-            horizon,
+            horizon: scene.projector.horizon,
             bounds: [lo - sh - SHADE_REACH, lo - sh, lo, hi, hi + sh, hi + sh + SHADE_REACH],
             wear_lo: (lo * ONE) as i64,
             shadows: look.shadows.is_some() && !world.tables.shade.is_empty(),
             skew: look.shadows.map_or(0.0, |s| s.2),
             tex_seed: mix64(scene.seed ^ 0x7E47_0000) as u32,
-            noise_seed: mix64(mix64(scene.seed ^ 0x0015_E000) ^ frame),
-            hill_tops,
-            hill_px: f * (look.hill_height * 1.0).tan(),
         }
     }
 
@@ -214,39 +194,6 @@ fn depth_footprint(scene: &Scene<'_>, v: f64) -> f64 {
     }
 }
 
-fn fill(row: &mut [u8], c: [u8; 3]) {
-    for px in row.chunks_exact_mut(3) {
-        px.copy_from_slice(&c);
-    }
-}
-
-fn sky_row(ctx: &Ctx<'_>, v: usize, row: &mut [u8]) {
-    let look = ctx.look;
-    let v = v as f64;
-    let up = ((ctx.horizon - v) / ctx.horizon.max(1.0)).clamp(0.0, 1.0);
-    let g = up.powf(0.7) as f32;
-    let mut sky: Bgr =
-        std::array::from_fn(|i| look.sky_horizon[i] + (look.sky_zenith[i] - look.sky_horizon[i]) * g);
-    // Haze: the last few pixels above the horizon fade into the fog the ground ends in.
-    let haze = (1.0 - (ctx.horizon - v) / 12.0).clamp(0.0, 1.0) as f32;
-    sky = std::array::from_fn(|i| sky[i] + (look.fog[i] - sky[i]) * haze);
-    fill(row, sky.map(|c| c.round() as u8));
-    if v < ctx.horizon - ctx.hill_px - 1.0 {
-        return;
-    }
-    let depth = ((v - (ctx.horizon - ctx.hill_px)) / ctx.hill_px.max(1.0)).clamp(0.0, 1.0) as f32;
-    let mix = 0.3 + 0.6 * depth;
-    let hill: [u8; 3] = std::array::from_fn(|i| {
-        let c = look.hills[i] * look.light[i];
-        (c + (look.fog[i] - c) * mix).round() as u8
-    });
-    for (px, &top) in row.chunks_exact_mut(3).zip(&ctx.hill_tops) {
-        if v >= top {
-            px.copy_from_slice(&hill);
-        }
-    }
-}
-
 fn ground_row(ctx: &Ctx<'_>, rl: &RowLook, map: &RowMap, row: &mut [u8]) {
     let samples = &map.samples;
     let cells = ctx.tables.shade.len() as f64;
@@ -264,7 +211,7 @@ fn ground_row(ctx: &Ctx<'_>, rl: &RowLook, map: &RowMap, row: &mut [u8]) {
             let du = p as f64;
             let (wx, wy) = map.world(du);
             let t = du - a.u;
-            let sk = ((s + ctx.skew * n) / cell).rem_euclid(cells.max(1.0));
+            let sk = modulo((s + ctx.skew * n) / cell, cells.max(1.0));
             let start = Acc {
                 wx: (wx * ONE) as i64,
                 wy: (wy * ONE) as i64,
@@ -318,7 +265,7 @@ fn ground_row(ctx: &Ctx<'_>, rl: &RowLook, map: &RowMap, row: &mut [u8]) {
 fn blotch(ctx: &Ctx<'_>, map: &RowMap, s: Option<&Sample>) -> f64 {
     s.map_or(0.0, |s| {
         let (x, y) = map.world(s.u);
-        0.7 * value_noise(x, y, BLOTCH_CELL, ctx.tex_seed) + 0.3 * value_noise(x, y, 6.0, ctx.tex_seed ^ 1)
+        value_noise(x, y, BLOTCH_CELL, ctx.tex_seed)
     })
 }
 
@@ -383,94 +330,5 @@ fn shade_run<const WEAR: bool, const SHADOW: bool>(
             a.sk += d.sk;
         }
         a.blot += d.blot;
-    }
-}
-
-/// Draws each stripe over the ground with its exact pixel coverage across the row.
-fn paint_lines(ctx: &Ctx<'_>, rl: &RowLook, map: &RowMap, row: &mut [u8]) {
-    let width = row.len() / 3;
-    let mut spans: Vec<(f64, f64)> = Vec::new();
-    for (li, line) in ctx.lines.iter().enumerate() {
-        for (c, half) in line.stripes() {
-            spans.clear();
-            let (lo, hi) = (c - half, c + half);
-            for w in map.samples.windows(2) {
-                let (a, b) = (&w[0], &w[1]);
-                if !a.link || a.n.max(b.n) < lo || a.n.min(b.n) > hi {
-                    continue;
-                }
-                let (t0, t1) = if a.n == b.n {
-                    (0.0, 1.0)
-                } else {
-                    let (ta, tb) = ((lo - a.n) / (b.n - a.n), (hi - a.n) / (b.n - a.n));
-                    (ta.min(tb).max(0.0), ta.max(tb).min(1.0))
-                };
-                if t0 >= t1 {
-                    continue;
-                }
-                let (u0, u1) = (a.u + t0 * (b.u - a.u), a.u + t1 * (b.u - a.u));
-                match spans.last_mut() {
-                    Some(last) if last.1 >= u0 - 1e-9 => last.1 = last.1.max(u1),
-                    _ => spans.push((u0, u1)),
-                }
-            }
-            for &(u0, u1) in &spans {
-                let first = (u0 + 0.5).floor().max(0.0) as usize;
-                let last = ((u1 - 0.5).ceil().max(0.0) as usize).min(width - 1);
-                for p in first..=last {
-                    let pc = p as f64;
-                    let cover = (u1.min(pc + 0.5) - u0.max(pc - 0.5)) as f32;
-                    if cover <= 0.0 {
-                        continue;
-                    }
-                    let Some((s, n)) = map.at(pc.clamp(u0, u1)) else { continue };
-                    if !line.painted_at(s) {
-                        continue;
-                    }
-                    let paint = paint_color(ctx, rl, line, li, s, n);
-                    for (o, &pc) in row[3 * p..3 * p + 3].iter_mut().zip(&paint) {
-                        let cur = f32::from(*o);
-                        *o = (cur + (pc - cur) * cover).round().clamp(0.0, 255.0) as u8;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Paint in the light at (s, n): worn unevenly along the line, shaded like the ground.
-fn paint_color(ctx: &Ctx<'_>, rl: &RowLook, line: &RoadLine, index: usize, s: f64, n: f64) -> Bgr {
-    let base = match line.style.color {
-        LineColor::White => ctx.look.white,
-        LineColor::Yellow => ctx.look.yellow,
-    };
-    let worn = hash2(s.div_euclid(1.0) as i64 as u32, index as u32, ctx.tex_seed ^ 0xBEEF);
-    let wear = 0.84 + 0.16 * (worn >> 24) as f32 / 255.0;
-    let light = if ctx.shadows {
-        let cells = ctx.tables.shade.len() as f64;
-        let c = ((s + ctx.skew * n) / ctx.tables.shade_cell).rem_euclid(cells) as usize;
-        f32::from(ctx.tables.shade.get(c).copied().unwrap_or(256)) / 256.0
-    } else {
-        1.0
-    };
-    std::array::from_fn(|i| base[i] * ctx.look.light[i] * wear * light * rl.keep + rl.fog_f[i])
-}
-
-/// Sensor noise: triangular luminance noise plus a little chroma, from (seed, frame, row).
-fn add_noise(ctx: &Ctx<'_>, v: usize, row: &mut [u8]) {
-    // σ of the triangular sum of two bytes is 104; scale it to the track's noise level.
-    let luma = (ctx.look.noise * 1024.0 / 104.0).round() as i32;
-    let chroma = (ctx.look.noise * 0.5 * 1024.0 / 74.0).round() as i32;
-    let mut r = mix64(ctx.noise_seed ^ (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    for px in row.chunks_exact_mut(3) {
-        r = r.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        let x = (r >> 32) as u32;
-        let tri = (x & 0xFF) as i32 + ((x >> 8) & 0xFF) as i32 - 255;
-        let l = (tri * luma) >> 10;
-        let cb = ((((x >> 16) & 0xFF) as i32 - 128) * chroma) >> 10;
-        let cr = (((x >> 24) as i32 - 128) * chroma) >> 10;
-        px[0] = (i32::from(px[0]) + l + cb).clamp(0, 255) as u8;
-        px[1] = (i32::from(px[1]) + l).clamp(0, 255) as u8;
-        px[2] = (i32::from(px[2]) + l + cr).clamp(0, 255) as u8;
     }
 }

@@ -51,7 +51,7 @@ impl RoadLine {
     /// Whether paint is on the ground at arc length `s` (dashes are fixed to the road).
     pub fn painted_at(&self, s: f64) -> bool {
         match self.dash {
-            Some((on, period)) => s.rem_euclid(period) < on,
+            Some((on, period)) => super::modulo(s, period) < on,
             None => true,
         }
     }

@@ -11,8 +11,11 @@ use super::camera::Projector;
 use super::track::Centreline;
 use super::Scene;
 
-/// Columns between the first samples of a row.
-const SPACING: u32 = 32;
+/// Columns between the first samples of a row, at most.
+const SPACING: u32 = 64;
+/// Ground between the first samples of a row, at most (m): under 2 × MAX_OFFSET, so wherever
+/// the road is, some first sample lands close enough to it to be mapped.
+const SPACING_M: f64 = 40.0;
 /// Points farther than this from the centreline are grass and are not mapped: past the smallest
 /// radius (50 m) the normals of a curve cross and (s, n) stops being a coordinate system.
 const MAX_OFFSET: f64 = 30.0;
@@ -122,10 +125,9 @@ impl<'a> RowSampler<'a> {
         let last = self.width - 1;
         let mut coarse = std::mem::take(&mut map.coarse);
         coarse.clear();
+        let spacing = (SPACING_M / g.per_px).clamp(4.0, f64::from(SPACING)) as usize;
         coarse.extend(
-            (0..self.width)
-                .step_by(SPACING as usize)
-                .map(|u| Sample { u: f64::from(u), ..Sample::default() }),
+            (0..self.width).step_by(spacing).map(|u| Sample { u: f64::from(u), ..Sample::default() }),
         );
         if coarse.last().is_some_and(|p| p.u < f64::from(last)) {
             coarse.push(Sample { u: f64::from(last), ..Sample::default() });
@@ -211,7 +213,8 @@ impl<'a> RowSampler<'a> {
                 let lateral = len * map.per_px;
                 // Adjacent samples from different parts of the track (or either side of a
                 // fold) show as (s, n) moving much faster than the ground line does.
-                if (b.s - a.s).hypot(b.n - a.n) > 2.0 * lateral + 0.5 {
+                let (ds, dn) = (b.s - a.s, b.n - a.n);
+                if ds * ds + dn * dn > (2.0 * lateral + 0.5).powi(2) {
                     return if splittable { Decision::Split(2) } else { Decision::Keep(false) };
                 }
                 let kappa = [a.s, b.s, 0.5 * (a.s + b.s)]
@@ -234,6 +237,42 @@ impl<'a> RowSampler<'a> {
                 } else {
                     Decision::Split(parts.min(len) as u32)
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{SimConfig, Simulator, TrackKind};
+
+    #[test]
+    fn interpolation_stays_within_tolerance_on_the_road() {
+        for kind in TrackKind::ALL {
+            let mut sim = Simulator::new(SimConfig { track: kind, ..SimConfig::default() });
+            for i in (0..sim.spawn_points().len()).step_by(2) {
+                sim.respawn(i).unwrap();
+                let scene = sim.scene();
+                let sampler = scene.sampler();
+                let (mut map, mut hint, mut checked) = (RowMap::default(), scene.cam_s, 0);
+                for v in (0..sim.config().height).rev() {
+                    if !sampler.row(v, &mut hint, &mut map) {
+                        continue;
+                    }
+                    for u in (0..sim.config().width).step_by(7) {
+                        let Some((s, n)) = map.at(f64::from(u)) else { continue };
+                        if n < sampler.band.0 + 2.0 || n > sampler.band.1 - 2.0 {
+                            continue;
+                        }
+                        let (x, y) = map.world(f64::from(u));
+                        let exact = scene.world.track.project(x, y, s);
+                        let err = (exact.n - n).abs() / map.per_px;
+                        assert!(err < 1.5 * TOLERANCE_PX, "{kind:?} spawn {i} ({u}, {v}): {err} px");
+                        checked += 1;
+                    }
+                }
+                assert!(checked > 5000, "{kind:?}: {checked}");
             }
         }
     }

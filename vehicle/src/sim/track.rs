@@ -6,7 +6,7 @@
 
 use std::f64::consts::PI;
 
-use super::{wrap_angle, TrackKind};
+use super::{floor_i64, wrap_angle, TrackKind};
 
 /// Spacing of the stored points: the chord error Δ²/8R stays under 1 mm at R = 40 m.
 const STEP: f64 = 0.5;
@@ -199,9 +199,9 @@ impl Centreline {
     /// The centreline at arc length `s` (any real: wraps around the lap).
     pub(crate) fn frame_at(&self, s: f64) -> Frame {
         let u = s / self.step;
-        let i = u.floor();
-        let t = u - i;
-        let (a, b) = (self.node(i as i64), self.node(i as i64 + 1));
+        let i = floor_i64(u);
+        let t = u - i as f64;
+        let (a, b) = (self.node(i), self.node(i + 1));
         Frame {
             x: a.x + t * (b.x - a.x),
             y: a.y + t * (b.y - a.y),
@@ -212,7 +212,10 @@ impl Centreline {
 
     /// Curvature at arc length `s`.
     pub(crate) fn kappa_at(&self, s: f64) -> f64 {
-        self.frame_at(s).kappa
+        let u = s / self.step;
+        let i = floor_i64(u);
+        let (a, b) = (self.node(i), self.node(i + 1));
+        a.kappa + (u - i as f64) * (b.kappa - a.kappa)
     }
 
     /// Arc length of the stored point nearest to (x, y), by brute force: for teleports and for
@@ -236,7 +239,7 @@ impl Centreline {
     /// on the inside of a curve, and the renderer interpolates s between samples.
     pub(crate) fn project(&self, x: f64, y: f64, hint: f64) -> Foot {
         let count = self.nodes.len() as i64;
-        let start = (hint / self.step).floor() as i64;
+        let start = floor_i64(hint / self.step);
         let lap = start.div_euclid(count);
         let mut i = start.rem_euclid(count);
         let mut laps = lap;
@@ -279,7 +282,7 @@ impl Centreline {
             // A reversal means (x, y) lies on a vertex's normal line, up to rounding.
             let t = t.clamp(0.0, 1.0);
             let (nx, ny) = (nax + t * dnx, nay + t * dny);
-            let n = ((dx - t * ex) * nx + (dy - t * ey) * ny) / nx.hypot(ny);
+            let n = ((dx - t * ex) * nx + (dy - t * ey) * ny) / (nx * nx + ny * ny).sqrt();
             let s = ((laps * count + i) as f64 + t) * self.step;
             return Foot { s, n, converged: n.is_finite() };
         }
