@@ -3,7 +3,7 @@
 //! The file (`--config`, e.g. `configs/vehicle.toml`) is validated once at load: unknown keys
 //! are errors naming the key, and values are range-checked with the key's name.
 
-use crate::sim::TrackKind;
+use ads_sim::TrackKind;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! Steering and speed: pure pursuit on the lane centre, a PI loop on speed, and the modes that
 //! override them (pause, emergency stop, fail-safe stop).
 
-use crate::sim::Controls;
+use ads_sim::Controls;
 
 /// Distance between the axles of the car the controller drives, m.
 pub const WHEELBASE_M: f64 = 2.7;

@@ -12,7 +12,6 @@ pub mod config;
 pub mod control;
 pub mod detections;
 pub mod run;
-pub mod sim;
 
 pub use run::{run, Args};
 

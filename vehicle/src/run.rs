@@ -5,12 +5,12 @@ use crate::broadcast::{self, BroadcastSettings, BroadcastStats, Outbox};
 use crate::config::{Overrides, SourceKind, SteerFrom, VehicleConfig};
 use crate::control::{Controller, LaneEstimate, FAILSAFE_BRAKE};
 use crate::detections::{DetectionInput, DetectorChange};
-use crate::sim::{Controls, SimConfig, Simulator};
 use ads_protocol::{
     Command, ControlSource, DriveMode, DropCounters, Event, Health, LaneTruthMsg, Message, NoticeLevel,
     PoseMsg, RejectReason, StageTimings, VehicleState,
 };
 use ads_shmem_ipc::{clock, FrameGeometry, FrameWriter, PixelFormat, Stamp};
+use ads_sim::{Controls, SimConfig, Simulator};
 use anyhow::Context as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;

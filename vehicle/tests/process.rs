@@ -6,7 +6,7 @@ use ads_protocol::{
     VehicleState, PROTOCOL_VERSION,
 };
 use ads_shmem_ipc::{clock, shm_path, MessageWriter, Stamp};
-use ads_vehicle::sim::{SimConfig, Simulator, TrackKind};
+use ads_sim::{SimConfig, Simulator, TrackKind};
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};

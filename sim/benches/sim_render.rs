@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use ads_vehicle::sim::{Controls, SimConfig, Simulator, TrackKind};
+use ads_sim::{Controls, SimConfig, Simulator, TrackKind};
 
 const DT: f64 = 1.0 / 30.0;
 

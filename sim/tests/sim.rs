@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use ads_vehicle::sim::{Controls, LaneTruth, LinePattern, Pose, SimConfig, SimError, Simulator, TrackKind};
+use ads_sim::{Controls, LaneTruth, LinePattern, Pose, SimConfig, SimError, Simulator, TrackKind};
 
 const DT: f64 = 1.0 / 30.0;
 

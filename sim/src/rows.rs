@@ -245,7 +245,7 @@ impl<'a> RowSampler<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{SimConfig, Simulator, TrackKind};
+    use crate::{SimConfig, Simulator, TrackKind};
 
     #[test]
     fn interpolation_stays_within_tolerance_on_the_road() {
