@@ -176,6 +176,13 @@ pub struct VehicleState {
     pub timings: StageTimings,
     pub drops: DropCounters,
     pub health: Health,
+    /// Distance driven since start, m (odometer).
+    #[serde(default)]
+    pub distance_m: f64,
+    /// The simulator's true offset of the car from its lane centre, m, + = left; `None` for
+    /// real sources. For judging the detector and controller, never used to steer.
+    #[serde(default)]
+    pub truth_lateral_offset_m: Option<f64>,
 }
 
 /// Why an action was not carried out.

@@ -53,6 +53,8 @@ fn samples() -> Vec<Message> {
                 detection_age_ms: None,
                 stop_reason: Some("stale".into()),
             },
+            distance_m: 12.5,
+            truth_lateral_offset_m: Some(-0.25),
         }),
         Message::Event(Event::Ack {
             action_id: "a1".into(),

@@ -17,6 +17,9 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Below this confidence for both lines a detection does not count as seeing the lane.
+const MIN_LANE_CONFIDENCE: f32 = 0.2;
+
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "ads-vehicle",
@@ -256,6 +259,12 @@ impl Vehicle {
             ));
         }
         let Some(lanes) = &latest.lanes else { return Err("the detector found no lane".into()) };
+        if lanes.left_confidence.max(lanes.right_confidence) < MIN_LANE_CONFIDENCE {
+            return Err(format!(
+                "the detector is not sure of the lane (confidence {:.2}/{:.2})",
+                lanes.left_confidence, lanes.right_confidence
+            ));
+        }
         let curvature = lanes.curvature_radius_m.map_or(0.0, |r| 1.0 / f64::from(r));
         Ok(LaneEstimate::from_lane_pose(
             f64::from(lanes.lateral_offset_m),
@@ -398,6 +407,8 @@ impl Vehicle {
                 detection_age_ms: age.map(|a| u32::try_from(a / 1_000_000).unwrap_or(u32::MAX)),
                 stop_reason: self.stop_reason.clone(),
             },
+            distance_m: s.odometer,
+            truth_lateral_offset_m: Some(self.sim.lane_reference(self.config.drive.lookahead_m).lateral_offset),
         };
         self.outbox.send(Message::State(state), now_wall);
     }
