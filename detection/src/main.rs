@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", ads_detection::opencv_version());
+}
