@@ -408,7 +408,9 @@ impl Vehicle {
                 stop_reason: self.stop_reason.clone(),
             },
             distance_m: s.odometer,
-            truth_lateral_offset_m: Some(self.sim.lane_reference(self.config.drive.lookahead_m).lateral_offset),
+            truth_lateral_offset_m: Some(
+                self.sim.lane_reference(self.config.drive.lookahead_m).lateral_offset,
+            ),
         };
         self.outbox.send(Message::State(state), now_wall);
     }
