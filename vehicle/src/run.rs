@@ -15,7 +15,6 @@ use anyhow::Context as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Below this confidence for both lines a detection does not count as seeing the lane.
 const MIN_LANE_CONFIDENCE: f32 = 0.2;
@@ -176,7 +175,8 @@ impl Vehicle {
             next_tick += tick_ns;
             let now = clock::monotonic_ns();
             if now < next_tick {
-                std::thread::sleep(Duration::from_nanos(next_tick - now));
+                // Idle until the next frame: take detections the moment they land.
+                self.detections.wait_until(next_tick);
             } else if now - next_tick > tick_ns {
                 // Fell behind by more than a frame (e.g. the machine was suspended): do not
                 // try to catch up with a burst.
@@ -187,23 +187,25 @@ impl Vehicle {
 
     fn tick(&mut self, dt: f64) {
         let started = clock::monotonic_ns();
-        let (fresh, change) = self.detections.poll();
-        match change {
-            Some(DetectorChange::Connected { pid }) => {
-                self.notice(NoticeLevel::Info, format!("detector connected (pid {pid})"))
+        self.detections.poll();
+        let (news, changes) = self.detections.take_news();
+        for change in changes {
+            match change {
+                DetectorChange::Connected { pid } => {
+                    self.notice(NoticeLevel::Info, format!("detector connected (pid {pid})"))
+                }
+                DetectorChange::Lost(why) => {
+                    self.notice(NoticeLevel::Warning, format!("detector lost: {why}"))
+                }
             }
-            Some(DetectorChange::Lost(why)) => {
-                self.notice(NoticeLevel::Warning, format!("detector lost: {why}"))
-            }
-            None => {}
         }
-        let now_wall = clock::wall_ns();
-        if let Some(d) = fresh {
-            self.timings.detection_latency_us =
-                u32::try_from(now_wall.saturating_sub(d.capture_ns) / 1000).unwrap_or(u32::MAX);
+        for (d, read_wall_ns) in news {
+            let latency_us = read_wall_ns.saturating_sub(d.capture_ns) / 1000;
+            self.timings.detection_latency_us = u32::try_from(latency_us).unwrap_or(u32::MAX);
             let capture = d.capture_ns;
             self.outbox.send(Message::Detection(d), capture);
         }
+        let now_wall = clock::wall_ns();
         if self.paused {
             self.set_mode(DriveMode::Paused, None);
             self.writer.heartbeat();
