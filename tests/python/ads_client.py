@@ -429,8 +429,10 @@ class Client:
                     end = max(end, first_state_at + SUBSCRIPTION_TIMEOUT_S)
             if now >= end:
                 break
-            # Send as soon as there is a state (for the vehicle id) and a subscription.
-            if xpub is not None and self.action is None and not gave_up_sending and self.last_state is not None:
+            # Send once there is a state (for the vehicle id), a frame (a pause would stop them,
+            # and this client checks that frames flow) and a subscription.
+            ready = self.last_state is not None and (self.frames_ok + self.frames_bad) > 0
+            if xpub is not None and self.action is None and not gave_up_sending and ready:
                 if first_state_at is None:
                     first_state_at = now
                 if self.subscribed:

@@ -153,6 +153,21 @@ fn closed_loop(track: &str) {
     p.state_where(|s| s.mode == DriveMode::Driving && s.speed_mps > 2.0);
     let (worst, _, _) = drive(&mut p, 5);
     assert!(worst < HALF_LANE_M);
+
+    // SIGTERM: the detector exits cleanly and takes its ring with it.
+    let mut detector = p.detector.take().unwrap();
+    let pid = rustix::process::Pid::from_raw(detector.0.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = detector.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the detector ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!ads_shmem_ipc::shm_path(&p.rings.1).exists(), "the detections ring was left behind");
 }
 
 #[test]
