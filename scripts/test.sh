@@ -39,7 +39,7 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p ads-shmem-ipc --release --locked --lib loom
 
 step "no ring left behind in /dev/shm"
-leftovers=$(find /dev/shm -maxdepth 1 -name 'ads.[tc][0-9]*' 2>/dev/null || true)
+leftovers=$(find /dev/shm -maxdepth 1 -name 'ads.[tcv][0-9]*' 2>/dev/null || true)
 if [[ -n "$leftovers" ]]; then
   echo "tests left segments behind:" >&2
   echo "$leftovers" >&2

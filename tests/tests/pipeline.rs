@@ -31,9 +31,21 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A child stopped like a supervisor would at the end: SIGTERM, a grace period, then SIGKILL,
+/// so a test leaves nothing in /dev/shm.
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -141,8 +153,11 @@ fn closed_loop(track: &str) {
     assert!(worst < HALF_LANE_M, "left the lane: {worst:.2} m off centre");
     assert!(distance > 300.0, "only {distance:.0} m in 60 s at a target of 8 m/s");
 
-    // The detector dies: a controlled stop, and the state says why.
-    drop(p.detector.take());
+    // The detector dies (SIGKILL: no chance to clean up): a controlled stop, and the state
+    // says why.
+    let mut crashed = p.detector.take().unwrap();
+    crashed.0.kill().unwrap();
+    crashed.0.wait().unwrap();
     let stopped = p.state_where(|s| s.mode == DriveMode::Failsafe && s.speed_mps == 0.0);
     let reason = stopped.health.stop_reason.clone().unwrap();
     println!("{track}: after SIGKILL of the detector: {reason}");
