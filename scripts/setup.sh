@@ -10,6 +10,7 @@ packages=(
   nasm             # libjpeg-turbo's SIMD code
   clang            # bindgen for iceoryx2's POSIX layer and the opencv crate
   libclang-dev
+  libopencv-dev    # OpenCV 4.6 for ads-detection (lanes, DNN); the opencv crate binds to it
   python3          # the protocol conformance client (tests/python), in a venv
   python3-venv
 )
