@@ -134,8 +134,8 @@ pub struct DropCounters {
     pub frames_not_broadcast: u64,
     /// Frames overwritten while the broadcaster was compressing them.
     pub frames_overrun: u64,
-    /// Small messages (state, event, detection, truth) dropped because the broadcaster's
-    /// queue was full.
+    /// Messages dropped on the way out: small ones (state, event, detection, truth) because
+    /// the broadcaster's queue was full, and any that ZeroMQ refused to queue.
     pub messages_dropped: u64,
     /// Actions rejected (any reason).
     pub actions_rejected: u64,

@@ -192,7 +192,6 @@ struct Tally {
     first_seq: Option<u64>,
     last_seq: u64,
     latencies_ns: Vec<u64>,
-    window_start: Option<Instant>,
     window_read: u64,
 }
 
@@ -313,7 +312,6 @@ fn report_stats(args: &ReadArgs, reader: &FrameReader, tally: &mut Tally, window
     tally.latencies_ns.clear();
     let fps = tally.window_read as f64 / window.as_secs_f64();
     tally.window_read = 0;
-    tally.window_start = Some(Instant::now());
     let s = reader.stats();
     if args.human {
         println!(

@@ -58,14 +58,13 @@ impl Outbox {
 /// What the broadcaster did, for the vehicle's state.
 #[derive(Debug, Default)]
 pub struct BroadcastStats {
-    pub frames_sent: AtomicU64,
     /// Frames the broadcaster skipped (newer one already there) or held back (rate limit, or
     /// nobody subscribed to frames).
     pub frames_not_broadcast: AtomicU64,
     /// Frames overwritten in the ring while being compressed.
     pub frames_overrun: AtomicU64,
     pub last_encode_us: AtomicU64,
-    /// Messages ZeroMQ refused to queue.
+    /// Messages ZeroMQ refused to queue (reported with the outbox's drops).
     pub send_failures: AtomicU64,
 }
 
@@ -236,7 +235,6 @@ impl Broadcaster {
                     encode_us: u32::try_from(encode_us).unwrap_or(u32::MAX),
                 };
                 self.publish(&Message::Frame(meta), info.stamp.capture_wall_ns, Some(&jpeg));
-                self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
             }
             (Err(_), _) => {
                 self.stats.frames_overrun.fetch_add(1, Ordering::Relaxed);

@@ -27,8 +27,6 @@ pub struct DetectionInput {
     /// Records read since the last `take_news`, with the wall-clock ns they were read at.
     news: Vec<(Detections, u64)>,
     changes: Vec<DetectorChange>,
-    /// Records that failed to decode (a detector of another version, or a bug).
-    pub undecodable: u64,
 }
 
 impl DetectionInput {
@@ -41,7 +39,6 @@ impl DetectionInput {
             latest: None,
             news: Vec::new(),
             changes: Vec::new(),
-            undecodable: 0,
         }
     }
 
@@ -106,7 +103,6 @@ impl DetectionInput {
                         self.news.push((record, clock::wall_ns()));
                     }
                     Err(e) => {
-                        self.undecodable += 1;
                         tracing::warn!("undecodable detection record: {e}");
                     }
                 }

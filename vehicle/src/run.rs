@@ -401,7 +401,8 @@ impl Vehicle {
             drops: DropCounters {
                 frames_not_broadcast: self.broadcast_stats.frames_not_broadcast.load(Ordering::Relaxed),
                 frames_overrun: self.broadcast_stats.frames_overrun.load(Ordering::Relaxed),
-                messages_dropped: self.outbox.dropped(),
+                messages_dropped: self.outbox.dropped()
+                    + self.broadcast_stats.send_failures.load(Ordering::Relaxed),
                 actions_rejected: self.action_stats.rejected.load(Ordering::Relaxed),
             },
             health: Health {
