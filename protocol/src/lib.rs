@@ -13,8 +13,8 @@ mod wire;
 
 pub use messages::*;
 pub use wire::{
-    decode, decode_record, encode, encode_record, peek_action_identity, ActionIdentity, DecodeError, Message,
-    Topic, WireMessage,
+    decode, decode_record, encode, encode_action, encode_record, peek_action_identity, ActionIdentity,
+    DecodeError, Message, Topic, WireMessage,
 };
 
 /// Version of everything in this crate that goes on the wire or into a ring record.

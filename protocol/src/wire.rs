@@ -138,6 +138,13 @@ pub fn encode(vehicle: &str, seq: u64, capture_ns: u64, send_ns: u64, message: &
     }
 }
 
+/// The multipart frames of an action for the vehicle's action socket: `[b"action", envelope]`.
+/// `seq` must increase with every action from `action.sender`.
+pub fn encode_action(vehicle: &str, seq: u64, now_ns: u64, action: &Action) -> Vec<Vec<u8>> {
+    let envelope = encode(vehicle, seq, now_ns, now_ns, &Message::Action(action.clone()));
+    vec![Topic::Action.as_str().as_bytes().to_vec(), envelope]
+}
+
 #[derive(Deserialize)]
 struct VersionOnly {
     v: u16,
