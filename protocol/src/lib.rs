@@ -5,12 +5,19 @@
 //! for `frame` only, the JPEG bytes. `docs/protocol.md` is the same contract for people and
 //! for clients in other languages.
 //!
+//! Actions may carry a third part, an HMAC-SHA256 of the envelope under a shared
+//! [`ActionKey`] (see [`encode_action`]).
+//!
 //! Decoding never panics and never trusts sizes: every failure is a [`DecodeError`].
 
+mod auth;
 mod messages;
 mod msgpack_check;
 mod wire;
 
+pub use auth::{
+    split_action_mac, verify_action, ActionKey, AuthError, KeyError, ACTION_KEY_BYTES, ACTION_MAC_BYTES,
+};
 pub use messages::*;
 pub use wire::{
     decode, decode_record, encode, encode_action, encode_record, peek_action_identity, ActionIdentity,

@@ -139,6 +139,14 @@ pub struct DropCounters {
     pub messages_dropped: u64,
     /// Actions rejected (any reason).
     pub actions_rejected: u64,
+    /// Of those, rejected for authentication: no MAC on a vehicle with a key, or a MAC that
+    /// does not verify (forgeries, wrong keys). Absent from older vehicles: read as 0.
+    #[serde(default)]
+    pub actions_unauthenticated: u64,
+    /// Of those, authenticated but replayed: an id or sequence number already used, or
+    /// expired (or expiring implausibly far ahead). Absent from older vehicles: read as 0.
+    #[serde(default)]
+    pub actions_replayed: u64,
 }
 
 /// Health of the vehicle's inputs.
@@ -201,6 +209,10 @@ pub enum RejectReason {
     NotAllowed,
     /// A protocol version this vehicle does not speak.
     Version,
+    /// The vehicle has an action key and the action carries no MAC.
+    Unauthenticated,
+    /// The action's MAC does not verify: another key, or the message was altered.
+    BadMac,
 }
 
 /// Topic `event`: acknowledgements and notable happenings.

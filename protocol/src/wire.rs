@@ -138,11 +138,22 @@ pub fn encode(vehicle: &str, seq: u64, capture_ns: u64, send_ns: u64, message: &
     }
 }
 
-/// The multipart frames of an action for the vehicle's action socket: `[b"action", envelope]`.
+/// The multipart frames of an action for the vehicle's action socket: `[b"action", envelope]`,
+/// or with a key `[b"action", envelope, mac]` where `mac` is the HMAC-SHA256 of the envelope
+/// bytes (see [`crate::ActionKey`]). This is the one function every sender uses.
 /// `seq` must increase with every action from `action.sender`.
-pub fn encode_action(vehicle: &str, seq: u64, now_ns: u64, action: &Action) -> Vec<Vec<u8>> {
+pub fn encode_action(
+    vehicle: &str,
+    seq: u64,
+    now_ns: u64,
+    action: &Action,
+    key: Option<&crate::ActionKey>,
+) -> Vec<Vec<u8>> {
     let envelope = encode(vehicle, seq, now_ns, now_ns, &Message::Action(action.clone()));
-    vec![Topic::Action.as_str().as_bytes().to_vec(), envelope]
+    let mac = key.map(|key| key.mac(&envelope).to_vec());
+    let mut parts = vec![Topic::Action.as_str().as_bytes().to_vec(), envelope];
+    parts.extend(mac);
+    parts
 }
 
 #[derive(Deserialize)]

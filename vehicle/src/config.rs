@@ -73,8 +73,16 @@ pub struct BroadcastSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActionsSection {
-    /// ZeroMQ endpoint the action SUB socket binds.
+    /// ZeroMQ endpoint the action SUB socket binds. Without `key_file` a wildcard host is
+    /// narrowed to 127.0.0.1 and any other non-loopback host is refused.
     pub endpoint: String,
+    /// Shared key authenticating every action (64 hex digits, mode 0600; see
+    /// `scripts/action-key.sh`). `None`: actions are taken from this machine only.
+    pub key_file: Option<PathBuf>,
+    /// Actions expiring further ahead than this are refused: the gate forgets what it has
+    /// seen when the vehicle restarts, so this bounds how long a captured action could be
+    /// replayed.
+    pub max_expiry_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,7 +135,11 @@ impl Default for BroadcastSection {
 
 impl Default for ActionsSection {
     fn default() -> Self {
-        Self { endpoint: format!("tcp://*:{}", ads_protocol::DEFAULT_ACTION_PORT) }
+        Self {
+            endpoint: format!("tcp://*:{}", ads_protocol::DEFAULT_ACTION_PORT),
+            key_file: None,
+            max_expiry_s: 60,
+        }
     }
 }
 
@@ -178,6 +190,9 @@ pub struct Overrides {
     /// ZeroMQ endpoint to take actions on, e.g. tcp://*:5558.
     #[arg(long, env = "ADS_VEHICLE_ACTIONS")]
     pub actions: Option<String>,
+    /// Key file authenticating actions (mode 0600); without one, actions only from loopback.
+    #[arg(long, env = "ADS_VEHICLE_ACTION_KEY")]
+    pub action_key: Option<PathBuf>,
     #[arg(long, env = "ADS_VEHICLE_JPEG_QUALITY")]
     pub jpeg_quality: Option<u8>,
     #[arg(long, env = "ADS_VEHICLE_FRAMES_RING")]
@@ -224,6 +239,9 @@ impl VehicleConfig {
         set!(config.sim.seed, o.seed);
         set!(config.broadcast.endpoint, o.broadcast);
         set!(config.actions.endpoint, o.actions);
+        if let Some(path) = o.action_key {
+            config.actions.key_file = Some(path);
+        }
         set!(config.broadcast.jpeg_quality, o.jpeg_quality);
         set!(config.frames_ring, o.frames_ring);
         set!(config.detections_ring, o.detections_ring);
@@ -264,6 +282,8 @@ impl VehicleConfig {
         check((0.0..=40.0).contains(&s), "drive.target_speed_mps", s, "must be in 0..=40")?;
         let l = self.drive.lookahead_m;
         check(l > 0.5 && l < 100.0, "drive.lookahead_m", l, "must be in (0.5, 100)")?;
+        let e = self.actions.max_expiry_s;
+        check((1..=3600).contains(&e), "actions.max_expiry_s", e, "must be in 1..=3600")?;
         let t = self.drive.detection_timeout_ms;
         check(t > 0, "drive.detection_timeout_ms", t, "must be positive")?;
         Ok(())

@@ -69,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let action_stats = Arc::new(ActionStats::default());
     let listener = actions::spawn_listener(
         &context,
-        &config.actions.endpoint,
+        &config.actions,
         &config.vehicle_id,
         action_tx,
         outbox.clone(),
@@ -404,6 +404,8 @@ impl Vehicle {
                 messages_dropped: self.outbox.dropped()
                     + self.broadcast_stats.send_failures.load(Ordering::Relaxed),
                 actions_rejected: self.action_stats.rejected.load(Ordering::Relaxed),
+                actions_unauthenticated: self.action_stats.unauthenticated.load(Ordering::Relaxed),
+                actions_replayed: self.action_stats.replayed.load(Ordering::Relaxed),
             },
             health: Health {
                 detections_fresh: age.is_some_and(|a| a <= timeout_ns),
