@@ -27,6 +27,16 @@ pub enum Wait {
 /// how late a writer's death is noticed.
 const LIVENESS_INTERVAL_NS: u64 = 20_000_000;
 
+/// More messages than a writer can ever publish (2^62: 146,000 years at a million a second).
+/// A head beyond it was written by something other than the writer, and the slot arithmetic
+/// (`2n + 2`) on it would overflow.
+const MAX_PLAUSIBLE_HEAD: u64 = 1 << 62;
+
+/// Lapped probes in one look before giving up on it. A real writer that laps a `Latest`
+/// reader has moved the head on, so the next probe succeeds; a head that stays put while the
+/// slot says it was overwritten comes from a tampered segment, and must not spin forever.
+const MAX_LAPS_PER_LOOK: u32 = 1024;
+
 /// Writer-side counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriterStats {
@@ -177,8 +187,15 @@ impl RingReader {
     fn check_writer(&mut self, now: u64, force: bool) -> Result<()> {
         let gone =
             |cause| Error::WriterGone { name: self.segment.name().to_string(), pid: self.writer.pid, cause };
-        if self.segment.header().writer.closed.load(Ordering::Acquire) != 0 {
-            return Err(gone(WriterGoneCause::Closed));
+        match self.segment.header().writer.closed.load(Ordering::Acquire) {
+            0 => {}
+            1 => return Err(gone(WriterGoneCause::Closed)),
+            other => {
+                return Err(Error::Corrupt {
+                    name: self.segment.name().to_string(),
+                    reason: format!("closed flag is {other}, neither 0 nor 1"),
+                })
+            }
         }
         if force || now.saturating_sub(self.last_liveness_ns) >= LIVENESS_INTERVAL_NS {
             self.last_liveness_ns = now;
@@ -189,27 +206,39 @@ impl RingReader {
         Ok(())
     }
 
-    /// One look at the ring: the next message per the read mode, or `None` plus the head
-    /// that was seen (to sleep on).
-    fn look(&mut self) -> std::result::Result<Located, u64> {
+    /// One look at the ring: the next message per the read mode, or `Ok(Err(head))` with the
+    /// head that was seen (to sleep on); `Err` if the header is corrupt.
+    fn look(&mut self) -> Result<std::result::Result<Located, u64>> {
         let capacity = self.segment.shape().slot_capacity;
         let slots = u64::from(self.segment.shape().slot_count);
+        self.segment.check_header()?;
+        let mut laps = 0;
         loop {
             // Sync point: pairs with the Release store of `head` in `protocol::commit`.
             let head = self.segment.header().writer.head.load(Ordering::Acquire);
-            let Some(n) = self.cursor.target(head) else { return Err(head) };
+            if head > MAX_PLAUSIBLE_HEAD {
+                return Err(Error::Corrupt {
+                    name: self.segment.name().to_string(),
+                    reason: format!("published head {head} is beyond anything a writer can reach"),
+                });
+            }
+            let Some(n) = self.cursor.target(head) else { return Ok(Err(head)) };
             let index = (n % slots) as usize;
             match protocol::probe(self.segment.meta(index), n, capacity) {
                 Probe::Ready { seq, info } => {
                     self.cursor.take(n);
-                    return Ok(Located { index, seq_word: seq, info });
+                    return Ok(Ok(Located { index, seq_word: seq, info }));
                 }
                 Probe::Lapped => {
+                    laps += 1;
+                    if laps > MAX_LAPS_PER_LOOK {
+                        return Ok(Err(head));
+                    }
                     self.cursor.lapped(n, self.segment.header().writer.head.load(Ordering::Acquire))
                 }
                 // `head` is stored after the slot completes, so this only happens if the
                 // segment is being tampered with; look again rather than spin forever.
-                Probe::NotYet => return Err(head),
+                Probe::NotYet => return Ok(Err(head)),
             }
         }
     }
@@ -223,7 +252,7 @@ impl RingReader {
         };
         let deadline = start.saturating_add(limit);
         loop {
-            let seen_head = match self.look() {
+            let seen_head = match self.look()? {
                 Ok(located) => return Ok(Some(located)),
                 Err(head) => head,
             };
@@ -231,7 +260,7 @@ impl RingReader {
             if let Err(gone) = self.check_writer(now, false) {
                 // The writer may have published more between our look and its close (or
                 // death): `closed` is stored after the last head, so one more look sees it.
-                return match self.look() {
+                return match self.look()? {
                     Ok(located) => Ok(Some(located)),
                     Err(_) => Err(gone),
                 };

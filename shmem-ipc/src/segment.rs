@@ -179,6 +179,26 @@ impl Segment {
         ProcessId { pid: self.config.writer_pid, start_ticks: self.config.writer_start_ticks }
     }
 
+    /// Checks that the header still says what it said at attach: the magic, and the whole
+    /// configuration against our copy. The writer never changes either after initialising, so
+    /// any difference means something else wrote into the segment.
+    pub(crate) fn check_header(&self) -> Result<()> {
+        let corrupt = |reason| Err(Error::Corrupt { name: self.name.clone(), reason });
+        let magic = self.header().magic.load(Ordering::Relaxed);
+        if magic != MAGIC {
+            return corrupt(format!("header magic overwritten with {magic:#018x} after attach"));
+        }
+        let header = self.shmem.as_ptr().cast::<RingHeader>();
+        // SAFETY: in bounds and aligned (checked at create/open). A volatile read of plain
+        // integers: bytes a foreign process writes concurrently may come out torn, but every
+        // bit pattern is a valid `RawConfig`, and the copy is only compared, never used.
+        let current = unsafe { std::ptr::addr_of!((*header).config).read_volatile() };
+        if current != self.config {
+            return corrupt("header configuration changed after attach".into());
+        }
+        Ok(())
+    }
+
     pub(crate) fn header(&self) -> &RingHeader {
         // SAFETY: checked at create/open that the mapping holds a header at offset 0 and is
         // aligned for it; the mapping lives as long as `self`. Shared fields are atomics; the
