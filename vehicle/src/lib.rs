@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod detections;
 pub mod run;
+pub mod service;
 
 pub use run::{run, Args};
 

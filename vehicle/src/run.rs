@@ -99,6 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..SimConfig::default()
     });
     let mut vehicle = Vehicle::new(config, sim, writer, outbox, broadcast_stats, action_stats);
+    crate::service::ready("running: frames ring created, sockets bound");
     vehicle.run_until(&stop, &action_rx);
 
     // Staged shutdown: the loop has stopped producing; let the threads flush and exit, then
@@ -168,6 +169,7 @@ impl Vehicle {
         let tick_ns = (1e9 / self.config.fps) as u64;
         let mut next_tick = clock::monotonic_ns();
         while !stop.load(Ordering::Relaxed) {
+            crate::service::watchdog();
             while let Ok(accepted) = actions.try_recv() {
                 self.apply(accepted);
             }
