@@ -175,6 +175,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 Err(e) => return Err(e).context("reading the frames ring"),
             };
             let started = clock::monotonic_ns();
+            let read_ns = clock::wall_ns();
             let info = frame.info();
             let g = frame.geometry();
             let bgr = BgrFrame { data: frame.pixels(), width: g.width, height: g.height, stride: g.stride };
@@ -205,6 +206,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 capture_ns: info.stamp.capture_wall_ns,
                 detector: detector.into(),
                 processing_us: u32::try_from(busy / 1000).unwrap_or(u32::MAX),
+                read_ns,
                 lanes: found_any.then_some(lanes_found),
                 objects: objects_found,
             };

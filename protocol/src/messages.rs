@@ -67,6 +67,10 @@ pub struct Detections {
     pub detector: String,
     /// Time the detector spent on the frame.
     pub processing_us: u32,
+    /// Wall clock ns when the detector took the frame from the ring (0 from detectors older
+    /// than this field): `read_ns - capture_ns` is the shared-memory hop's latency.
+    #[serde(default)]
+    pub read_ns: u64,
     pub lanes: Option<LaneDetection>,
     pub objects: Vec<DetectedObject>,
 }

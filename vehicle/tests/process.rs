@@ -388,6 +388,7 @@ fn centred_lane_record(frame_id: u64) -> Vec<u8> {
         capture_ns: clock::wall_ns(),
         detector: "test".into(),
         processing_us: 1,
+        read_ns: clock::wall_ns(),
         lanes: Some(LaneDetection {
             h_samples: vec![],
             left: vec![],

@@ -1,0 +1,311 @@
+// ads viewer page. Everything arrives over one websocket (see viewer/src/ws.rs for the
+// message shapes); overlays come precomputed from the viewer and are drawn here.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const COLORS = { lane: "rgb(0,230,0)", area: "rgba(0,200,80,0.3)", centre: "rgb(255,220,0)",
+  object: "rgb(255,64,160)", truth: "rgb(0,200,255)", warn: "rgb(255,70,40)", text: "#fff" };
+const LAYERS = ["lanes", "area", "centre", "objects", "hud", "truth", "stale"];
+const HISTORY_MS = 60000;
+
+// Exposed for tests and the latency benchmark.
+const stats = window.adsStats = { framesDrawn: 0, lastFrameId: null, dropped: 0, acks: [], paints: [] };
+
+let ws = null;
+let wsOpen = false;
+let link = "connecting";
+let lastFrame = null;         // { bitmap, header }
+let pendingFrame = null;      // newest frame waiting to be decoded
+let decoding = false;
+let unreported = [];
+let requestCounter = 0;
+const history = [];
+
+function nowNs() { return Math.round((performance.timeOrigin + performance.now()) * 1e6); }
+
+function layerOn(name) { return $("layer-" + name).checked; }
+
+function connect(delay) {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(proto + "//" + location.host + "/ws");
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => { wsOpen = true; delay = 250; refreshControls(); };
+  ws.onclose = () => {
+    wsOpen = false;
+    setLink("offline");
+    setTimeout(() => connect(Math.min((delay || 250) * 2, 4000)), delay || 250);
+  };
+  ws.onmessage = (e) => {
+    if (typeof e.data === "string") onText(JSON.parse(e.data));
+    else onFrame(e.data);
+  };
+}
+
+function onFrame(buffer) {
+  const view = new DataView(buffer);
+  const headerLen = view.getUint32(0, true);
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, headerLen)));
+  header.browser_recv_ns = nowNs();
+  const jpeg = new Blob([new Uint8Array(buffer, 4 + headerLen)], { type: "image/jpeg" });
+  // Newest wins: a frame that arrives while another decodes replaces any waiting one.
+  pendingFrame = { header, jpeg };
+  if (!decoding) decodeNext();
+}
+
+async function decodeNext() {
+  decoding = true;
+  while (pendingFrame) {
+    const { header, jpeg } = pendingFrame;
+    pendingFrame = null;
+    try {
+      const bitmap = await createImageBitmap(jpeg);
+      if (lastFrame) lastFrame.bitmap.close();
+      lastFrame = { bitmap, header };
+      draw();
+      requestAnimationFrame(() => {
+        const painted = nowNs();
+        unreported.push([header.recv_ns, header.capture_ns, painted]);
+        stats.paints.push({ frame_id: header.frame_id, capture_ns: header.capture_ns, recv_ns: header.recv_ns,
+          browser_recv_ns: header.browser_recv_ns, painted_ns: painted });
+        if (stats.paints.length > 20000) stats.paints.splice(0, 10000);
+      });
+    } catch (err) {
+      console.warn("undecodable frame", err);
+    }
+  }
+  decoding = false;
+}
+
+function draw() {
+  if (!lastFrame) return;
+  const { bitmap, header } = lastFrame;
+  const c = $("video");
+  if (c.width !== bitmap.width || c.height !== bitmap.height) { c.width = bitmap.width; c.height = bitmap.height; }
+  const g = c.getContext("2d");
+  g.drawImage(bitmap, 0, 0);
+  drawOverlay(g, header.overlay || {});
+  stats.framesDrawn++;
+  stats.lastFrameId = header.frame_id;
+  stats.dropped = header.dropped;
+  $("frame-info").textContent = `frame ${header.frame_id} · ${bitmap.width}×${bitmap.height} · dropped here ${header.dropped}`;
+  $("banner").classList.toggle("hidden", link === "live");
+}
+
+function polyline(g, pts, width, color) {
+  if (!pts || pts.length < 2) return;
+  g.strokeStyle = color; g.lineWidth = width; g.beginPath();
+  g.moveTo(pts[0][0], pts[0][1]);
+  for (const p of pts.slice(1)) g.lineTo(p[0], p[1]);
+  g.stroke();
+}
+
+function label(g, x, y, text, color, size) {
+  g.font = `bold ${size}px monospace`;
+  const w = g.measureText(text).width;
+  g.fillStyle = "rgba(0,0,0,0.55)"; g.fillRect(x - 3, y - 2, w + 6, size + 6);
+  g.fillStyle = color; g.textBaseline = "top"; g.fillText(text, x, y);
+  return w;
+}
+
+function drawOverlay(g, o) {
+  const lanes = o.lanes;
+  if (lanes) {
+    if (layerOn("area") && lanes.area.length > 2) {
+      g.fillStyle = COLORS.area; g.beginPath();
+      g.moveTo(lanes.area[0][0], lanes.area[0][1]);
+      for (const p of lanes.area.slice(1)) g.lineTo(p[0], p[1]);
+      g.closePath(); g.fill();
+    }
+    if (layerOn("lanes")) { polyline(g, lanes.left, 4, COLORS.lane); polyline(g, lanes.right, 4, COLORS.lane); }
+    if (layerOn("centre")) {
+      polyline(g, lanes.centre, 2, COLORS.centre);
+      const b = lanes.centre[lanes.centre.length - 1];
+      if (b) label(g, b[0] - 40, b[1] - 28, `${lanes.offset_m >= 0 ? "+" : ""}${lanes.offset_m.toFixed(2)} m`, COLORS.centre, 16);
+    }
+  }
+  if (layerOn("truth")) for (const line of o.truth || []) polyline(g, line, 2, COLORS.truth);
+  if (layerOn("objects")) {
+    for (const b of o.objects || []) {
+      g.strokeStyle = COLORS.object; g.lineWidth = 3; g.strokeRect(b.x, b.y, b.w, b.h);
+      label(g, b.x, Math.max(0, b.y - 16), `${b.label} ${(b.score * 100).toFixed(0)}%`, COLORS.object, 12);
+    }
+  }
+  if (layerOn("hud") && o.hud) {
+    const h = o.hud;
+    const lines = [
+      `${h.speed_kmh.toFixed(1).padStart(5)} km/h (target ${h.target_kmh.toFixed(0)})  ${h.mode}`,
+      `steer ${(h.steering_deg >= 0 ? "+" : "") + h.steering_deg.toFixed(1)}°  thr ${h.throttle.toFixed(2)}  brk ${h.brake.toFixed(2)}`,
+      `${h.source} ${h.fps.toFixed(1)} fps`,
+    ];
+    lines.forEach((t, i) => label(g, 8, 8 + i * 22, t, COLORS.text, 16));
+  }
+  if (layerOn("stale")) {
+    (o.stale || []).forEach((t, i) => {
+      g.font = "bold 16px monospace";
+      const w = g.measureText(t).width;
+      label(g, g.canvas.width - w - 10, 8 + i * 22, t, COLORS.warn, 16);
+    });
+  }
+}
+
+function setLink(status) {
+  link = status;
+  const el = $("link");
+  el.textContent = status === "offline" ? "viewer offline" : "vehicle " + status;
+  el.className = "pill " + status;
+  const banner = $("banner");
+  banner.textContent = { connecting: "waiting for the vehicle…", lost: "vehicle link lost — reconnecting…",
+    offline: "viewer connection lost — reconnecting…" }[status] || "";
+  banner.classList.toggle("hidden", status === "live");
+  refreshControls();
+}
+
+function refreshControls() {
+  const usable = wsOpen && link === "live";
+  for (const id of ["btn-estop", "btn-pause", "btn-resume", "btn-respawn", "btn-speed"]) $(id).disabled = !usable;
+}
+
+function onText(m) {
+  switch (m.type) {
+    case "hello":
+      $("vehicle").textContent = m.vehicle ? "vehicle " + m.vehicle : "no vehicle yet";
+      history.length = 0; history.push(...m.history);
+      setLink(m.link);
+      break;
+    case "link": setLink(m.status); break;
+    case "state": onState(m); break;
+    case "sent": showAck({ status: "sent", command: m.command, detail: "waiting for the vehicle…", request_id: m.request_id }); break;
+    case "ack": showAck(m.outcome); break;
+    case "notice": addEvent(m.text, m.level); break;
+    case "error": addEvent("viewer: " + m.detail, "error"); break;
+  }
+}
+
+function onState(m) {
+  const s = m.state;
+  if (link !== "live") setLink("live");
+
+  const rows = [
+    ["mode", s.mode + (s.paused ? " (paused)" : "")],
+    ["speed", `${(s.speed_mps * 3.6).toFixed(1)} km/h`],
+    ["target", `${s.target_speed_mps.toFixed(1)} m/s`],
+    ["steering", `${(s.steering_rad * 180 / Math.PI).toFixed(1)}°`],
+    ["throttle / brake", `${s.throttle.toFixed(2)} / ${s.brake.toFixed(2)}`],
+    ["fps", s.fps.toFixed(1)],
+    ["source · control", `${s.source} · ${s.control}`],
+    ["distance", `${s.distance_m.toFixed(0)} m`],
+    ["stop reason", s.health.stop_reason || "–"],
+  ];
+  fillTable("hud", rows);
+  const fmt = (v) => (v === null || v === undefined) ? "–" : v.toFixed(1);
+  const h = m.hops;
+  fillTable("hops", [
+    ["capture → detection", fmt(h.capture_to_detection_ms)],
+    ["detection → vehicle", fmt(h.detection_to_vehicle_ms)],
+    ["vehicle → viewer", fmt(h.vehicle_to_viewer_ms)],
+    ["viewer → browser", fmt(h.viewer_to_browser_ms)],
+    ["capture → browser", fmt(h.capture_to_browser_ms)],
+  ]);
+  const d = s.drops, v = m.viewer;
+  fillTable("drops", [
+    ["vehicle: not broadcast", d.frames_not_broadcast],
+    ["vehicle: overrun", d.frames_overrun],
+    ["vehicle: messages", d.messages_dropped],
+    ["vehicle: actions rejected", d.actions_rejected],
+    ["viewer: frames missed", v.frames_missed],
+    ["viewer: to slow browsers", v.frames_dropped_clients],
+    ["this browser", stats.dropped],
+  ]);
+  const last = history[history.length - 1];
+  if (!last || m.sample.t_ms - last.t_ms >= 100) history.push(m.sample);
+  while (history.length && history[0].t_ms < m.sample.t_ms - HISTORY_MS) history.shift();
+}
+
+function fillTable(id, rows) {
+  const table = $(id);
+  while (table.rows.length > rows.length) table.deleteRow(-1);
+  rows.forEach(([k, v], i) => {
+    const row = table.rows[i] || table.insertRow();
+    if (row.cells.length === 0) { row.insertCell(); row.insertCell(); }
+    row.cells[0].textContent = k; row.cells[1].textContent = v;
+  });
+}
+
+function showAck(o) {
+  const el = $("last-ack");
+  const reason = o.reason ? ` (${o.reason})` : "";
+  el.textContent = `${o.command}: ${o.status}${reason} — ${o.detail}`;
+  el.className = "ack " + o.status;
+  if (o.status !== "sent") {
+    stats.acks.push(o);
+    addEvent(`${o.command}: ${o.status}${reason} — ${o.detail}`, o.status);
+  }
+}
+
+function addEvent(text, cls) {
+  const li = document.createElement("li");
+  li.textContent = `${new Date().toLocaleTimeString()} ${text}`;
+  if (cls) li.className = cls;
+  const list = $("events");
+  list.prepend(li);
+  while (list.children.length > 100) list.lastChild.remove();
+}
+
+function send(command) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  const request_id = "r" + (++requestCounter);
+  ws.send(JSON.stringify({ type: "action", request_id, command }));
+}
+
+function plot(id, series, colors) {
+  const c = $(id), g = c.getContext("2d");
+  g.clearRect(0, 0, c.width, c.height);
+  const now = history.length ? history[history.length - 1].t_ms : 0;
+  let lo = Infinity, hi = -Infinity;
+  for (const s of series) for (const p of history) { const v = s(p); if (v !== null && v !== undefined) { lo = Math.min(lo, v); hi = Math.max(hi, v); } }
+  if (lo === Infinity) return;
+  if (hi - lo < 1e-3) { hi += 0.5; lo -= 0.5; }
+  const x = (t) => c.width - (now - t) / HISTORY_MS * c.width;
+  const y = (v) => c.height - 12 - (v - lo) / (hi - lo) * (c.height - 20);
+  g.fillStyle = "#8a94a3"; g.font = "10px monospace"; g.textBaseline = "top";
+  g.fillText(hi.toFixed(2), 2, 0); g.textBaseline = "bottom"; g.fillText(lo.toFixed(2), 2, c.height);
+  series.forEach((s, i) => {
+    g.strokeStyle = colors[i]; g.lineWidth = 1.5; g.beginPath();
+    let started = false;
+    for (const p of history) {
+      const v = s(p);
+      if (v === null || v === undefined) { started = false; continue; }
+      if (!started) { g.moveTo(x(p.t_ms), y(v)); started = true; } else g.lineTo(x(p.t_ms), y(v));
+    }
+    g.stroke();
+  });
+}
+
+function plots() {
+  plot("plot-speed", [(p) => p.speed_mps * 3.6], ["#2fbf71"]);
+  plot("plot-steering", [(p) => p.steering_deg], ["#f0a030"]);
+  plot("plot-offset", [(p) => p.offset_m, (p) => p.truth_offset_m], ["#ffdc00", "#00c8ff"]);
+  plot("plot-latency", [(p) => p.latency_ms], ["#ff40a0"]);
+}
+
+$("btn-estop").onclick = () => send({ type: "emergency_stop" });
+$("btn-pause").onclick = () => send({ type: "pause" });
+$("btn-resume").onclick = () => send({ type: "resume" });
+$("btn-respawn").onclick = () => send({ type: "respawn", spawn_point: Number($("spawn-point").value) });
+$("btn-speed").onclick = () => send({ type: "set_target_speed", mps: Number($("target-speed").value) });
+document.addEventListener("keydown", (e) => {
+  if (e.code === "Space" && e.target.tagName !== "INPUT" && !$("btn-estop").disabled) {
+    e.preventDefault();
+    send({ type: "emergency_stop" });
+  }
+});
+for (const name of LAYERS) $("layer-" + name).onchange = draw;
+
+setInterval(() => {
+  if (unreported.length && ws && ws.readyState === WebSocket.OPEN) {
+    ws.send(JSON.stringify({ type: "painted", samples: unreported.splice(0, 40) }));
+  }
+}, 500);
+setInterval(plots, 500);
+refreshControls();
+connect(250);

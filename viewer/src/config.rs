@@ -1,0 +1,190 @@
+//! The viewer's configuration: defaults < TOML file (`--config`) < environment < flags.
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ViewerConfig {
+    /// The vehicle's PUB endpoint.
+    pub vehicle: String,
+    /// The vehicle's action endpoint; derived from `vehicle` (port 5558) when empty.
+    pub actions: String,
+    /// Address the web UI listens on. Loopback unless you mean to share it.
+    pub bind: IpAddr,
+    pub port: u16,
+    /// Only act on (and send actions to) this vehicle id; empty = the first one heard.
+    pub vehicle_id: String,
+    /// Our name in actions; the vehicle tracks sequence numbers per sender.
+    pub sender: String,
+    /// No message from the vehicle for this long → the link is shown as lost.
+    pub link_timeout_ms: u64,
+    /// A detection older than this (relative to the frame shown) is marked stale.
+    pub stale_detection_ms: u64,
+    /// An action without acknowledgement after this long is reported as unanswered.
+    pub ack_timeout_ms: u64,
+    /// JPEG quality of `/stream.mjpg` and `/snapshot.jpg` (overlays burned in).
+    pub mjpeg_quality: u8,
+}
+
+impl Default for ViewerConfig {
+    fn default() -> Self {
+        Self {
+            vehicle: format!("tcp://127.0.0.1:{}", ads_protocol::DEFAULT_PUB_PORT),
+            actions: String::new(),
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: ads_protocol::DEFAULT_VIEWER_PORT,
+            vehicle_id: String::new(),
+            sender: default_sender(),
+            link_timeout_ms: 1500,
+            stale_detection_ms: 300,
+            ack_timeout_ms: 3000,
+            mjpeg_quality: 80,
+        }
+    }
+}
+
+fn default_sender() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!("viewer@{}", if host.is_empty() { "localhost" } else { host })
+}
+
+/// Flags; every one also reads an `ADS_VIEWER_*` environment variable.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// TOML file with any of the settings below (see configs/viewer.toml).
+    #[arg(long, env = "ADS_VIEWER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The vehicle's PUB endpoint, e.g. tcp://car.local:5557.
+    #[arg(long, env = "ADS_VIEWER_VEHICLE")]
+    pub vehicle: Option<String>,
+    /// The vehicle's action endpoint [default: the vehicle's host, port 5558].
+    #[arg(long, env = "ADS_VIEWER_ACTIONS")]
+    pub actions: Option<String>,
+    /// Address to serve the web UI on [default: 127.0.0.1].
+    #[arg(long, env = "ADS_VIEWER_BIND")]
+    pub bind: Option<IpAddr>,
+    /// Port of the web UI [default: 8080].
+    #[arg(long, env = "ADS_VIEWER_PORT")]
+    pub port: Option<u16>,
+    /// Only show and command this vehicle id.
+    #[arg(long, env = "ADS_VIEWER_VEHICLE_ID")]
+    pub vehicle_id: Option<String>,
+    /// Name used as the sender of actions [default: viewer@HOSTNAME].
+    #[arg(long, env = "ADS_VIEWER_SENDER")]
+    pub sender: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ViewerConfig {
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut config = match &overrides.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        let o = overrides.clone();
+        if let Some(v) = o.vehicle {
+            config.vehicle = v;
+        }
+        if let Some(v) = o.actions {
+            config.actions = v;
+        }
+        if let Some(v) = o.bind {
+            config.bind = v;
+        }
+        if let Some(v) = o.port {
+            config.port = v;
+        }
+        if let Some(v) = o.vehicle_id {
+            config.vehicle_id = v;
+        }
+        if let Some(v) = o.sender {
+            config.sender = v;
+        }
+        if config.actions.is_empty() {
+            config.actions = action_endpoint_for(&config.vehicle)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [("vehicle", &self.vehicle), ("actions", &self.actions)] {
+            if !value.contains("://") {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} = {value:?} is not a ZeroMQ endpoint (e.g. tcp://127.0.0.1:5557)"
+                )));
+            }
+        }
+        if !(1..=100).contains(&self.mjpeg_quality) {
+            return Err(ConfigError::Invalid(format!(
+                "mjpeg_quality = {} is outside 1..=100",
+                self.mjpeg_quality
+            )));
+        }
+        if self.sender.is_empty() || self.sender.len() > 64 {
+            return Err(ConfigError::Invalid("sender must be 1..=64 characters".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `tcp://host:5557` → `tcp://host:5558`: actions go to the same host as the stream.
+pub fn action_endpoint_for(vehicle: &str) -> Result<String, ConfigError> {
+    let invalid = || {
+        ConfigError::Invalid(format!(
+            "cannot derive the action endpoint from {vehicle:?}; pass --actions tcp://HOST:PORT"
+        ))
+    };
+    let rest = vehicle.strip_prefix("tcp://").ok_or_else(invalid)?;
+    let (host, _port) = rest.rsplit_once(':').ok_or_else(invalid)?;
+    Ok(format!("tcp://{host}:{}", ads_protocol::DEFAULT_ACTION_PORT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_endpoint_follows_the_vehicle_host() {
+        assert_eq!(action_endpoint_for("tcp://car.local:5557").unwrap(), "tcp://car.local:5558");
+        assert_eq!(action_endpoint_for("tcp://[::1]:7000").unwrap(), "tcp://[::1]:5558");
+        assert!(action_endpoint_for("ipc:///tmp/x").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file_and_bad_values_are_named() {
+        let dir = std::env::temp_dir().join(format!("ads-viewer-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("viewer.toml");
+        std::fs::write(&file, "vehicle = \"tcp://10.0.0.2:5557\"\nport = 9000\n").unwrap();
+        let overrides = Overrides { config: Some(file.clone()), port: Some(9100), ..Overrides::default() };
+        let c = ViewerConfig::load(&overrides).unwrap();
+        assert_eq!(
+            (c.vehicle.as_str(), c.actions.as_str(), c.port),
+            ("tcp://10.0.0.2:5557", "tcp://10.0.0.2:5558", 9100)
+        );
+        std::fs::write(&file, "vehcle = \"x\"\n").unwrap();
+        let err = ViewerConfig::load(&overrides).unwrap_err().to_string();
+        assert!(err.contains("vehcle"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,427 @@
+//! The viewer's picture of the vehicle: the newest frame with its overlay, the newest state,
+//! telemetry history, events, the link's health and our pending actions. The ZeroMQ link
+//! thread feeds it; every browser and MJPEG client reads from it without ever slowing the
+//! link or each other (newest-wins `watch` channels, a bounded `broadcast` for events).
+
+use crate::actions::{ActionBook, Outcome};
+use crate::config::ViewerConfig;
+use crate::metrics::Metrics;
+use crate::overlay::{self, Overlay, OverlayInputs};
+use ads_protocol::{Command, Detections, Event, LaneTruthMsg, Message, VehicleState, WireMessage};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, watch};
+
+/// Telemetry kept for the plots.
+const HISTORY: Duration = Duration::from_secs(60);
+/// At most this many history samples per second (state arrives at the vehicle's fps).
+const HISTORY_HZ: u64 = 10;
+/// Events kept for browsers that connect later.
+const EVENT_LOG: usize = 50;
+
+pub fn wall_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A frame ready to send: JPEG as received, overlay computed here.
+#[derive(Debug)]
+pub struct FramePacket {
+    /// Counts packets the hub published; a client that sees a gap skipped frames.
+    pub packet_seq: u64,
+    pub frame_id: u64,
+    pub capture_ns: u64,
+    pub recv_ns: u64,
+    pub jpeg: Vec<u8>,
+    pub overlay: Overlay,
+    /// `overlay` as JSON, serialised once for all clients.
+    pub overlay_json: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkStatus {
+    /// Nothing heard yet.
+    Connecting,
+    Live,
+    /// Heard before, silent for longer than the link timeout.
+    Lost,
+}
+
+/// Latest latency of each hop, milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Hops {
+    pub capture_to_detection_ms: Option<f64>,
+    pub detection_to_vehicle_ms: Option<f64>,
+    pub vehicle_to_viewer_ms: Option<f64>,
+    pub viewer_to_browser_ms: Option<f64>,
+    pub capture_to_browser_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    pub t_ms: u64,
+    pub speed_mps: f64,
+    pub steering_deg: f64,
+    pub offset_m: Option<f64>,
+    pub truth_offset_m: Option<f64>,
+    pub latency_ms: Option<f64>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    vehicle_id: Option<String>,
+    other_vehicles_warned: bool,
+    detection: Option<Detections>,
+    truth: VecDeque<LaneTruthMsg>,
+    state: Option<VehicleState>,
+    last_heard: Option<Instant>,
+    link: LinkStatus,
+    last_frame_id: Option<u64>,
+    packet_seq: u64,
+    history: VecDeque<Sample>,
+    last_sample_ms: u64,
+    events: VecDeque<Arc<str>>,
+    hops: Hops,
+    actions: ActionBook,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    pub config: ViewerConfig,
+    pub metrics: Metrics,
+    frames: watch::Sender<Option<Arc<FramePacket>>>,
+    states: watch::Sender<Option<Arc<str>>>,
+    events: broadcast::Sender<Arc<str>>,
+    actions_out: Mutex<std::sync::mpsc::Sender<Vec<Vec<u8>>>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    #[error("not connected to the vehicle ({0:?}); the action was not sent")]
+    NotConnected(LinkStatus),
+    #[error("the link to the vehicle is shut down")]
+    LinkClosed,
+}
+
+impl Hub {
+    /// The hub and the receiving end of its outgoing actions (for the link thread).
+    pub fn new(config: ViewerConfig) -> (Arc<Self>, std::sync::mpsc::Receiver<Vec<Vec<u8>>>) {
+        let (actions_tx, actions_rx) = std::sync::mpsc::channel();
+        let actions =
+            ActionBook::new(config.sender.clone(), wall_ns(), Duration::from_millis(config.ack_timeout_ms));
+        let hub = Self {
+            metrics: Metrics::default(),
+            frames: watch::Sender::new(None),
+            states: watch::Sender::new(None),
+            events: broadcast::Sender::new(256),
+            actions_out: Mutex::new(actions_tx),
+            inner: Mutex::new(Inner {
+                vehicle_id: (!config.vehicle_id.is_empty()).then(|| config.vehicle_id.clone()),
+                other_vehicles_warned: false,
+                detection: None,
+                truth: VecDeque::new(),
+                state: None,
+                last_heard: None,
+                link: LinkStatus::Connecting,
+                last_frame_id: None,
+                packet_seq: 0,
+                history: VecDeque::new(),
+                last_sample_ms: 0,
+                events: VecDeque::new(),
+                hops: Hops::default(),
+                actions,
+            }),
+            config,
+        };
+        (Arc::new(hub), actions_rx)
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn frames(&self) -> watch::Receiver<Option<Arc<FramePacket>>> {
+        self.frames.subscribe()
+    }
+
+    pub fn states(&self) -> watch::Receiver<Option<Arc<str>>> {
+        self.states.subscribe()
+    }
+
+    pub fn events(&self) -> broadcast::Receiver<Arc<str>> {
+        self.events.subscribe()
+    }
+
+    pub fn link(&self) -> LinkStatus {
+        self.inner().link
+    }
+
+    /// What a browser needs on connecting: who we watch, the link, the plots' history and the
+    /// recent events.
+    pub fn hello(&self) -> (String, Vec<Arc<str>>) {
+        let inner = self.inner();
+        let hello = json!({
+            "type": "hello",
+            "vehicle": inner.vehicle_id,
+            "link": inner.link,
+            "sender": inner.actions.sender(),
+            "history": inner.history,
+        });
+        (hello.to_string(), inner.events.iter().cloned().collect())
+    }
+
+    fn publish_event(&self, inner: &mut Inner, text: String) {
+        let text: Arc<str> = text.into();
+        if inner.events.len() == EVENT_LOG {
+            inner.events.pop_front();
+        }
+        inner.events.push_back(Arc::clone(&text));
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(text);
+    }
+
+    /// One decoded message from the vehicle.
+    pub fn on_message(&self, message: WireMessage<'_>, recv_ns: u64) {
+        self.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+        let mut guard = self.inner();
+        let inner = &mut *guard;
+        match &inner.vehicle_id {
+            Some(id) if *id != message.vehicle => {
+                if !inner.other_vehicles_warned {
+                    inner.other_vehicles_warned = true;
+                    tracing::warn!(ours = %id, other = %message.vehicle, "ignoring messages from another vehicle");
+                }
+                return;
+            }
+            Some(_) => {}
+            None => {
+                tracing::info!(vehicle = %message.vehicle, "watching vehicle");
+                inner.vehicle_id = Some(message.vehicle.clone());
+            }
+        }
+        inner.last_heard = Some(Instant::now());
+        if inner.link != LinkStatus::Live {
+            inner.link = LinkStatus::Live;
+            tracing::info!("vehicle link up");
+            self.publish_event(inner, json!({"type": "link", "status": LinkStatus::Live}).to_string());
+        }
+        match message.message {
+            Message::Frame(info) => {
+                let Some(jpeg) = message.payload else { return };
+                self.on_frame(
+                    inner,
+                    info.frame_id,
+                    info.width,
+                    info.height,
+                    message.capture_ns,
+                    recv_ns,
+                    jpeg,
+                );
+            }
+            Message::Detection(d) => {
+                if d.read_ns > 0 {
+                    inner.hops.capture_to_detection_ms = Some(ms_between(d.capture_ns, d.read_ns));
+                }
+                inner.detection = Some(d);
+            }
+            Message::Truth(t) => {
+                if inner.truth.len() == 8 {
+                    inner.truth.pop_front();
+                }
+                inner.truth.push_back(t);
+            }
+            Message::State(s) => self.on_state(inner, s, recv_ns),
+            Message::Event(Event::Ack { action_id, sender, accepted, reason, detail, .. }) => {
+                if let Some(outcome) =
+                    inner.actions.acknowledge(&action_id, &sender, accepted, reason, &detail)
+                {
+                    let counter = if accepted {
+                        &self.metrics.actions_accepted
+                    } else {
+                        &self.metrics.actions_rejected
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    self.publish_outcome(inner, &outcome);
+                }
+            }
+            Message::Event(Event::Notice { level, text }) => {
+                let event =
+                    json!({"type": "notice", "level": level, "text": text, "t_ms": recv_ns / 1_000_000});
+                self.publish_event(inner, event.to_string());
+            }
+            // Actions are what viewers send; one on the vehicle's stream is not for us.
+            Message::Action(_) => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "the fields of one frame message")]
+    fn on_frame(
+        &self,
+        inner: &mut Inner,
+        frame_id: u64,
+        width: u32,
+        height: u32,
+        capture_ns: u64,
+        recv_ns: u64,
+        jpeg: &[u8],
+    ) {
+        self.metrics.frames_received.fetch_add(1, Ordering::Relaxed);
+        match inner.last_frame_id {
+            Some(last) if frame_id <= last => {
+                // Frame ids only go back when the vehicle restarted: a new scene.
+                inner.detection = None;
+                inner.truth.clear();
+                let text = format!("vehicle restarted (frame ids went from {last} back to {frame_id})");
+                tracing::info!("{text}");
+                let event =
+                    json!({"type": "notice", "level": "info", "text": text, "t_ms": recv_ns / 1_000_000});
+                self.publish_event(inner, event.to_string());
+            }
+            Some(last) => {
+                self.metrics.frames_missed.fetch_add(frame_id - last - 1, Ordering::Relaxed);
+            }
+            None => {}
+        }
+        inner.last_frame_id = Some(frame_id);
+        let latency = ms_between(capture_ns, recv_ns);
+        self.metrics.vehicle_to_viewer.observe_ms(latency);
+        inner.hops.vehicle_to_viewer_ms = Some(latency);
+        let truth = inner.truth.iter().rev().find(|t| t.frame_id == frame_id).or(inner.truth.back());
+        let overlay = overlay::compute(OverlayInputs {
+            width,
+            height,
+            capture_ns,
+            detection: inner.detection.as_ref(),
+            truth,
+            state: inner.state.as_ref(),
+            stale_detection_ms: self.config.stale_detection_ms,
+            link_lost: false,
+        });
+        let overlay_json = serde_json::to_string(&overlay).unwrap_or_else(|_| "null".into());
+        inner.packet_seq += 1;
+        let packet = FramePacket {
+            packet_seq: inner.packet_seq,
+            frame_id,
+            capture_ns,
+            recv_ns,
+            jpeg: jpeg.to_vec(),
+            overlay,
+            overlay_json,
+        };
+        self.frames.send_replace(Some(Arc::new(packet)));
+    }
+
+    fn on_state(&self, inner: &mut Inner, state: VehicleState, recv_ns: u64) {
+        if let (Some(d), latency_us) = (&inner.detection, state.timings.detection_latency_us) {
+            if d.read_ns > 0 && latency_us > 0 {
+                let detection_done_ms =
+                    ms_between(d.capture_ns, d.read_ns) + f64::from(d.processing_us) / 1000.0;
+                inner.hops.detection_to_vehicle_ms =
+                    Some((f64::from(latency_us) / 1000.0 - detection_done_ms).max(0.0));
+            }
+        }
+        let t_ms = recv_ns / 1_000_000;
+        let sample = Sample {
+            t_ms,
+            speed_mps: state.speed_mps,
+            steering_deg: state.steering_rad.to_degrees(),
+            offset_m: inner
+                .detection
+                .as_ref()
+                .and_then(|d| d.lanes.as_ref())
+                .map(|l| f64::from(l.lateral_offset_m)),
+            truth_offset_m: state.truth_lateral_offset_m,
+            latency_ms: inner.hops.vehicle_to_viewer_ms,
+        };
+        if t_ms >= inner.last_sample_ms + 1000 / HISTORY_HZ {
+            inner.last_sample_ms = t_ms;
+            inner.history.push_back(sample);
+            let horizon = t_ms.saturating_sub(HISTORY.as_millis() as u64);
+            while inner.history.front().is_some_and(|s| s.t_ms < horizon) {
+                inner.history.pop_front();
+            }
+        }
+        let text = json!({
+            "type": "state",
+            "state": state,
+            "sample": sample,
+            "hops": inner.hops,
+            "viewer": {
+                "frames_received": self.metrics.frames_received.load(Ordering::Relaxed),
+                "frames_missed": self.metrics.frames_missed.load(Ordering::Relaxed),
+                "frames_dropped_clients": self.metrics.frames_dropped_clients.load(Ordering::Relaxed),
+                "clients": self.metrics.clients.load(Ordering::Relaxed),
+            },
+        });
+        inner.state = Some(state);
+        self.states.send_replace(Some(text.to_string().into()));
+    }
+
+    fn publish_outcome(&self, inner: &mut Inner, outcome: &Outcome) {
+        let text = json!({"type": "ack", "outcome": outcome}).to_string();
+        self.publish_event(inner, text);
+    }
+
+    /// Link health and unanswered actions; the link thread calls this a few times a second.
+    pub fn tick(&self, now: Instant) {
+        let mut inner = self.inner();
+        let timeout = Duration::from_millis(self.config.link_timeout_ms);
+        if inner.link == LinkStatus::Live && inner.last_heard.is_some_and(|t| now.duration_since(t) > timeout)
+        {
+            inner.link = LinkStatus::Lost;
+            self.metrics.link_losses.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("vehicle silent for more than {} ms: link lost", timeout.as_millis());
+            self.publish_event(&mut inner, json!({"type": "link", "status": LinkStatus::Lost}).to_string());
+        }
+        for outcome in inner.actions.expire(now) {
+            self.metrics.actions_unanswered.fetch_add(1, Ordering::Relaxed);
+            self.publish_outcome(&mut inner, &outcome);
+        }
+    }
+
+    /// Sends `command` to the vehicle; its outcome arrives later as an `ack` event carrying
+    /// `request_id`.
+    pub fn send_action(&self, command: Command, request_id: String) -> Result<String, SendError> {
+        let mut inner = self.inner();
+        let Some(vehicle) = inner.vehicle_id.clone().filter(|_| inner.link == LinkStatus::Live) else {
+            return Err(SendError::NotConnected(inner.link));
+        };
+        let now = wall_ns();
+        let (action, seq) = inner.actions.create(command, request_id, now);
+        let parts = ads_protocol::encode_action(&vehicle, seq, now, &action, None);
+        drop(inner);
+        self.actions_out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(parts)
+            .map_err(|_| SendError::LinkClosed)?;
+        self.metrics.actions_sent.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(id = %action.id, command = ?action.command, "action sent");
+        Ok(action.id)
+    }
+
+    /// A browser painted a frame: `painted_ns` on its wall clock (same clock as ours when it
+    /// runs on this machine; implausible values from a skewed remote clock are ignored).
+    pub fn on_painted(&self, recv_ns: u64, capture_ns: u64, painted_ns: u64) {
+        let (to_browser, end_to_end) =
+            (painted_ns as f64 - recv_ns as f64, painted_ns as f64 - capture_ns as f64);
+        if !(0.0..10e9).contains(&to_browser) || !(0.0..10e9).contains(&end_to_end) {
+            return;
+        }
+        self.metrics.viewer_to_browser.observe_ms(to_browser / 1e6);
+        self.metrics.capture_to_browser.observe_ms(end_to_end / 1e6);
+        let mut inner = self.inner();
+        inner.hops.viewer_to_browser_ms = Some(to_browser / 1e6);
+        inner.hops.capture_to_browser_ms = Some(end_to_end / 1e6);
+    }
+}
+
+fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
+    (to_ns as f64 - from_ns as f64) / 1e6
+}

@@ -1,0 +1,94 @@
+//! ads-viewer: the laptop side. Subscribes to a vehicle's ZeroMQ stream, computes the
+//! overlays here (not on the vehicle), and serves a web UI with live video, telemetry and the
+//! operator's buttons, whose actions go back to the vehicle.
+//!
+//! Never touches shared memory: everything comes over the network, so it runs anywhere that
+//! can reach the vehicle's ports.
+
+pub mod actions;
+pub mod burn;
+pub mod config;
+pub mod hub;
+pub mod link;
+pub mod metrics;
+pub mod overlay;
+pub mod raster;
+pub mod web;
+mod ws;
+
+use anyhow::Context as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "ads-viewer", version, about = "Watch and command an ads vehicle from a browser")]
+pub struct Args {
+    #[command(flatten)]
+    pub overrides: config::Overrides,
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Runs until SIGINT/SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = config::ViewerConfig::load(&args.overrides)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("viewer-web")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
+    let address = std::net::SocketAddr::new(config.bind, config.port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address} (is another viewer using the port? try --port)"))?;
+    let (hub, actions_rx) = hub::Hub::new(config);
+    let link_stop = Arc::new(AtomicBool::new(false));
+    let link = link::spawn(Arc::clone(&hub), actions_rx, Arc::clone(&link_stop))?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let app = web::router(web::AppState::new(Arc::clone(&hub), shutdown_rx));
+    let local = listener.local_addr()?;
+    tracing::info!("web UI on http://{local}/ (watching {})", hub.config.vehicle);
+    if !local.ip().is_loopback() {
+        tracing::warn!("the web UI listens on {local}: anyone who can reach it can command the vehicle");
+    }
+    let mut signal = shutdown_signal();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        (&mut signal).await;
+        // Websockets and MJPEG streams end when this flips; then the server drains.
+        let _ = shutdown_tx.send(true);
+    });
+    server.await.context("serving the web UI")?;
+    link_stop.store(true, Ordering::Relaxed);
+    if link.join().is_err() {
+        tracing::error!("the vehicle link thread panicked");
+    }
+    tracing::info!("viewer stopped");
+    Ok(())
+}
+
+fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot watch SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping");
+    })
+}

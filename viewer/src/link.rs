@@ -1,0 +1,112 @@
+//! The ZeroMQ side: a SUB socket on the vehicle's stream and a PUB socket to its action port,
+//! both owned by one thread (ZeroMQ sockets are not thread-safe).
+//!
+//! ZeroMQ reconnects by itself; heartbeats (ZMTP PING/PONG) make it notice a link that died
+//! without a FIN (WiFi gone) within seconds instead of after TCP's minutes, and drop and
+//! re-establish the connection.
+
+use crate::hub::{wall_ns, Hub};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const HEARTBEAT_IVL_MS: i32 = 500;
+const HEARTBEAT_TIMEOUT_MS: i32 = 2000;
+const POLL_MS: i64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("ZeroMQ {what} {endpoint}: {source}")]
+    Zmq { what: &'static str, endpoint: String, source: zmq::Error },
+    #[error("starting the link thread: {0}")]
+    Thread(std::io::Error),
+}
+
+pub fn spawn(
+    hub: Arc<Hub>,
+    actions: Receiver<Vec<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, LinkError> {
+    let context = zmq::Context::new();
+    let (vehicle, action_endpoint) = (hub.config.vehicle.clone(), hub.config.actions.clone());
+    let err = |what, endpoint: &str| {
+        let endpoint = endpoint.to_string();
+        move |source| LinkError::Zmq { what, endpoint, source }
+    };
+    let sub = context.socket(zmq::SUB).map_err(err("socket for", &vehicle))?;
+    sub.set_rcvhwm(100).map_err(err("options of", &vehicle))?;
+    sub.set_heartbeat_ivl(HEARTBEAT_IVL_MS).map_err(err("options of", &vehicle))?;
+    sub.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS).map_err(err("options of", &vehicle))?;
+    sub.set_heartbeat_ttl(HEARTBEAT_TIMEOUT_MS).map_err(err("options of", &vehicle))?;
+    sub.set_reconnect_ivl(100).map_err(err("options of", &vehicle))?;
+    sub.set_reconnect_ivl_max(2000).map_err(err("options of", &vehicle))?;
+    sub.set_maxmsgsize((ads_protocol::MAX_PAYLOAD_BYTES + 1024) as i64)
+        .map_err(err("options of", &vehicle))?;
+    sub.set_subscribe(b"").map_err(err("subscribing to", &vehicle))?;
+    sub.connect(&vehicle).map_err(err("connecting to", &vehicle))?;
+    let publisher = context.socket(zmq::PUB).map_err(err("socket for", &action_endpoint))?;
+    publisher.set_sndhwm(100).map_err(err("options of", &action_endpoint))?;
+    publisher.set_heartbeat_ivl(HEARTBEAT_IVL_MS).map_err(err("options of", &action_endpoint))?;
+    publisher.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS).map_err(err("options of", &action_endpoint))?;
+    publisher.set_reconnect_ivl(100).map_err(err("options of", &action_endpoint))?;
+    publisher.set_reconnect_ivl_max(2000).map_err(err("options of", &action_endpoint))?;
+    // An action must not linger past its usefulness, but the last one sent before we exit
+    // should still go out.
+    publisher.set_linger(500).map_err(err("options of", &action_endpoint))?;
+    publisher.connect(&action_endpoint).map_err(err("connecting to", &action_endpoint))?;
+    tracing::info!(%vehicle, actions = %action_endpoint, "subscribed to the vehicle");
+    std::thread::Builder::new()
+        .name("vehicle-link".into())
+        .spawn(move || run(&hub, &sub, &publisher, &actions, &stop))
+        .map_err(LinkError::Thread)
+}
+
+fn run(
+    hub: &Hub,
+    sub: &zmq::Socket,
+    publisher: &zmq::Socket,
+    actions: &Receiver<Vec<Vec<u8>>>,
+    stop: &AtomicBool,
+) {
+    let mut last_tick = Instant::now();
+    let mut malformed_logged = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        match sub.poll(zmq::POLLIN, POLL_MS) {
+            Ok(n) if n > 0 => {
+                // Drain everything queued, so a burst does not wait for the next poll.
+                while let Ok(parts) = sub.recv_multipart(zmq::DONTWAIT) {
+                    let recv_ns = wall_ns();
+                    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                    match ads_protocol::decode(&refs) {
+                        Ok(message) => hub.on_message(message, recv_ns),
+                        Err(e) => {
+                            let n = hub.metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);
+                            // The first few in full, then every thousandth: a broken peer
+                            // must not flood the log.
+                            if n < 5 || n % 1000 == 0 {
+                                malformed_logged += 1;
+                                tracing::warn!("malformed message from the vehicle ({} so far): {e}", n + 1);
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("polling the vehicle stream: {e}"),
+        }
+        while let Ok(parts) = actions.try_recv() {
+            // DONTWAIT: with no vehicle connected PUB drops rather than blocks, and the
+            // action then shows up as unanswered.
+            if let Err(e) = publisher.send_multipart(parts, zmq::DONTWAIT) {
+                tracing::warn!("sending an action: {e}");
+            }
+        }
+        let now = Instant::now();
+        if now.duration_since(last_tick) >= Duration::from_millis(100) {
+            last_tick = now;
+            hub.tick(now);
+        }
+    }
+    tracing::debug!(malformed_logged, "vehicle link stopped");
+}

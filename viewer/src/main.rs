@@ -1,0 +1,12 @@
+use clap::Parser as _;
+
+fn main() -> std::process::ExitCode {
+    ads_viewer::init_tracing();
+    match ads_viewer::run(ads_viewer::Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ads-viewer: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The HTTP side: the page and its assets (embedded), the websocket, the MJPEG stream and
+//! snapshot, health and metrics, and a JSON endpoint for actions.
+
+use crate::burn;
+use crate::hub::{FramePacket, Hub, LinkStatus};
+use crate::overlay::Layers;
+use crate::ws;
+use ads_protocol::Command;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const APP_CSS: &str = include_str!("../assets/app.css");
+
+/// Largest request body or websocket message a client may send.
+pub const MAX_CLIENT_MESSAGE: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub shutdown: watch::Receiver<bool>,
+    burned: Arc<Mutex<Option<BurnedFrame>>>,
+}
+
+/// The last frame burned, shared by all MJPEG clients asking for the same layers.
+#[derive(Debug)]
+struct BurnedFrame {
+    packet_seq: u64,
+    layers: Layers,
+    jpeg: Bytes,
+}
+
+impl AppState {
+    pub fn new(hub: Arc<Hub>, shutdown: watch::Receiver<bool>) -> Self {
+        Self { hub, shutdown, burned: Arc::new(Mutex::new(None)) }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML) }))
+        .route(
+            "/app.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }),
+        )
+        .route("/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS) }))
+        .route("/ws", get(websocket))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/snapshot.jpg", get(snapshot))
+        .route("/stream.mjpg", get(stream))
+        .route("/api/action", post(action))
+        .layer(DefaultBodyLimit::max(MAX_CLIENT_MESSAGE))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, detail: impl Into<String>) -> Response {
+    (status, Json(json!({"error": detail.into()}))).into_response()
+}
+
+/// Browsers send `Origin` on websocket upgrades: a page from another site must not drive the
+/// car through a browser that can reach us.
+pub fn origin_allowed(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+async fn websocket(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    if !origin_allowed(&headers) {
+        return error(StatusCode::FORBIDDEN, "websocket from another origin refused");
+    }
+    upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| ws::serve(socket, state))
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let link = state.hub.link();
+    let m = &state.hub.metrics;
+    Json(json!({
+        "status": "ok",
+        "vehicle_link": link,
+        "frames_received": m.frames_received.load(Ordering::Relaxed),
+        "clients": m.clients.load(Ordering::Relaxed),
+    }))
+    .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.hub.metrics.render(state.hub.link() == LinkStatus::Live);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayerQuery {
+    layers: Option<String>,
+}
+
+impl LayerQuery {
+    fn layers(&self) -> Result<Layers, Response> {
+        match &self.layers {
+            None => Ok(Layers::default()),
+            Some(list) => Layers::parse(list).map_err(|e| error(StatusCode::BAD_REQUEST, e)),
+        }
+    }
+}
+
+async fn burned(state: &AppState, packet: Arc<FramePacket>, layers: Layers) -> Result<Bytes, String> {
+    if let Some(hit) = state.burned.lock().ok().and_then(|cache| {
+        cache
+            .as_ref()
+            .filter(|b| b.packet_seq == packet.packet_seq && b.layers == layers)
+            .map(|b| b.jpeg.clone())
+    }) {
+        return Ok(hit);
+    }
+    let quality = state.hub.config.mjpeg_quality;
+    let seq = packet.packet_seq;
+    let jpeg =
+        tokio::task::spawn_blocking(move || burn::burn(&packet.jpeg, &packet.overlay, layers, quality))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    let jpeg = Bytes::from(jpeg);
+    if let Ok(mut cache) = state.burned.lock() {
+        *cache = Some(BurnedFrame { packet_seq: seq, layers, jpeg: jpeg.clone() });
+    }
+    Ok(jpeg)
+}
+
+async fn snapshot(State(state): State<AppState>, Query(query): Query<LayerQuery>) -> Response {
+    let layers = match query.layers() {
+        Ok(l) => l,
+        Err(response) => return response,
+    };
+    let Some(packet) = state.hub.frames().borrow().clone() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no frame from the vehicle yet");
+    };
+    match burned(&state, packet, layers).await {
+        Ok(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg)
+            .into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, e),
+    }
+}
+
+const BOUNDARY: &str = "adsframe";
+
+async fn stream(State(state): State<AppState>, Query(query): Query<LayerQuery>) -> Response {
+    let layers = match query.layers() {
+        Ok(l) => l,
+        Err(response) => return response,
+    };
+    let frames = state.hub.frames();
+    let guard = ClientGuard::new(&state.hub, true);
+    let parts =
+        futures_util::stream::unfold((state, frames, guard), move |(state, mut frames, guard)| async move {
+            let mut shutdown = state.shutdown.clone();
+            loop {
+                tokio::select! {
+                    changed = frames.changed() => changed.ok()?,
+                    _ = shutdown.changed() => return None,
+                }
+                let Some(packet) = frames.borrow_and_update().clone() else { continue };
+                match burned(&state, packet, layers).await {
+                    Ok(jpeg) => {
+                        let mut part = format!(
+                            "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                            jpeg.len()
+                        )
+                        .into_bytes();
+                        part.extend_from_slice(&jpeg);
+                        part.extend_from_slice(b"\r\n");
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(Bytes::from(part)),
+                            (state, frames, guard),
+                        ));
+                    }
+                    Err(e) => tracing::warn!("burning overlays into a frame: {e}"),
+                }
+            }
+        });
+    (
+        [
+            (header::CONTENT_TYPE, format!("multipart/x-mixed-replace; boundary={BOUNDARY}")),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        Body::from_stream(parts),
+    )
+        .into_response()
+}
+
+/// Counts a connected client for as long as it lives.
+#[derive(Debug)]
+pub struct ClientGuard {
+    hub: Arc<Hub>,
+    mjpeg: bool,
+}
+
+impl ClientGuard {
+    pub fn new(hub: &Arc<Hub>, mjpeg: bool) -> Self {
+        let gauge = if mjpeg { &hub.metrics.mjpeg_clients } else { &hub.metrics.clients };
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self { hub: Arc::clone(hub), mjpeg }
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        let m = &self.hub.metrics;
+        let gauge = if self.mjpeg { &m.mjpeg_clients } else { &m.clients };
+        gauge.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An action from a browser or any HTTP client.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    pub command: Command,
+    #[serde(default)]
+    pub request_id: String,
+}
+
+/// Checks what the vehicle would refuse anyway, so the person gets the reason at once.
+pub fn validate_command(command: &Command, request_id: &str) -> Result<(), String> {
+    if request_id.len() > 64 {
+        return Err("request_id is longer than 64 characters".into());
+    }
+    match command {
+        Command::SetTargetSpeed { mps } if !(0.0..=40.0).contains(mps) => {
+            Err(format!("target speed {mps} m/s is outside 0..=40"))
+        }
+        Command::Respawn { spawn_point: Some(p) } if *p > 10_000 => {
+            Err(format!("spawn point {p} is not plausible"))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn action(State(state): State<AppState>, body: Bytes) -> Response {
+    let request: ActionRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not an action: {e}")),
+    };
+    if let Err(e) = validate_command(&request.command, &request.request_id) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, e);
+    }
+    // Listen before sending, so a fast acknowledgement cannot slip past.
+    let mut events = state.hub.events();
+    let action_id = match state.hub.send_action(request.command, request.request_id) {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    // The hub reports every action's outcome (accepted, rejected or unanswered) within the
+    // acknowledgement timeout; the deadline here only guards against a stopped hub.
+    let deadline = std::time::Duration::from_millis(state.hub.config.ack_timeout_ms + 1000);
+    let outcome = tokio::time::timeout(deadline, async {
+        loop {
+            match events.recv().await {
+                Ok(text) => {
+                    let Ok(event) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                    if event["type"] == "ack" && event["outcome"]["action_id"] == action_id.as_str() {
+                        return Some(event["outcome"].clone());
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .await;
+    match outcome {
+        Ok(Some(outcome)) => {
+            let status = match outcome["status"].as_str() {
+                Some("accepted") => StatusCode::OK,
+                Some("rejected") => StatusCode::CONFLICT,
+                _ => StatusCode::GATEWAY_TIMEOUT,
+            };
+            (status, Json(outcome)).into_response()
+        }
+        _ => error(StatusCode::GATEWAY_TIMEOUT, format!("no outcome for action {action_id}")),
+    }
+}

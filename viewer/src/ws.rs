@@ -1,0 +1,192 @@
+//! One browser's websocket.
+//!
+//! Server → browser: binary frames `[u32 LE header length][header JSON][JPEG]` (header: ids,
+//! times, this client's drop count and the overlay), and text JSON messages (`hello`, `state`,
+//! `ack`, `notice`, `link`, `error`). Browser → server: text JSON `action` and `painted`.
+//!
+//! Newest wins: frames and state come through `watch` channels, so while this browser is slow
+//! to take a frame, newer ones replace it (and are counted as dropped for this client); other
+//! clients and the vehicle link never wait for it.
+
+use crate::hub::wall_ns;
+use crate::web::{validate_command, AppState, ClientGuard};
+use ads_protocol::Command;
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast::error::RecvError;
+
+/// Messages a browser may send per second, sustained, and in a burst.
+const CLIENT_RATE: f64 = 20.0;
+const CLIENT_BURST: f64 = 40.0;
+/// A client that keeps exceeding the limit is disconnected after this many refusals.
+const MAX_REFUSALS: u32 = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientMessage {
+    Action {
+        #[serde(default)]
+        request_id: String,
+        command: Command,
+    },
+    /// Frames the browser painted since its last report: `[recv_ns, capture_ns, painted_ns]`
+    /// each, `painted_ns` on its wall clock.
+    Painted { samples: Vec<[u64; 3]> },
+}
+
+/// A token bucket: a flood of messages from one browser is refused without affecting others.
+#[derive(Debug)]
+struct RateLimit {
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * CLIENT_RATE).min(CLIENT_BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub async fn serve(socket: WebSocket, state: AppState) {
+    let hub = state.hub.clone();
+    let _guard = ClientGuard::new(&hub, false);
+    let (mut tx, mut rx) = socket.split();
+    let mut frames = hub.frames();
+    let mut states = hub.states();
+    let mut events = hub.events();
+    let mut shutdown = state.shutdown.clone();
+    let (hello, recent) = hub.hello();
+    if tx.send(Message::Text(hello.into())).await.is_err() {
+        return;
+    }
+    for event in recent {
+        if tx.send(Message::Text(event.as_ref().into())).await.is_err() {
+            return;
+        }
+    }
+    let mut last_packet: Option<u64> = None;
+    let mut dropped = 0u64;
+    let mut limit = RateLimit { tokens: CLIENT_BURST, last: Instant::now() };
+    let mut refusals = 0u32;
+    loop {
+        let outgoing = tokio::select! {
+            changed = frames.changed() => {
+                if changed.is_err() { break; }
+                let Some(packet) = frames.borrow_and_update().clone() else { continue };
+                if let Some(last) = last_packet {
+                    let skipped = packet.packet_seq.saturating_sub(last + 1);
+                    dropped += skipped;
+                    hub.metrics.frames_dropped_clients.fetch_add(skipped, Ordering::Relaxed);
+                }
+                last_packet = Some(packet.packet_seq);
+                let header = format!(
+                    "{{\"frame_id\":{},\"capture_ns\":{},\"recv_ns\":{},\"sent_ns\":{},\"dropped\":{},\"overlay\":{}}}",
+                    packet.frame_id, packet.capture_ns, packet.recv_ns, wall_ns(), dropped, packet.overlay_json
+                );
+                let mut bytes = Vec::with_capacity(4 + header.len() + packet.jpeg.len());
+                bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+                bytes.extend_from_slice(header.as_bytes());
+                bytes.extend_from_slice(&packet.jpeg);
+                Message::Binary(bytes.into())
+            }
+            changed = states.changed() => {
+                if changed.is_err() { break; }
+                let Some(text) = states.borrow_and_update().clone() else { continue };
+                Message::Text(text.as_ref().into())
+            }
+            event = events.recv() => match event {
+                Ok(text) => Message::Text(text.as_ref().into()),
+                Err(RecvError::Lagged(n)) => {
+                    hub.metrics.events_dropped_clients.fetch_add(n, Ordering::Relaxed);
+                    continue;
+                }
+                Err(RecvError::Closed) => break,
+            },
+            incoming = rx.next() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => Some(text),
+                    Some(Ok(Message::Binary(_))) => None,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => continue,
+                };
+                if !limit.allow() {
+                    refusals += 1;
+                    if refusals > MAX_REFUSALS {
+                        tracing::warn!("closing a websocket that keeps flooding");
+                        break;
+                    }
+                    Message::Text(reply_error("too many messages; slow down"))
+                } else if let Some(text) = text {
+                    match handle(&state, text.as_str()) {
+                        Some(reply) => Message::Text(reply.into()),
+                        None => continue,
+                    }
+                } else {
+                    Message::Text(reply_error("binary messages are not accepted; send JSON text"))
+                }
+            }
+            _ = shutdown.changed() => break,
+        };
+        // A browser that stops reading must not hold its task forever.
+        match tokio::time::timeout(Duration::from_secs(10), tx.send(outgoing)).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+    }
+    let _ = tx.send(Message::Close(None)).await;
+}
+
+fn reply_error(detail: &str) -> axum::extract::ws::Utf8Bytes {
+    json!({"type": "error", "detail": detail}).to_string().into()
+}
+
+/// Handles one message from the browser; returns an immediate reply if there is one.
+fn handle(state: &AppState, text: &str) -> Option<String> {
+    let message: ClientMessage = match serde_json::from_str(text) {
+        Ok(m) => m,
+        Err(e) => {
+            return Some(json!({"type": "error", "detail": format!("not understood: {e}")}).to_string())
+        }
+    };
+    match message {
+        ClientMessage::Action { request_id, command } => {
+            if let Err(e) = validate_command(&command, &request_id) {
+                return Some(json!({"type": "ack", "outcome": {
+                    "request_id": request_id, "status": "rejected", "detail": e, "command": crate::actions::command_label(&command),
+                }}).to_string());
+            }
+            let label = crate::actions::command_label(&command);
+            match state.hub.send_action(command, request_id.clone()) {
+                Ok(action_id) => Some(
+                    json!({"type": "sent", "request_id": request_id, "action_id": action_id, "command": label})
+                        .to_string(),
+                ),
+                Err(e) => Some(
+                    json!({"type": "ack", "outcome": {
+                        "request_id": request_id, "status": "not_sent", "detail": e.to_string(), "command": label,
+                    }})
+                    .to_string(),
+                ),
+            }
+        }
+        ClientMessage::Painted { samples } => {
+            for [recv_ns, capture_ns, painted_ns] in samples {
+                state.hub.on_painted(recv_ns, capture_ns, painted_ns);
+            }
+            None
+        }
+    }
+}
