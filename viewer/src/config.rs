@@ -26,6 +26,9 @@ pub struct ViewerConfig {
     pub ack_timeout_ms: u64,
     /// JPEG quality of `/stream.mjpg` and `/snapshot.jpg` (overlays burned in).
     pub mjpeg_quality: u8,
+    /// Shared key that signs our actions (must match the vehicle's `actions.key_file`; mode
+    /// 0600). Without it, only a vehicle on this machine (loopback) accepts our actions.
+    pub action_key: Option<PathBuf>,
 }
 
 impl Default for ViewerConfig {
@@ -41,6 +44,7 @@ impl Default for ViewerConfig {
             stale_detection_ms: 300,
             ack_timeout_ms: 3000,
             mjpeg_quality: 80,
+            action_key: None,
         }
     }
 }
@@ -75,6 +79,9 @@ pub struct Overrides {
     /// Name used as the sender of actions [default: viewer@HOSTNAME].
     #[arg(long, env = "ADS_VIEWER_SENDER")]
     pub sender: Option<String>,
+    /// Key file that signs actions (the vehicle's key; see docs/security.md).
+    #[arg(long, env = "ADS_VIEWER_ACTION_KEY")]
+    pub action_key: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +118,9 @@ impl ViewerConfig {
         }
         if let Some(v) = o.sender {
             config.sender = v;
+        }
+        if let Some(v) = o.action_key {
+            config.action_key = Some(v);
         }
         if config.actions.is_empty() {
             config.actions = action_endpoint_for(&config.vehicle)?;

@@ -7,7 +7,7 @@ use crate::actions::{ActionBook, Outcome};
 use crate::config::ViewerConfig;
 use crate::metrics::Metrics;
 use crate::overlay::{self, Overlay, OverlayInputs};
-use ads_protocol::{Command, Detections, Event, LaneTruthMsg, Message, VehicleState, WireMessage};
+use ads_protocol::{ActionKey, Command, Detections, Event, LaneTruthMsg, Message, VehicleState, WireMessage};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::VecDeque;
@@ -97,6 +97,7 @@ pub struct Hub {
     states: watch::Sender<Option<Arc<str>>>,
     events: broadcast::Sender<Arc<str>>,
     actions_out: Mutex<std::sync::mpsc::Sender<Vec<Vec<u8>>>>,
+    action_key: Option<ActionKey>,
     inner: Mutex<Inner>,
 }
 
@@ -110,7 +111,10 @@ pub enum SendError {
 
 impl Hub {
     /// The hub and the receiving end of its outgoing actions (for the link thread).
-    pub fn new(config: ViewerConfig) -> (Arc<Self>, std::sync::mpsc::Receiver<Vec<Vec<u8>>>) {
+    pub fn new(
+        config: ViewerConfig,
+        action_key: Option<ActionKey>,
+    ) -> (Arc<Self>, std::sync::mpsc::Receiver<Vec<Vec<u8>>>) {
         let (actions_tx, actions_rx) = std::sync::mpsc::channel();
         let actions =
             ActionBook::new(config.sender.clone(), wall_ns(), Duration::from_millis(config.ack_timeout_ms));
@@ -120,6 +124,7 @@ impl Hub {
             states: watch::Sender::new(None),
             events: broadcast::Sender::new(256),
             actions_out: Mutex::new(actions_tx),
+            action_key,
             inner: Mutex::new(Inner {
                 vehicle_id: (!config.vehicle_id.is_empty()).then(|| config.vehicle_id.clone()),
                 other_vehicles_warned: false,
@@ -394,7 +399,7 @@ impl Hub {
         };
         let now = wall_ns();
         let (action, seq) = inner.actions.create(command, request_id, now);
-        let parts = ads_protocol::encode_action(&vehicle, seq, now, &action, None);
+        let parts = ads_protocol::encode_action(&vehicle, seq, now, &action, self.action_key.as_ref());
         drop(inner);
         self.actions_out
             .lock()

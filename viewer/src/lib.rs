@@ -50,7 +50,19 @@ async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("listening on {address} (is another viewer using the port? try --port)"))?;
-    let (hub, actions_rx) = hub::Hub::new(config);
+    let action_key = match &config.action_key {
+        Some(path) => Some(
+            ads_protocol::ActionKey::load(path)
+                .with_context(|| format!("loading the action key {}", path.display()))?,
+        ),
+        None => {
+            tracing::warn!(
+                "no --action-key: actions are unsigned and only a vehicle on loopback accepts them"
+            );
+            None
+        }
+    };
+    let (hub, actions_rx) = hub::Hub::new(config, action_key);
     let link_stop = Arc::new(AtomicBool::new(false));
     let link = link::spawn(Arc::clone(&hub), actions_rx, Arc::clone(&link_stop))?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

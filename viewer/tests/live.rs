@@ -1,0 +1,233 @@
+//! ads-viewer as a real process watching a real ads-vehicle: websocket clients (tokio-
+//! tungstenite), the MJPEG stream, metrics, two viewers at once, and the link surviving a
+//! vehicle restart.
+#![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
+
+mod support;
+
+use ads_protocol::DriveMode;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::time::Instant;
+use support::{metric, Vehicle, Viewer, DEADLINE};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(viewer: &Viewer) -> Socket {
+    let (socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", viewer.port)).await.unwrap();
+    socket
+}
+
+/// A frame from the socket: its header and JPEG.
+fn parse_frame(bytes: &[u8]) -> (Value, Vec<u8>) {
+    let len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[4..4 + len]).unwrap();
+    (header, bytes[4 + len..].to_vec())
+}
+
+/// The next message that `pick` accepts, skipping the others.
+async fn next_where<T>(socket: &mut Socket, what: &str, mut pick: impl FnMut(Message) -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {DEADLINE:?}"))
+            .unwrap_or_else(|| panic!("socket closed before {what}"))
+            .unwrap();
+        if let Some(found) = pick(message) {
+            return found;
+        }
+    }
+}
+
+async fn next_frame(socket: &mut Socket) -> (Value, Vec<u8>) {
+    next_where(socket, "a frame", |m| match m {
+        Message::Binary(b) => Some(parse_frame(&b)),
+        _ => None,
+    })
+    .await
+}
+
+async fn next_text(socket: &mut Socket, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
+    next_where(socket, what, |m| match m {
+        Message::Text(t) => serde_json::from_str::<Value>(&t).ok().filter(|v| accept(v)),
+        _ => None,
+    })
+    .await
+}
+
+async fn act(socket: &mut Socket, request_id: &str, command: Value) -> Value {
+    let message = json!({"type": "action", "request_id": request_id, "command": command});
+    socket.send(Message::Text(message.to_string().into())).await.unwrap();
+    next_text(socket, "the acknowledgement", |v| {
+        v["type"] == "ack" && v["outcome"]["request_id"] == request_id
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_socket_gets_frames_with_overlays_and_its_actions_reach_the_vehicle() {
+    let mut vehicle = Vehicle::start("ws", false);
+    let viewer = Viewer::start(&vehicle);
+    let mut socket = connect(&viewer).await;
+    let hello = next_text(&mut socket, "hello", |v| v["type"] == "hello").await;
+    assert_eq!(hello["vehicle"], vehicle.name.as_str());
+
+    let (first, jpeg) = next_frame(&mut socket).await;
+    assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "a JPEG");
+    let (later, _) = next_frame(&mut socket).await;
+    assert!(later["frame_id"].as_u64() > first["frame_id"].as_u64());
+    assert_eq!(later["overlay"]["width"], 800);
+    assert!(later["capture_ns"].as_u64().unwrap() <= later["recv_ns"].as_u64().unwrap());
+    // No detector in this test: the overlay says so, and the sim's truth lines are there.
+    let (with_state, _) = {
+        let mut frame = next_frame(&mut socket).await;
+        while frame.0["overlay"]["hud"].is_null() {
+            frame = next_frame(&mut socket).await;
+        }
+        frame
+    };
+    assert!(with_state["overlay"]["stale"].as_array().unwrap().iter().any(|s| s == "no detections"));
+    assert_eq!(with_state["overlay"]["truth"].as_array().unwrap().len(), 2);
+
+    let ack = act(&mut socket, "p1", json!({"type": "pause"})).await;
+    assert_eq!(ack["outcome"]["status"], "accepted", "{ack}");
+    vehicle.state_where("paused", |s| s.paused);
+    let ack = act(&mut socket, "r1", json!({"type": "resume"})).await;
+    assert_eq!(ack["outcome"]["status"], "accepted", "{ack}");
+    vehicle.state_where("resumed", |s| !s.paused && s.mode == DriveMode::Driving);
+    // The vehicle's own refusal comes back with its reason.
+    let ack = act(&mut socket, "bad", json!({"type": "respawn", "spawn_point": 999})).await;
+    assert_eq!(ack["outcome"]["status"], "rejected", "{ack}");
+    assert_eq!(ack["outcome"]["reason"], "not_allowed", "{ack}");
+    // The viewer refuses nonsense before it leaves the laptop, and says why.
+    let ack = act(&mut socket, "fast", json!({"type": "set_target_speed", "mps": 400.0})).await;
+    assert!(ack["outcome"]["detail"].as_str().unwrap().contains("outside 0..=40"), "{ack}");
+    socket.send(Message::Text("{\"type\":\"fly\"}".into())).await.unwrap();
+    let error = next_text(&mut socket, "an error", |v| v["type"] == "error").await;
+    assert!(error["detail"].as_str().unwrap().contains("fly"), "{error}");
+    // Telemetry state with the per-hop breakdown.
+    let state = next_text(&mut socket, "state", |v| v["type"] == "state").await;
+    assert!(state["hops"]["vehicle_to_viewer_ms"].as_f64().is_some(), "{state}");
+
+    let (status, metrics) = viewer.get("/metrics").unwrap();
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert_eq!(status, 200);
+    assert!(metric(&metrics, "ads_viewer_frames_received_total").unwrap() > 2.0, "{metrics}");
+    assert_eq!(metric(&metrics, "ads_viewer_clients"), Some(1.0));
+    assert_eq!(metric(&metrics, "ads_viewer_actions_accepted_total"), Some(2.0));
+    assert_eq!(metric(&metrics, "ads_viewer_actions_rejected_total"), Some(1.0));
+    assert!(metrics.contains("ads_viewer_vehicle_to_viewer_seconds_bucket{le=\"+Inf\"}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_from_another_origin_is_refused() {
+    let vehicle = Vehicle::start("origin", false);
+    let viewer = Viewer::start(&vehicle);
+    let mut request = format!("ws://127.0.0.1:{}/ws", viewer.port).into_client_request().unwrap();
+    request.headers_mut().insert("Origin", "http://evil.example".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(request).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    let mut request = format!("ws://127.0.0.1:{}/ws", viewer.port).into_client_request().unwrap();
+    request.headers_mut().insert("Origin", format!("http://127.0.0.1:{}", viewer.port).parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(request).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_viewers_watch_one_vehicle_and_both_can_command_it() {
+    let mut vehicle = Vehicle::start("two", false);
+    let (a, b) = (Viewer::start(&vehicle), Viewer::start(&vehicle));
+    let (mut sa, mut sb) = (connect(&a).await, connect(&b).await);
+    let (fa, _) = next_frame(&mut sa).await;
+    let (fb, _) = next_frame(&mut sb).await;
+    assert!(fa["frame_id"].is_u64() && fb["frame_id"].is_u64());
+    // Two browsers on one viewer, too.
+    let mut sa2 = connect(&a).await;
+    next_frame(&mut sa2).await;
+
+    let ack = act(&mut sa, "a-pause", json!({"type": "pause"})).await;
+    assert_eq!(ack["outcome"]["status"], "accepted", "{ack}");
+    vehicle.state_where("paused by viewer A", |s| s.paused);
+    let ack = act(&mut sb, "b-resume", json!({"type": "resume"})).await;
+    assert_eq!(ack["outcome"]["status"], "accepted", "{ack}");
+    vehicle.state_where("resumed by viewer B", |s| !s.paused);
+    // Viewer A's other browser saw A's acknowledgement too.
+    let seen = next_text(&mut sa2, "A's ack on A's second browser", |v| {
+        v["type"] == "ack" && v["outcome"]["request_id"] == "a-pause"
+    })
+    .await;
+    assert_eq!(seen["outcome"]["status"], "accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mjpeg_stream_and_snapshot_carry_jpegs_with_overlays_burned_in() {
+    let vehicle = Vehicle::start("mjpeg", false);
+    let viewer = Viewer::start(&vehicle);
+    viewer.wait_until("a snapshot", |v| v.get("/snapshot.jpg").is_some_and(|(s, _)| s == 200));
+    // Truth lines are drawn in cyan: the burned-in layer must change the picture there.
+    let cyan = |jpeg: &[u8]| {
+        let img = turbojpeg::decompress(jpeg, turbojpeg::PixelFormat::RGB).unwrap();
+        img.pixels.chunks_exact(3).filter(|p| p[0] < 60 && p[1] > 150 && p[2] > 200).count()
+    };
+    // The very first frames may come before the first truth message; wait for one with it.
+    viewer.wait_until("a snapshot with truth lines burned in", |v| {
+        v.get("/snapshot.jpg?layers=truth").is_some_and(|(_, jpeg)| cyan(&jpeg) > 200)
+    });
+    let (_, plain) = viewer.get("/snapshot.jpg?layers=").unwrap();
+    assert_eq!(&plain[..2], &[0xFF, 0xD8]);
+    assert!(cyan(&plain) < 50, "cyan without the truth layer: {}", cyan(&plain));
+    let (status, body) = viewer.get("/snapshot.jpg?layers=wings").unwrap();
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("wings"));
+
+    // The stream: read until two complete parts have arrived.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", viewer.port)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut received = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while received.windows(10).filter(|w| w == b"--adsframe").count() < 3 {
+        let mut chunk = [0u8; 65536];
+        let n =
+            tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), stream.read(&mut chunk))
+                .await
+                .expect("MJPEG parts in time")
+                .unwrap();
+        assert!(n > 0, "stream ended");
+        received.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("multipart/x-mixed-replace; boundary=adsframe"));
+    assert!(text.contains("Content-Type: image/jpeg"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_shows_the_vehicle_dying_and_recovers_when_it_returns() {
+    let vehicle = Vehicle::start("restart", false);
+    let viewer = Viewer::start(&vehicle);
+    let mut socket = connect(&viewer).await;
+    next_frame(&mut socket).await;
+    let (pub_port, action_port, name) = (vehicle.pub_port, vehicle.action_port, vehicle.name.clone());
+    vehicle.process.signal(rustix::process::Signal::KILL);
+    let lost = next_text(&mut socket, "link lost", |v| v["type"] == "link" && v["status"] == "lost").await;
+    assert_eq!(lost["status"], "lost");
+    // Actions while the vehicle is gone are refused on the spot, not queued.
+    let ack = act(&mut socket, "while-down", json!({"type": "pause"})).await;
+    assert_eq!(ack["outcome"]["status"], "not_sent", "{ack}");
+    drop(vehicle);
+    // The same ports and id again, as systemd would restart it; a killed writer's ring is
+    // taken over.
+    let again = Vehicle::restart_on(&name, pub_port, action_port);
+    next_text(&mut socket, "link live again", |v| v["type"] == "link" && v["status"] == "live").await;
+    next_text(&mut socket, "the restart notice", |v| {
+        v["type"] == "notice" && v["text"].as_str().is_some_and(|t| t.contains("restarted"))
+    })
+    .await;
+    let (frame, _) = next_frame(&mut socket).await;
+    assert!(frame["frame_id"].is_u64());
+    drop(again);
+}
