@@ -7,7 +7,7 @@ use ads_sim::TrackKind;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Where frames come from. Only the simulator exists so far.
+/// Where frames come from (see docs/sources.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceKind {
@@ -45,6 +45,9 @@ pub struct VehicleConfig {
     /// Shared-memory ring the detector writes results into.
     pub detections_ring: String,
     pub sim: SimSection,
+    pub camera: CameraSection,
+    pub video: VideoSection,
+    pub carla: CarlaSection,
     pub broadcast: BroadcastSection,
     pub actions: ActionsSection,
     pub drive: DriveSection,
@@ -55,6 +58,37 @@ pub struct VehicleConfig {
 pub struct SimSection {
     pub track: TrackKind,
     pub seed: u64,
+}
+
+/// `source = "camera"`: a V4L2 device; size from `width`/`height`, rate from `fps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraSection {
+    pub device: PathBuf,
+}
+
+/// `source = "video"`: a file OpenCV can read, played at its own frame rate.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoSection {
+    pub path: Option<PathBuf>,
+    /// Start again at the end; without it the source ends and the car stops (fail-safe).
+    #[serde(rename = "loop")]
+    pub looping: bool,
+}
+
+/// `source = "carla"`: a CARLA server, through the Python sidecar of ads-carla-bridge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CarlaSection {
+    pub host: String,
+    pub port: u16,
+    /// Python interpreter with `carla==0.9.16` installed.
+    pub python: PathBuf,
+    /// Blueprint filter of the car to spawn.
+    pub vehicle: String,
+    /// How long one call may wait for the server, s.
+    pub timeout_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +143,9 @@ impl Default for VehicleConfig {
             ring_slots: 4,
             detections_ring: ads_protocol::DETECTIONS_RING.into(),
             sim: SimSection::default(),
+            camera: CameraSection::default(),
+            video: VideoSection::default(),
+            carla: CarlaSection::default(),
             broadcast: BroadcastSection::default(),
             actions: ActionsSection::default(),
             drive: DriveSection::default(),
@@ -119,6 +156,24 @@ impl Default for VehicleConfig {
 impl Default for SimSection {
     fn default() -> Self {
         Self { track: TrackKind::Oval, seed: 0 }
+    }
+}
+
+impl Default for CameraSection {
+    fn default() -> Self {
+        Self { device: "/dev/video0".into() }
+    }
+}
+
+impl Default for CarlaSection {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 2000,
+            python: "python3".into(),
+            vehicle: "vehicle.tesla.model3".into(),
+            timeout_s: 5.0,
+        }
     }
 }
 
@@ -168,9 +223,28 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     #[arg(long, env = "ADS_VEHICLE_ID")]
     pub vehicle_id: Option<String>,
-    /// Frame source; only `sim` is implemented so far.
+    /// Frame source: sim, camera, video or carla (docs/sources.md).
     #[arg(long, value_enum, env = "ADS_VEHICLE_SOURCE")]
     pub source: Option<SourceKind>,
+    /// Frame size of the ring, WIDTHxHEIGHT (same as --width and --height).
+    #[arg(long, value_parser = parse_resolution, env = "ADS_VEHICLE_RESOLUTION")]
+    pub resolution: Option<(u32, u32)>,
+    /// V4L2 device of `--source camera`.
+    #[arg(long, env = "ADS_VEHICLE_DEVICE")]
+    pub device: Option<PathBuf>,
+    /// Video file of `--source video`.
+    #[arg(long, env = "ADS_VEHICLE_VIDEO")]
+    pub path: Option<PathBuf>,
+    /// Play the video file again from the start when it ends.
+    #[arg(long = "loop", env = "ADS_VEHICLE_VIDEO_LOOP")]
+    pub looping: bool,
+    #[arg(long, env = "ADS_VEHICLE_CARLA_HOST")]
+    pub carla_host: Option<String>,
+    #[arg(long, env = "ADS_VEHICLE_CARLA_PORT")]
+    pub carla_port: Option<u16>,
+    /// Python with the carla package, for the CARLA sidecar.
+    #[arg(long, env = "ADS_VEHICLE_CARLA_PYTHON")]
+    pub carla_python: Option<PathBuf>,
     /// Steer from detections (default) or from the simulator's ground truth.
     #[arg(long, value_enum, env = "ADS_VEHICLE_CONTROL")]
     pub control: Option<SteerFrom>,
@@ -235,6 +309,15 @@ impl VehicleConfig {
         set!(config.fps, o.fps);
         set!(config.width, o.width);
         set!(config.height, o.height);
+        if let Some((w, h)) = o.resolution {
+            (config.width, config.height) = (w, h);
+        }
+        set!(config.camera.device, o.device);
+        config.video.path = o.path.or(config.video.path);
+        config.video.looping |= o.looping;
+        set!(config.carla.host, o.carla_host);
+        set!(config.carla.port, o.carla_port);
+        set!(config.carla.python, o.carla_python);
         set!(config.sim.track, o.track);
         set!(config.sim.seed, o.seed);
         set!(config.broadcast.endpoint, o.broadcast);
@@ -286,8 +369,23 @@ impl VehicleConfig {
         check((1..=3600).contains(&e), "actions.max_expiry_s", e, "must be in 1..=3600")?;
         let t = self.drive.detection_timeout_ms;
         check(t > 0, "drive.detection_timeout_ms", t, "must be positive")?;
+        check(
+            self.control != SteerFrom::Truth || self.source == SourceKind::Sim,
+            "control",
+            "truth",
+            "only the simulator has ground truth; steer from detections with a real source",
+        )?;
+        let ct = self.carla.timeout_s;
+        check(ct > 0.0 && ct <= 600.0, "carla.timeout_s", ct, "must be in (0, 600]")?;
         Ok(())
     }
+}
+
+/// `800x600` → `(800, 600)`.
+pub fn parse_resolution(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{text:?} is not a resolution like 800x600");
+    let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
+    Ok((w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?))
 }
 
 #[cfg(test)]
@@ -317,6 +415,25 @@ mod tests {
         let err = VehicleConfig::load(&o).unwrap_err();
         assert!(err.to_string().contains("broadcast.jpeg_quality"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn source_flags_and_truth_needs_the_simulator() {
+        let mut o = Overrides {
+            source: Some(SourceKind::Video),
+            path: Some("a.mp4".into()),
+            looping: true,
+            resolution: Some((640, 360)),
+            ..Overrides::default()
+        };
+        let c = VehicleConfig::load(&o).unwrap();
+        assert_eq!((c.width, c.height, c.video.looping), (640, 360, true));
+        assert_eq!(c.video.path.as_deref(), Some(Path::new("a.mp4")));
+        o.control = Some(SteerFrom::Truth);
+        let err = VehicleConfig::load(&o).unwrap_err().to_string();
+        assert!(err.contains("control = truth") && err.contains("ground truth"), "{err}");
+        assert_eq!(parse_resolution("1280x720"), Ok((1280, 720)));
+        assert!(parse_resolution("1280:720").unwrap_err().contains("like 800x600"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod control;
 pub mod detections;
 pub mod run;
 pub mod service;
+pub mod source;
 
 pub use run::{run, Args};
 

@@ -5,12 +5,13 @@ use crate::broadcast::{self, BroadcastSettings, BroadcastStats, Outbox};
 use crate::config::{Overrides, SourceKind, SteerFrom, VehicleConfig};
 use crate::control::{Controller, LaneEstimate, FAILSAFE_BRAKE};
 use crate::detections::{DetectionInput, DetectorChange};
+use crate::source::{self, FrameSource, Next, Pacing};
 use ads_protocol::{
     Command, ControlSource, DriveMode, DropCounters, Event, Health, LaneTruthMsg, Message, NoticeLevel,
     PoseMsg, RejectReason, StageTimings, VehicleState,
 };
 use ads_shmem_ipc::{clock, FrameGeometry, FrameWriter, PixelFormat, Stamp};
-use ads_sim::{Controls, SimConfig, Simulator};
+use ads_sim::Controls;
 use anyhow::Context as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -33,11 +34,8 @@ pub struct Args {
 /// Runs until SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = VehicleConfig::load(&args.overrides)?;
-    anyhow::ensure!(
-        config.source == SourceKind::Sim,
-        "source {:?} is not available in this build yet; use --source sim",
-        config.source
-    );
+    // Before anything is created: a missing camera or file is an error with nothing to undo.
+    let source = source::open(&config).with_context(|| format!("opening the {:?} source", config.source))?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
@@ -81,8 +79,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         actions = %config.actions.endpoint,
         ring = %config.frames_ring,
         control = ?config.control,
-        "vehicle running ({}x{} at {} fps, track {:?})",
-        config.width, config.height, config.fps, config.sim.track
+        "vehicle running ({}x{}, source {}{})",
+        config.width,
+        config.height,
+        source.kind(),
+        match (config.source, source.pacing()) {
+            (SourceKind::Sim, _) => format!(" at {} fps, track {:?}", config.fps, config.sim.track),
+            (_, Pacing::Fixed { period_ns }) => format!(" at {:.2} fps", 1e9 / period_ns as f64),
+            (_, Pacing::External) => " at the source's pace".into(),
+        }
     );
     if config.control == SteerFrom::Detections {
         tracing::info!(
@@ -91,14 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let sim = Simulator::new(SimConfig {
-        width: config.width,
-        height: config.height,
-        track: config.sim.track,
-        seed: config.sim.seed,
-        ..SimConfig::default()
-    });
-    let mut vehicle = Vehicle::new(config, sim, writer, outbox, broadcast_stats, action_stats);
+    let mut vehicle = Vehicle::new(config, source, writer, outbox, broadcast_stats, action_stats);
     crate::service::ready("running: frames ring created, sockets bound");
     vehicle.run_until(&stop, &action_rx);
 
@@ -117,7 +115,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 struct Vehicle {
     config: VehicleConfig,
-    sim: Simulator,
+    source: Box<dyn FrameSource>,
+    /// Why the source delivers no more frames (a video at its end), until a respawn.
+    source_ended: Option<String>,
     writer: FrameWriter,
     outbox: Outbox,
     controller: Controller,
@@ -138,7 +138,7 @@ struct Vehicle {
 impl Vehicle {
     fn new(
         config: VehicleConfig,
-        sim: Simulator,
+        source: Box<dyn FrameSource>,
         writer: FrameWriter,
         outbox: Outbox,
         broadcast_stats: Arc<BroadcastStats>,
@@ -148,7 +148,8 @@ impl Vehicle {
             target_speed: config.drive.target_speed_mps,
             detections: DetectionInput::new(&config.detections_ring),
             config,
-            sim,
+            source,
+            source_ended: None,
             writer,
             outbox,
             controller: Controller::default(),
@@ -166,7 +167,9 @@ impl Vehicle {
     }
 
     fn run_until(&mut self, stop: &AtomicBool, actions: &Receiver<AcceptedAction>) {
-        let tick_ns = (1e9 / self.config.fps) as u64;
+        let Pacing::Fixed { period_ns: tick_ns } = self.source.pacing() else {
+            return self.run_on_source_clock(stop, actions);
+        };
         let mut next_tick = clock::monotonic_ns();
         while !stop.load(Ordering::Relaxed) {
             crate::service::watchdog();
@@ -187,8 +190,31 @@ impl Vehicle {
         }
     }
 
+    /// The loop for sources with a clock of their own (camera, CARLA): each frame's arrival
+    /// is a tick; without frames (paused, device lost) it still ticks every 100 ms so state
+    /// keeps flowing and says why.
+    fn run_on_source_clock(&mut self, stop: &AtomicBool, actions: &Receiver<AcceptedAction>) {
+        const IDLE_TICK_NS: u64 = 100_000_000;
+        let mut last = clock::monotonic_ns();
+        while !stop.load(Ordering::Relaxed) {
+            crate::service::watchdog();
+            while let Ok(accepted) = actions.try_recv() {
+                self.apply(accepted);
+            }
+            self.source.wait_frame(clock::monotonic_ns() + IDLE_TICK_NS);
+            let now = clock::monotonic_ns();
+            // The time the controls will have been applied for, bounded after a stall.
+            let dt = (now.saturating_sub(last) as f64 / 1e9).clamp(0.001, 0.2);
+            last = now;
+            self.tick(dt);
+        }
+    }
+
     fn tick(&mut self, dt: f64) {
         let started = clock::monotonic_ns();
+        for text in self.source.take_notices() {
+            self.notice(NoticeLevel::Info, text);
+        }
         self.detections.poll();
         let (news, changes) = self.detections.take_news();
         for change in changes {
@@ -213,7 +239,7 @@ impl Vehicle {
             self.writer.heartbeat();
         } else {
             self.controls = self.decide(now_wall, dt);
-            self.sim.step(dt, self.controls);
+            self.source.actuate(dt, self.controls);
             self.timings.control_us = elapsed_us(started);
             self.produce_frame();
         }
@@ -227,13 +253,18 @@ impl Vehicle {
             return self.controller.stop(1.0);
         }
         let lookahead = self.config.drive.lookahead_m;
-        let speed = self.sim.state().speed;
-        let lane = match self.config.control {
-            SteerFrom::Truth => {
-                let r = self.sim.lane_reference(lookahead);
-                Ok(LaneEstimate { target_y_m: r.lookahead_offset, lookahead_m: lookahead })
+        let speed = self.source.motion().speed_mps;
+        let lane = if let Some(reason) = self.source_ended.clone().or_else(|| self.source.problem()) {
+            Err(reason)
+        } else {
+            match self.config.control {
+                // Config validation allows truth only with the simulator, which has it.
+                SteerFrom::Truth => match self.source.lane_reference(lookahead) {
+                    Some(r) => Ok(LaneEstimate { target_y_m: r.lookahead_offset, lookahead_m: lookahead }),
+                    None => Err(format!("the {} source has no ground truth", self.source.kind())),
+                },
+                SteerFrom::Detections => self.lane_from_detections(now_wall, lookahead),
             }
-            SteerFrom::Detections => self.lane_from_detections(now_wall, lookahead),
         };
         match lane {
             Ok(lane) => {
@@ -280,24 +311,46 @@ impl Vehicle {
 
     fn produce_frame(&mut self) {
         let started = clock::monotonic_ns();
-        let stamp = Stamp { id: self.frame_id, capture_mono_ns: started, capture_wall_ns: clock::wall_ns() };
+        let (capture_mono, capture_wall) = match self.source.next_frame() {
+            Ok(Next::Ready { capture_mono_ns, capture_wall_ns }) => (capture_mono_ns, capture_wall_ns),
+            Ok(Next::NotYet) => return self.writer.heartbeat(),
+            Ok(Next::Ended(reason)) => {
+                if self.source_ended.is_none() {
+                    self.notice(NoticeLevel::Warning, format!("source ended: {reason}"));
+                    self.source_ended = Some(format!("source ended: {reason}"));
+                }
+                return self.writer.heartbeat();
+            }
+            Err(e) => {
+                self.notice(
+                    NoticeLevel::Warning,
+                    format!("no frame from the {} source: {e}", self.source.kind()),
+                );
+                return self.writer.heartbeat();
+            }
+        };
+        let stamp = Stamp {
+            id: self.frame_id,
+            capture_mono_ns: capture_mono.unwrap_or(started),
+            capture_wall_ns: capture_wall.unwrap_or_else(clock::wall_ns),
+        };
         let stride = self.writer.geometry().stride as usize;
         let mut loan = self.writer.loan();
-        self.sim.render(self.frame_id, loan.pixels_mut(), stride);
+        self.source.write_frame(self.frame_id, loan.pixels_mut(), stride);
         loan.publish(stamp);
         self.timings.source_us = elapsed_us(started);
-        let truth = self.sim.truth();
+        self.fps.tick(started);
+        self.frame_id += 1;
+        let Some(truth) = self.source.truth() else { return };
         let to_u32 = |i: Option<usize>| i.and_then(|i| u32::try_from(i).ok());
         let message = LaneTruthMsg {
-            frame_id: self.frame_id,
+            frame_id: stamp.id,
             h_samples: truth.h_samples,
             lanes: truth.lanes,
             ego_left: to_u32(truth.ego_left),
             ego_right: to_u32(truth.ego_right),
         };
         self.outbox.send(Message::Truth(message), stamp.capture_wall_ns);
-        self.fps.tick(started);
-        self.frame_id += 1;
     }
 
     fn apply(&mut self, accepted: AcceptedAction) {
@@ -305,12 +358,14 @@ impl Vehicle {
         let outcome: Result<String, String> = match action.command {
             Command::Pause => {
                 self.paused = true;
+                self.source.set_paused(true);
                 Ok("paused".into())
             }
             Command::Resume => {
                 let was = (self.paused, self.estop);
                 self.paused = false;
                 self.estop = false;
+                self.source.set_paused(false);
                 Ok(match was {
                     (false, false) => "already running".into(),
                     _ => "resumed".into(),
@@ -323,14 +378,13 @@ impl Vehicle {
             }
             Command::Respawn { spawn_point } => {
                 let index = spawn_point.unwrap_or(0) as usize;
-                match self.sim.respawn(index) {
-                    Ok(pose) => {
-                        self.controller.reset();
-                        self.controls = Controls::default();
-                        Ok(format!("respawned at spawn point {index} ({:.1}, {:.1})", pose.x, pose.y))
-                    }
-                    Err(e) => Err(e.to_string()),
+                let outcome = self.source.respawn(index);
+                if outcome.is_ok() {
+                    self.controller.reset();
+                    self.controls = Controls::default();
+                    self.source_ended = None;
                 }
+                outcome
             }
             Command::SetTargetSpeed { mps } => {
                 if (0.0..=40.0).contains(&mps) {
@@ -377,7 +431,7 @@ impl Vehicle {
     }
 
     fn publish_state(&mut self) {
-        let s = self.sim.state();
+        let m = self.source.motion();
         let now_wall = clock::wall_ns();
         let age = self.detections.age_ns(now_wall);
         let timeout_ns = self.config.drive.detection_timeout_ms * 1_000_000;
@@ -385,10 +439,11 @@ impl Vehicle {
             u32::try_from(self.broadcast_stats.last_encode_us.load(Ordering::Relaxed)).unwrap_or(0);
         let state = VehicleState {
             frame_id: self.frame_id.saturating_sub(1),
-            pose: PoseMsg { x_m: s.pose.x, y_m: s.pose.y, yaw_rad: s.pose.yaw },
-            speed_mps: s.speed,
+            pose: PoseMsg { x_m: m.x_m, y_m: m.y_m, yaw_rad: m.yaw_rad },
+            speed_mps: m.speed_mps,
             target_speed_mps: self.target_speed,
-            steering_rad: s.steering,
+            // No vehicle model (camera, video): what was commanded.
+            steering_rad: m.steering_rad.unwrap_or(self.controls.steering),
             throttle: self.controls.throttle,
             brake: self.controls.brake,
             mode: self.mode,
@@ -397,7 +452,7 @@ impl Vehicle {
                 SteerFrom::Detections => ControlSource::Detections,
                 SteerFrom::Truth => ControlSource::Truth,
             },
-            source: "sim".into(),
+            source: self.source.kind().into(),
             fps: self.fps.fps(),
             timings: self.timings,
             drops: DropCounters {
@@ -414,10 +469,11 @@ impl Vehicle {
                 detection_age_ms: age.map(|a| u32::try_from(a / 1_000_000).unwrap_or(u32::MAX)),
                 stop_reason: self.stop_reason.clone(),
             },
-            distance_m: s.odometer,
-            truth_lateral_offset_m: Some(
-                self.sim.lane_reference(self.config.drive.lookahead_m).lateral_offset,
-            ),
+            distance_m: m.odometer_m,
+            truth_lateral_offset_m: self
+                .source
+                .lane_reference(self.config.drive.lookahead_m)
+                .map(|r| r.lateral_offset),
         };
         self.outbox.send(Message::State(state), now_wall);
     }
