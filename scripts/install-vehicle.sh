@@ -4,7 +4,7 @@
 #   units      $UNITDIR/ads.target, ads-vehicle.service, ads-detection.service   (0644)
 #   configs    /etc/ads/vehicle.toml, detection.toml (0644; an existing one is kept and the
 #              shipped one written next to it as *.toml.new)
-#   user       ads (system user, member of video), through /usr/lib/sysusers.d/ads.conf
+#   user       ads (system user, member of video), through /etc/sysusers.d/ads.conf
 #   models     $PREFIX/share/ads/models/ (if data/models has them, for --method dl)
 # and enables ads.target (boot) with both services in it.
 #
@@ -28,7 +28,7 @@ PREFIX=${PREFIX:-/usr/local}
 DESTDIR=${DESTDIR:-}
 UNITDIR=${UNITDIR:-/etc/systemd/system}
 SYSCONFDIR=${SYSCONFDIR:-/etc/ads}
-SYSUSERSDIR=${SYSUSERSDIR:-/usr/lib/sysusers.d}
+SYSUSERSDIR=${SYSUSERSDIR:-/etc/sysusers.d}
 
 bin_dir=""
 build=1

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Runs the ads units under a real systemd (252 on Debian 12) on a machine where systemd is not
+# PID 1 (a container, a CI VM): systemd boots as PID 1 of a private pid + mount namespace, the
+# units are installed there by scripts/install-vehicle.sh (no DESTDIR), and this script checks:
+#   - ads.target starts both services as user ads; each says READY=1 with a status line;
+#   - the detector reads the vehicle's frames ring (one /dev/shm for both units);
+#   - a hung vehicle (SIGSTOP) is killed by the watchdog and restarted, and the detector keeps
+#     running (same pid) and re-attaches; the same for a hung detector, the vehicle untouched;
+#   - `systemctl stop ads.target` stops both cleanly (exit 0) and leaves no ring in /dev/shm.
+#
+#   scripts/systemd-smoke.sh [--bin-dir DIR]      # root; DIR defaults to target/release
+#
+# Isolation: systemd-tmpfiles empties /tmp at boot ("D /tmp"), udev re-triggers devices and
+# systemd-sysctl writes kernel settings, so inside the namespace /tmp, /var/tmp and /run are
+# fresh tmpfs, /etc, /var and /usr/local are overlays (written under target/systemd-smoke),
+# and every unit of sysinit.target that touches the kernel, devices or files (all but
+# journald) is masked. The rings live in the host's /dev/shm under names of their own and the
+# vehicle listens on loopback ports of its own, so a vehicle running on this machine is not
+# disturbed. Takes about a minute (the watchdog periods are 5 s and 10 s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+bin_dir=target/release
+while (($#)); do
+  case "$1" in
+    --bin-dir) bin_dir=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "systemd-smoke: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+bin_dir=$(realpath "$bin_dir")
+if [[ $(id -u) -ne 0 ]]; then
+  echo "systemd-smoke: needs root (namespaces, mounts)" >&2
+  exit 1
+fi
+
+work=$repo/target/systemd-smoke
+rm -rf "$work"
+mkdir -p "$work"/{etc-up,etc-work,var-up,var-work,local-up,local-work}
+tag=smoke$$
+port=$((40000 + RANDOM % 20000))
+
+cat >"$work/boot.sh" <<EOF
+#!/usr/bin/env bash
+set -euo pipefail
+# Overlays first: their upper directories are under $work, on the host's disk.
+mount -t overlay overlay -o lowerdir=/etc,upperdir=$work/etc-up,workdir=$work/etc-work /etc
+mount -t overlay overlay -o lowerdir=/var,upperdir=$work/var-up,workdir=$work/var-work /var
+mount -t overlay overlay -o lowerdir=/usr/local,upperdir=$work/local-up,workdir=$work/local-work /usr/local
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /var/tmp
+mount -t tmpfs tmpfs /run
+# Hide this machine's own enabled units, and mask what must not run here.
+mount -t tmpfs tmpfs /etc/systemd/system
+for u in /lib/systemd/system/sysinit.target.wants/* systemd-udevd.service systemd-udevd-control.socket \\
+         systemd-udevd-kernel.socket systemd-udev-trigger.service systemd-tmpfiles-setup.service \\
+         systemd-tmpfiles-setup-dev.service systemd-tmpfiles-clean.timer dbus.socket \\
+         systemd-journald-audit.socket systemd-journald-dev-log.socket timers.target tmp.mount; do
+  u=\$(basename "\$u")
+  if [[ \$u != systemd-journald.service ]]; then ln -sf /dev/null "/etc/systemd/system/\$u"; fi
+done
+cd "$repo"
+scripts/install-vehicle.sh --bin-dir "$bin_dir" --no-build
+# Exercise EnvironmentFile=: rings and ports of this run only.
+cat >/etc/ads/vehicle.env <<ENV
+ADS_VEHICLE_FRAMES_RING=$tag-frames
+ADS_VEHICLE_DETECTIONS_RING=$tag-det
+ADS_VEHICLE_BROADCAST=tcp://127.0.0.1:$port
+ADS_VEHICLE_ACTIONS=tcp://127.0.0.1:$((port + 1))
+ENV
+cat >/etc/ads/detection.env <<ENV
+ADS_DETECTION_FRAMES_RING=$tag-frames
+ADS_DETECTION_DETECTIONS_RING=$tag-det
+ENV
+chmod 0600 /etc/ads/vehicle.env /etc/ads/detection.env
+export container=other
+exec /lib/systemd/systemd --unit=ads.target --log-target=console --log-level=info
+EOF
+chmod +x "$work/boot.sh"
+
+setsid unshare --pid --fork --mount --propagation private --mount-proc "$work/boot.sh" \
+  >"$work/systemd.log" 2>&1 </dev/null &
+unshare_pid=$!
+systemd_pid=""
+cleanup() {
+  if [[ -n $systemd_pid ]]; then kill -KILL "$systemd_pid" 2>/dev/null || true; fi
+  kill -KILL "$unshare_pid" 2>/dev/null || true
+  wait "$unshare_pid" 2>/dev/null || true
+  # Only this run's rings; after a failure their writers are dead, or dying: the kernel kills
+  # the namespace's processes when its PID 1 dies, not necessarily before unshare exits.
+  for _ in 1 2 3; do
+    sleep 0.3
+    rm -f "/dev/shm/ads.$tag-frames" "/dev/shm/ads.$tag-det"
+  done
+}
+trap cleanup EXIT
+
+fail() {
+  echo "systemd-smoke: FAILED: $*" >&2
+  if [[ -n $systemd_pid ]]; then
+    nsenter -t "$systemd_pid" -m -p journalctl --no-pager -n 40 -u ads-vehicle -u ads-detection >&2 || true
+  fi
+  tail -20 "$work/systemd.log" >&2
+  exit 1
+}
+step() { printf '\n==> %s\n' "$*"; }
+ns() { nsenter -t "$systemd_pid" -m -p "$@"; }
+prop() { ns systemctl show -P "$2" "$1"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.1 s.
+wait_for() {
+  local limit=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || fail "$what (waited ${limit}s)"
+    sleep 0.1
+  done
+}
+
+step "boot systemd as PID 1 of a private namespace"
+for _ in $(seq 100); do
+  systemd_pid=$(pgrep -P "$unshare_pid" -x systemd || true)
+  [[ -n $systemd_pid ]] && break
+  sleep 0.1
+done
+[[ -n $systemd_pid ]] || fail "systemd did not start"
+echo "systemd $(ns systemctl --version | head -1 | cut -d' ' -f2) is PID 1 of the namespace (host pid $systemd_pid)"
+# is-active with several units succeeds when any one is active: ask one at a time.
+active() { ns systemctl is-active --quiet "$1"; }
+both_active() { active ads-vehicle && active ads-detection; }
+wait_for 120 "ads-vehicle and ads-detection active" both_active
+
+step "both running as ads, READY with a status"
+for unit in ads-vehicle ads-detection; do
+  main=$(prop $unit MainPID)
+  user=$(ns ps -o user= -p "$main")
+  status=$(prop $unit StatusText)
+  echo "$unit: pid $main, user $user, status \"$status\""
+  [[ $user == ads ]] || fail "$unit runs as $user"
+  [[ $status == running:* ]] || fail "$unit sent no READY status"
+done
+
+step "the detector reads the vehicle's ring"
+has_log() { ns journalctl --no-pager -u "$1" | grep -q "$2"; }
+vehicle_pid=$(prop ads-vehicle MainPID)
+wait_for 60 "detection reading frames of pid $vehicle_pid" has_log ads-detection "reading frames writer_pid=$vehicle_pid "
+ls -l "/dev/shm/ads.$tag-frames" "/dev/shm/ads.$tag-det"
+
+step "a hung vehicle is restarted by the watchdog; the detector stays"
+detection_pid=$(prop ads-detection MainPID)
+started=$(now)
+ns systemctl kill --signal=SIGSTOP ads-vehicle
+restarted() { [[ $(prop ads-vehicle NRestarts) == 1 && $(prop ads-vehicle MainPID) != "$vehicle_pid" ]]; }
+wait_for 60 "ads-vehicle restarted" restarted
+wait_for 60 "ads-vehicle active again" active ads-vehicle
+echo "vehicle pid $vehicle_pid stopped; pid $(prop ads-vehicle MainPID) running after $(since "$started") (WatchdogSec=5s, RestartSec=2s)"
+[[ $(prop ads-detection MainPID) == "$detection_pid" && $(prop ads-detection NRestarts) == 0 ]] \
+  || fail "the detector was restarted with the vehicle"
+vehicle_pid=$(prop ads-vehicle MainPID)
+wait_for 60 "detection re-attached to pid $vehicle_pid" has_log ads-detection "reading frames writer_pid=$vehicle_pid "
+echo "detector pid $detection_pid kept running and re-attached"
+
+step "a hung detector is restarted by the watchdog; the vehicle stays"
+started=$(now)
+ns systemctl kill --signal=SIGSTOP ads-detection
+detector_restarted() { [[ $(prop ads-detection NRestarts) == 1 ]]; }
+wait_for 60 "ads-detection restarted" detector_restarted
+wait_for 60 "ads-detection active again" active ads-detection
+echo "detector restarted after $(since "$started") (WatchdogSec=10s, RestartSec=2s)"
+[[ $(prop ads-vehicle MainPID) == "$vehicle_pid" ]] || fail "the vehicle was restarted with the detector"
+
+step "systemctl stop ads.target: clean exits, no ring left"
+ns systemctl stop ads.target
+stopped() { ! active ads-vehicle && ! active ads-detection; }
+wait_for 30 "both units stopped" stopped
+for unit in ads-vehicle ads-detection; do
+  echo "$unit: $(prop $unit Result), exit status $(prop $unit ExecMainStatus)"
+  [[ $(prop $unit ExecMainStatus) == 0 ]] || fail "$unit did not exit cleanly"
+done
+for ring in "$tag-frames" "$tag-det"; do
+  [[ ! -e /dev/shm/ads.$ring ]] || fail "/dev/shm/ads.$ring left behind"
+done
+
+step "exposure scores (systemd-analyze security)"
+ns systemd-analyze security --no-pager ads-vehicle.service ads-detection.service | grep 'Overall' || true
+echo
+echo "systemd-smoke: all checks passed"
