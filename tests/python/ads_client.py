@@ -23,6 +23,10 @@ Requires Python 3.11, pyzmq and msgpack (tests/python/requirements.txt).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
+import os
+import stat
 import json
 import sys
 import time
@@ -51,7 +55,7 @@ EXPIRY_NS = 5_000_000_000
 
 DRIVE_MODES = ("driving", "paused", "emergency_stop", "failsafe")
 CONTROL_SOURCES = ("detections", "truth")
-REJECT_REASONS = ("malformed", "unknown", "expired", "duplicate", "not_allowed", "version")
+REJECT_REASONS = ("malformed", "unknown", "expired", "duplicate", "not_allowed", "version", "unauthenticated", "bad_mac")
 NOTICE_LEVELS = ("info", "warning", "error")
 UINT_BITS = {"u8": 8, "u16": 16, "u32": 32, "u64": 64}
 
@@ -106,6 +110,8 @@ VEHICLE_STATE = {
         "frames_overrun": "u64",
         "messages_dropped": "u64",
         "actions_rejected": "u64",
+        "actions_unauthenticated": "u64",
+        "actions_replayed": "u64",
     },
     "health": {"detections_fresh": "bool", "detection_age_ms": ("opt", "u32"), "stop_reason": ("opt", "str")},
 }
@@ -260,6 +266,7 @@ class Client:
         self.errors: dict[str, int] = {}
         self.ack: dict[str, Any] | None = None
         self.action: dict[str, Any] | None = None  # what was sent
+        self.key = load_key(args.action_key) if args.action_key else None
         self.sent_at = 0.0
         self.subscribed = False
 
@@ -438,7 +445,12 @@ class Client:
                 if self.subscribed:
                     self.action = self.build_action()
                     self.sent_at = time.monotonic()
-                    xpub.send_multipart([b"action", msgpack.packb(self.action, use_bin_type=True)])
+                    envelope = msgpack.packb(self.action, use_bin_type=True)
+                    parts = [b"action", envelope]
+                    if self.key is not None:
+                        # docs/protocol.md 5.5: HMAC-SHA256 of the exact envelope bytes.
+                        parts.append(hmac.new(self.key, envelope, hashlib.sha256).digest())
+                    xpub.send_multipart(parts)
                 elif now - first_state_at >= SUBSCRIPTION_TIMEOUT_S:
                     self.error(f"the vehicle never subscribed on {self.args.actions}; action not sent")
                     gave_up_sending = True
@@ -497,6 +509,17 @@ class Client:
         print(json.dumps(summary))
 
 
+def load_key(path: str) -> bytes:
+    """The action key from its file, refusing one that group or others may access."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        raise SystemExit(f"action key {path} has mode {mode:o}; run chmod 600 {path}")
+    key = bytes.fromhex(open(path, encoding="ascii").read().strip())
+    if len(key) != 32:
+        raise SystemExit(f"action key {path} holds {len(key)} bytes, expected 32")
+    return key
+
+
 def parse_send(value: str) -> str:
     name, eq, arg = value.partition("=")
     if name in ("pause", "resume", "emergency_stop") and not eq:
@@ -535,6 +558,10 @@ def main() -> int:
         "against the same vehicle needs another sender or a higher --seq",
     )
     parser.add_argument("--seq", type=int, default=1, help="the action envelope's seq")
+    parser.add_argument(
+        "--action-key",
+        help="key file (64 hex digits, mode 600) to sign the action with (docs/protocol.md 5.5)",
+    )
     args = parser.parse_args()
     if args.seconds <= 0:
         parser.error("--seconds must be positive")

@@ -55,6 +55,7 @@ struct Log {
 struct Vehicle {
     child: Child,
     name: String,
+    pub_port: u16,
     action_port: u16,
     log: Arc<Mutex<Log>>,
     _context: zmq::Context,
@@ -116,7 +117,7 @@ impl Vehicle {
                 Err(_) => return,
             }
         });
-        Vehicle { child, name, action_port, log, _context: context }
+        Vehicle { child, name, pub_port, action_port, log, _context: context }
     }
 
     fn last_state_where(&mut self, what: &str, accept: impl Fn(&Seen) -> bool) -> Seen {
@@ -456,5 +457,57 @@ fn unusable_keys_and_network_endpoints_without_a_key_stop_the_start() {
         assert!(err.contains("no action key"), "{err}");
     }
     assert!(!shm_path(&format!("h{}-refused", std::process::id())).exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The venv with pyzmq and msgpack that scripts/python-env.sh makes (idempotent).
+fn python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out =
+        Process::new("bash").arg(root.join("scripts/python-env.sh")).current_dir(&root).output().unwrap();
+    assert!(out.status.success(), "python-env.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim())
+}
+
+/// The MAC as docs/protocol.md 5.5 describes it, computed by Python's standard library:
+/// accepted with the vehicle's key, rejected as `bad_mac` with another.
+#[test]
+fn a_python_client_signs_actions_as_the_protocol_doc_says() {
+    let python = python();
+    let dir = temp_dir("python");
+    let key = ActionKey::from_bytes(&[3; 32]).unwrap();
+    let key_path = write_key(&dir, &key, 0o600);
+    let wrong = dir.join("wrong.key");
+    std::fs::write(&wrong, format!("{}\n", "44".repeat(32))).unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut v = Vehicle::start("python", "*", &["--action-key", key_path.to_str().unwrap()]);
+    v.last_state_where("running", |_| true);
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/ads_client.py");
+    let run = |key: &Path, seq: &str| {
+        let out = Process::new(&python)
+            .arg(&client)
+            .args([
+                "--pub",
+                &format!("tcp://127.0.0.1:{}", v.pub_port),
+                "--actions",
+                &format!("tcp://127.0.0.1:{}", v.action_port),
+            ])
+            .args(["--seconds", "2", "--send", "pause", "--sender", "py", "--seq", seq])
+            .args(["--action-key", key.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        });
+        (out.status.success(), report)
+    };
+    let (ok, report) = run(&wrong, "1");
+    assert!(!ok, "{report:#}");
+    assert_eq!(report["ack"]["reason"], "bad_mac", "{report:#}");
+    let (ok, report) = run(&key_path, "2");
+    assert!(ok, "{report:#}");
+    assert_eq!(report["ack"]["accepted"], true, "{report:#}");
+    v.last_state_where("paused", |s| s.paused);
+    v.stop();
     std::fs::remove_dir_all(dir).unwrap();
 }
