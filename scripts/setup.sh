@@ -13,6 +13,8 @@ packages=(
   libopencv-dev    # OpenCV 4.6 for ads-detection (lanes, DNN); the opencv crate binds to it
   python3          # the protocol conformance client (tests/python), in a venv
   python3-venv
+  systemd          # systemd-analyze verify, systemd-sysusers, systemctl --root (tests of the units)
+  procps           # pgrep/ps in scripts/systemd-smoke.sh
   chromium         # the viewer's web UI is tested and benchmarked in a real headless browser
   chromium-driver  # WebDriver for it (fantoccini)
 )

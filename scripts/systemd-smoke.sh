@@ -83,6 +83,7 @@ setsid unshare --pid --fork --mount --propagation private --mount-proc "$work/bo
   >"$work/systemd.log" 2>&1 </dev/null &
 unshare_pid=$!
 systemd_pid=""
+passed=0
 cleanup() {
   if [[ -n $systemd_pid ]]; then kill -KILL "$systemd_pid" 2>/dev/null || true; fi
   kill -KILL "$unshare_pid" 2>/dev/null || true
@@ -93,6 +94,8 @@ cleanup() {
     sleep 0.3
     rm -f "/dev/shm/ads.$tag-frames" "/dev/shm/ads.$tag-det"
   done
+  # Kept after a failure: the journal is in $work/var-up/log/journal (journalctl -D).
+  if ((passed)); then rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -187,4 +190,5 @@ done
 step "exposure scores (systemd-analyze security)"
 ns systemd-analyze security --no-pager ads-vehicle.service ads-detection.service | grep 'Overall' || true
 echo
+passed=1
 echo "systemd-smoke: all checks passed"

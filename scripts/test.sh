@@ -34,6 +34,14 @@ step "cargo test"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
 
+step "the systemd units under a real systemd (scripts/systemd-smoke.sh)"
+# systemd runs as PID 1 of a private pid + mount namespace: needs root and namespaces.
+if [[ $(id -u) -eq 0 ]] && unshare --pid --fork --mount --propagation private true 2>/dev/null; then
+  scripts/systemd-smoke.sh --bin-dir target/debug
+else
+  echo "SKIPPED: needs root and permission to create pid/mount namespaces here"
+fi
+
 step "loom model of the ring's slot protocol"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p ads-shmem-ipc --release --locked --lib loom
