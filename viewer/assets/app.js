@@ -86,6 +86,7 @@ function draw() {
   drawOverlay(g, header.overlay || {});
   stats.framesDrawn++;
   stats.lastFrameId = header.frame_id;
+  stats.lastHeader = header;
   stats.dropped = header.dropped;
   $("frame-info").textContent = `frame ${header.frame_id} · ${bitmap.width}×${bitmap.height} · dropped here ${header.dropped}`;
   $("banner").classList.toggle("hidden", link === "live");
@@ -186,7 +187,7 @@ function onState(m) {
   if (link !== "live") setLink("live");
 
   const rows = [
-    ["mode", s.mode + (s.paused ? " (paused)" : "")],
+    ["mode", s.mode + (s.paused && s.mode !== "paused" ? " (paused)" : "")],
     ["speed", `${(s.speed_mps * 3.6).toFixed(1)} km/h`],
     ["target", `${s.target_speed_mps.toFixed(1)} m/s`],
     ["steering", `${(s.steering_rad * 180 / Math.PI).toFixed(1)}°`],

@@ -7,6 +7,7 @@ use crate::overlay::Layers;
 use crate::ws;
 use ads_protocol::Command;
 use axum::body::{Body, Bytes};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -77,10 +78,19 @@ pub fn origin_allowed(headers: &HeaderMap) -> bool {
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
-async fn websocket(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+async fn websocket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    // Origin first: a refused page learns nothing else.
     if !origin_allowed(&headers) {
         return error(StatusCode::FORBIDDEN, "websocket from another origin refused");
     }
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
     upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
@@ -111,11 +121,8 @@ struct LayerQuery {
 }
 
 impl LayerQuery {
-    fn layers(&self) -> Result<Layers, Response> {
-        match &self.layers {
-            None => Ok(Layers::default()),
-            Some(list) => Layers::parse(list).map_err(|e| error(StatusCode::BAD_REQUEST, e)),
-        }
+    fn layers(&self) -> Result<Layers, String> {
+        self.layers.as_deref().map_or(Ok(Layers::default()), Layers::parse)
     }
 }
 
@@ -145,7 +152,7 @@ async fn burned(state: &AppState, packet: Arc<FramePacket>, layers: Layers) -> R
 async fn snapshot(State(state): State<AppState>, Query(query): Query<LayerQuery>) -> Response {
     let layers = match query.layers() {
         Ok(l) => l,
-        Err(response) => return response,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let Some(packet) = state.hub.frames().borrow().clone() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no frame from the vehicle yet");
@@ -162,7 +169,7 @@ const BOUNDARY: &str = "adsframe";
 async fn stream(State(state): State<AppState>, Query(query): Query<LayerQuery>) -> Response {
     let layers = match query.layers() {
         Ok(l) => l,
-        Err(response) => return response,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let frames = state.hub.frames();
     let guard = ClientGuard::new(&state.hub, true);

@@ -1,0 +1,215 @@
+//! The web UI in a real headless Chromium (Debian's chromium + chromedriver, driven over
+//! WebDriver by fantoccini), against a real ads-viewer watching a real ads-vehicle driving on
+//! a real ads-detection. Clicks on the page must move the car, as the vehicle itself reports
+//! over ZeroMQ. A screenshot is left in target/test-artifacts/ to look at.
+#![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
+
+mod support;
+
+use ads_protocol::DriveMode;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{free_port, Kill, Vehicle, Viewer, DEADLINE};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+struct Browser {
+    client: Client,
+    _driver: Kill,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        for tool in [CHROMEDRIVER, CHROMIUM] {
+            assert!(
+                std::path::Path::new(tool).exists(),
+                "{tool} is missing: scripts/setup.sh installs Debian's chromium and chromium-driver"
+            );
+        }
+        let port = free_port();
+        let driver = Kill(
+            Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + DEADLINE;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                // --disable-dev-shm-usage keeps Chromium's own files out of /dev/shm.
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--disable-background-networking", "--disable-extensions", "--window-size=1400,1000"],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a chromium session");
+        Browser { client, _driver: driver }
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client.execute(script, vec![]).await.unwrap()
+    }
+
+    async fn wait_js(&self, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let v = self.js(script).await;
+            if !v.is_null() && v != Value::Bool(false) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "the page never showed {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn click(&self, id: &str) {
+        self.client.find(Locator::Id(id)).await.unwrap().click().await.unwrap();
+    }
+
+    /// Waits for the page's acknowledgement line to say `text`.
+    async fn wait_ack(&self, text: &str) -> String {
+        let script = format!(
+            "const t = document.getElementById('last-ack').textContent; return t.startsWith({}) ? t : null;",
+            json!(text)
+        );
+        self.wait_js(&format!("the acknowledgement {text:?}"), &script).await.as_str().unwrap().to_string()
+    }
+}
+
+/// Pure lane-green pixels on the video canvas (the lane layer's stroke colour).
+const LANE_PIXELS: &str = "const c = document.getElementById('video'); \
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; \
+    for (let i = 0; i < d.length; i += 4) { if (d[i] < 60 && d[i + 1] > 200 && d[i + 2] < 60) n++; } return n;";
+
+fn artifact(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir =
+        exe.parent().and_then(|deps| deps.parent()).and_then(|p| p.parent()).unwrap().join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_live_video_with_overlays_and_its_buttons_drive_the_car() {
+    let mut vehicle = Vehicle::start("browser", true);
+    let viewer = Viewer::start(&vehicle);
+    let browser = Browser::start().await;
+    browser.client.goto(&viewer.url("/")).await.unwrap();
+
+    // Live video: frames are drawn, their ids advance, and the canvas changes.
+    browser.wait_js("five frames drawn", "return window.adsStats.framesDrawn > 5").await;
+    let first = browser
+        .js("return [window.adsStats.lastFrameId, document.getElementById('video').toDataURL()]")
+        .await;
+    browser.wait_js("newer frames", &format!("return window.adsStats.lastFrameId > {}", first[0])).await;
+    let later = browser.js("return document.getElementById('video').toDataURL()").await;
+    assert_ne!(first[1], later, "the canvas did not change between frames");
+    browser
+        .wait_js(
+            "the link shown live",
+            "return document.getElementById('link').textContent === 'vehicle live'",
+        )
+        .await;
+    // The car drives on detections, so the detector's lanes get drawn.
+    browser
+        .wait_js("lane lines drawn", &format!("{{ {LANE_PIXELS} }}").replace("return n;", "return n > 500;"))
+        .await;
+
+    // Pause: the vehicle itself says it is paused, and the page shows the acknowledgement.
+    browser.click("btn-pause").await;
+    let ack = browser.wait_ack("pause: accepted").await;
+    assert!(ack.contains("paused"), "{ack}");
+    vehicle.state_where("paused", |s| s.paused);
+    // With the stream frozen, toggling a layer changes what is drawn on the same frame.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let frozen = browser.js("return window.adsStats.lastFrameId").await;
+    let with_lanes = browser.js(LANE_PIXELS).await.as_u64().unwrap();
+    browser.click("layer-lanes").await;
+    let without_lanes = browser.js(LANE_PIXELS).await.as_u64().unwrap();
+    assert_eq!(
+        browser.js("return window.adsStats.lastFrameId").await,
+        frozen,
+        "frames kept coming while paused"
+    );
+    assert!(
+        with_lanes > 500 && without_lanes * 10 < with_lanes,
+        "lanes on {with_lanes} px, off {without_lanes} px"
+    );
+    browser.click("layer-lanes").await;
+    assert!(browser.js(LANE_PIXELS).await.as_u64().unwrap() > 500, "lanes did not come back");
+    std::fs::write(artifact("viewer-paused.png"), browser.client.screenshot().await.unwrap()).unwrap();
+
+    browser.click("btn-resume").await;
+    browser.wait_ack("resume: accepted").await;
+    vehicle.state_where("resumed and driving", |s| !s.paused && s.speed_mps > 1.0);
+
+    // Respawn at spawn point 0: the car stands at the start again.
+    let before = vehicle.state();
+    browser.click("btn-respawn").await;
+    let ack = browser.wait_ack("respawn: accepted").await;
+    assert!(ack.contains("spawn point 0"), "{ack}");
+    let after = vehicle.state_where("respawned", |s| s.speed_mps < 0.5);
+    assert!(after.distance_m >= before.distance_m, "odometer is cumulative");
+
+    // A refusal shows the vehicle's reason.
+    browser.client.find(Locator::Id("spawn-point")).await.unwrap().clear().await.unwrap();
+    browser.client.find(Locator::Id("spawn-point")).await.unwrap().send_keys("99").await.unwrap();
+    browser.click("btn-respawn").await;
+    let refused = browser.wait_ack("respawn: rejected").await;
+    assert!(refused.contains("not_allowed"), "{refused}");
+
+    // Emergency stop by keyboard (Space), as an operator would in a hurry.
+    browser.js("document.activeElement.blur(); return true").await;
+    browser.client.find(Locator::Css("body")).await.unwrap().send_keys(" ").await.unwrap();
+    browser.wait_ack("emergency_stop: accepted").await;
+    vehicle.state_where("emergency stop", |s| s.mode == DriveMode::EmergencyStop);
+    let events = browser.js("return document.getElementById('events').textContent").await;
+    for needle in ["pause: accepted", "resume: accepted", "respawn: rejected", "emergency_stop: accepted"] {
+        assert!(events.as_str().unwrap().contains(needle), "event log lacks {needle}: {events}");
+    }
+    // The per-hop breakdown is live.
+    browser
+        .wait_js(
+            "the latency of every hop",
+            "const t = document.getElementById('hops').textContent; return !t.includes('–') && t.includes('capture → browser');",
+        )
+        .await;
+    let shot = browser.client.screenshot().await.unwrap();
+    std::fs::write(artifact("viewer-estop.png"), &shot).unwrap();
+    assert!(shot.starts_with(b"\x89PNG"));
+    browser.client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controls_are_disabled_while_the_vehicle_is_silent_and_come_back_with_it() {
+    let vehicle = Vehicle::start("browser-gone", false);
+    let viewer = Viewer::start(&vehicle);
+    let browser = Browser::start().await;
+    browser.client.goto(&viewer.url("/")).await.unwrap();
+    browser.wait_js("enabled controls", "return !document.getElementById('btn-pause').disabled").await;
+    // A frozen vehicle is silent like one behind a dead WiFi link.
+    vehicle.process.signal(rustix::process::Signal::STOP);
+    browser.wait_js("disabled controls", "return document.getElementById('btn-estop').disabled").await;
+    let banner = browser.js("return document.getElementById('banner').textContent").await;
+    assert!(banner.as_str().unwrap().contains("vehicle link lost"), "{banner}");
+    vehicle.process.signal(rustix::process::Signal::CONT);
+    browser.wait_js("controls enabled again", "return !document.getElementById('btn-estop').disabled").await;
+    browser.client.close().await.unwrap();
+}

@@ -1,0 +1,115 @@
+//! The HTTP routes without a port or a vehicle (`tower::ServiceExt::oneshot`): what every
+//! client gets when nothing is connected, and how bad requests are answered.
+#![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
+
+use ads_viewer::config::ViewerConfig;
+use ads_viewer::hub::Hub;
+use ads_viewer::web::{router, AppState, MAX_CLIENT_MESSAGE};
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+
+fn app() -> axum::Router {
+    let (hub, _actions) = Hub::new(ViewerConfig::default(), None);
+    let (_tx, shutdown) = tokio::sync::watch::channel(false);
+    router(AppState::new(hub, shutdown))
+}
+
+async fn call(request: Request<Body>) -> (StatusCode, String, String) {
+    let response = app().oneshot(request).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, content_type, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path).header(header::CONTENT_TYPE, "application/json").body(body.into()).unwrap()
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_are_embedded() {
+    let (status, kind, page) = call(get("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(kind.starts_with("text/html"));
+    for needle in ["<canvas id=\"video\"", "btn-estop", "layer-lanes", "/app.js", "plot-latency"] {
+        assert!(page.contains(needle), "page lacks {needle}");
+    }
+    let (status, kind, js) = call(get("/app.js")).await;
+    assert_eq!((status, kind.as_str()), (StatusCode::OK, "text/javascript; charset=utf-8"));
+    assert!(js.contains("new WebSocket"));
+    let (status, kind, _) = call(get("/app.css")).await;
+    assert_eq!((status, kind.as_str()), (StatusCode::OK, "text/css; charset=utf-8"));
+    assert_eq!(call(get("/nope")).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn health_and_metrics_say_no_vehicle_is_connected() {
+    let (status, _, health) = call(get("/healthz")).await;
+    assert_eq!(status, StatusCode::OK);
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["vehicle_link"], "connecting");
+    let (status, kind, metrics) = call(get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(kind.starts_with("text/plain; version=0.0.4"));
+    assert!(metrics.contains("ads_viewer_vehicle_link_up 0\n"), "{metrics}");
+    assert!(metrics
+        .contains("# TYPE ads_viewer_frames_received_total counter\nads_viewer_frames_received_total 0\n"));
+}
+
+#[tokio::test]
+async fn without_frames_snapshot_is_unavailable_and_bad_layers_are_named() {
+    let (status, _, body) = call(get("/snapshot.jpg")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("no frame"), "{body}");
+    let (status, _, body) = call(get("/stream.mjpg?layers=lanes,wings")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("wings"), "{body}");
+    let (status, _, _) = call(get("/snapshot.jpg?colour=red")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn actions_are_validated_and_refused_while_disconnected() {
+    let (status, _, body) = call(post("/api/action", "{not json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("not an action"), "{body}");
+    let (status, _, body) = call(post("/api/action", r#"{"command":{"type":"fly"}}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("fly"), "{body}");
+    let (status, _, body) =
+        call(post("/api/action", r#"{"command":{"type":"set_target_speed","mps":-3}}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("outside 0..=40"), "{body}");
+    let (status, _, body) = call(post("/api/action", r#"{"command":{"type":"pause"}}"#)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("not connected"), "{body}");
+    let huge =
+        format!(r#"{{"command":{{"type":"pause"}},"request_id":"{}"}}"#, "x".repeat(MAX_CLIENT_MESSAGE));
+    assert_eq!(call(post("/api/action", huge)).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_from_another_origin_is_forbidden() {
+    let request = Request::get("/ws")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::ORIGIN, "http://evil.example")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_VERSION, "13")
+        .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = call(request).await;
+    // Without a real connection axum cannot upgrade, but the Origin check answers first.
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
