@@ -445,11 +445,21 @@ impl Supervisor {
             let _ = out.shutdown(std::net::Shutdown::Both);
             "stopping".to_string()
         } else {
+            // Closing our side only: the sidecar sees the end, restores the server and exits,
+            // and the reader still gets whatever it said before going.
+            let _ = out.shutdown(std::net::Shutdown::Write);
+            let deadline = Instant::now() + QUIT_GRACE;
+            while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = out.shutdown(std::net::Shutdown::Both);
             String::new()
         };
-        let read_reason = reader.join().unwrap_or_else(|_| "the reader thread panicked".into());
+        let (read_reason, reported) =
+            reader.join().unwrap_or_else(|_| ("the reader thread panicked".into(), false));
+        // What the sidecar said (e.g. "unreachable") explains a broken pipe, not the reverse.
         match write_error {
+            Some(_) if reported => read_reason,
             Some(e) => format!("writing to the sidecar: {e}"),
             None if reason.is_empty() => read_reason,
             None => reason,
@@ -457,8 +467,8 @@ impl Supervisor {
     }
 }
 
-/// The reader: returns why the conversation ended.
-fn read_reports(mut stream: UnixStream, shared: &Shared, (width, height): (u32, u32)) -> String {
+/// The reader: returns why the conversation ended, and whether the sidecar said so itself.
+fn read_reports(mut stream: UnixStream, shared: &Shared, (width, height): (u32, u32)) -> (String, bool) {
     let mut payload = Vec::new();
     let mut last_error: Option<String> = None;
     loop {
@@ -466,8 +476,8 @@ fn read_reports(mut stream: UnixStream, shared: &Shared, (width, height): (u32, 
             Ok(r) => r,
             Err(e) => {
                 return match last_error {
-                    Some(reported) => reported,
-                    None => format!("the sidecar closed the connection ({e})"),
+                    Some(reported) => (reported, true),
+                    None => (format!("the sidecar closed the connection ({e})"), false),
                 }
             }
         };
@@ -483,11 +493,14 @@ fn read_reports(mut stream: UnixStream, shared: &Shared, (width, height): (u32, 
             }
             FromSidecar::Frame { frame, sim_time_s, width: w, height: h, x_m, y_m, yaw_deg, speed_mps } => {
                 if (w, h) != (width, height) {
-                    return format!("the sidecar sent a {w}x{h} image, the frames ring is {width}x{height}");
+                    return (
+                        format!("the sidecar sent a {w}x{h} image, the frames ring is {width}x{height}"),
+                        false,
+                    );
                 }
                 let mut pixels = vec![0u8; width as usize * height as usize * 3];
                 if let Err(e) = bgra_to_bgr(&payload, w, h, &mut pixels, width as usize * 3) {
-                    return format!("frame {frame}: {e}");
+                    return (format!("frame {frame}: {e}"), false);
                 }
                 let (x_m, y_m, yaw_rad) = carla_to_ads_pose(x_m, y_m, yaw_deg);
                 let received = Instant::now();

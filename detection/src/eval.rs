@@ -17,6 +17,7 @@ mod footage;
 mod overlay;
 mod sim;
 
+pub(crate) use footage::dashcam_rows;
 pub use footage::{run_footage, FootageArgs, FootageReport, ImageResult, VideoResult};
 pub use sim::{run_eval, EvalArgs, EvalReport, RunResult};
 

