@@ -75,7 +75,7 @@ ADS_DETECTION_DETECTIONS_RING=$tag-det
 ENV
 chmod 0600 /etc/ads/vehicle.env /etc/ads/detection.env
 export container=other
-exec /lib/systemd/systemd --unit=ads.target --log-target=console --log-level=info
+exec /lib/systemd/systemd --unit=ads.target --log-target=console --log-level=info --show-status=no
 EOF
 chmod +x "$work/boot.sh"
 
