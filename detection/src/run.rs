@@ -230,6 +230,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 detector: detector.into(),
                 processing_us: u32::try_from(busy / 1000).unwrap_or(u32::MAX),
                 read_ns,
+                control_read_ns: 0,
                 lanes: found_any.then_some(lanes_found),
                 objects: objects_found,
             };

@@ -71,6 +71,11 @@ pub struct Detections {
     /// than this field): `read_ns - capture_ns` is the shared-memory hop's latency.
     #[serde(default)]
     pub read_ns: u64,
+    /// Wall clock ns when the vehicle's control loop read this result from the ring; set by
+    /// the vehicle when it forwards the result on the `detection` topic (0 in the ring).
+    /// `control_read_ns - (read_ns + processing_us * 1000)` is the result's shared-memory hop.
+    #[serde(default)]
+    pub control_read_ns: u64,
     pub lanes: Option<LaneDetection>,
     pub objects: Vec<DetectedObject>,
 }

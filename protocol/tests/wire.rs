@@ -20,6 +20,7 @@ fn samples() -> Vec<Message> {
         detector: "cv".into(),
         processing_us: 4200,
         read_ns: 1_700_000_000_002_000_000,
+        control_read_ns: 1_700_000_000_009_000_000,
         lanes: Some(lanes),
         objects: vec![DetectedObject {
             class: "car".into(),

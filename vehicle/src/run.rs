@@ -227,7 +227,8 @@ impl Vehicle {
                 }
             }
         }
-        for (d, read_wall_ns) in news {
+        for (mut d, read_wall_ns) in news {
+            d.control_read_ns = read_wall_ns;
             let latency_us = read_wall_ns.saturating_sub(d.capture_ns) / 1000;
             self.timings.detection_latency_us = u32::try_from(latency_us).unwrap_or(u32::MAX);
             let capture = d.capture_ns;

@@ -389,6 +389,7 @@ fn centred_lane_record(frame_id: u64) -> Vec<u8> {
         detector: "test".into(),
         processing_us: 1,
         read_ns: clock::wall_ns(),
+        control_read_ns: 0,
         lanes: Some(LaneDetection {
             h_samples: vec![],
             left: vec![],

@@ -232,6 +232,10 @@ impl Hub {
             Message::Detection(d) => {
                 if d.read_ns > 0 {
                     inner.hops.capture_to_detection_ms = Some(ms_between(d.capture_ns, d.read_ns));
+                    if d.control_read_ns > 0 {
+                        let done_ns = d.read_ns + u64::from(d.processing_us) * 1000;
+                        inner.hops.detection_to_vehicle_ms = Some(ms_between(done_ns, d.control_read_ns));
+                    }
                 }
                 inner.detection = Some(d);
             }

@@ -236,6 +236,7 @@ mod tests {
             detector: "cv".into(),
             processing_us: 1000,
             read_ns: 0,
+            control_read_ns: 0,
             lanes: Some(LaneDetection {
                 h_samples: vec![300, 400, 500],
                 left: vec![None, Some(300.0), Some(250.0)],
