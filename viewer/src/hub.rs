@@ -327,14 +327,6 @@ impl Hub {
     }
 
     fn on_state(&self, inner: &mut Inner, state: VehicleState, recv_ns: u64) {
-        if let (Some(d), latency_us) = (&inner.detection, state.timings.detection_latency_us) {
-            if d.read_ns > 0 && latency_us > 0 {
-                let detection_done_ms =
-                    ms_between(d.capture_ns, d.read_ns) + f64::from(d.processing_us) / 1000.0;
-                inner.hops.detection_to_vehicle_ms =
-                    Some((f64::from(latency_us) / 1000.0 - detection_done_ms).max(0.0));
-            }
-        }
         let t_ms = recv_ns / 1_000_000;
         let sample = Sample {
             t_ms,
