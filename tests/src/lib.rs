@@ -3,6 +3,7 @@
 pub mod latency;
 pub mod pattern;
 pub mod peers;
+pub mod pipeline_bench;
 pub mod ring_bench;
 pub mod ring_tool;
 pub mod shutdown;

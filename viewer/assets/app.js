@@ -9,7 +9,7 @@ const LAYERS = ["lanes", "area", "centre", "objects", "hud", "truth", "stale"];
 const HISTORY_MS = 60000;
 
 // Exposed for tests and the latency benchmark.
-const stats = window.adsStats = { framesDrawn: 0, lastFrameId: null, dropped: 0, acks: [], paints: [] };
+const stats = window.adsStats = { framesDrawn: 0, lastFrameId: null, dropped: 0, skippedDecode: 0, acks: [], paints: [] };
 
 let ws = null;
 let wsOpen = false;
@@ -48,6 +48,7 @@ function onFrame(buffer) {
   header.browser_recv_ns = nowNs();
   const jpeg = new Blob([new Uint8Array(buffer, 4 + headerLen)], { type: "image/jpeg" });
   // Newest wins: a frame that arrives while another decodes replaces any waiting one.
+  if (pendingFrame) stats.skippedDecode++;
   pendingFrame = { header, jpeg };
   if (!decoding) decodeNext();
 }
@@ -66,7 +67,8 @@ async function decodeNext() {
         const painted = nowNs();
         unreported.push([header.recv_ns, header.capture_ns, painted]);
         stats.paints.push({ frame_id: header.frame_id, capture_ns: header.capture_ns, recv_ns: header.recv_ns,
-          browser_recv_ns: header.browser_recv_ns, painted_ns: painted });
+          browser_recv_ns: header.browser_recv_ns, painted_ns: painted, dropped: header.dropped,
+          skipped: stats.skippedDecode });
         if (stats.paints.length > 20000) stats.paints.splice(0, 10000);
       });
     } catch (err) {

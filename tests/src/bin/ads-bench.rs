@@ -1,0 +1,35 @@
+//! `ads-bench`: the pipeline's latency benchmark and soak (see scripts/bench.sh).
+
+use clap::Parser as _;
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "ads-bench", version, about = "Latency of every hop of the ads pipeline, CPU, drops, soak")]
+enum Cli {
+    /// Run vehicle, detection, viewer and headless Chromium, and measure every hop.
+    Pipeline(ads_tests::pipeline_bench::PipelineArgs),
+    /// (internal) The receiving end of the ZeroMQ-over-TCP comparison.
+    #[command(hide = true)]
+    ZmqSink {
+        #[arg(long)]
+        endpoint: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    ads_tests::init_tracing();
+    let result = match Cli::parse() {
+        Cli::Pipeline(args) => ads_tests::pipeline_bench::run(args),
+        Cli::ZmqSink { endpoint } => ads_tests::pipeline_bench::zmq_compare::sink(&endpoint).map(|()| true),
+    };
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("ads-bench: a soak criterion failed (see above)");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("ads-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
