@@ -25,7 +25,7 @@ for target in "${targets[@]}"; do
     # ring_header writes /dev/shm/ads.fuzz-<pid>; it removes the file after every input.
     cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
         -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 2>&1 |
-        grep -E '^(#[0-9]+ +(DONE|INITED)|stat::|==[0-9]+==|SUMMARY|.*panicked|Done)' || true
+        grep -E '^(#[0-9]+[[:space:]]+(DONE|INITED)|stat::|==[0-9]+==|SUMMARY|.*panicked|Done)' || true
     if compgen -G "artifacts/$target/crash-*" >/dev/null; then
         echo "!! $target found crashes: fuzz/artifacts/$target" >&2
         exit 1
