@@ -25,15 +25,47 @@ function nowNs() { return Math.round((performance.timeOrigin + performance.now()
 
 function layerOn(name) { return $("layer-" + name).checked; }
 
+// The access token, when the viewer is open to the network: from ?token= once, then
+// remembered by this browser.
+let token = new URLSearchParams(location.search).get("token") || localStorage.getItem("adsToken") || "";
+if (token) localStorage.setItem("adsToken", token);
+
+async function start() {
+  let res;
+  try {
+    res = await fetch("/api/session" + (token ? "?token=" + encodeURIComponent(token) : ""));
+  } catch (err) {
+    setLink("offline");
+    setTimeout(start, 1000);
+    return;
+  }
+  if (res.status === 401) {
+    $("login").classList.remove("hidden");
+    $("login-error").textContent = token ? "That token was refused." : "";
+    $("token-input").focus();
+    return;
+  }
+  $("login").classList.add("hidden");
+  connect(250);
+}
+
+$("login").onsubmit = (e) => {
+  e.preventDefault();
+  token = $("token-input").value.trim();
+  localStorage.setItem("adsToken", token);
+  start();
+};
+
 function connect(delay) {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  ws = new WebSocket(proto + "//" + location.host + "/ws");
+  ws = new WebSocket(proto + "//" + location.host + "/ws" + (token ? "?token=" + encodeURIComponent(token) : ""));
   ws.binaryType = "arraybuffer";
   ws.onopen = () => { wsOpen = true; delay = 250; refreshControls(); };
   ws.onclose = () => {
     wsOpen = false;
     setLink("offline");
-    setTimeout(() => connect(Math.min((delay || 250) * 2, 4000)), delay || 250);
+    // Through start(): the viewer may have restarted with another token.
+    setTimeout(start, delay || 250);
   };
   ws.onmessage = (e) => {
     if (typeof e.data === "string") onText(JSON.parse(e.data));
@@ -311,4 +343,4 @@ setInterval(() => {
 }, 500);
 setInterval(plots, 500);
 refreshControls();
-connect(250);
+start();

@@ -29,6 +29,11 @@ pub struct ViewerConfig {
     /// Shared key that signs our actions (must match the vehicle's `actions.key_file`; mode
     /// 0600). Without it, only a vehicle on this machine (loopback) accepts our actions.
     pub action_key: Option<PathBuf>,
+    /// Token the web UI asks for. Required (generated and printed if unset) when `bind` is
+    /// not a loopback address; optional on loopback.
+    pub access_token: Option<String>,
+    /// Most browsers (websockets) and MJPEG clients served at once; more are refused.
+    pub max_clients: usize,
 }
 
 impl Default for ViewerConfig {
@@ -45,6 +50,8 @@ impl Default for ViewerConfig {
             ack_timeout_ms: 3000,
             mjpeg_quality: 80,
             action_key: None,
+            access_token: None,
+            max_clients: 32,
         }
     }
 }
@@ -82,6 +89,12 @@ pub struct Overrides {
     /// Key file that signs actions (the vehicle's key; see docs/security.md).
     #[arg(long, env = "ADS_VIEWER_ACTION_KEY")]
     pub action_key: Option<PathBuf>,
+    /// Access token for the web UI [default: none on loopback, generated otherwise].
+    #[arg(long, env = "ADS_VIEWER_ACCESS_TOKEN", hide_env_values = true)]
+    pub access_token: Option<String>,
+    /// Most browsers (and, separately, MJPEG clients) served at once [default: 32].
+    #[arg(long, env = "ADS_VIEWER_MAX_CLIENTS")]
+    pub max_clients: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +135,12 @@ impl ViewerConfig {
         if let Some(v) = o.action_key {
             config.action_key = Some(v);
         }
+        if let Some(v) = o.access_token {
+            config.access_token = Some(v);
+        }
+        if let Some(v) = o.max_clients {
+            config.max_clients = v;
+        }
         if config.actions.is_empty() {
             config.actions = action_endpoint_for(&config.vehicle)?;
         }
@@ -149,6 +168,9 @@ impl ViewerConfig {
                 "mjpeg_quality = {} is outside 1..=100",
                 self.mjpeg_quality
             )));
+        }
+        if self.max_clients == 0 {
+            return Err(ConfigError::Invalid("max_clients must be at least 1".into()));
         }
         if self.sender.is_empty() || self.sender.len() > 64 {
             return Err(ConfigError::Invalid("sender must be 1..=64 characters".into()));

@@ -5,6 +5,7 @@
 //! Never touches shared memory: everything comes over the network, so it runs anywhere that
 //! can reach the vehicle's ports.
 
+pub mod access;
 pub mod actions;
 pub mod burn;
 pub mod config;
@@ -66,11 +67,26 @@ async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
     let link_stop = Arc::new(AtomicBool::new(false));
     let link = link::spawn(Arc::clone(&hub), actions_rx, Arc::clone(&link_stop))?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let app = web::router(web::AppState::new(Arc::clone(&hub), shutdown_rx));
     let local = listener.local_addr()?;
+    let access = match (&hub.config.access_token, local.ip().is_loopback()) {
+        (Some(token), _) => Some(access::AccessToken::new(token)?),
+        (None, true) => None,
+        (None, false) => Some(access::AccessToken::generate()?),
+    };
+    let app = web::router(web::AppState::new(Arc::clone(&hub), shutdown_rx).with_access(access.clone()));
     tracing::info!("web UI on http://{local}/ (watching {})", hub.config.vehicle);
-    if !local.ip().is_loopback() {
-        tracing::warn!("the web UI listens on {local}: anyone who can reach it can command the vehicle");
+    match (&access, local.ip().is_loopback()) {
+        (Some(token), false) if hub.config.access_token.is_none() => {
+            // Printed, not logged at a filterable level: the operator needs it to get in.
+            eprintln!(
+                "\n  web UI access token: {}\n  open http://HOST:{}/?token={}\n",
+                token.as_str(),
+                local.port(),
+                token.as_str()
+            );
+        }
+        (Some(_), _) => tracing::info!("the web UI asks for the configured access token"),
+        (None, _) => tracing::info!("web UI on loopback: no access token needed"),
     }
     let mut signal = shutdown_signal();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

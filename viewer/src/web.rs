@@ -1,6 +1,7 @@
 //! The HTTP side: the page and its assets (embedded), the websocket, the MJPEG stream and
 //! snapshot, health and metrics, and a JSON endpoint for actions.
 
+use crate::access::{self, AccessToken};
 use crate::burn;
 use crate::hub::{FramePacket, Hub, LinkStatus};
 use crate::overlay::Layers;
@@ -30,6 +31,8 @@ pub const MAX_CLIENT_MESSAGE: usize = 4096;
 pub struct AppState {
     pub hub: Arc<Hub>,
     pub shutdown: watch::Receiver<bool>,
+    /// `None`: no token needed (loopback without one configured).
+    pub access: Option<AccessToken>,
     burned: Arc<Mutex<Option<BurnedFrame>>>,
 }
 
@@ -43,7 +46,12 @@ struct BurnedFrame {
 
 impl AppState {
     pub fn new(hub: Arc<Hub>, shutdown: watch::Receiver<bool>) -> Self {
-        Self { hub, shutdown, burned: Arc::new(Mutex::new(None)) }
+        Self { hub, shutdown, access: None, burned: Arc::new(Mutex::new(None)) }
+    }
+
+    pub fn with_access(mut self, access: Option<AccessToken>) -> Self {
+        self.access = access;
+        self
     }
 }
 
@@ -61,7 +69,9 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshot.jpg", get(snapshot))
         .route("/stream.mjpg", get(stream))
         .route("/api/action", post(action))
+        .route("/api/session", get(|| async { Json(json!({"ok": true})) }))
         .layer(DefaultBodyLimit::max(MAX_CLIENT_MESSAGE))
+        .layer(axum::middleware::from_fn_with_state(state.access.clone(), access::require_token))
         .with_state(state)
 }
 
@@ -91,6 +101,9 @@ async fn websocket(
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
+    if state.hub.metrics.clients.load(Ordering::Relaxed) >= state.hub.config.max_clients as u64 {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "too many browsers connected to this viewer");
+    }
     upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
@@ -171,6 +184,9 @@ async fn stream(State(state): State<AppState>, Query(query): Query<LayerQuery>) 
         Ok(l) => l,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    if state.hub.metrics.mjpeg_clients.load(Ordering::Relaxed) >= state.hub.config.max_clients as u64 {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "too many MJPEG clients connected to this viewer");
+    }
     let frames = state.hub.frames();
     let guard = ClientGuard::new(&state.hub, true);
     let parts =

@@ -213,3 +213,44 @@ async fn controls_are_disabled_while_the_vehicle_is_silent_and_come_back_with_it
     browser.wait_js("controls enabled again", "return !document.getElementById('btn-estop').disabled").await;
     browser.client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_access_token_the_page_asks_for_it_once_then_plays() {
+    let token = "bench-token-0123456789";
+    let vehicle = Vehicle::start("browser-token", false);
+    let viewer = Viewer::start_with(&vehicle, &["--access-token", token]);
+    let browser = Browser::start().await;
+    browser.client.goto(&viewer.url("/")).await.unwrap();
+    browser
+        .wait_js("the token form", "return !document.getElementById('login').classList.contains('hidden')")
+        .await;
+    assert_eq!(browser.js("return window.adsStats.framesDrawn").await, 0, "video without the token");
+    // A wrong token is refused and said so.
+    browser
+        .client
+        .find(Locator::Id("token-input"))
+        .await
+        .unwrap()
+        .send_keys("wrong-token-0123456789")
+        .await
+        .unwrap();
+    browser.click("token-submit").await;
+    browser
+        .wait_js(
+            "the refusal",
+            "return document.getElementById('login-error').textContent.includes('refused')",
+        )
+        .await;
+    browser.client.find(Locator::Id("token-input")).await.unwrap().clear().await.unwrap();
+    browser.client.find(Locator::Id("token-input")).await.unwrap().send_keys(token).await.unwrap();
+    browser.click("token-submit").await;
+    browser.wait_js("frames with the token", "return window.adsStats.framesDrawn > 3").await;
+    // Remembered: a reload goes straight to the video.
+    browser.client.refresh().await.unwrap();
+    browser.wait_js("frames after a reload", "return window.adsStats.framesDrawn > 3").await;
+    assert_eq!(
+        browser.js("return document.getElementById('login').classList.contains('hidden')").await,
+        true
+    );
+    browser.client.close().await.unwrap();
+}

@@ -231,3 +231,61 @@ async fn the_viewer_shows_the_vehicle_dying_and_recovers_when_it_returns() {
     assert!(frame["frame_id"].is_u64());
     drop(again);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_browser_is_bounded_and_the_others_keep_their_stream() {
+    let vehicle = Vehicle::start("flood", false);
+    let viewer = Viewer::start_with(&vehicle, &["--max-clients", "4"]);
+    let mut watcher = connect(&viewer).await;
+    next_frame(&mut watcher).await;
+    let mut flooder = connect(&viewer).await;
+    // 5,000 messages as fast as the socket takes them: junk, oversize, and valid actions.
+    let flood = tokio::spawn(async move {
+        let big = "x".repeat(8192);
+        for i in 0..5000u32 {
+            let text = match i % 3 {
+                0 => "{\"type\":\"painted\",\"samples\":[[1,2,3]]}".to_string(),
+                // A valid action that does not stop the stream (a pause would).
+                1 => format!(
+                    "{{\"type\":\"action\",\"request_id\":\"f{i}\",\"command\":{{\"type\":\"set_target_speed\",\"mps\":5}}}}"
+                ),
+                _ => big.clone(),
+            };
+            if flooder.send(Message::Text(text.into())).await.is_err() {
+                return i;
+            }
+        }
+        5000
+    });
+    // Meanwhile the other browser keeps getting frames.
+    let before = next_frame(&mut watcher).await.0["frame_id"].as_u64().unwrap();
+    let mut frames = 0;
+    while frames < 30 {
+        next_frame(&mut watcher).await;
+        frames += 1;
+    }
+    let after = next_frame(&mut watcher).await.0["frame_id"].as_u64().unwrap();
+    let sent = flood.await.unwrap();
+    eprintln!("flooder got {sent} messages out before it was cut off; watcher saw frames {before}..{after}");
+    assert!(after > before + 30);
+    // The flooder was cut off (oversize message or too many refusals), got no more actions
+    // through than its rate allows, and the viewer still serves.
+    assert!(sent < 5000, "the flooder was never disconnected");
+    let (_, metrics) = viewer.get("/metrics").unwrap();
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metric(&metrics, "ads_viewer_actions_sent_total").unwrap() <= 40.0 + 1.0, "{metrics}");
+    // Connections are bounded too: past --max-clients, upgrades are refused.
+    let mut extra = Vec::new();
+    let mut refused = 0;
+    for _ in 0..6 {
+        match tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", viewer.port)).await {
+            Ok((s, _)) => extra.push(s),
+            Err(e) => {
+                assert!(e.to_string().contains("503"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 3, "only {refused} of 6 connections past the limit were refused");
+    assert!(viewer.get("/healthz").unwrap().0 == 200);
+}

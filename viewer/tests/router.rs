@@ -113,3 +113,44 @@ async fn a_websocket_upgrade_from_another_origin_is_forbidden() {
     // Without a real connection axum cannot upgrade, but the Origin check answers first.
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
+
+const TOKEN: &str = "0123456789abcdef0123";
+
+fn app_with_token() -> axum::Router {
+    let (hub, _actions) = Hub::new(ViewerConfig::default(), None);
+    let (_tx, shutdown) = tokio::sync::watch::channel(false);
+    let token = ads_viewer::access::AccessToken::new(TOKEN).unwrap();
+    router(AppState::new(hub, shutdown).with_access(Some(token)))
+}
+
+async fn status_with_token(request: Request<Body>) -> StatusCode {
+    app_with_token().oneshot(request).await.unwrap().status()
+}
+
+#[tokio::test]
+async fn with_an_access_token_only_the_page_and_health_are_open() {
+    for open in ["/", "/app.js", "/app.css", "/healthz"] {
+        assert_eq!(status_with_token(get(open)).await, StatusCode::OK, "{open}");
+    }
+    for closed in ["/api/session", "/metrics", "/snapshot.jpg", "/stream.mjpg", "/ws"] {
+        assert_eq!(status_with_token(get(closed)).await, StatusCode::UNAUTHORIZED, "{closed}");
+        let wrong = format!("{closed}?token=0123456789abcdef0124");
+        assert_eq!(status_with_token(get(&wrong)).await, StatusCode::UNAUTHORIZED, "{wrong}");
+    }
+    assert_eq!(
+        status_with_token(post("/api/action", r#"{"command":{"type":"pause"}}"#)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(status_with_token(get(&format!("/api/session?token={TOKEN}"))).await, StatusCode::OK);
+    let bearer = Request::get("/metrics")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(status_with_token(bearer).await, StatusCode::OK);
+    // Past the token, the action is judged on its own merits (no vehicle here).
+    let action = Request::post(format!("/api/action?token={TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"command":{"type":"pause"}}"#))
+        .unwrap();
+    assert_eq!(status_with_token(action).await, StatusCode::SERVICE_UNAVAILABLE);
+}

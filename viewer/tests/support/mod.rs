@@ -164,10 +164,15 @@ pub struct Viewer {
 
 impl Viewer {
     pub fn start(vehicle: &Vehicle) -> Self {
+        Self::start_with(vehicle, &[])
+    }
+
+    pub fn start_with(vehicle: &Vehicle, extra: &[&str]) -> Self {
         let port = free_port();
         let process = Command::new(bin("ads-viewer"))
             .args(["--vehicle", &vehicle.endpoint(), "--actions", &vehicle.action_endpoint()])
             .args(["--port", &port.to_string(), "--sender", &format!("viewer-{port}")])
+            .args(extra)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()
