@@ -151,10 +151,43 @@ impl Subscriptions {
     }
 }
 
+/// At most `rate` frames per second on average, bursts of up to two.
+#[derive(Debug)]
+struct FrameBudget {
+    rate: f64,
+    tokens: f64,
+    last_ns: Option<u64>,
+}
+
+impl FrameBudget {
+    const BURST: f64 = 2.0;
+
+    fn new(rate: f64) -> Self {
+        Self { rate, tokens: Self::BURST, last_ns: None }
+    }
+
+    /// Whether a frame captured at `at_ns` (monotonic) may go out.
+    fn take(&mut self, at_ns: u64) -> bool {
+        if let Some(last) = self.last_ns {
+            let elapsed_s = at_ns.saturating_sub(last) as f64 / 1e9;
+            self.tokens = (self.tokens + elapsed_s * self.rate).min(Self::BURST);
+        }
+        self.last_ns = Some(at_ns);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 impl Broadcaster {
     fn run(&mut self, outbox: &Receiver<Outgoing>, stop: &AtomicBool) {
-        let min_interval_ns = (1e9 / self.settings.max_fps) as u64;
-        let mut last_frame_ns = 0u64;
+        // A token bucket on the frames' own capture times: over time at most max_fps frames
+        // go out, but a frame that comes a little early (the source's loop jitters) is not
+        // dropped for it, as it would be with a minimum interval.
+        let mut budget = FrameBudget::new(self.settings.max_fps);
         let mut reader: Option<FrameReader> = None;
         loop {
             loop {
@@ -181,15 +214,11 @@ impl Broadcaster {
             // Short waits: queued small messages go out within a few ms even with no frames.
             let lost = match ring.read(Wait::Block(Duration::from_millis(5))) {
                 Ok(Some(frame)) => {
-                    let now = clock::monotonic_ns();
-                    // 10% slack so a 30 fps source is not throttled by jitter at max_fps = 30.
-                    if !self.subscriptions.wants(Topic::Frame)
-                        || now.saturating_sub(last_frame_ns) < min_interval_ns * 9 / 10
-                    {
+                    let captured = frame.info().stamp.capture_mono_ns;
+                    if !self.subscriptions.wants(Topic::Frame) || !budget.take(captured) {
                         // Nobody watching, or over the rate limit: not compressed, counted.
                         self.rate_limited += 1;
                     } else {
-                        last_frame_ns = now;
                         self.send_frame(frame);
                     }
                     false
@@ -280,5 +309,19 @@ mod tests {
         s.apply(b"\x00fr");
         s.apply(b"garbage-without-marker\x02");
         assert!(!s.wants(Topic::Frame) && s.wants(Topic::State));
+    }
+
+    #[test]
+    fn the_frame_budget_tolerates_jitter_but_holds_the_average_rate() {
+        let period = 33_333_333u64;
+        // A 30 fps source whose frames come up to 5 ms early or late: all go out at 30.
+        let mut b = FrameBudget::new(30.0);
+        let sent =
+            (0..300u64).filter(|i| b.take(i * period + if i % 2 == 0 { 0 } else { 5_000_000 })).count();
+        assert_eq!(sent, 300);
+        // A 60 fps source at max 30: half go out (plus the initial burst).
+        let mut b = FrameBudget::new(30.0);
+        let sent = (0..600u64).filter(|i| b.take(i * period / 2)).count();
+        assert!((300..=302).contains(&sent), "{sent}");
     }
 }

@@ -196,6 +196,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_config_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/viewer.toml");
+        let loaded = ViewerConfig::load(&Overrides { config: Some(path), ..Overrides::default() }).unwrap();
+        let defaults = ViewerConfig::load(&Overrides::default()).unwrap();
+        assert_eq!(loaded, defaults);
+    }
+
+    #[test]
     fn action_endpoint_follows_the_vehicle_host() {
         assert_eq!(action_endpoint_for("tcp://car.local:5557").unwrap(), "tcp://car.local:5558");
         assert_eq!(action_endpoint_for("tcp://[::1]:7000").unwrap(), "tcp://[::1]:5558");
