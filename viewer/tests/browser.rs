@@ -165,8 +165,18 @@ async fn the_page_shows_live_video_with_overlays_and_its_buttons_drive_the_car()
     browser.click("btn-respawn").await;
     let ack = browser.wait_ack("respawn: accepted").await;
     assert!(ack.contains("spawn point 0"), "{ack}");
-    let after = vehicle.state_where("respawned", |s| s.speed_mps < 0.5);
-    assert!(after.distance_m >= before.distance_m, "odometer is cumulative");
+    // The acknowledgement names the spawn point's position; the vehicle reports standing there.
+    let (x, y) = ack
+        .rsplit_once('(')
+        .and_then(|(_, xy)| xy.trim_end_matches(')').split_once(", "))
+        .map(|(x, y)| (x.parse::<f64>().unwrap(), y.parse::<f64>().unwrap()))
+        .unwrap_or_else(|| panic!("no position in {ack:?}"));
+    let after = vehicle.state_where("respawned at the spawn point", |s| {
+        s.speed_mps < 0.5 && (s.pose.x_m - x).abs() < 0.5 && (s.pose.y_m - y).abs() < 0.5
+    });
+    let moved_from = (before.pose.x_m - x).hypot(before.pose.y_m - y);
+    eprintln!("respawned {moved_from:.1} m back to ({x:.1}, {y:.1}); odometer {:.1} m", after.distance_m);
+    assert!(moved_from > 1.0, "the car had not left the spawn point, so respawn proved nothing");
 
     // A refusal shows the vehicle's reason.
     browser.client.find(Locator::Id("spawn-point")).await.unwrap().clear().await.unwrap();

@@ -94,6 +94,22 @@ pub fn svg(hops: &[Hop], title: &str) -> String {
     );
     for (i, hop) in hops.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        let ly = TOP + 10.0 + i as f64 * 34.0;
+        let lx = W - RIGHT + 12.0;
+        let figures = if hop.samples_ns.is_empty() {
+            "no samples".to_string()
+        } else {
+            format!("p50 {:.2} · p99 {:.2} ms", ms(hop.summary.p50_us), ms(hop.summary.p99_us))
+        };
+        let _ = writeln!(
+            out,
+            r##"<rect x="{lx:.1}" y="{:.1}" width="14" height="4" fill="{color}"/><text x="{:.1}" y="{ly:.1}">{}</text><text x="{:.1}" y="{:.1}" fill="#555">{figures}</text>"##,
+            ly - 4.0,
+            lx + 20.0,
+            escape(hop.name),
+            lx + 20.0,
+            ly + 14.0,
+        );
         let mut sorted = hop.samples_ns.clone();
         sorted.sort_unstable();
         if sorted.is_empty() {
@@ -114,19 +130,6 @@ pub fn svg(hops: &[Hop], title: &str) -> String {
             out,
             r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
             points.join(" ")
-        );
-        let ly = TOP + 10.0 + i as f64 * 34.0;
-        let lx = W - RIGHT + 12.0;
-        let _ = writeln!(
-            out,
-            r##"<rect x="{lx:.1}" y="{:.1}" width="14" height="4" fill="{color}"/><text x="{:.1}" y="{ly:.1}">{}</text><text x="{:.1}" y="{:.1}" fill="#555">p50 {:.2} · p99 {:.2} ms</text>"##,
-            ly - 4.0,
-            lx + 20.0,
-            escape(hop.name),
-            lx + 20.0,
-            ly + 14.0,
-            ms(hop.summary.p50_us),
-            ms(hop.summary.p99_us)
         );
     }
     out.push_str("</svg>\n");
