@@ -14,17 +14,42 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub struct Proc {
     pub name: &'static str,
     child: Child,
+    /// Signal its whole process group (chromedriver's browsers must not outlive it).
+    group: bool,
 }
 
 impl Proc {
     pub fn spawn(name: &'static str, program: &Path, args: &[String]) -> anyhow::Result<Self> {
-        let child = Command::new(program)
+        Self::start(name, program, args, false)
+    }
+
+    /// In a process group of its own, stopped as a group: everything it started goes too.
+    pub fn spawn_group(name: &'static str, program: &Path, args: &[String]) -> anyhow::Result<Self> {
+        Self::start(name, program, args, true)
+    }
+
+    fn start(name: &'static str, program: &Path, args: &[String], group: bool) -> anyhow::Result<Self> {
+        use std::os::unix::process::CommandExt as _;
+        let mut command = Command::new(program);
+        command
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
-        Ok(Self { name, child })
+            .stdout(Stdio::null());
+        if group {
+            command.process_group(0);
+        }
+        let child = command.spawn().with_context(|| format!("starting {}", program.display()))?;
+        Ok(Self { name, child, group })
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = if self.group {
+                rustix::process::kill_process_group(pid, signal)
+            } else {
+                rustix::process::kill_process(pid, signal)
+            };
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -40,16 +65,19 @@ impl Proc {
     }
 
     pub fn stop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
+        self.signal(rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
+                if self.group {
+                    // The leader is gone; whatever of its group is left goes now.
+                    self.signal(rustix::process::Signal::KILL);
+                }
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.signal(rustix::process::Signal::KILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -94,7 +94,7 @@ impl Browser {
             anyhow::ensure!(Path::new(tool).exists(), "{tool} is missing (scripts/setup.sh installs it)");
         }
         let port = free_port()?;
-        let driver = Proc::spawn("chromedriver", Path::new(CHROMEDRIVER), &[format!("--port={port}")])?;
+        let driver = Proc::spawn_group("chromedriver", Path::new(CHROMEDRIVER), &[format!("--port={port}")])?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             anyhow::ensure!(Instant::now() < deadline, "chromedriver did not start");
@@ -105,7 +105,9 @@ impl Browser {
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--disable-background-networking", "--disable-extensions",
                      "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                     "--window-size=1400,1000"],
+                     "--window-size=1400,1000",
+                     // window.gc(), so the soak can weigh what the page keeps, not garbage.
+                     "--js-flags=--expose-gc"],
         }}}});
         let session = request(port, "POST", "/session", Some(&caps))?;
         let session = session["sessionId"].as_str().context("no session id")?.to_string();
