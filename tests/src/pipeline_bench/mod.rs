@@ -275,7 +275,9 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     }
     let usage0: Vec<Usage> = tracked.iter().map(|(_, pid, tree)| usage(*pid, *tree)).collect();
     let js_heap = |b: &webdriver::Browser| {
-        b.js("if (window.gc) window.gc(); return performance.memory.usedJSHeapSize").ok().and_then(|v| v.as_u64())
+        b.js("if (window.gc) window.gc(); return performance.memory.usedJSHeapSize")
+            .ok()
+            .and_then(|v| v.as_u64())
     };
     let heap0: Vec<Option<u64>> = browsers.iter().map(js_heap).collect();
     let mut rss_series: Vec<Vec<u64>> = usage0.iter().map(|u| vec![u.rss_bytes]).collect();
