@@ -48,9 +48,6 @@ set -euo pipefail
 mount -t overlay overlay -o lowerdir=/etc,upperdir=$work/etc-up,workdir=$work/etc-work /etc
 mount -t overlay overlay -o lowerdir=/var,upperdir=$work/var-up,workdir=$work/var-work /var
 mount -t overlay overlay -o lowerdir=/usr/local,upperdir=$work/local-up,workdir=$work/local-work /usr/local
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /var/tmp
-mount -t tmpfs tmpfs /run
 # Hide this machine's own enabled units, and mask what must not run here.
 mount -t tmpfs tmpfs /etc/systemd/system
 for u in /lib/systemd/system/sysinit.target.wants/* systemd-udevd.service systemd-udevd-control.socket \\
@@ -74,6 +71,12 @@ ADS_DETECTION_FRAMES_RING=$tag-frames
 ADS_DETECTION_DETECTIONS_RING=$tag-det
 ENV
 chmod 0600 /etc/ads/vehicle.env /etc/ads/detection.env
+# Fresh /tmp, /var/tmp and /run only now: the checkout and its binaries may live under /tmp
+# (a CI clone often does), and the installer above had to see them.
+cd /
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /var/tmp
+mount -t tmpfs tmpfs /run
 export container=other
 exec /lib/systemd/systemd --unit=ads.target --log-target=console --log-level=info --show-status=no
 EOF

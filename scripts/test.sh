@@ -37,7 +37,7 @@ cargo test --workspace --locked
 step "the systemd units under a real systemd (scripts/systemd-smoke.sh)"
 # systemd runs as PID 1 of a private pid + mount namespace: needs root and namespaces.
 if [[ $(id -u) -eq 0 ]] && unshare --pid --fork --mount --propagation private true 2>/dev/null; then
-  scripts/systemd-smoke.sh --bin-dir target/debug
+  scripts/systemd-smoke.sh --bin-dir "${CARGO_TARGET_DIR:-target}/debug"
 else
   echo "SKIPPED: needs root and permission to create pid/mount namespaces here"
 fi
