@@ -196,6 +196,10 @@ pub struct VehicleState {
     /// Distance driven since start, m (odometer).
     #[serde(default)]
     pub distance_m: f64,
+    /// Wall clock ns when this vehicle process started: a new value means the vehicle
+    /// restarted (frame ids and sequence numbers start again). 0 from older vehicles.
+    #[serde(default)]
+    pub started_ns: u64,
     /// The simulator's true offset of the car from its lane centre, m, + = left; `None` for
     /// real sources. For judging the detector and controller, never used to steer.
     #[serde(default)]

@@ -56,6 +56,7 @@ fn samples() -> Vec<Message> {
                 stop_reason: Some("stale".into()),
             },
             distance_m: 12.5,
+            started_ns: 1_700_000_000_000_000_000,
             truth_lateral_offset_m: Some(-0.25),
         }),
         Message::Event(Event::Ack {

@@ -133,6 +133,8 @@ struct Vehicle {
     stop_reason: Option<String>,
     timings: StageTimings,
     fps: FpsMeter,
+    /// Wall clock at start: tells this run of the vehicle from the previous one.
+    started_ns: u64,
 }
 
 impl Vehicle {
@@ -163,6 +165,7 @@ impl Vehicle {
             stop_reason: None,
             timings: StageTimings::default(),
             fps: FpsMeter::default(),
+            started_ns: clock::wall_ns(),
         }
     }
 
@@ -471,6 +474,7 @@ impl Vehicle {
                 stop_reason: self.stop_reason.clone(),
             },
             distance_m: m.odometer_m,
+            started_ns: self.started_ns,
             truth_lateral_offset_m: self
                 .source
                 .lane_reference(self.config.drive.lookahead_m)

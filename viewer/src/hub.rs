@@ -283,14 +283,9 @@ impl Hub {
         self.metrics.frames_received.fetch_add(1, Ordering::Relaxed);
         match inner.last_frame_id {
             Some(last) if frame_id <= last => {
-                // Frame ids only go back when the vehicle restarted: a new scene.
-                inner.detection = None;
-                inner.truth.clear();
-                let text = format!("vehicle restarted (frame ids went from {last} back to {frame_id})");
-                tracing::info!("{text}");
-                let event =
-                    json!({"type": "notice", "level": "info", "text": text, "t_ms": recv_ns / 1_000_000});
-                self.publish_event(inner, event.to_string());
+                // Frame ids only go back when the vehicle restarted (older vehicles do not
+                // send their start time; newer ones are caught by it before any frame).
+                self.on_restart(inner, format!("frame ids went from {last} back to {frame_id}"), recv_ns);
             }
             Some(last) => {
                 self.metrics.frames_missed.fetch_add(frame_id - last - 1, Ordering::Relaxed);
@@ -326,7 +321,22 @@ impl Hub {
         self.frames.send_replace(Some(Arc::new(packet)));
     }
 
+    /// A new run of the vehicle: a new scene, nothing of the old one applies.
+    fn on_restart(&self, inner: &mut Inner, why: String, recv_ns: u64) {
+        inner.detection = None;
+        inner.truth.clear();
+        inner.last_frame_id = None;
+        let text = format!("vehicle restarted ({why})");
+        tracing::info!("{text}");
+        let event = json!({"type": "notice", "level": "info", "text": text, "t_ms": recv_ns / 1_000_000});
+        self.publish_event(inner, event.to_string());
+    }
+
     fn on_state(&self, inner: &mut Inner, state: VehicleState, recv_ns: u64) {
+        let previous = inner.state.as_ref().map_or(0, |s| s.started_ns);
+        if previous != 0 && state.started_ns != 0 && state.started_ns != previous {
+            self.on_restart(inner, "its start time changed".into(), recv_ns);
+        }
         let t_ms = recv_ns / 1_000_000;
         let sample = Sample {
             t_ms,
