@@ -7,7 +7,6 @@ pub mod frame;
 pub mod lanes;
 pub mod objects;
 pub mod run;
-pub mod service;
 pub mod tusimple;
 
 pub use cli::{init_tracing, main_with, Args};

@@ -160,7 +160,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         Method::Dl => "dl",
     };
     tracing::info!(method = detector, frames = %config.frames_ring, detections = %config.detections_ring, "detection running");
-    crate::service::ready("running: detections ring created, waiting for or reading frames");
+    ads_service::ready("running: detections ring created, waiting for or reading frames");
 
     let mut tally = Tally::default();
     let mut last_report = Instant::now();
@@ -181,7 +181,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         // A new vehicle (or a restarted one) is a new scene: forget the old lane fits.
         lanes.reset();
         loop {
-            crate::service::watchdog();
+            ads_service::watchdog();
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -274,7 +274,7 @@ fn report(tally: &Tally, reader: &FrameReader, window: Duration) {
 fn wait_for_frames(name: &str, stop: &AtomicBool) -> Option<FrameReader> {
     let mut said = false;
     while !stop.load(Ordering::Relaxed) {
-        crate::service::watchdog();
+        ads_service::watchdog();
         match FrameReader::attach(name, FrameReaderOptions { mode: ReadMode::Latest, expect: None }) {
             Ok(reader) => return Some(reader),
             Err(e) => {

@@ -12,7 +12,6 @@ pub mod config;
 pub mod control;
 pub mod detections;
 pub mod run;
-pub mod service;
 pub mod source;
 
 pub use run::{run, Args};

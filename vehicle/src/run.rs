@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let mut vehicle = Vehicle::new(config, source, writer, outbox, broadcast_stats, action_stats);
-    crate::service::ready("running: frames ring created, sockets bound");
+    ads_service::ready("running: frames ring created, sockets bound");
     vehicle.run_until(&stop, &action_rx);
 
     // Staged shutdown: the loop has stopped producing; let the threads flush and exit, then
@@ -175,7 +175,7 @@ impl Vehicle {
         };
         let mut next_tick = clock::monotonic_ns();
         while !stop.load(Ordering::Relaxed) {
-            crate::service::watchdog();
+            ads_service::watchdog();
             while let Ok(accepted) = actions.try_recv() {
                 self.apply(accepted);
             }
@@ -200,7 +200,7 @@ impl Vehicle {
         const IDLE_TICK_NS: u64 = 100_000_000;
         let mut last = clock::monotonic_ns();
         while !stop.load(Ordering::Relaxed) {
-            crate::service::watchdog();
+            ads_service::watchdog();
             while let Ok(accepted) = actions.try_recv() {
                 self.apply(accepted);
             }

@@ -1,14 +1,12 @@
 //! systemd service notifications: `READY=1` once the process is set up, `WATCHDOG=1` from the
 //! loop that would hang.
 //!
-//! Under `Type=notify` with `WatchdogSec=` (configs/systemd/ads-vehicle.service), systemd
-//! kills and restarts the process when the pings stop. They therefore come from the control
-//! loop itself, never from a side thread, which would keep pinging while the loop is stuck.
+//! Under `Type=notify` with `WatchdogSec=` (configs/systemd/ads-*.service), systemd kills and
+//! restarts the process when the pings stop. They therefore come from the loop that would hang
+//! (the vehicle's control loop; the detector's frame loop and its wait for the frames ring),
+//! never from a side thread, which would keep pinging while the loop is stuck.
 //! Without `NOTIFY_SOCKET` (a plain run, a test) every call here is a no-op; with it but no
 //! `WATCHDOG_USEC`, only readiness is sent.
-//!
-//! The same module exists in `ads-detection` (`detection/src/service.rs`): each binary owns its
-//! notifications, and the few lines are not worth a crate.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -65,7 +63,7 @@ fn watchdog_state() -> Option<&'static Watchdog> {
 }
 
 fn send(states: &[sd_notify::NotifyState<'_>]) {
-    // A failing notification socket must not stop the vehicle; say so once, not 4 times a second.
+    // A failing notification socket must not stop the process; say so once, not 4 times a second.
     static WARNED: AtomicBool = AtomicBool::new(false);
     if let Err(e) = sd_notify::notify(states) {
         if !WARNED.swap(true, Ordering::Relaxed) {
