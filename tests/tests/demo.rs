@@ -3,6 +3,9 @@
 //! stages on Ctrl-C, reports a child that dies, and leaves nothing in /dev/shm.
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
+mod common;
+
+use common::free_port;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,10 +17,6 @@ const DEADLINE: Duration = Duration::from_secs(300);
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Demo {

@@ -6,11 +6,12 @@
 
 mod common;
 
+use common::{bin, free_port, Kill};
+
 use ads_protocol::{decode, Detections, DriveMode, Message, VehicleState};
 use rustix::process::Signal;
 use std::io::{Read as _, Write as _};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Long enough for a loaded 2-core CI machine; it only keeps a broken test from hanging.
@@ -21,77 +22,9 @@ const RING_SLOTS: u64 = 4;
 /// The simulator's default frame rate.
 const FPS: u64 = 30;
 
-/// A workspace binary next to this test's own executable (`cargo build --workspace --bins`).
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn wall_ns() -> u64 {
     u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
         .unwrap()
-}
-
-/// A child stopped like a supervisor would at the end: SIGTERM, a grace period, then SIGKILL,
-/// so a failing test still leaves nothing in /dev/shm.
-struct Kill(Child);
-
-impl Kill {
-    fn signal(&self, signal: Signal) {
-        self.try_signal(signal).unwrap();
-    }
-
-    fn try_signal(&self, signal: Signal) -> rustix::io::Result<()> {
-        let pid = rustix::process::Pid::from_raw(self.0.id() as i32).unwrap();
-        rustix::process::kill_process(pid, signal)
-    }
-
-    /// SIGKILL, and wait until it is gone, so what follows happens without it.
-    fn crash(mut self) {
-        self.signal(Signal::KILL);
-        self.0.wait().unwrap();
-    }
-
-    fn wait_exit(&mut self, what: &str) -> ExitStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{what} ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.0.try_wait() {
-            return;
-        }
-        // A stopped process would sit on SIGTERM forever.
-        let _ = self.try_signal(Signal::CONT);
-        let _ = self.try_signal(Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// ads-viewer watching the pipeline's vehicle, talked to with plain HTTP/1.0.

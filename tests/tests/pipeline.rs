@@ -4,9 +4,10 @@
 
 mod common;
 
+use common::{bin, free_port, Kill};
+
 use ads_protocol::{decode, DriveMode, Message, VehicleState};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Long enough for a slow CI machine; it measures nothing.
@@ -14,42 +15,6 @@ const DEADLINE: Duration = Duration::from_secs(180);
 /// The simulator produces this many frames per second of simulated time.
 const FPS: u64 = 30;
 const HALF_LANE_M: f64 = 1.75;
-
-/// A workspace binary next to this test's own executable (`cargo test --workspace` builds them).
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A child stopped like a supervisor would at the end: SIGTERM, a grace period, then SIGKILL,
-/// so a test leaves nothing in /dev/shm.
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Pipeline {
     vehicle: Kill,

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::{bin, free_port};
+
 use std::io::BufRead as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixDatagram;
@@ -23,24 +25,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// Short, so the test sees many pings quickly: the processes ping every quarter of it.
 const WATCHDOG: Duration = Duration::from_millis(400);
 
-/// A workspace binary next to this test's own executable (scripts/test.sh builds them first).
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn segment(ring: &str) -> PathBuf {
