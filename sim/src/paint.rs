@@ -2,15 +2,31 @@
 //! (so they are anti-aliased), at the columns where the row mapping puts each line's offset:
 //! the same columns truth() reports.
 
-use super::look::Bgr;
+use super::look::{Bgr, Look, Tables};
 use super::noise::hash2;
-use super::render::{Ctx, RowLook};
 use super::road::{LineColor, RoadLine};
 use super::rows::RowMap;
 use super::{floor_i64, modulo};
 
+/// What painting needs of the frame, handed over by the render pass (which owns the ground).
+pub(super) struct LinePaint<'a> {
+    pub(super) look: &'a Look,
+    pub(super) tables: &'a Tables,
+    pub(super) lines: &'a [RoadLine],
+    pub(super) shadows: bool,
+    pub(super) skew: f64,
+    pub(super) tex_seed: u32,
+}
+
+/// What painting needs of the row: the share of the surface colour left after fog, and the
+/// fog added.
+pub(super) struct RowFog {
+    pub(super) keep: f32,
+    pub(super) fog_f: Bgr,
+}
+
 /// Draws each stripe over the ground with its exact pixel coverage across the row.
-pub(super) fn paint_lines(ctx: &Ctx<'_>, rl: &RowLook, map: &RowMap, row: &mut [u8]) {
+pub(super) fn paint_lines(ctx: &LinePaint<'_>, rl: &RowFog, map: &RowMap, row: &mut [u8]) {
     let width = row.len() / 3;
     let mut spans: Vec<(f64, f64)> = Vec::new();
     for (li, line) in ctx.lines.iter().enumerate() {
@@ -62,7 +78,7 @@ pub(super) fn paint_lines(ctx: &Ctx<'_>, rl: &RowLook, map: &RowMap, row: &mut [
 }
 
 /// Paint in the light at (s, n): worn unevenly along the line, shaded like the ground.
-fn paint_color(ctx: &Ctx<'_>, rl: &RowLook, line: &RoadLine, index: usize, s: f64, n: f64) -> Bgr {
+fn paint_color(ctx: &LinePaint<'_>, rl: &RowFog, line: &RoadLine, index: usize, s: f64, n: f64) -> Bgr {
     let base = match line.style.color {
         LineColor::White => ctx.look.white,
         LineColor::Yellow => ctx.look.yellow,

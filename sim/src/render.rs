@@ -8,7 +8,7 @@
 
 use super::look::{Bgr, Look, Material, Tables, WEAR_CELL_SHIFT};
 use super::noise::{hash2, mix64, value_noise};
-use super::paint::paint_lines;
+use super::paint::{paint_lines, LinePaint, RowFog};
 use super::road::RoadLine;
 use super::rows::{RowMap, Sample, MAX_DIST};
 use super::sky::{fill, Sky};
@@ -44,17 +44,17 @@ const ZONES: [Zone; 7] = [
 ];
 
 /// Per-frame constants.
-pub(super) struct Ctx<'a> {
-    pub(super) look: &'a Look,
-    pub(super) tables: &'a Tables,
-    pub(super) lines: &'a [RoadLine],
+struct Ctx<'a> {
+    look: &'a Look,
+    tables: &'a Tables,
+    lines: &'a [RoadLine],
     horizon: f64,
     /// Offsets where the zone changes, ascending.
     bounds: [f64; 6],
     wear_lo: i64,
-    pub(super) shadows: bool,
-    pub(super) skew: f64,
-    pub(super) tex_seed: u32,
+    shadows: bool,
+    skew: f64,
+    tex_seed: u32,
 }
 
 /// One material, for one row: fog, light and distance already folded in.
@@ -69,12 +69,12 @@ struct RowMat {
 }
 
 /// Per-row constants of the ground.
-pub(super) struct RowLook {
+struct RowLook {
     mats: [RowMat; 3],
     fog: [i32; 3],
     /// Share of the surface colour left after fog, and the fog added.
-    pub(super) keep: f32,
-    pub(super) fog_f: Bgr,
+    keep: f32,
+    fog_f: Bgr,
     shift: u32,
 }
 
@@ -102,6 +102,7 @@ pub(crate) fn render(scene: &Scene<'_>, frame: u64, out: &mut [u8], stride: usiz
         out.len()
     );
     let ctx = Ctx::new(scene);
+    let paint = ctx.line_paint();
     let sky = Sky::new(scene);
     let sampler = scene.sampler();
     let mut map = RowMap::default();
@@ -112,7 +113,7 @@ pub(crate) fn render(scene: &Scene<'_>, frame: u64, out: &mut [u8], stride: usiz
         if sampler.row(v as u32, &mut hint, &mut map) {
             let rl = ctx.row_look(scene, &map);
             ground_row(&ctx, &rl, &map, row);
-            paint_lines(&ctx, &rl, &map, row);
+            paint_lines(&paint, &RowFog { keep: rl.keep, fog_f: rl.fog_f }, &map, row);
         } else if v as f64 > ctx.horizon {
             fill(row, ctx.look.fog.map(|c| c.round() as u8));
         } else {
@@ -138,6 +139,17 @@ impl<'a> Ctx<'a> {
             shadows: look.shadows.is_some() && !world.tables.shade.is_empty(),
             skew: look.shadows.map_or(0.0, |s| s.2),
             tex_seed: mix64(scene.seed ^ 0x7E47_0000) as u32,
+        }
+    }
+
+    fn line_paint(&self) -> LinePaint<'a> {
+        LinePaint {
+            look: self.look,
+            tables: self.tables,
+            lines: self.lines,
+            shadows: self.shadows,
+            skew: self.skew,
+            tex_seed: self.tex_seed,
         }
     }
 
