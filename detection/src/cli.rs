@@ -32,10 +32,3 @@ pub fn main_with(args: Args) -> anyhow::Result<()> {
         Some(Cmd::EvalFootage(a)) => run_footage(&a).map(drop),
     }
 }
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}

@@ -9,7 +9,7 @@ pub mod objects;
 pub mod run;
 pub mod tusimple;
 
-pub use cli::{init_tracing, main_with, Args};
+pub use cli::{main_with, Args};
 pub use frame::{BgrFrame, FrameError};
 
 /// The OpenCV version this build is linked against.

@@ -1,7 +1,7 @@
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
-    ads_detection::init_tracing();
+    ads_service::init_tracing();
     let args = ads_detection::Args::parse();
     match ads_detection::main_with(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,4 +1,5 @@
-//! systemd service notifications: `READY=1` once the process is set up, `WATCHDOG=1` from the
+//! What every ads process sets up: logging to stderr ([`init_tracing`]), and systemd service
+//! notifications: `READY=1` once the process is set up, `WATCHDOG=1` from the
 //! loop that would hang.
 //!
 //! Under `Type=notify` with `WatchdogSec=` (configs/systemd/ads-*.service), systemd kills and
@@ -99,6 +100,14 @@ impl Pacer {
         self.last_plus_one_ns.store(now_ns.saturating_add(1), Ordering::Relaxed);
         true
     }
+}
+
+/// Logs to stderr (stdout may carry data, e.g. the JSON lines of `ads-ring`), filtered by
+/// `RUST_LOG`, `info` by default. Called once, first thing, by every binary.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 #[cfg(test)]

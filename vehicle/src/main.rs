@@ -1,7 +1,7 @@
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
-    ads_vehicle::init_tracing();
+    ads_service::init_tracing();
     match ads_vehicle::run(ads_vehicle::Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

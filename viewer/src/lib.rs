@@ -28,12 +28,6 @@ pub struct Args {
     pub overrides: config::Overrides,
 }
 
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
-
 /// Runs until SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = config::ViewerConfig::load(&args.overrides)?;

@@ -1,7 +1,7 @@
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
-    ads_viewer::init_tracing();
+    ads_service::init_tracing();
     match ads_viewer::run(ads_viewer::Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -16,7 +16,7 @@ enum Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    ads_tests::init_tracing();
+    ads_service::init_tracing();
     let result = match Cli::parse() {
         Cli::Pipeline(args) => ads_tests::pipeline_bench::run(args),
         Cli::ZmqSink { endpoint } => ads_tests::pipeline_bench::zmq_compare::sink(&endpoint).map(|()| true),

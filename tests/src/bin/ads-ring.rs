@@ -1,7 +1,7 @@
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
-    ads_tests::init_tracing();
+    ads_service::init_tracing();
     match ads_tests::ring_tool::run(ads_tests::ring_tool::Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
