@@ -173,7 +173,7 @@ class Frame:
 class CopiedFrame:
     """A frame copied out of the ring, known to be intact: the array is yours."""
 
-    pixels: np.ndarray
+    pixels: np.ndarray = field(repr=False)
     id: int
     seq: int
     capture_mono_ns: int
