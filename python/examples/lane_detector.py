@@ -40,6 +40,10 @@ WHITE_MIN = 165
 WHITE_SPREAD = 45
 # A candidate farther than this from where the line was predicted is not that line.
 GATE_M = 0.9
+# The two lines' directions may differ this much (a lane's width changes little).
+MAX_SLOPE_DIFFERENCE = 0.08
+# How far ahead lines are looked for when there is no previous frame to go by.
+ACQUIRE_M = 6.0
 
 
 class Camera:
@@ -86,8 +90,9 @@ class LaneDetector:
     @staticmethod
     def acquire(right_m: np.ndarray, forward: np.ndarray) -> List[np.ndarray]:
         """Where the lines are with no previous frame to go by: the nearest marking on each
-        side of the car in the near field, else half a lane width out."""
-        near = right_m[(forward < 12.0) & (np.abs(right_m) < LANE_WIDTH_M * 1.5)]
+        side of the car just ahead of it (farther out, a heading error moves the lines across
+        the car's axis), else a lane width from the other line."""
+        near = right_m[(forward < ACQUIRE_M) & (np.abs(right_m) < LANE_WIDTH_M * 1.5)]
         counts, edges = np.histogram(near, bins=np.arange(-5.25, 5.26, 0.25))
         centres = (edges[:-1] + edges[1:]) / 2.0
         marked = centres[counts >= 4]
@@ -110,12 +115,14 @@ class LaneDetector:
         forward = self.forward[row_idx]
         found: List[Optional[np.ndarray]] = []
         confidence: List[float] = []
+        support: List[int] = []
         previous = self.fits if self.fits is not None else self.acquire(right_m, forward)
         for side, fit in enumerate(previous):
             predicted = np.polyval(fit, forward)
             near = np.abs(right_m - predicted) <= GATE_M
             near &= (right_m < 0.3) if side == 0 else (right_m > -0.3)
             rows_hit = np.unique(row_idx[near])
+            support.append(rows_hit.size)
             confidence.append(min(1.0, rows_hit.size / (0.35 * self.rows.size)))
             if rows_hit.size < 6:
                 found.append(None)
@@ -128,6 +135,17 @@ class LaneDetector:
         if left is None and right is None:
             self.reset()
             return None
+        if left is not None and right is not None:
+            width = np.polyval(right - left, 5.0)
+            turn = abs(np.polyval(np.polyder(right - left), 5.0))
+            if not 0.6 * LANE_WIDTH_M <= width <= 1.5 * LANE_WIDTH_M or turn > MAX_SLOPE_DIFFERENCE:
+                # The lines of one lane are parallel and a lane apart. Otherwise a fit took the
+                # wrong marking (a large heading error sweeps a line across the car's axis):
+                # keep the better supported one, on the side it is of the car.
+                kept = 0 if support[0] >= support[1] else 1
+                line = found[kept]
+                left, right = (line, None) if np.polyval(line, NEAR_M) < 0 else (None, line)
+                confidence = [confidence[kept]] * 2
         # One line seen: the other is a lane width away.
         shift = np.array([0.0, 0.0, LANE_WIDTH_M])
         if left is None:
