@@ -28,7 +28,11 @@ fn root() -> PathBuf {
 fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let out = Command::new("bash").arg(root().join("scripts/python-env.sh")).current_dir(root()).output().unwrap();
+        let out = Command::new("bash")
+            .arg(root().join("scripts/python-env.sh"))
+            .current_dir(root())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "python-env.sh failed: {}", String::from_utf8_lossy(&out.stderr));
         PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim())
     })
@@ -61,10 +65,13 @@ fn spawn_python(args: &[&str]) -> (Kill, std::io::Lines<BufReader<ChildStdout>>)
 fn a_python_reader_checks_10000_frames_and_accepts_no_torn_one() {
     let name = unique_name("py-pattern");
     // As fast as the writer can: the reader is lapped now and then, and must catch each time.
-    let mut writer = ads_ring("writer", &["write", "--name", &name, "--width", "320", "--height", "240"]
-        .into_iter()
-        .chain(["--fps", "0", "--slots", "4"])
-        .collect::<Vec<_>>());
+    let mut writer = ads_ring(
+        "writer",
+        &["write", "--name", &name, "--width", "320", "--height", "240"]
+            .into_iter()
+            .chain(["--fps", "0", "--slots", "4"])
+            .collect::<Vec<_>>(),
+    );
     writer.expect("created");
     let script = sdk_file("tests/read_pattern.py");
     let (mut reader, mut lines) = spawn_python(&[
@@ -96,7 +103,8 @@ fn a_python_reader_checks_10000_frames_and_accepts_no_torn_one() {
 #[test]
 fn bad_arguments_raise_clear_python_exceptions() {
     let name = unique_name("py-bad");
-    let mut writer = ads_ring("writer", &["write", "--name", &name, "--width", "320", "--height", "240", "--fps", "100"]);
+    let mut writer =
+        ads_ring("writer", &["write", "--name", &name, "--width", "320", "--height", "240", "--fps", "100"]);
     writer.expect("created");
     let script = sdk_file("tests/bad_arguments.py");
     let out = Command::new(python())
@@ -112,6 +120,8 @@ fn bad_arguments_raise_clear_python_exceptions() {
 struct Vehicle {
     process: Kill,
     rings: (String, String),
+    ports: (u16, u16),
+    key_file: PathBuf,
     states: zmq::Socket,
     _context: zmq::Context,
 }
@@ -119,11 +129,16 @@ struct Vehicle {
 impl Vehicle {
     fn start(name: &str, track: &str) -> Self {
         let rings = (format!("{name}-frames"), format!("{name}-det"));
-        let port = free_port();
+        let (port, action_port) = (free_port(), free_port());
+        // Actions must be signed with this key: the Python client's signature is checked.
+        let key_file = std::env::temp_dir().join(format!("{name}.key"));
+        std::fs::write(&key_file, format!("{}\n", "5a".repeat(32))).unwrap();
+        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let process = Command::new(bin("ads-vehicle"))
             .args(["--track", track, "--control", "detections", "--vehicle-id", name])
             .args(["--broadcast", &format!("tcp://127.0.0.1:{port}")])
-            .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
+            .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
+            .args(["--action-key", key_file.to_str().unwrap()])
             .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -134,7 +149,14 @@ impl Vehicle {
         states.set_subscribe(b"state").unwrap();
         states.set_rcvtimeo(1000).unwrap();
         states.connect(&format!("tcp://127.0.0.1:{port}")).unwrap();
-        Vehicle { process: Kill(process), rings, states, _context: context }
+        Vehicle {
+            process: Kill(process),
+            rings,
+            ports: (port, action_port),
+            key_file,
+            states,
+            _context: context,
+        }
     }
 
     fn python_detector(&self) -> Kill {
@@ -206,9 +228,26 @@ fn the_python_example_detector_drives_the_oval_and_a_restarted_one_takes_over() 
     let (worst, _, _) = vehicle.drive(5);
     assert!(worst < HALF_LANE_M);
 
+    // The protocol client: decoded topics, signed actions acknowledged.
+    let script = sdk_file("tests/client_roundtrip.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args(["--pub", &format!("tcp://127.0.0.1:{}", vehicle.ports.0)])
+        .args(["--actions", &format!("tcp://127.0.0.1:{}", vehicle.ports.1)])
+        .args(["--key-file", vehicle.key_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!("python client: {report}");
+    assert_eq!(report["detector"], "py-numpy", "{report}");
+    assert_eq!(report["pause"]["accepted"], true, "{report}");
+    assert_eq!(report["paused"], true, "{report}");
+    assert_eq!(report["resume"]["accepted"], true, "{report}");
+    std::fs::remove_file(&vehicle.key_file).unwrap();
+
     // SIGTERM: the detector exits cleanly and takes its ring with it.
     detector.signal(rustix::process::Signal::TERM);
     assert!(detector.wait_exit("the python detector").success());
     assert!(!ads_shmem_ipc::shm_path(&vehicle.rings.1).exists(), "the detections ring was left behind");
-    let _ = python;
 }
