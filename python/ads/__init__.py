@@ -78,7 +78,11 @@ class _SegmentView:
     """
 
     def __init__(self, path: str, major: int, minor: int, inode: int) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # The kernel names an unlinked file "<path> (deleted)": the writer is gone.
+            raise WriterGone(f"ring file {path} was removed (its writer exited or restarted): attach again") from None
         try:
             st = os.fstat(fd)
             if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) != (major, minor, inode):
