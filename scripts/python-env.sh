@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Creates the Python virtual environment of the protocol client (tests/python/ads_client.py)
-# at target/py-venv and installs tests/python/requirements.txt into it.
-# Idempotent: when the venv exists with every pinned version installed it changes nothing and
-# does not call pip's index. The last line of stdout is the venv's python, so callers can do
+# and of the Python SDK at target/py-venv: installs tests/python/requirements.txt into it,
+# then builds the SDK's wheel from the tree (python/, with maturin) and pip-installs it.
+# Idempotent: when the venv exists with every pinned version installed and the SDK was built
+# from the sources as they are, it changes nothing and does not call pip's index. The last line of stdout is the venv's python, so callers can do
 #   py=$(scripts/python-env.sh | tail -n1)
 set -euo pipefail
 
@@ -11,6 +12,11 @@ venv="$root/target/py-venv"
 requirements="$root/tests/python/requirements.txt"
 python="$venv/bin/python"
 base_python="${PYTHON:-python3}"
+
+# Tests run this concurrently; one at a time builds and installs.
+mkdir -p "$root/target"
+exec 9>"$root/target/py-venv.lock"
+flock 9
 
 if ! command -v "$base_python" >/dev/null 2>&1; then
   echo "python-env: $base_python not found; install python3 (Debian: apt-get install python3 python3-venv)" >&2
@@ -64,6 +70,23 @@ if ((${#missing[@]} == 0)); then
 else
   echo "python-env: installing ${missing[*]}" >&2
   "$python" -m pip install --quiet --disable-pip-version-check --no-input "${missing[@]}" >&2
+fi
+
+# The SDK: rebuilt when any source it is built from changed since the installed wheel.
+wheels="$root/target/ads-wheels"
+stamp_file="$venv/.ads-sdk-sources"
+stamp="$(cd "$root" && find Cargo.toml Cargo.lock python/Cargo.toml python/pyproject.toml python/src python/ads \
+  shmem-ipc/Cargo.toml shmem-ipc/src protocol/Cargo.toml protocol/src -type f -not -name '*.pyc' -print0 |
+  sort -z | xargs -0 sha256sum | sha256sum)"
+if [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp" ]] && "$python" -c 'import ads' >/dev/null 2>&1; then
+  echo "python-env: the ads SDK is up to date in $venv" >&2
+else
+  echo "python-env: building the ads SDK wheel (maturin build --release)" >&2
+  rm -rf "$wheels"
+  "$venv/bin/maturin" build --release --locked --quiet -m "$root/python/Cargo.toml" --out "$wheels" >&2
+  "$python" -m pip install --quiet --disable-pip-version-check --no-input --no-index --no-deps \
+    --force-reinstall "$wheels"/ads-*.whl >&2
+  echo "$stamp" >"$stamp_file"
 fi
 
 echo "$python"

@@ -1,0 +1,131 @@
+"""The vehicle's ZeroMQ topics from Python (needs pyzmq: ``pip install ads[client]``).
+
+Decoding, encoding and signing are ``ads-protocol``'s (via ``ads._native``); this module only
+owns the sockets. See docs/protocol.md for every topic and field.
+
+>>> with VehicleClient("tcp://car:5557", "tcp://car:5558", key_file="action.key") as car:  # doctest: +SKIP
+...     state = car.recv(topics=("state",))
+...     ack = car.send({"type": "pause"})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Optional, Sequence
+
+import zmq
+
+from . import _native
+
+ProtocolError = _native.ProtocolError
+
+
+@dataclass(frozen=True)
+class WireMessage:
+    """One decoded message: the envelope's fields, the body as a dict, and for ``frame``
+    the JPEG bytes."""
+
+    topic: str
+    vehicle: str
+    seq: int
+    capture_ns: int
+    send_ns: int
+    body: Dict[str, Any]
+    payload: Optional[bytes]
+
+
+def decode(parts: Sequence[bytes]) -> WireMessage:
+    """Decodes one multipart message; ProtocolError says what is wrong with a bad one."""
+    topic, vehicle, seq, capture_ns, send_ns, body, payload = _native.decode(list(parts))
+    return WireMessage(topic, vehicle, seq, capture_ns, send_ns, json.loads(body), payload)
+
+
+class ActionKey:
+    """The shared action key, from a key file readable by its owner only (docs/security.md)."""
+
+    def __init__(self, path: "os.PathLike[str] | str") -> None:
+        self._native = _native.ActionKey(os.fspath(path))
+
+
+def encode_action(
+    vehicle: str, seq: int, command: Dict[str, Any], *, sender: str, action_id: Optional[str] = None,
+    expires_in_s: float = 2.0, key: Optional[ActionKey] = None,
+) -> Sequence[bytes]:
+    """The multipart frames of an action (``command`` like ``{"type": "pause"}``), signed
+    with ``key`` when given."""
+    now = _native.wall_ns()
+    action = {
+        "id": action_id or uuid.uuid4().hex,
+        "sender": sender,
+        "expires_ns": now + int(expires_in_s * 1e9),
+        "command": command,
+    }
+    return _native.encode_action(vehicle, seq, now, json.dumps(action), None if key is None else key._native)
+
+
+class VehicleClient:
+    """Subscribes to a vehicle's PUB socket and sends actions to its SUB socket."""
+
+    def __init__(
+        self, pub: str, actions: str, *, vehicle: str = "", sender: Optional[str] = None,
+        key_file: "Optional[os.PathLike[str] | str]" = None, topics: Iterable[str] = ("state", "event", "detection"),
+    ) -> None:
+        self._context = zmq.Context()
+        self._sub = self._context.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.RCVHWM, 100)
+        for topic in topics:
+            self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        if "event" not in topics:
+            self._sub.setsockopt(zmq.SUBSCRIBE, b"event")
+        self._sub.connect(pub)
+        self._pub = self._context.socket(zmq.PUB)
+        self._pub.setsockopt(zmq.SNDHWM, 100)
+        self._pub.connect(actions)
+        self.vehicle = vehicle
+        self.sender = sender or f"python@{os.uname().nodename}-{os.getpid()}"
+        self._key = None if key_file is None else ActionKey(key_file)
+        self._seq = int(time.time() * 1000)
+
+    def recv(self, timeout: Optional[float] = 1.0, topics: Optional[Iterable[str]] = None) -> Optional[WireMessage]:
+        """The next decoded message (of ``topics``, if given) within ``timeout`` seconds."""
+        wanted = None if topics is None else set(topics)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._sub.poll(None if left is None else int(left * 1000)):
+                return None
+            message = decode(self._sub.recv_multipart())
+            if wanted is None or message.topic in wanted:
+                return message
+
+    def send(self, command: Dict[str, Any], *, timeout: float = 2.0, retry_every: float = 0.2) -> Dict[str, Any]:
+        """Sends an action and returns its acknowledgement (the ``ack`` event's body),
+        retransmitting with the same id until it comes or ``timeout`` runs out (TimeoutError)."""
+        self._seq += 1
+        action_id = uuid.uuid4().hex
+        parts = encode_action(self.vehicle, self._seq, command, sender=self.sender, action_id=action_id,
+                              expires_in_s=timeout, key=self._key)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._pub.send_multipart(parts)
+            until = min(deadline, time.monotonic() + retry_every)
+            while time.monotonic() < until:
+                message = self.recv(timeout=until - time.monotonic(), topics=("event",))
+                if message and message.body.get("type") == "ack" and message.body.get("action_id") == action_id:
+                    return message.body
+        raise TimeoutError(f"no acknowledgement of {command} within {timeout} s")
+
+    def close(self) -> None:
+        self._sub.close(0)
+        self._pub.close(0)
+        self._context.term()
+
+    def __enter__(self) -> "VehicleClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
