@@ -42,6 +42,8 @@ const REJECTION_ACKS_PER_SECOND: u32 = 100;
 const REJECTION_ACK_BYTES_PER_SECOND: usize = 16 * 1024;
 /// Rejections logged one by one per second at most; the rest are summed up.
 const REJECTION_LOGS_PER_SECOND: u32 = 10;
+/// What answering a retransmission costs the limiter, roughly (its ack holds bounded fields).
+const REPEAT_ACK_BYTES: usize = 256;
 /// Longest `detail` in a rejection ack.
 const MAX_DETAIL_BYTES: usize = 200;
 
@@ -378,7 +380,8 @@ pub struct ActionStats {
     pub rejected: AtomicU64,
     /// Rejections for a missing or wrong MAC.
     pub unauthenticated: AtomicU64,
-    /// Rejections of authentic-looking repeats: duplicate id or sequence, expired.
+    /// Rejections of authentic-looking repeats (duplicate id or sequence, expired, another
+    /// run), and repeats of decided ids answered with their original outcome.
     pub replayed: AtomicU64,
     /// Monotonic ns of the last authentic operator heartbeat; 0: none yet.
     pub last_heartbeat_mono_ns: AtomicU64,
@@ -560,8 +563,12 @@ pub fn spawn_listener(
                 }
                 Verdict::Heartbeat => stats.last_heartbeat_mono_ns.store(now_mono, Ordering::Relaxed),
                 Verdict::Repeat(ack) => {
-                    tracing::debug!("retransmitted action answered with its original outcome");
-                    outbox.send(Message::Event(ack), now_ns);
+                    // Retransmissions (or replays of captured bytes) change nothing; their
+                    // answers are bounded like rejections so that replays cannot crowd out state.
+                    stats.replayed.fetch_add(1, Ordering::Relaxed);
+                    if limiter.admit(now_ns, REPEAT_ACK_BYTES).1 {
+                        outbox.send(Message::Event(ack), now_ns);
+                    }
                 }
                 Verdict::InProgress => {}
                 Verdict::Reject(rejection) => {
