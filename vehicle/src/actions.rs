@@ -513,7 +513,8 @@ pub fn spawn_listener(
     let socket = context.socket(zmq::SUB).context("creating the action SUB socket")?;
     // Limits are set before bind so they apply to every peer: a message part much larger than
     // any action is refused by libzmq (and its connection dropped) before it is buffered.
-    socket.set_maxmsgsize((2 * MAX_ACTION_BYTES) as i64)?;
+    // 8 KiB: a 1000-message receive queue then holds at most 8 MiB, whatever a flood sends.
+    socket.set_maxmsgsize((8 * MAX_ACTION_BYTES) as i64)?;
     socket.set_rcvhwm(1000)?;
     socket.set_rcvtimeo(100)?;
     socket.set_linger(0)?;
