@@ -175,7 +175,10 @@ impl SeqWindow {
         }
         let behind = self.top - seq;
         if behind >= SEQ_WINDOW {
-            return Err(format!("sequence {seq} is too far below {}, the highest from this sender", self.top));
+            return Err(format!(
+                "sequence {seq} is too far below {}, the highest from this sender",
+                self.top
+            ));
         }
         if self.used & (1 << behind) != 0 {
             return Err(format!("sequence {seq} was already used by this sender"));

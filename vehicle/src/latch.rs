@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LatchError {
-    #[error("the e-stop latch file {path}: {source} (set actions.latch_file / --latch-file to a writable place)")]
+    #[error(
+        "the e-stop latch file {path}: {source} (set actions.latch_file / --latch-file to a writable place)"
+    )]
     Io { path: PathBuf, source: std::io::Error },
 }
 
@@ -32,7 +34,10 @@ impl EstopLatch {
             Ok(text) => !text.starts_with("released"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => {
-                tracing::error!("cannot read the e-stop latch {}: {e}; treating it as latched", path.display());
+                tracing::error!(
+                    "cannot read the e-stop latch {}: {e}; treating it as latched",
+                    path.display()
+                );
                 true
             }
         };
@@ -75,8 +80,10 @@ pub fn default_path(vehicle_id: &str) -> PathBuf {
         .or_else(|| env_dir("XDG_STATE_HOME").map(|d| d.join("ads")))
         .or_else(|| env_dir("HOME").map(|d| d.join(".local/state/ads")))
         .unwrap_or_else(|| PathBuf::from("/var/tmp/ads"));
-    let name: String =
-        vehicle_id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.@".contains(c) { c } else { '_' }).collect();
+    let name: String = vehicle_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.@".contains(c) { c } else { '_' })
+        .collect();
     dir.join(format!("estop-{name}.latch"))
 }
 

@@ -78,8 +78,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         run_id: run.id.clone(),
         run_start_mono_ns: run.start_mono_ns,
     };
-    let listener =
-        actions::spawn_listener(&context, &config.actions, &config.vehicle_id, links, Arc::clone(&threads_stop))?;
+    let listener = actions::spawn_listener(
+        &context,
+        &config.actions,
+        &config.vehicle_id,
+        links,
+        Arc::clone(&threads_stop),
+    )?;
     tracing::info!(
         broadcast = %config.broadcast.endpoint,
         actions = %config.actions.endpoint,

@@ -312,8 +312,13 @@ fn a_flood_of_hostile_actions_changes_nothing_and_costs_no_frames() {
                 }
                 // Truncated: a genuinely signed envelope cut short, and part counts cut short.
                 3 => {
-                    let signed =
-                        encode_action("car", n + 2, 0, &action(format!("t{n}"), "test", command, &before), Some(&key));
+                    let signed = encode_action(
+                        "car",
+                        n + 2,
+                        0,
+                        &action(format!("t{n}"), "test", command, &before),
+                        Some(&key),
+                    );
                     let cut = (noise.next() as usize) % signed[1].len();
                     match n % 3 {
                         0 => vec![signed[0].clone(), signed[1][..cut].to_vec(), signed[2].clone()],
@@ -415,7 +420,13 @@ fn without_a_key_the_action_port_is_closed_to_the_network_but_open_on_loopback()
     let socket = v.action_socket("127.0.0.1");
     send(
         &socket,
-        &encode_action("car", 1, clock::wall_ns(), &action("local".into(), "t", Command::Pause, &running), None),
+        &encode_action(
+            "car",
+            1,
+            clock::wall_ns(),
+            &action("local".into(), "t", Command::Pause, &running),
+            None,
+        ),
     );
     v.last_state_where("paused by the local action", |s| s.paused);
     v.stop();
@@ -429,11 +440,23 @@ fn without_a_key_the_action_port_is_closed_to_the_network_but_open_on_loopback()
     let socket = v.action_socket(&ip.to_string());
     send(
         &socket,
-        &encode_action("car", 1, clock::wall_ns(), &action("unsigned".into(), "t", Command::Pause, &running), None),
+        &encode_action(
+            "car",
+            1,
+            clock::wall_ns(),
+            &action("unsigned".into(), "t", Command::Pause, &running),
+            None,
+        ),
     );
     send(
         &socket,
-        &encode_action("car", 2, clock::wall_ns(), &action("signed".into(), "t", Command::Pause, &running), Some(&key)),
+        &encode_action(
+            "car",
+            2,
+            clock::wall_ns(),
+            &action("signed".into(), "t", Command::Pause, &running),
+            Some(&key),
+        ),
     );
     v.last_state_where("paused by the signed action", |s| s.paused && s.unauthenticated == 1);
     assert_eq!(v.log.lock().unwrap().accepted_acks, ["signed"]);

@@ -112,7 +112,8 @@ impl Vehicle {
     fn action_parts(&mut self, id: &str, run: ActionRun, command: Command) -> Vec<Vec<u8>> {
         self.seq += 1;
         let action = Action { id: id.into(), sender: "rust-test".into(), command, run };
-        let envelope = encode("test-car", self.seq, clock::wall_ns(), clock::wall_ns(), &Message::Action(action));
+        let envelope =
+            encode("test-car", self.seq, clock::wall_ns(), clock::wall_ns(), &Message::Action(action));
         vec![b"action".to_vec(), envelope]
     }
 
@@ -407,7 +408,12 @@ fn with_an_operator_required_silence_stops_the_car_until_an_operator_resumes() {
             seq += 1;
             let now_run = run.1 + run.2.elapsed().as_nanos() as u64;
             let stamp = ActionRun { run_id: run.0.clone(), expires_run_ns: now_run + 1_000_000_000 };
-            let beat = Action { id: format!("hb-{seq}"), sender: "beater".into(), command: Command::Heartbeat, run: stamp };
+            let beat = Action {
+                id: format!("hb-{seq}"),
+                sender: "beater".into(),
+                command: Command::Heartbeat,
+                run: stamp,
+            };
             let envelope = encode("test-car", seq, 0, 0, &Message::Action(beat));
             socket.send_multipart([&b"action"[..], &envelope], 0).unwrap();
             std::thread::sleep(Duration::from_millis(100));

@@ -4,7 +4,9 @@
 //! carla-bridge/tests/standin (see docs/sources.md for what that does and does not show).
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
-use ads_protocol::{decode, encode_action, Action, ActionRun, Command, DriveMode, Event, Message, VehicleState};
+use ads_protocol::{
+    decode, encode_action, Action, ActionRun, Command, DriveMode, Event, Message, VehicleState,
+};
 use ads_shmem_ipc::clock;
 use ads_vehicle::source::convert::Converter;
 use opencv::core::{Mat, Size};

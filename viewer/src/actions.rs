@@ -87,8 +87,10 @@ pub fn instance_id() -> String {
     let mut bytes = [0u8; 4];
     if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_err() {
         // Without /dev/urandom, the time still differs between two starts.
-        bytes = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
-            as u32)
+        bytes = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u32)
             .to_le_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -274,7 +276,10 @@ mod tests {
         assert_eq!(book.acknowledge(&stop.id, "someone-else", true, None, ""), None);
         let sender = book.sender().to_string();
         let outcome = book.acknowledge(&stop.id, &sender, true, None, "stopped").unwrap();
-        assert_eq!((outcome.request_id.as_str(), outcome.status, outcome.command), ("s", "accepted", "emergency_stop"));
+        assert_eq!(
+            (outcome.request_id.as_str(), outcome.status, outcome.command),
+            ("s", "accepted", "emergency_stop")
+        );
         assert_eq!(book.acknowledge(&stop.id, &sender, true, None, ""), None, "a repeat ack is not news");
         assert!(!book.estop_pending() && book.due(much_later + RETRANSMIT_EVERY).is_empty());
     }

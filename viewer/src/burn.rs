@@ -143,8 +143,14 @@ mod tests {
         assert_eq!(green_pixels(&without), 0);
         let wrong = Overlay { width: 65, ..overlay() };
         assert!(matches!(burn(&jpeg, &wrong, Layers::default(), 90, MAX), Err(BurnError::Size { .. })));
-        assert!(matches!(burn(b"not a jpeg", &overlay(), Layers::default(), 90, MAX), Err(BurnError::Decode(_))));
-        assert!(matches!(burn(&jpeg, &overlay(), Layers::default(), 90, 64 * 47), Err(BurnError::TooLarge { .. })));
+        assert!(matches!(
+            burn(b"not a jpeg", &overlay(), Layers::default(), 90, MAX),
+            Err(BurnError::Decode(_))
+        ));
+        assert!(matches!(
+            burn(&jpeg, &overlay(), Layers::default(), 90, 64 * 47),
+            Err(BurnError::TooLarge { .. })
+        ));
     }
 
     const MAX: u64 = 1 << 20;

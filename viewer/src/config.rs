@@ -254,7 +254,11 @@ pub fn action_endpoint_for(vehicle: &str) -> Result<String, ConfigError> {
     let rest = vehicle.strip_prefix("tcp://").ok_or_else(invalid)?;
     let (host, _port) = rest.rsplit_once(':').ok_or_else(invalid)?;
     let loopback = host == "localhost"
-        || host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     if !loopback {
         return Err(invalid());
     }
@@ -288,7 +292,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("viewer.toml");
         std::fs::write(&file, "vehicle = \"tcp://10.0.0.2:5557\"\nport = 9000\n").unwrap();
-        let mut overrides = Overrides { config: Some(file.clone()), port: Some(9100), ..Overrides::default() };
+        let mut overrides =
+            Overrides { config: Some(file.clone()), port: Some(9100), ..Overrides::default() };
         let err = ViewerConfig::load(&overrides).unwrap_err().to_string();
         assert!(err.contains("--actions"), "a remote vehicle needs its action endpoint named: {err}");
         overrides.actions = Some("tcp://10.0.0.2:5558".into());

@@ -47,7 +47,8 @@ pub struct Guard {
 impl Guard {
     pub fn new(hub: Arc<Hub>) -> Arc<Self> {
         let c = &hub.config;
-        let lower = |v: &[String]| v.iter().map(|s| s.trim().trim_end_matches('/').to_ascii_lowercase()).collect();
+        let lower =
+            |v: &[String]| v.iter().map(|s| s.trim().trim_end_matches('/').to_ascii_lowercase()).collect();
         Arc::new(Self {
             allowed_hosts: lower(&c.allowed_hosts),
             allowed_origins: lower(&c.allowed_origins),
@@ -157,7 +158,8 @@ async fn judge(guard: &Guard, request: Request, next: Next) -> Response {
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
     if !guard.host_allowed(authority) {
         let host = authority.unwrap_or_default().chars().take(100).collect::<String>();
-        let detail = format!("Host {host:?} is not allowed; start the viewer with --allowed-host NAME to use it");
+        let detail =
+            format!("Host {host:?} is not allowed; start the viewer with --allowed-host NAME to use it");
         return refuse(guard, StatusCode::FORBIDDEN, detail);
     }
     let upgrade = headers
@@ -210,10 +212,24 @@ mod tests {
     #[test]
     fn hosts_loopback_names_addresses_and_configured_names_only() {
         let g = guard(&["Laptop.lan"], &[]);
-        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "a.localhost", "[::1]:8080", "192.168.1.5", "laptop.lan:8080"] {
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "a.localhost",
+            "[::1]:8080",
+            "192.168.1.5",
+            "laptop.lan:8080",
+        ] {
             assert!(g.host_allowed(Some(ok)), "{ok}");
         }
-        for bad in ["evil.example", "evil.example:8080", "localhost.evil.example", "127.0.0.1.nip.io", "laptop.lan.evil"] {
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "laptop.lan.evil",
+        ] {
             assert!(!g.host_allowed(Some(bad)), "{bad}");
         }
     }

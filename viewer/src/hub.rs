@@ -223,7 +223,9 @@ impl Hub {
         match message.message {
             Message::Frame(info) => {
                 let Some(jpeg) = message.payload else { return };
-                if let Err(e) = crate::burn::check_jpeg(jpeg, info.width, info.height, self.config.max_frame_pixels) {
+                if let Err(e) =
+                    crate::burn::check_jpeg(jpeg, info.width, info.height, self.config.max_frame_pixels)
+                {
                     self.metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!("frame {} refused: {e}", info.frame_id);
                     return;
@@ -423,7 +425,13 @@ impl Hub {
             if let (Some(vehicle), Some(run)) = (inner.vehicle_id.clone(), inner.run.clone()) {
                 inner.last_heartbeat = Some(now);
                 let (beat, seq) = inner.actions.create(Command::Heartbeat, Some(&run), now);
-                out.push(ads_protocol::encode_action(&vehicle, seq, wall_ns(), &beat, self.action_key.as_ref()));
+                out.push(ads_protocol::encode_action(
+                    &vehicle,
+                    seq,
+                    wall_ns(),
+                    &beat,
+                    self.action_key.as_ref(),
+                ));
             }
         }
         drop(inner);

@@ -91,7 +91,11 @@ const MAX_LABEL_CHARS: usize = 32;
 
 fn clamp_to(v: f32, size: u32) -> f32 {
     let margin = 4.0 * size.max(1) as f32;
-    if v.is_finite() { v.clamp(-margin, size as f32 + margin) } else { 0.0 }
+    if v.is_finite() {
+        v.clamp(-margin, size as f32 + margin)
+    } else {
+        0.0
+    }
 }
 
 fn short(text: &str) -> String {
@@ -401,6 +405,10 @@ mod hostile_tests {
         for p in lanes.left.iter().chain(&lanes.area) {
             assert!(p[0].abs() <= 4000.0 && p[1].abs() <= 3000.0, "{p:?}");
         }
-        assert!(o.objects[0].w <= 9.0 * 800.0 && o.objects[0].label.len() == MAX_LABEL_CHARS, "{:?}", o.objects[0].w);
+        assert!(
+            o.objects[0].w <= 9.0 * 800.0 && o.objects[0].label.len() == MAX_LABEL_CHARS,
+            "{:?}",
+            o.objects[0].w
+        );
     }
 }

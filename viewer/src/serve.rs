@@ -59,8 +59,9 @@ pub async fn serve(listener: TcpListener, app: Router, hub: Arc<Hub>, shutdown: 
             let _permit = permit;
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
-            let connection =
-                http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)).with_upgrades();
+            let connection = http
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
@@ -73,10 +74,9 @@ pub async fn serve(listener: TcpListener, app: Router, hub: Arc<Hub>, shutdown: 
         while connections.try_join_next().is_some() {}
     }
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} })
+            .await;
     if drained.is_err() {
         tracing::warn!("{} connections still open after {SHUTDOWN_GRACE:?}; closing them", connections.len());
         connections.abort_all();

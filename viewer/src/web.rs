@@ -183,7 +183,12 @@ impl LayerQuery {
 
 /// The frame with `layers` burned in, from the cache or encoded now. `wait`: queue for an
 /// encoder (MJPEG) rather than answer "busy" (snapshots).
-async fn burned(state: &AppState, packet: Arc<FramePacket>, layers: Layers, wait: bool) -> Result<Bytes, String> {
+async fn burned(
+    state: &AppState,
+    packet: Arc<FramePacket>,
+    layers: Layers,
+    wait: bool,
+) -> Result<Bytes, String> {
     if let Some(hit) = state.burned.lock().ok().and_then(|cache| {
         cache
             .as_ref()
@@ -195,9 +200,7 @@ async fn burned(state: &AppState, packet: Arc<FramePacket>, layers: Layers, wait
     let permit = if wait {
         Arc::clone(&state.encodes).acquire_owned().await.map_err(|e| e.to_string())?
     } else {
-        Arc::clone(&state.encodes)
-            .try_acquire_owned()
-            .map_err(|_| BUSY.to_string())?
+        Arc::clone(&state.encodes).try_acquire_owned().map_err(|_| BUSY.to_string())?
     };
     let (quality, max_pixels) = (state.hub.config.mjpeg_quality, state.hub.config.max_frame_pixels);
     let seq = packet.packet_seq;

@@ -233,7 +233,10 @@ async fn with_the_vehicle_silent_the_estop_stays_usable_and_a_press_is_delivered
     vehicle.state_where("the e-stop pressed while the link was down", |s| s.commands.estop_latched);
     browser.wait_ack("emergency_stop: accepted").await;
     browser
-        .wait_js("the pending notice gone", "return document.getElementById('estop-status').classList.contains('hidden')")
+        .wait_js(
+            "the pending notice gone",
+            "return document.getElementById('estop-status').classList.contains('hidden')",
+        )
         .await;
     browser.wait_js("controls enabled again", "return !document.getElementById('btn-pause').disabled").await;
     browser.client.close().await.unwrap();
@@ -258,7 +261,9 @@ async fn a_page_from_another_origin_cannot_act_read_or_frame_the_viewer() {
     let server = std::thread::spawn(move || serve_page(evil_port, &page));
     let browser = Browser::start().await;
     browser.client.goto(&format!("http://127.0.0.1:{evil_port}/")).await.unwrap();
-    let report = browser.wait_js("the attack finished", "return window.attack && window.attack.done ? window.attack : null").await;
+    let report = browser
+        .wait_js("the attack finished", "return window.attack && window.attack.done ? window.attack : null")
+        .await;
     eprintln!("the hostile page's view: {report}");
     assert_eq!(report["socket"], "refused", "{report}");
     // Nothing reached the vehicle: still latched, and the viewer sent nothing.

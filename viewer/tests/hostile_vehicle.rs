@@ -105,8 +105,14 @@ fn nan_huge_coordinates_and_jpeg_bombs_leave_the_viewer_serving_with_bounded_mem
         };
         while flag.load(Ordering::Relaxed) {
             seq += 1;
-            let frame = |w, h| Message::Frame(FrameInfo { frame_id: seq, width: w, height: h, quality: 80, encode_us: 1 });
-            send("state", encode("evil", seq, 1, 1, &Message::State(state(if seq % 2 == 0 { f64::NAN } else { 3.0 }))), None);
+            let frame = |w, h| {
+                Message::Frame(FrameInfo { frame_id: seq, width: w, height: h, quality: 80, encode_us: 1 })
+            };
+            send(
+                "state",
+                encode("evil", seq, 1, 1, &Message::State(state(if seq % 2 == 0 { f64::NAN } else { 3.0 }))),
+                None,
+            );
             send("detection", encode("evil", seq, 1, 1, &Message::Detection(huge_lanes(seq))), None);
             send("frame", encode("evil", seq, 1, 1, &frame(64, 48)), Some(&good));
             send("frame", encode("evil", seq, 1, 1, &frame(20_000, 20_000)), Some(&evil));

@@ -304,7 +304,8 @@ async fn a_freshly_started_viewers_first_action_is_delivered() {
     for round in 0..4 {
         let viewer = Viewer::start(&vehicle);
         let mut socket = connect(&viewer).await;
-        let (command, id) = if round % 2 == 0 { ("pause", "first-pause") } else { ("resume", "first-resume") };
+        let (command, id) =
+            if round % 2 == 0 { ("pause", "first-pause") } else { ("resume", "first-resume") };
         let ack = act(&mut socket, id, json!({"type": command})).await;
         assert_eq!(ack["outcome"]["status"], "accepted", "round {round}: {ack}");
         let paused = round % 2 == 0;
@@ -326,13 +327,15 @@ async fn with_an_operator_required_killing_the_viewer_stops_the_car_and_says_why
     assert_eq!(ack["outcome"]["status"], "accepted", "{ack}");
     vehicle.state_where("driving", |s| s.mode == DriveMode::Driving && s.speed_mps > 1.0);
     viewer.process.signal(rustix::process::Signal::KILL);
-    let stopped = vehicle.state_where("a controlled stop", |s| s.mode == DriveMode::Stopped && s.speed_mps == 0.0);
+    let stopped =
+        vehicle.state_where("a controlled stop", |s| s.mode == DriveMode::Stopped && s.speed_mps == 0.0);
     let reason = stopped.health.stop_reason.clone().unwrap_or_default();
     assert!(reason.contains("operator heartbeat"), "{reason}");
     // A new viewer's heartbeats alone do not drive: the operator must resume.
     let again = Viewer::start(&vehicle);
     let mut socket = connect(&again).await;
-    vehicle.state_where("heartbeats again", |s| s.commands.operator_heartbeat_age_ms.is_some_and(|a| a < 800));
+    vehicle
+        .state_where("heartbeats again", |s| s.commands.operator_heartbeat_age_ms.is_some_and(|a| a < 800));
     for _ in 0..20 {
         let s = vehicle.state();
         assert_eq!((s.mode, s.speed_mps), (DriveMode::Stopped, 0.0), "drove without a resume: {s:?}");
@@ -366,7 +369,9 @@ async fn half_sent_requests_time_out_and_cannot_exhaust_descriptors() {
     assert!(held.len() >= 1000, "the test could not open its connections");
     assert!(fds <= base_fds + 64 + 16, "{fds} descriptors open (limit 64 connections)");
     // Their headers time out; the viewer serves again while the attackers still hold sockets.
-    viewer.wait_until("health answered during the attack", |v| v.get("/healthz").is_some_and(|(s, _)| s == 200));
+    viewer.wait_until("health answered during the attack", |v| {
+        v.get("/healthz").is_some_and(|(s, _)| s == 200)
+    });
     // New half-open ones while shutting down do not keep it alive either.
     for _ in 0..50 {
         if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", viewer.port)) {

@@ -222,7 +222,10 @@ async fn cross_site_requests_non_json_posts_and_framing_are_refused() {
     }
     // Our own page's request passes the guard (and fails only for want of a vehicle).
     let own = [host, json, ("origin", "http://127.0.0.1:8080"), ("sec-fetch-site", "same-origin")];
-    assert_eq!(call(with_headers("POST", "/api/action", &own, pause)).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        call(with_headers("POST", "/api/action", &own, pause)).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     // Every answer, refusals included, forbids framing.
     for path in ROUTES {
         let response = app().oneshot(with_headers("GET", path, &[host], "")).await.unwrap();
