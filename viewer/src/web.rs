@@ -350,6 +350,7 @@ async fn action(State(state): State<AppState>, body: Bytes) -> Response {
     if !allowed {
         return error(StatusCode::TOO_MANY_REQUESTS, "too many actions; slow down");
     }
+    let estop = request.command == Command::EmergencyStop;
     // Listen before sending, so a fast acknowledgement cannot slip past.
     let mut events = state.hub.events();
     let action_id = match state.hub.send_action(request.command, request.request_id) {
@@ -383,6 +384,10 @@ async fn action(State(state): State<AppState>, body: Bytes) -> Response {
             };
             (status, Json(outcome)).into_response()
         }
+        _ if estop => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("emergency stop {action_id} not confirmed yet; the viewer keeps sending it until the vehicle does"),
+        ),
         _ => error(StatusCode::GATEWAY_TIMEOUT, format!("no outcome for action {action_id}")),
     }
 }

@@ -38,6 +38,10 @@ impl Kill {
 
 impl Drop for Kill {
     fn drop(&mut self) {
+        // Already reaped: its pid may belong to another process by now.
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
         self.signal(rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
