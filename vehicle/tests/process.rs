@@ -348,6 +348,7 @@ fn emergency_stop_latches_until_reset_and_only_a_later_resume_drives() {
 #[test]
 fn an_emergency_stop_past_its_expiry_and_from_an_earlier_run_still_stops_the_car() {
     let mut v = Vehicle::start("estop-late", &["--control", "truth"]);
+    assert!(v.act(Command::SetTargetSpeed { mps: 8.0 }).0, "connected");
     v.state_where(|s| s.speed_mps > 3.0);
     let long_expired = ActionRun { run_id: "an-earlier-run".into(), expires_run_ns: 1 };
     let parts = v.action_parts("late-stop", long_expired, Command::EmergencyStop);
@@ -434,6 +435,8 @@ fn with_an_operator_required_silence_stops_the_car_until_an_operator_resumes() {
 #[test]
 fn a_flood_of_oversized_junk_actions_is_not_echoed_at_size() {
     let mut v = Vehicle::start("junk-flood", &["--control", "truth"]);
+    // Connected first (a PUB drops what it sends before the vehicle's subscription arrives).
+    assert!(v.act(Command::SetTargetSpeed { mps: 5.0 }).0, "connected");
     let fresh = v.run_stamp(Duration::from_secs(30));
     let started = Instant::now();
     let long = "n".repeat(400);
