@@ -4,8 +4,8 @@
 //! in the vehicle, so sequences of inputs exercise its memory of ids and senders.
 #![no_main]
 
-use ads_protocol::{verify_action, ActionKey};
-use ads_vehicle::actions::ActionGate;
+use ads_protocol::{verify_action, ActionKey, Command};
+use ads_vehicle::actions::{ActionGate, SharedOutcomes, Verdict};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Mutex, OnceLock};
 
@@ -18,7 +18,9 @@ fn key() -> ActionKey {
 
 fn gate() -> &'static Mutex<ActionGate> {
     static GATE: OnceLock<Mutex<ActionGate>> = OnceLock::new();
-    GATE.get_or_init(|| Mutex::new(ActionGate::new("car", Some(key()), 60_000_000_000)))
+    GATE.get_or_init(|| {
+        Mutex::new(ActionGate::new("car", "run-1", Some(key()), 60_000_000_000, SharedOutcomes::default()))
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -33,9 +35,19 @@ fuzz_target!(|data: &[u8]| {
         parts.push(&mac);
     }
     let mut gate = gate().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Ok(accepted) = gate.judge(&parts, now_ns) {
-        // Nothing is accepted without a valid MAC over exactly what was judged.
-        assert!(verify_action(&parts, &key()).is_ok(), "accepted an unauthenticated action");
-        assert!(accepted.action.expires_ns >= now_ns, "accepted an expired action");
+    match gate.judge(&parts, now_ns) {
+        Verdict::Accept(accepted) => {
+            // Nothing is accepted without a valid MAC over exactly what was judged.
+            assert!(verify_action(&parts, &key()).is_ok(), "accepted an unauthenticated action");
+            // Only an emergency stop is carried out whatever its run and expiry.
+            if accepted.action.command != Command::EmergencyStop {
+                assert_eq!(accepted.action.run.run_id, "run-1", "accepted an action of another run");
+                assert!(accepted.action.run.expires_run_ns >= now_ns, "accepted an expired action");
+            }
+        }
+        Verdict::Heartbeat | Verdict::Repeat(_) | Verdict::InProgress => {
+            assert!(verify_action(&parts, &key()).is_ok(), "an unauthenticated message counted");
+        }
+        Verdict::Reject(_) => {}
     }
 });

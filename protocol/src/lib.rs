@@ -11,6 +11,7 @@
 //! Decoding never panics and never trusts sizes: every failure is a [`DecodeError`].
 
 mod auth;
+mod finite;
 mod messages;
 mod msgpack_check;
 mod wire;
@@ -25,7 +26,7 @@ pub use wire::{
 };
 
 /// Version of everything in this crate that goes on the wire or into a ring record.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Default port of the vehicle's ZeroMQ PUB socket (frames, detections, state, events, truth).
 pub const DEFAULT_PUB_PORT: u16 = 5557;
@@ -40,6 +41,12 @@ pub const FRAMES_RING: &str = "frames";
 pub const DETECTIONS_RING: &str = "detections";
 /// Largest detection record the `detections` ring carries.
 pub const MAX_DETECTION_RECORD: u64 = 64 * 1024;
+
+/// Largest action envelope the vehicle accepts: an action is a few hundred bytes, and
+/// anything much larger is junk that must not be buffered, remembered or echoed.
+pub const MAX_ACTION_BYTES: usize = 1024;
+/// Longest action `id` and `sender`, in bytes; also the most of either echoed in an ack.
+pub const MAX_ACTION_NAME_BYTES: usize = 64;
 
 /// Largest envelope accepted (the second part of a message).
 pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024;

@@ -109,10 +109,14 @@ pub enum DriveMode {
     Driving,
     /// Time and frames frozen by a `pause` action.
     Paused,
-    /// Braking to a stop and holding it after `emergency_stop`, until `resume`.
+    /// Braking to a stop and holding it after `emergency_stop`: latched (and persisted) until
+    /// a `reset`. Dominates every other mode.
     EmergencyStop,
     /// Stopped because detections are stale or missing; drives again when they return.
     Failsafe,
+    /// Standing still, holding the brake, until an operator's `resume`: after an e-stop was
+    /// `reset`, or after the operator's heartbeat stopped (see `state.commands`).
+    Stopped,
 }
 
 /// Where the control loop takes its steering from.
@@ -204,6 +208,28 @@ pub struct VehicleState {
     /// real sources. For judging the detector and controller, never used to steer.
     #[serde(default)]
     pub truth_lateral_offset_m: Option<f64>,
+    /// The command side: run id and clock, e-stop latch, operator presence.
+    #[serde(default)]
+    pub commands: CommandStatus,
+}
+
+/// What a client needs to command this run of the vehicle, and the state of its latches.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandStatus {
+    /// Random per start of the vehicle process: every action names it ([`ActionRun`]), so
+    /// nothing captured from an earlier run is accepted.
+    pub run_id: String,
+    /// Nanoseconds since this run started, on the vehicle's monotonic clock: the clock
+    /// [`ActionRun::expires_run_ns`] is judged against (no wall clock involved).
+    pub run_ns: u64,
+    /// The emergency stop is latched (it survives restarts); only `reset` releases it.
+    pub estop_latched: bool,
+    /// Stopped and holding until an operator's `resume` (mode `stopped`).
+    pub held: bool,
+    /// This vehicle drives only while an operator's heartbeat arrives.
+    pub operator_required: bool,
+    /// Milliseconds since the last operator heartbeat of this run; `None` if none yet.
+    pub operator_heartbeat_age_ms: Option<u32>,
 }
 
 /// Why an action was not carried out.
@@ -263,23 +289,44 @@ pub enum Command {
     Respawn { spawn_point: Option<u32> },
     /// Freeze simulation time and frame production; state keeps flowing.
     Pause,
-    /// Undo `pause` and release an emergency stop.
+    /// Undo `pause`, and drive again after a `reset` or a lost operator; never releases a
+    /// latched emergency stop.
     Resume,
-    /// Cut throttle and brake fully at once; latched until `resume`.
+    /// Cut throttle and brake fully at once; latched (persistently) until `reset`. Carried
+    /// out whatever its expiry or run.
     EmergencyStop,
     /// Cruise speed to hold, 0..=40 m/s.
     SetTargetSpeed { mps: f64 },
+    /// Release a latched emergency stop. The car stays stopped (mode `stopped`) until a
+    /// `resume`: a reset never starts motion by itself.
+    Reset,
+    /// The operator is present (dead-man). Not acknowledged; sent a few times a second.
+    Heartbeat,
 }
 
 /// Topic `action`, sent by viewers to the vehicle's SUB socket. The envelope's `seq` is the
-/// sender's sequence number and must increase with every action from that sender.
+/// sender's sequence number, unique per sender (see docs/protocol.md 5.2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
-    /// Unique per action (e.g. a UUID); echoed in the acknowledgement.
+    /// Unique per action, at most 64 bytes; echoed in the acknowledgement. A retransmission
+    /// carries the same id (and seq).
     pub id: String,
-    /// Who sent it (e.g. `viewer@laptop`); sequence numbers are tracked per sender.
+    /// Who sent it, at most 64 bytes, unique per sender process (e.g. `viewer@laptop#1f2e3d4c`);
+    /// sequence numbers are tracked per sender.
     pub sender: String,
-    /// Wall clock ns after which the vehicle must not act on it.
-    pub expires_ns: u64,
     pub command: Command,
+    /// The vehicle run it is meant for, and its expiry on that run's clock.
+    pub run: ActionRun,
+}
+
+/// Which run of the vehicle an action is for, and until when on that run's monotonic clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRun {
+    /// `state.commands.run_id` of the vehicle the action is for. May be empty (or left out)
+    /// only on an emergency stop sent before any state was heard.
+    #[serde(default)]
+    pub run_id: String,
+    /// After this `state.commands.run_ns` the vehicle must not act on it (except an
+    /// emergency stop, which is always carried out).
+    pub expires_run_ns: u64,
 }

@@ -118,6 +118,8 @@ pub enum DecodeError {
     Malformed { topic: &'static str, reason: String },
     #[error("unknown command {kind:?}")]
     UnknownCommand { kind: String },
+    #[error("{topic}: {field} is not a finite number")]
+    NonFinite { topic: &'static str, field: &'static str },
 }
 
 /// Encodes the envelope of `message`; send `[topic.as_str(), envelope, payload?]`.
@@ -172,7 +174,8 @@ struct ActionHead {
     command: CommandKind,
 }
 
-const KNOWN_COMMANDS: [&str; 5] = ["respawn", "pause", "resume", "emergency_stop", "set_target_speed"];
+const KNOWN_COMMANDS: [&str; 7] =
+    ["respawn", "pause", "resume", "emergency_stop", "set_target_speed", "reset", "heartbeat"];
 
 /// Decodes one multipart message. `parts` are the ZeroMQ frames in order.
 pub fn decode<'a>(parts: &[&'a [u8]]) -> Result<WireMessage<'a>, DecodeError> {
@@ -232,6 +235,9 @@ pub fn decode<'a>(parts: &[&'a [u8]]) -> Result<WireMessage<'a>, DecodeError> {
             }
         },
     };
+    if let Some(field) = crate::finite::first_non_finite(&message) {
+        return Err(DecodeError::NonFinite { topic: topic.as_str(), field });
+    }
     Ok(WireMessage { vehicle, seq, capture_ns, send_ns, message, payload })
 }
 
@@ -283,6 +289,9 @@ pub fn decode_record(bytes: &[u8]) -> Result<Detections, DecodeError> {
         return Err(DecodeError::Version { got: version.v });
     }
     let record: Record<Detections> = rmp_serde::from_slice(bytes).map_err(malformed)?;
+    if let Some(field) = crate::finite::first_non_finite_detections(&record.body) {
+        return Err(DecodeError::NonFinite { topic: "record", field });
+    }
     Ok(record.body)
 }
 

@@ -58,6 +58,14 @@ fn samples() -> Vec<Message> {
             distance_m: 12.5,
             started_ns: 1_700_000_000_000_000_000,
             truth_lateral_offset_m: Some(-0.25),
+            commands: CommandStatus {
+                run_id: "9f3c".into(),
+                run_ns: 12_000_000,
+                estop_latched: true,
+                held: false,
+                operator_required: true,
+                operator_heartbeat_age_ms: Some(120),
+            },
         }),
         Message::Event(Event::Ack {
             action_id: "a1".into(),
@@ -71,20 +79,20 @@ fn samples() -> Vec<Message> {
         Message::Action(Action {
             id: "a2".into(),
             sender: "viewer".into(),
-            expires_ns: 5,
             command: Command::Respawn { spawn_point: Some(2) },
+            run: ActionRun { run_id: "r1".into(), expires_run_ns: 5 },
         }),
         Message::Action(Action {
             id: "a3".into(),
             sender: "v".into(),
-            expires_ns: 5,
             command: Command::Pause,
+            run: ActionRun { run_id: "r1".into(), expires_run_ns: 5 },
         }),
         Message::Action(Action {
             id: "a4".into(),
             sender: "v".into(),
-            expires_ns: 5,
             command: Command::SetTargetSpeed { mps: 8.5 },
+            run: ActionRun { run_id: "r1".into(), expires_run_ns: 5 },
         }),
         Message::Truth(LaneTruthMsg {
             frame_id: 3,
@@ -179,8 +187,8 @@ fn hand_made_action(version: u16, command: &[(&str, &str)]) -> Vec<u8> {
     struct Body<'a> {
         id: &'a str,
         sender: &'a str,
-        expires_ns: u64,
         command: BTreeMap<&'a str, &'a str>,
+        run: BTreeMap<&'a str, u64>,
     }
     let env = Env {
         v: version,
@@ -191,8 +199,8 @@ fn hand_made_action(version: u16, command: &[(&str, &str)]) -> Vec<u8> {
         body: Body {
             id: "x1",
             sender: "py",
-            expires_ns: u64::MAX,
             command: command.iter().copied().collect(),
+            run: BTreeMap::from([("expires_run_ns", u64::MAX)]),
         },
     };
     rmp_serde::to_vec_named(&env).unwrap()
@@ -295,4 +303,26 @@ fn deep_nesting_is_rejected_not_a_stack_overflow() {
     envelope.extend(std::iter::repeat_n(0x91, 100_000));
     envelope.push(0xc0);
     assert!(decode(&[b"state", &envelope]).is_err());
+}
+
+#[test]
+fn non_finite_numbers_are_refused_at_decode_naming_the_field() {
+    let mut messages = samples();
+    let Message::State(state) = &mut messages[2] else { panic!("sample order") };
+    state.speed_mps = f64::NAN;
+    let Message::Detection(d) = &mut messages[1] else { panic!("sample order") };
+    d.lanes.as_mut().unwrap().left[0] = Some(f32::INFINITY);
+    for (message, field) in [(&messages[2], "speed_mps"), (&messages[1], "lanes.left")] {
+        let parts = parts_of(message, b"");
+        match decode(&refs(&parts)) {
+            Err(DecodeError::NonFinite { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let Message::Detection(d) = &messages[1] else { panic!("sample order") };
+    assert!(matches!(decode_record(&encode_record(d)), Err(DecodeError::NonFinite { .. })));
+    // Huge but finite values decode; the viewer clips them before drawing.
+    let Message::Detection(d) = &mut messages[1] else { panic!("sample order") };
+    d.lanes.as_mut().unwrap().left[0] = Some(3e38);
+    assert!(decode_record(&encode_record(d)).is_ok());
 }

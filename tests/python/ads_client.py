@@ -36,7 +36,7 @@ from typing import Any
 import msgpack
 import zmq
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_ENVELOPE_BYTES = 256 * 1024
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 KNOWN_TOPICS = ("frame", "detection", "state", "event", "truth")
@@ -47,13 +47,15 @@ MAX_DISTINCT_ERRORS = 50
 ACK_TIMEOUT_S = 5.0
 SUBSCRIPTION_TIMEOUT_S = 3.0
 EXPIRY_NS = 5_000_000_000
+# Unanswered actions are sent again, same bytes, this often (docs/protocol.md 5.4).
+RETRANSMIT_S = 0.5
 
 # ---------------------------------------------------------------------------------------------
 # Schemas (docs/protocol.md sections 3, 4, 6). A type is a string naming a scalar, a dict
 # (a map with exactly these required keys; unknown keys are allowed), or a tuple:
 # ("opt", T) T or nil, ("list", T) array of T, ("enum", values) str from values.
 
-DRIVE_MODES = ("driving", "paused", "emergency_stop", "failsafe")
+DRIVE_MODES = ("driving", "paused", "emergency_stop", "failsafe", "stopped")
 CONTROL_SOURCES = ("detections", "truth")
 REJECT_REASONS = ("malformed", "unknown", "expired", "duplicate", "not_allowed", "version", "unauthenticated", "bad_mac")
 NOTICE_LEVELS = ("info", "warning", "error")
@@ -114,6 +116,14 @@ VEHICLE_STATE = {
         "actions_replayed": "u64",
     },
     "health": {"detections_fresh": "bool", "detection_age_ms": ("opt", "u32"), "stop_reason": ("opt", "str")},
+    "commands": {
+        "run_id": "str",
+        "run_ns": "u64",
+        "estop_latched": "bool",
+        "held": "bool",
+        "operator_required": "bool",
+        "operator_heartbeat_age_ms": ("opt", "u32"),
+    },
 }
 ACK = {
     "action_id": "str",
@@ -268,6 +278,9 @@ class Client:
         self.action: dict[str, Any] | None = None  # what was sent
         self.key = load_key(args.action_key) if args.action_key else None
         self.sent_at = 0.0
+        self.last_sent_at = 0.0
+        self.parts: list[bytes] = []
+        self.vehicle_run: tuple[str, int, float] | None = None
         self.subscribed = False
 
     def error(self, text: str) -> None:
@@ -330,6 +343,8 @@ class Client:
             return
         elif topic == "state":
             self.last_state = {k: body[k] for k in ("mode", "paused", "speed_mps", "frame_id")}
+            # The run to address actions to, and its clock (docs/protocol.md 5.2).
+            self.vehicle_run = (body["commands"]["run_id"], body["commands"]["run_ns"], time.monotonic())
         elif topic == "event":
             self.on_event(body)
 
@@ -372,7 +387,9 @@ class Client:
         if self.action is None or body["action_id"] != self.action["body"]["id"]:
             return  # someone else's action
         if self.ack is not None:
-            self.error(f"second ack for action {body['action_id']}")
+            # A retransmission is answered with the original outcome; a different one is a bug.
+            if (body["accepted"], body["reason"]) != (self.ack["accepted"], self.ack["reason"]):
+                self.error(f"a second, different ack for action {body['action_id']}")
             return
         self.ack = dict(body, rtt_ms=round((time.monotonic() - self.sent_at) * 1000, 3))
         if body["sender"] != self.action["body"]["sender"] or body["seq"] != self.action["seq"]:
@@ -390,6 +407,10 @@ class Client:
         elif name == "respawn" and value:
             command["spawn_point"] = int(value)
         now = time.time_ns()
+        assert self.vehicle_run is not None, "a state names the run first"
+        run_id, run_ns, seen = self.vehicle_run
+        # Expiry on the vehicle's run clock: its run_ns plus the time since that state.
+        expires_run_ns = run_ns + int((time.monotonic() - seen) * 1e9) + EXPIRY_NS
         return {
             "v": PROTOCOL_VERSION,
             "vehicle": self.vehicle,
@@ -399,8 +420,8 @@ class Client:
             "body": {
                 "id": str(uuid.uuid4()),
                 "sender": self.args.sender,
-                "expires_ns": now + EXPIRY_NS,
                 "command": command,
+                "run": {"run_id": run_id, "expires_run_ns": expires_run_ns},
             },
         }
 
@@ -438,7 +459,7 @@ class Client:
                 break
             # Send once there is a state (for the vehicle id), a frame (a pause would stop them,
             # and this client checks that frames flow) and a subscription.
-            ready = self.last_state is not None and (self.frames_ok + self.frames_bad) > 0
+            ready = self.vehicle_run is not None and (self.frames_ok + self.frames_bad) > 0
             if xpub is not None and self.action is None and not gave_up_sending and ready:
                 if first_state_at is None:
                     first_state_at = now
@@ -450,10 +471,17 @@ class Client:
                     if self.key is not None:
                         # docs/protocol.md 5.5: HMAC-SHA256 of the exact envelope bytes.
                         parts.append(hmac.new(self.key, envelope, hashlib.sha256).digest())
+                    self.parts = parts
+                    self.last_sent_at = time.monotonic()
                     xpub.send_multipart(parts)
                 elif now - first_state_at >= SUBSCRIPTION_TIMEOUT_S:
                     self.error(f"the vehicle never subscribed on {self.args.actions}; action not sent")
                     gave_up_sending = True
+            # Until acknowledged: the same bytes again (same id and seq), which the vehicle
+            # answers with the original outcome and never carries out twice.
+            if self.action is not None and self.ack is None and now - self.last_sent_at >= RETRANSMIT_S:
+                self.last_sent_at = now
+                xpub.send_multipart(self.parts)
             events = dict(poller.poll(timeout=max(1, min(100, int((end - now) * 1000)))))
             if xpub is not None and xpub in events:
                 message = xpub.recv()
@@ -522,7 +550,7 @@ def load_key(path: str) -> bytes:
 
 def parse_send(value: str) -> str:
     name, eq, arg = value.partition("=")
-    if name in ("pause", "resume", "emergency_stop") and not eq:
+    if name in ("pause", "resume", "emergency_stop", "reset") and not eq:
         return value
     if name == "respawn":
         if eq and not arg.isdigit():
@@ -537,7 +565,7 @@ def parse_send(value: str) -> str:
             raise argparse.ArgumentTypeError("set_target_speed takes 0..=40 m/s")
         return value
     raise argparse.ArgumentTypeError(
-        "expected pause, resume, emergency_stop, respawn[=N] or set_target_speed=MPS"
+        "expected pause, resume, emergency_stop, reset, respawn[=N] or set_target_speed=MPS"
     )
 
 
@@ -549,13 +577,13 @@ def main() -> int:
     parser.add_argument(
         "--send",
         type=parse_send,
-        help="action to send after the first state: pause | resume | emergency_stop | respawn[=N] | set_target_speed=MPS",
+        help="action to send after the first state: pause | resume | emergency_stop | reset | respawn[=N] | set_target_speed=MPS",
     )
     parser.add_argument(
         "--sender",
-        default="python-client",
-        help="the action's sender; the vehicle wants seq to grow per sender, so a second run "
-        "against the same vehicle needs another sender or a higher --seq",
+        default=f"python-client#{uuid.uuid4().hex[:8]}",
+        help="the action's sender (at most 64 bytes); the default is unique per run, so seq may "
+        "start at 1 every time (docs/protocol.md 5.2)",
     )
     parser.add_argument("--seq", type=int, default=1, help="the action envelope's seq")
     parser.add_argument(

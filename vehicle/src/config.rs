@@ -30,7 +30,8 @@ pub enum SteerFrom {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VehicleConfig {
-    /// Identifies this vehicle in every message.
+    /// Identifies this vehicle in every message; empty: `ads-HOSTNAME`, so that two
+    /// vehicles on one network differ without configuration.
     pub vehicle_id: String,
     pub source: SourceKind,
     pub control: SteerFrom,
@@ -117,6 +118,14 @@ pub struct ActionsSection {
     /// seen when the vehicle restarts, so this bounds how long a captured action could be
     /// replayed.
     pub max_expiry_s: u64,
+    /// Where the emergency-stop latch is persisted; `None`: [`crate::latch::default_path`]
+    /// (systemd's `StateDirectory=`, else `~/.local/state/ads/`).
+    pub latch_file: Option<PathBuf>,
+    /// Drive only while an operator's heartbeat arrives (a viewer with a browser open).
+    /// Off by default: see docs/security.md ("Operator heartbeat").
+    pub require_operator: bool,
+    /// With `require_operator`: no heartbeat for this long → controlled stop until `resume`.
+    pub operator_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,7 +142,7 @@ pub struct DriveSection {
 impl Default for VehicleConfig {
     fn default() -> Self {
         Self {
-            vehicle_id: "ads-vehicle".into(),
+            vehicle_id: String::new(),
             source: SourceKind::Sim,
             control: SteerFrom::Detections,
             fps: 30.0,
@@ -194,6 +203,9 @@ impl Default for ActionsSection {
             endpoint: format!("tcp://*:{}", ads_protocol::DEFAULT_ACTION_PORT),
             key_file: None,
             max_expiry_s: 60,
+            latch_file: None,
+            require_operator: false,
+            operator_timeout_ms: 1000,
         }
     }
 }
@@ -275,6 +287,15 @@ pub struct Overrides {
     pub detections_ring: Option<String>,
     #[arg(long, env = "ADS_VEHICLE_TARGET_SPEED")]
     pub target_speed: Option<f64>,
+    /// File persisting the emergency-stop latch [default: $STATE_DIRECTORY or ~/.local/state/ads].
+    #[arg(long, env = "ADS_VEHICLE_LATCH_FILE")]
+    pub latch_file: Option<PathBuf>,
+    /// Drive only while an operator's heartbeat arrives (dead-man).
+    #[arg(long, env = "ADS_VEHICLE_REQUIRE_OPERATOR")]
+    pub require_operator: bool,
+    /// No operator heartbeat for this long → controlled stop [default: 1000].
+    #[arg(long, env = "ADS_VEHICLE_OPERATOR_TIMEOUT_MS")]
+    pub operator_timeout_ms: Option<u64>,
 }
 
 impl VehicleConfig {
@@ -329,6 +350,12 @@ impl VehicleConfig {
         set!(config.frames_ring, o.frames_ring);
         set!(config.detections_ring, o.detections_ring);
         set!(config.drive.target_speed_mps, o.target_speed);
+        config.actions.latch_file = o.latch_file.or(config.actions.latch_file);
+        config.actions.require_operator |= o.require_operator;
+        set!(config.actions.operator_timeout_ms, o.operator_timeout_ms);
+        if config.vehicle_id.is_empty() {
+            config.vehicle_id = default_vehicle_id();
+        }
         config.validate()?;
         Ok(config)
     }
@@ -367,6 +394,8 @@ impl VehicleConfig {
         check(l > 0.5 && l < 100.0, "drive.lookahead_m", l, "must be in (0.5, 100)")?;
         let e = self.actions.max_expiry_s;
         check((1..=3600).contains(&e), "actions.max_expiry_s", e, "must be in 1..=3600")?;
+        let ot = self.actions.operator_timeout_ms;
+        check((100..=60_000).contains(&ot), "actions.operator_timeout_ms", ot, "must be in 100..=60000")?;
         let t = self.drive.detection_timeout_ms;
         check(t > 0, "drive.detection_timeout_ms", t, "must be positive")?;
         check(
@@ -378,6 +407,22 @@ impl VehicleConfig {
         let ct = self.carla.timeout_s;
         check(ct > 0.0 && ct <= 600.0, "carla.timeout_s", ct, "must be in (0, 600]")?;
         Ok(())
+    }
+}
+
+/// `ads-HOSTNAME` (`ads-vehicle` if the host has no name).
+pub fn default_vehicle_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    match host.trim() {
+        "" | "localhost" => "ads-vehicle".into(),
+        name => format!("ads-{name}"),
+    }
+}
+
+impl ActionsSection {
+    /// The latch file to use: configured, or the default for this vehicle id.
+    pub fn latch_path(&self, vehicle_id: &str) -> PathBuf {
+        self.latch_file.clone().unwrap_or_else(|| crate::latch::default_path(vehicle_id))
     }
 }
 

@@ -24,6 +24,9 @@ pub struct DetectionInput {
     buf: Vec<u8>,
     /// Newest decoded record.
     pub latest: Option<Detections>,
+    /// Its frame's capture time on the monotonic clock (from the ring's stamp): the fail-safe
+    /// ages results on it, so a wall clock stepped back cannot make a dead detector look fresh.
+    latest_capture_mono_ns: u64,
     /// Records read since the last `take_news`, with the wall-clock ns they were read at.
     news: Vec<(Detections, u64)>,
     changes: Vec<DetectorChange>,
@@ -37,6 +40,7 @@ impl DetectionInput {
             last_attempt_ns: 0,
             buf: Vec::new(),
             latest: None,
+            latest_capture_mono_ns: 0,
             news: Vec::new(),
             changes: Vec::new(),
         }
@@ -69,9 +73,9 @@ impl DetectionInput {
         (std::mem::take(&mut self.news), std::mem::take(&mut self.changes))
     }
 
-    /// Age of the newest detection's source frame, wall clock.
-    pub fn age_ns(&self, now_wall_ns: u64) -> Option<u64> {
-        self.latest.as_ref().map(|d| now_wall_ns.saturating_sub(d.capture_ns))
+    /// Age of the newest detection's source frame, monotonic clock.
+    pub fn age_ns(&self, now_mono_ns: u64) -> Option<u64> {
+        self.latest.as_ref().map(|_| now_mono_ns.saturating_sub(self.latest_capture_mono_ns))
     }
 
     fn try_attach(&mut self, now: u64) -> bool {
@@ -96,9 +100,12 @@ impl DetectionInput {
         }
         let Some(reader) = self.reader.as_mut() else { return false };
         match reader.read_copy(wait, &mut self.buf) {
-            Ok(Some(_)) => {
+            Ok(Some(info)) => {
                 match decode_record(&self.buf) {
                     Ok(record) => {
+                        // A writer without a monotonic stamp: age from when we read it.
+                        let mono = info.stamp.capture_mono_ns;
+                        self.latest_capture_mono_ns = if mono == 0 { clock::monotonic_ns() } else { mono };
                         self.latest = Some(record.clone());
                         self.news.push((record, clock::wall_ns()));
                     }

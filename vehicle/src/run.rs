@@ -1,14 +1,15 @@
 //! The vehicle process: wiring, the control loop, and staged shutdown.
 
-use crate::actions::{self, AcceptedAction, ActionStats};
+use crate::actions::{self, AcceptedAction, ActionStats, ListenerLinks, SharedOutcomes};
 use crate::broadcast::{self, BroadcastSettings, BroadcastStats, Outbox};
 use crate::config::{Overrides, SourceKind, SteerFrom, VehicleConfig};
 use crate::control::{Controller, LaneEstimate, FAILSAFE_BRAKE};
 use crate::detections::{DetectionInput, DetectorChange};
+use crate::latch::EstopLatch;
 use crate::source::{self, FrameSource, Next, Pacing};
 use ads_protocol::{
-    Command, ControlSource, DriveMode, DropCounters, Event, Health, LaneTruthMsg, Message, NoticeLevel,
-    PoseMsg, RejectReason, StageTimings, VehicleState,
+    Command, CommandStatus, ControlSource, DriveMode, DropCounters, Event, Health, LaneTruthMsg, Message,
+    NoticeLevel, PoseMsg, RejectReason, StageTimings, VehicleState,
 };
 use ads_shmem_ipc::{clock, FrameGeometry, FrameWriter, PixelFormat, Stamp};
 use ads_sim::Controls;
@@ -34,7 +35,9 @@ pub struct Args {
 /// Runs until SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = VehicleConfig::load(&args.overrides)?;
-    // Before anything is created: a missing camera or file is an error with nothing to undo.
+    // Before anything is created: a missing camera or file is an error with nothing to undo,
+    // and a latch that cannot be kept would make an e-stop forgettable.
+    let (latch, latched) = EstopLatch::open(&config.actions.latch_path(&config.vehicle_id))?;
     let source = source::open(&config).with_context(|| format!("opening the {:?} source", config.source))?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
@@ -65,13 +68,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let (action_tx, action_rx) = std::sync::mpsc::sync_channel(64);
     let action_stats = Arc::new(ActionStats::default());
+    let run = RunClock::start()?;
+    let outcomes = SharedOutcomes::default();
+    let links = ListenerLinks {
+        to_control: action_tx,
+        outbox: outbox.clone(),
+        stats: Arc::clone(&action_stats),
+        outcomes: Arc::clone(&outcomes),
+        run_id: run.id.clone(),
+        run_start_mono_ns: run.start_mono_ns,
+    };
     let listener = actions::spawn_listener(
         &context,
         &config.actions,
         &config.vehicle_id,
-        action_tx,
-        outbox.clone(),
-        Arc::clone(&action_stats),
+        links,
         Arc::clone(&threads_stop),
     )?;
     tracing::info!(
@@ -96,7 +107,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let mut vehicle = Vehicle::new(config, source, writer, outbox, broadcast_stats, action_stats);
+    let commands = Commands::new(latch, latched, run, outcomes, action_stats, &config);
+    let mut vehicle = Vehicle::new(config, source, writer, outbox, broadcast_stats, commands);
     ads_service::ready("running: frames ring created, sockets bound");
     vehicle.run_until(&stop, &action_rx);
 
@@ -123,9 +135,8 @@ struct Vehicle {
     controller: Controller,
     detections: DetectionInput,
     broadcast_stats: Arc<BroadcastStats>,
-    action_stats: Arc<ActionStats>,
+    commands: Commands,
     paused: bool,
-    estop: bool,
     target_speed: f64,
     frame_id: u64,
     controls: Controls,
@@ -144,7 +155,7 @@ impl Vehicle {
         writer: FrameWriter,
         outbox: Outbox,
         broadcast_stats: Arc<BroadcastStats>,
-        action_stats: Arc<ActionStats>,
+        commands: Commands,
     ) -> Self {
         Self {
             target_speed: config.drive.target_speed_mps,
@@ -156,9 +167,8 @@ impl Vehicle {
             outbox,
             controller: Controller::default(),
             broadcast_stats,
-            action_stats,
+            commands,
             paused: false,
-            estop: false,
             frame_id: 0,
             controls: Controls::default(),
             mode: DriveMode::Driving,
@@ -237,12 +247,16 @@ impl Vehicle {
             let capture = d.capture_ns;
             self.outbox.send(Message::Detection(d), capture);
         }
-        let now_wall = clock::wall_ns();
-        if self.paused {
+        let now_mono = clock::monotonic_ns();
+        if let Some(text) = self.commands.check_operator(now_mono) {
+            self.notice(NoticeLevel::Warning, text);
+        }
+        // An emergency stop dominates a pause: the car brakes and the state says so.
+        if self.paused && !self.commands.estop {
             self.set_mode(DriveMode::Paused, None);
             self.writer.heartbeat();
         } else {
-            self.controls = self.decide(now_wall, dt);
+            self.controls = self.decide(now_mono, dt);
             self.source.actuate(dt, self.controls);
             self.timings.control_us = elapsed_us(started);
             self.produce_frame();
@@ -251,10 +265,15 @@ impl Vehicle {
     }
 
     /// Controls for this tick, and the mode they put the car in.
-    fn decide(&mut self, now_wall: u64, dt: f64) -> Controls {
-        if self.estop {
-            self.set_mode(DriveMode::EmergencyStop, Some("emergency stop (send resume to release)".into()));
+    fn decide(&mut self, now_mono: u64, dt: f64) -> Controls {
+        if self.commands.estop {
+            let reason = "emergency stop latched (send reset, then resume)".to_string();
+            self.set_mode(DriveMode::EmergencyStop, Some(reason));
             return self.controller.stop(1.0);
+        }
+        if let Some(reason) = self.commands.held.clone() {
+            self.set_mode(DriveMode::Stopped, Some(reason));
+            return self.controller.stop(FAILSAFE_BRAKE);
         }
         let lookahead = self.config.drive.lookahead_m;
         let speed = self.source.motion().speed_mps;
@@ -267,7 +286,7 @@ impl Vehicle {
                     Some(r) => Ok(LaneEstimate { target_y_m: r.lookahead_offset, lookahead_m: lookahead }),
                     None => Err(format!("the {} source has no ground truth", self.source.kind())),
                 },
-                SteerFrom::Detections => self.lane_from_detections(now_wall, lookahead),
+                SteerFrom::Detections => self.lane_from_detections(now_mono, lookahead),
             }
         };
         match lane {
@@ -282,9 +301,9 @@ impl Vehicle {
         }
     }
 
-    fn lane_from_detections(&self, now_wall: u64, lookahead: f64) -> Result<LaneEstimate, String> {
+    fn lane_from_detections(&self, now_mono: u64, lookahead: f64) -> Result<LaneEstimate, String> {
         let timeout_ns = self.config.drive.detection_timeout_ms * 1_000_000;
-        let (Some(latest), Some(age)) = (&self.detections.latest, self.detections.age_ns(now_wall)) else {
+        let (Some(latest), Some(age)) = (&self.detections.latest, self.detections.age_ns(now_mono)) else {
             return Err(format!(
                 "no detections yet (is ads-detection running on ring {:?}?)",
                 self.config.detections_ring
@@ -362,24 +381,32 @@ impl Vehicle {
         let outcome: Result<String, String> = match action.command {
             Command::Pause => {
                 self.paused = true;
-                self.source.set_paused(true);
+                // Under an e-stop the source keeps running, so the brake acts.
+                self.source.set_paused(!self.commands.estop);
                 Ok("paused".into())
             }
-            Command::Resume => {
-                let was = (self.paused, self.estop);
-                self.paused = false;
-                self.estop = false;
+            Command::Resume => self.commands.resume(clock::monotonic_ns()).map(|was_stopped| {
+                let was_paused = std::mem::replace(&mut self.paused, false);
                 self.source.set_paused(false);
-                Ok(match was {
+                match (was_paused, was_stopped) {
                     (false, false) => "already running".into(),
                     _ => "resumed".into(),
-                })
-            }
+                }
+            }),
             Command::EmergencyStop => {
-                self.estop = true;
                 self.controls = self.controller.stop(1.0);
-                Ok("emergency stop: throttle cut, full brake, latched until resume".into())
+                self.source.set_paused(false);
+                Ok(self.commands.emergency_stop(&action.sender))
             }
+            Command::Reset => {
+                let detail = self.commands.reset(&action.sender);
+                // A pause given during the e-stop takes effect again (the e-stop had unfrozen
+                // the source so that the brake acts).
+                self.source.set_paused(self.paused);
+                Ok(detail)
+            }
+            // Heartbeats are noted by the listener and never reach the loop.
+            Command::Heartbeat => Ok("heartbeat".into()),
             Command::Respawn { spawn_point } => {
                 let index = spawn_point.unwrap_or(0) as usize;
                 let outcome = self.source.respawn(index);
@@ -402,12 +429,13 @@ impl Vehicle {
         let (accepted, reason, detail) = match outcome {
             Ok(detail) => (true, None, detail),
             Err(detail) => {
-                self.action_stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.commands.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 (false, Some(RejectReason::NotAllowed), detail)
             }
         };
         tracing::info!(id = %action.id, accepted, %detail, "action done");
         let ack = Event::Ack { action_id: action.id, sender: action.sender, seq, accepted, reason, detail };
+        self.commands.record(&ack);
         self.outbox.send(Message::Event(ack), clock::wall_ns());
         // The state right after an action reflects it, even while paused.
         self.publish_state();
@@ -437,7 +465,8 @@ impl Vehicle {
     fn publish_state(&mut self) {
         let m = self.source.motion();
         let now_wall = clock::wall_ns();
-        let age = self.detections.age_ns(now_wall);
+        let now_mono = clock::monotonic_ns();
+        let age = self.detections.age_ns(now_mono);
         let timeout_ns = self.config.drive.detection_timeout_ms * 1_000_000;
         self.timings.encode_us =
             u32::try_from(self.broadcast_stats.last_encode_us.load(Ordering::Relaxed)).unwrap_or(0);
@@ -464,9 +493,9 @@ impl Vehicle {
                 frames_overrun: self.broadcast_stats.frames_overrun.load(Ordering::Relaxed),
                 messages_dropped: self.outbox.dropped()
                     + self.broadcast_stats.send_failures.load(Ordering::Relaxed),
-                actions_rejected: self.action_stats.rejected.load(Ordering::Relaxed),
-                actions_unauthenticated: self.action_stats.unauthenticated.load(Ordering::Relaxed),
-                actions_replayed: self.action_stats.replayed.load(Ordering::Relaxed),
+                actions_rejected: self.commands.stats.rejected.load(Ordering::Relaxed),
+                actions_unauthenticated: self.commands.stats.unauthenticated.load(Ordering::Relaxed),
+                actions_replayed: self.commands.stats.replayed.load(Ordering::Relaxed),
             },
             health: Health {
                 detections_fresh: age.is_some_and(|a| a <= timeout_ns),
@@ -479,8 +508,152 @@ impl Vehicle {
                 .source
                 .lane_reference(self.config.drive.lookahead_m)
                 .map(|r| r.lateral_offset),
+            commands: self.commands.status(now_mono),
         };
         self.outbox.send(Message::State(state), now_wall);
+    }
+}
+
+/// This run of the vehicle: a random id and the monotonic instant it started.
+#[derive(Debug, Clone)]
+struct RunClock {
+    id: String,
+    start_mono_ns: u64,
+}
+
+impl RunClock {
+    fn start() -> anyhow::Result<Self> {
+        use std::io::Read as _;
+        let mut bytes = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .context("reading random bytes for the run id")?;
+        let id = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self { id, start_mono_ns: clock::monotonic_ns() })
+    }
+}
+
+/// The command side of the vehicle: the persisted e-stop latch, the hold after a reset or a
+/// lost operator, the operator's heartbeat, and the outcomes retransmissions are answered from.
+struct Commands {
+    latch: EstopLatch,
+    estop: bool,
+    /// Why the car stands still until an operator's `resume` (mode `stopped`).
+    held: Option<String>,
+    run: RunClock,
+    outcomes: SharedOutcomes,
+    stats: Arc<ActionStats>,
+    require_operator: bool,
+    operator_timeout_ns: u64,
+}
+
+impl Commands {
+    fn new(
+        latch: EstopLatch,
+        latched: bool,
+        run: RunClock,
+        outcomes: SharedOutcomes,
+        stats: Arc<ActionStats>,
+        config: &VehicleConfig,
+    ) -> Self {
+        if latched {
+            tracing::warn!(
+                "the emergency stop is latched (from {}): the car stays stopped until a reset, then a resume",
+                latch.path().display()
+            );
+        }
+        let require_operator = config.actions.require_operator;
+        Self {
+            latch,
+            estop: latched,
+            held: require_operator.then(|| "waiting for an operator: open a viewer and send resume".into()),
+            run,
+            outcomes,
+            stats,
+            require_operator,
+            operator_timeout_ns: config.actions.operator_timeout_ms * 1_000_000,
+        }
+    }
+
+    /// Monotonic ns since the last operator heartbeat, if any.
+    fn heartbeat_age_ns(&self, now_mono: u64) -> Option<u64> {
+        match self.stats.last_heartbeat_mono_ns.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(now_mono.saturating_sub(t)),
+        }
+    }
+
+    fn operator_present(&self, now_mono: u64) -> bool {
+        self.heartbeat_age_ns(now_mono).is_some_and(|age| age <= self.operator_timeout_ns)
+    }
+
+    /// Dead-man: with an operator required, silence past the timeout holds the car; returns
+    /// the notice to give when that happens.
+    fn check_operator(&mut self, now_mono: u64) -> Option<String> {
+        if !self.require_operator || self.held.is_some() || self.operator_present(now_mono) {
+            return None;
+        }
+        let timeout_ms = self.operator_timeout_ns / 1_000_000;
+        let reason = format!(
+            "no operator heartbeat for more than {timeout_ms} ms (viewer gone?): stopped until an operator sends resume"
+        );
+        self.held = Some(reason.clone());
+        Some(reason)
+    }
+
+    /// Ok(whether the car was held): `resume` drives again, unless an e-stop is latched.
+    fn resume(&mut self, now_mono: u64) -> Result<bool, String> {
+        if self.estop {
+            return Err("the emergency stop is latched: send reset first, then resume".into());
+        }
+        if self.require_operator && !self.operator_present(now_mono) {
+            return Err("this vehicle requires an operator, and no operator heartbeat arrives".into());
+        }
+        Ok(self.held.take().is_some())
+    }
+
+    fn emergency_stop(&mut self, sender: &str) -> String {
+        self.estop = true;
+        let stored = self.latch.store(true, &format!("emergency stop from {sender:?}"));
+        match stored {
+            Ok(()) => "emergency stop: throttle cut, full brake, latched until reset".into(),
+            Err(e) => {
+                tracing::error!("{e}");
+                format!("emergency stop: throttle cut, full brake, latched until reset (NOT persisted: {e})")
+            }
+        }
+    }
+
+    fn reset(&mut self, sender: &str) -> String {
+        if !self.estop {
+            return "no emergency stop was latched".into();
+        }
+        if let Err(e) = self.latch.store(false, &format!("reset from {sender:?}")) {
+            // The car stays stopped; after a restart it is latched again, the safe side.
+            tracing::error!("{e}");
+        }
+        self.estop = false;
+        self.held = Some("emergency stop reset: send resume to drive".into());
+        "emergency stop released; the car stays stopped until resume".into()
+    }
+
+    fn record(&self, ack: &Event) {
+        if let Event::Ack { action_id, .. } = ack {
+            self.outcomes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).decide(action_id, ack);
+        }
+    }
+
+    fn status(&self, now_mono: u64) -> CommandStatus {
+        CommandStatus {
+            run_id: self.run.id.clone(),
+            run_ns: now_mono.saturating_sub(self.run.start_mono_ns),
+            estop_latched: self.estop,
+            held: self.held.is_some(),
+            operator_required: self.require_operator,
+            operator_heartbeat_age_ms: self
+                .heartbeat_age_ns(now_mono)
+                .map(|a| u32::try_from(a / 1_000_000).unwrap_or(u32::MAX)),
+        }
     }
 }
 

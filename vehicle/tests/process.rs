@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
 use ads_protocol::{
-    decode, encode, Action, Command, Detections, DriveMode, Event, LaneDetection, Message, RejectReason,
-    VehicleState, PROTOCOL_VERSION,
+    decode, encode, Action, ActionRun, Command, Detections, DriveMode, Event, LaneDetection, Message,
+    RejectReason, VehicleState, PROTOCOL_VERSION,
 };
 use ads_shmem_ipc::{clock, shm_path, MessageWriter, Stamp};
 use ads_sim::{SimConfig, Simulator, TrackKind};
@@ -27,7 +27,16 @@ struct Vehicle {
     actions: zmq::Socket,
     incoming: Receiver<Received>,
     seq: u64,
+    /// The vehicle's run id and run clock as last seen in its state, and when.
+    run: (String, u64, Instant),
     _context: zmq::Context,
+}
+
+/// A latch file of this test's own (never the user's ~/.local/state).
+fn latch_for(test: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("ads-process-{}-{test}.latch", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
 }
 
 fn free_port() -> u16 {
@@ -36,6 +45,10 @@ fn free_port() -> u16 {
 
 impl Vehicle {
     fn start(test: &str, extra: &[&str]) -> Vehicle {
+        Self::start_with_latch(test, extra, &latch_for(test))
+    }
+
+    fn start_with_latch(test: &str, extra: &[&str], latch: &std::path::Path) -> Vehicle {
         let name = format!("v{}-{test}", std::process::id());
         let (pub_port, action_port) = (free_port(), free_port());
         let frames = format!("{name}-frames");
@@ -46,6 +59,7 @@ impl Vehicle {
             .args(["--frames-ring", &frames, "--detections-ring", &detections, "--vehicle-id", "test-car"])
             .args(extra)
             .env("RUST_LOG", "warn")
+            .env("ADS_VEHICLE_LATCH_FILE", latch)
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -80,10 +94,27 @@ impl Vehicle {
             actions,
             incoming,
             seq: 0,
+            run: (String::new(), 0, Instant::now()),
             _context: context,
         };
         vehicle.state_where(|_| true);
         vehicle
+    }
+
+    /// The run stamp of an action valid for `ttl` from now on the vehicle's run clock.
+    fn run_stamp(&self, ttl: Duration) -> ActionRun {
+        let (id, run_ns, seen) = &self.run;
+        let now_run = run_ns + seen.elapsed().as_nanos() as u64;
+        ActionRun { run_id: id.clone(), expires_run_ns: now_run + ttl.as_nanos() as u64 }
+    }
+
+    /// A whole action message (unsigned), numbered by this client.
+    fn action_parts(&mut self, id: &str, run: ActionRun, command: Command) -> Vec<Vec<u8>> {
+        self.seq += 1;
+        let action = Action { id: id.into(), sender: "rust-test".into(), command, run };
+        let envelope =
+            encode("test-car", self.seq, clock::wall_ns(), clock::wall_ns(), &Message::Action(action));
+        vec![b"action".to_vec(), envelope]
     }
 
     fn next_where<T>(&mut self, mut pick: impl FnMut(&Received) -> Option<T>) -> T {
@@ -105,10 +136,18 @@ impl Vehicle {
     }
 
     fn state_where(&mut self, accept: impl Fn(&VehicleState) -> bool) -> VehicleState {
-        self.next_where(|r| match &r.message {
-            Message::State(s) if accept(s) => Some(s.clone()),
+        let mut run = None;
+        let found = self.next_where(|r| match &r.message {
+            Message::State(s) => {
+                run = Some((s.commands.run_id.clone(), s.commands.run_ns, Instant::now()));
+                accept(s).then(|| s.clone())
+            }
             _ => None,
-        })
+        });
+        if let Some(run) = run {
+            self.run = run;
+        }
+        found
     }
 
     fn send_raw(&self, parts: &[&[u8]]) {
@@ -120,17 +159,9 @@ impl Vehicle {
     fn act(&mut self, command: Command) -> (bool, Option<RejectReason>, String) {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            self.seq += 1;
-            let id = format!("{}-{}", self.name, self.seq);
-            let action = Action {
-                id: id.clone(),
-                sender: "rust-test".into(),
-                expires_ns: clock::wall_ns() + 5_000_000_000,
-                command: command.clone(),
-            };
-            let envelope =
-                encode("test-car", self.seq, clock::wall_ns(), clock::wall_ns(), &Message::Action(action));
-            self.send_raw(&[b"action", &envelope]);
+            let id = format!("{}-{}", self.name, self.seq + 1);
+            let parts = self.action_parts(&id, self.run_stamp(Duration::from_secs(5)), command.clone());
+            self.send_raw(&[&parts[0], &parts[1]]);
             let until = Instant::now() + Duration::from_millis(500);
             while Instant::now() < until {
                 if let Ok(r) = self.incoming.recv_timeout(Duration::from_millis(50)) {
@@ -276,15 +307,34 @@ fn respawn_puts_the_car_on_the_spawn_point() {
 }
 
 #[test]
-fn emergency_stop_brakes_to_zero_and_latches_until_resume() {
+fn emergency_stop_latches_until_reset_and_only_a_later_resume_drives() {
     let mut v = Vehicle::start("estop", &["--control", "truth"]);
     v.state_where(|s| s.speed_mps > 3.0);
     assert!(v.act(Command::EmergencyStop).0);
     let stopped = v.state_where(|s| s.mode == DriveMode::EmergencyStop && s.speed_mps == 0.0);
     assert_eq!((stopped.throttle, stopped.brake), (0.0, 1.0));
+    assert!(stopped.commands.estop_latched);
+    // A pause does not hide it: e-stop dominates.
+    assert!(v.act(Command::Pause).0);
+    let s = v.state_where(|s| s.paused);
+    assert_eq!(s.mode, DriveMode::EmergencyStop, "{s:?}");
+    // `resume` alone does not release it.
+    let (accepted, reason, detail) = v.act(Command::Resume);
+    assert_eq!((accepted, reason), (false, Some(RejectReason::NotAllowed)), "{detail}");
+    assert!(detail.contains("reset"), "{detail}");
     for _ in 0..30 {
         let s = v.state_where(|_| true);
         assert_eq!((s.speed_mps, s.mode), (0.0, DriveMode::EmergencyStop), "latched");
+    }
+    // `reset` releases the latch but never moves the car by itself.
+    let (accepted, _, detail) = v.act(Command::Reset);
+    assert!(accepted, "{detail}");
+    let held = v.state_where(|s| !s.commands.estop_latched);
+    assert!(held.commands.held, "{held:?}");
+    for _ in 0..30 {
+        let s = v.state_where(|_| true);
+        assert_eq!(s.speed_mps, 0.0, "moved after a reset alone: {s:?}");
+        assert!(matches!(s.mode, DriveMode::Stopped | DriveMode::Paused), "{s:?}");
     }
     assert!(v.act(Command::Resume).0);
     v.state_where(|s| s.mode == DriveMode::Driving && s.speed_mps > 0.5);
@@ -292,6 +342,130 @@ fn emergency_stop_brakes_to_zero_and_latches_until_resume() {
     assert_eq!((accepted, reason), (false, Some(RejectReason::NotAllowed)));
     assert!(v.act(Command::SetTargetSpeed { mps: 3.0 }).0);
     v.state_where(|s| s.target_speed_mps == 3.0);
+    v.stop();
+}
+
+#[test]
+fn an_emergency_stop_past_its_expiry_and_from_an_earlier_run_still_stops_the_car() {
+    let mut v = Vehicle::start("estop-late", &["--control", "truth"]);
+    assert!(v.act(Command::SetTargetSpeed { mps: 8.0 }).0, "connected");
+    v.state_where(|s| s.speed_mps > 3.0);
+    let long_expired = ActionRun { run_id: "an-earlier-run".into(), expires_run_ns: 1 };
+    let parts = v.action_parts("late-stop", long_expired, Command::EmergencyStop);
+    v.send_raw(&[&parts[0], &parts[1]]);
+    let (accepted, _, detail) = ack_for(&mut v, "late-stop");
+    assert!(accepted, "{detail}");
+    v.state_where(|s| s.mode == DriveMode::EmergencyStop && s.speed_mps == 0.0);
+    v.stop();
+}
+
+#[test]
+fn the_latch_survives_sigkill_and_a_restart() {
+    let latch = latch_for("restart");
+    let mut v = Vehicle::start_with_latch("restart", &["--control", "truth"], &latch);
+    v.state_where(|s| s.speed_mps > 3.0);
+    assert!(v.act(Command::EmergencyStop).0);
+    let first_run = v.state_where(|s| s.commands.estop_latched).commands.run_id;
+    let _ = v.child.kill();
+    let _ = v.child.wait();
+    drop(v);
+    // The same vehicle again, as systemd would restart it.
+    let mut again = Vehicle::start_with_latch("restart", &["--control", "truth"], &latch);
+    let s = again.state_where(|s| s.commands.run_id != first_run);
+    assert!(s.commands.estop_latched, "{s:?}");
+    for _ in 0..60 {
+        let s = again.state_where(|_| true);
+        assert_eq!((s.mode, s.speed_mps), (DriveMode::EmergencyStop, 0.0), "drove after a restart: {s:?}");
+    }
+    assert!(!again.act(Command::Resume).0, "resume released a persisted latch");
+    assert!(again.act(Command::Reset).0);
+    assert!(again.act(Command::Resume).0);
+    again.state_where(|s| s.mode == DriveMode::Driving && s.speed_mps > 0.5);
+    again.stop();
+    let _ = std::fs::remove_file(&latch);
+}
+
+#[test]
+fn with_an_operator_required_silence_stops_the_car_until_an_operator_resumes() {
+    let mut v = Vehicle::start(
+        "operator",
+        &["--control", "truth", "--require-operator", "--operator-timeout-ms", "500"],
+    );
+    let waiting = v.state_where(|s| s.mode == DriveMode::Stopped);
+    assert!(waiting.commands.operator_required && waiting.speed_mps == 0.0, "{waiting:?}");
+    let (accepted, _, detail) = v.act(Command::Resume);
+    assert!(!accepted, "resume without an operator: {detail}");
+    // Heartbeats, as a viewer sends them, then resume: it drives.
+    let beats = v.action_parts("beat-0", v.run_stamp(Duration::from_secs(1)), Command::Heartbeat);
+    v.send_raw(&[&beats[0], &beats[1]]);
+    let beating = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (endpoint, run, flag) = (v.action_endpoint.clone(), v.run.clone(), std::sync::Arc::clone(&beating));
+    let beater = std::thread::spawn(move || {
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::PUB).unwrap();
+        socket.connect(&endpoint).unwrap();
+        let mut seq = 1_000_000;
+        while flag.load(std::sync::atomic::Ordering::Relaxed) {
+            seq += 1;
+            let now_run = run.1 + run.2.elapsed().as_nanos() as u64;
+            let stamp = ActionRun { run_id: run.0.clone(), expires_run_ns: now_run + 1_000_000_000 };
+            let beat = Action {
+                id: format!("hb-{seq}"),
+                sender: "beater".into(),
+                command: Command::Heartbeat,
+                run: stamp,
+            };
+            let envelope = encode("test-car", seq, 0, 0, &Message::Action(beat));
+            socket.send_multipart([&b"action"[..], &envelope], 0).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    v.state_where(|s| s.commands.operator_heartbeat_age_ms.is_some_and(|a| a < 500));
+    assert!(v.act(Command::Resume).0);
+    v.state_where(|s| s.mode == DriveMode::Driving && s.speed_mps > 1.0);
+    // The operator goes away: controlled stop, and state says why.
+    beating.store(false, std::sync::atomic::Ordering::Relaxed);
+    beater.join().unwrap();
+    let stopped = v.state_where(|s| s.mode == DriveMode::Stopped && s.speed_mps == 0.0);
+    let reason = stopped.health.stop_reason.unwrap_or_default();
+    assert!(reason.contains("operator heartbeat"), "{reason}");
+    v.stop();
+}
+
+#[test]
+fn a_flood_of_oversized_junk_actions_is_not_echoed_at_size() {
+    let mut v = Vehicle::start("junk-flood", &["--control", "truth"]);
+    // Connected first (a PUB drops what it sends before the vehicle's subscription arrives).
+    assert!(v.act(Command::SetTargetSpeed { mps: 5.0 }).0, "connected");
+    let fresh = v.run_stamp(Duration::from_secs(30));
+    let started = Instant::now();
+    let long = "n".repeat(400);
+    for i in 0..3000u64 {
+        let id = format!("{i}{long}");
+        let action = Action { id, sender: long.clone(), command: Command::Pause, run: fresh.clone() };
+        let mut envelope = encode("test-car", i, 0, 0, &Message::Action(action));
+        if i % 3 == 0 {
+            envelope.extend(std::iter::repeat_n(0xc0, 600)); // over the action size cap
+        }
+        v.send_raw(&[b"action", &envelope]);
+    }
+    // Everything the vehicle published as acks while (and shortly after) the flood arrived.
+    let (mut ack_bytes, mut acks, mut largest) = (0usize, 0usize, 0usize);
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let Ok(r) = v.incoming.recv_timeout(Duration::from_millis(50)) else { continue };
+        if let Message::Event(Event::Ack { action_id, sender, detail, accepted, .. }) = &r.message {
+            assert!(!accepted, "junk was accepted");
+            let size = action_id.len() + sender.len() + detail.len();
+            (ack_bytes, acks, largest) = (ack_bytes + size, acks + 1, largest.max(size));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("{acks} acks, {ack_bytes} bytes echoed over {seconds:.1} s, largest {largest} bytes");
+    assert!(largest <= 64 + 64 + 200, "an ack echoed {largest} bytes");
+    assert!((ack_bytes as f64) <= (seconds + 1.0) * 16.0 * 1024.0, "{ack_bytes} bytes in {seconds:.1} s");
+    let s = v.state_where(|s| s.drops.actions_rejected >= 100.max(acks as u64));
+    assert!(!s.paused, "junk paused the car");
     v.stop();
 }
 
@@ -306,7 +480,7 @@ fn ack_for(v: &mut Vehicle, id: &str) -> (bool, Option<RejectReason>, String) {
 
 /// An action envelope with an arbitrary command type, as a client in another language would
 /// build it.
-fn hand_made_envelope(id: &str, command_type: &str) -> Vec<u8> {
+fn hand_made_envelope(id: &str, command_type: &str, run: &ActionRun) -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct Env<'a> {
         v: u16,
@@ -320,8 +494,8 @@ fn hand_made_envelope(id: &str, command_type: &str) -> Vec<u8> {
     struct Body<'a> {
         id: &'a str,
         sender: &'a str,
-        expires_ns: u64,
         command: std::collections::BTreeMap<&'a str, &'a str>,
+        run: &'a ActionRun,
     }
     let env = Env {
         v: PROTOCOL_VERSION,
@@ -332,8 +506,8 @@ fn hand_made_envelope(id: &str, command_type: &str) -> Vec<u8> {
         body: Body {
             id,
             sender: "other-client",
-            expires_ns: u64::MAX,
             command: [("type", command_type)].into_iter().collect(),
+            run,
         },
     };
     rmp_serde::to_vec_named(&env).unwrap()
@@ -345,19 +519,28 @@ fn bad_actions_are_rejected_and_the_vehicle_keeps_publishing() {
     assert!(v.act(Command::SetTargetSpeed { mps: 5.0 }).0, "connected");
     let before = v.state_where(|_| true).frame_id;
     let now = clock::wall_ns();
-    let envelope = |seq: u64, id: &str, expires_ns: u64, command: Command| {
-        let action = Action { id: id.into(), sender: "bad-client".into(), expires_ns, command };
+    let fresh = v.run_stamp(Duration::from_secs(5));
+    let stale = ActionRun { expires_run_ns: 1, ..fresh.clone() };
+    let envelope = |seq: u64, id: &str, sender: &str, run: &ActionRun, command: Command| {
+        let action = Action { id: id.into(), sender: sender.into(), command, run: run.clone() };
         encode("test-car", seq, now, now, &Message::Action(action))
     };
-    v.send_raw(&[b"action", &envelope(1, "old", now - 1, Command::Pause)]);
+    v.send_raw(&[b"action", &envelope(1, "old", "bad-client", &stale, Command::Pause)]);
     assert_eq!(ack_for(&mut v, "old").1, Some(RejectReason::Expired));
-    v.send_raw(&[b"action", &envelope(10, "once", now + 5_000_000_000, Command::Resume)]);
+    v.send_raw(&[b"action", &envelope(10, "once", "bad-client", &fresh, Command::Resume)]);
     assert!(ack_for(&mut v, "once").0);
-    v.send_raw(&[b"action", &envelope(11, "once", now + 5_000_000_000, Command::Resume)]);
-    assert_eq!(ack_for(&mut v, "once").1, Some(RejectReason::Duplicate), "same id");
-    v.send_raw(&[b"action", &envelope(10, "replay", now + 5_000_000_000, Command::Pause)]);
-    assert_eq!(ack_for(&mut v, "replay").1, Some(RejectReason::Duplicate), "old sequence number");
-    v.send_raw(&[b"action", &hand_made_envelope("fly-1", "fly")]);
+    // The same id again is a retransmission: answered with the original outcome.
+    v.send_raw(&[b"action", &envelope(10, "once", "bad-client", &fresh, Command::Resume)]);
+    assert!(ack_for(&mut v, "once").0, "a retransmission gets the original outcome");
+    v.send_raw(&[b"action", &envelope(11, "once", "intruder", &fresh, Command::Pause)]);
+    assert_eq!(ack_for(&mut v, "once").1, Some(RejectReason::Duplicate), "same id, another sender");
+    v.send_raw(&[b"action", &envelope(10, "replay", "bad-client", &fresh, Command::Pause)]);
+    assert_eq!(ack_for(&mut v, "replay").1, Some(RejectReason::Duplicate), "used sequence number");
+    let earlier_run = ActionRun { run_id: "0123456789abcdef".into(), ..fresh.clone() };
+    v.send_raw(&[b"action", &envelope(12, "old-run", "bad-client", &earlier_run, Command::Pause)]);
+    let (_, reason, detail) = ack_for(&mut v, "old-run");
+    assert_eq!(reason, Some(RejectReason::Expired), "{detail}");
+    v.send_raw(&[b"action", &hand_made_envelope("fly-1", "fly", &fresh)]);
     assert_eq!(ack_for(&mut v, "fly-1").1, Some(RejectReason::Unknown));
     // Garbage, a wrong part count and random bytes: rejected as malformed, never acted on.
     v.send_raw(&[b"action", b"\x93\x01\x02"]);

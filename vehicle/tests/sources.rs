@@ -4,7 +4,9 @@
 //! carla-bridge/tests/standin (see docs/sources.md for what that does and does not show).
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
-use ads_protocol::{decode, encode_action, Action, Command, DriveMode, Event, Message, VehicleState};
+use ads_protocol::{
+    decode, encode_action, Action, ActionRun, Command, DriveMode, Event, Message, VehicleState,
+};
 use ads_shmem_ipc::clock;
 use ads_vehicle::source::convert::Converter;
 use opencv::core::{Mat, Size};
@@ -234,11 +236,12 @@ impl Vehicle {
             assert!(Instant::now() < deadline, "no ack for {command:?}");
             self.seq += 1;
             let id = format!("src-{}", self.seq);
+            let now = self.state_where("the run to address", |_| true).commands;
             let action = Action {
                 id: id.clone(),
                 sender: "sources-test".into(),
-                expires_ns: clock::wall_ns() + 5_000_000_000,
                 command: command.clone(),
+                run: ActionRun { run_id: now.run_id, expires_run_ns: now.run_ns + 5_000_000_000 },
             };
             let parts = encode_action("src-car", self.seq, clock::wall_ns(), &action, None);
             self.actions.send_multipart(parts, 0).unwrap();

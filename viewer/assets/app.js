@@ -20,6 +20,14 @@ let decoding = false;
 let unreported = [];
 let requestCounter = 0;
 const history = [];
+// An e-stop pressed while the viewer cannot be reached is kept here and sent on reconnect;
+// one the viewer took is retried by it until the vehicle confirms (estopRequest names it).
+let estopWaiting = false;
+let estopRequest = null;
+
+// Numbers from the vehicle are untrusted: anything not a finite number shows as "–".
+function num(v, digits) { return (typeof v === "number" && Number.isFinite(v)) ? v.toFixed(digits) : "–"; }
+function finite(v) { return typeof v === "number" && Number.isFinite(v); }
 
 function nowNs() { return Math.round((performance.timeOrigin + performance.now()) * 1e6); }
 
@@ -60,7 +68,7 @@ function connect(delay) {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   ws = new WebSocket(proto + "//" + location.host + "/ws" + (token ? "?token=" + encodeURIComponent(token) : ""));
   ws.binaryType = "arraybuffer";
-  ws.onopen = () => { wsOpen = true; delay = 250; refreshControls(); };
+  ws.onopen = () => { wsOpen = true; delay = 250; refreshControls(); if (estopWaiting) sendEstop(); };
   ws.onclose = () => {
     wsOpen = false;
     setLink("offline");
@@ -68,8 +76,13 @@ function connect(delay) {
     setTimeout(start, delay || 250);
   };
   ws.onmessage = (e) => {
-    if (typeof e.data === "string") onText(JSON.parse(e.data));
-    else onFrame(e.data);
+    try {
+      if (typeof e.data === "string") onText(JSON.parse(e.data));
+      else onFrame(e.data);
+    } catch (err) {
+      // One bad message must not stop the page from drawing the next ones.
+      console.warn("message not understood", err);
+    }
   };
 }
 
@@ -127,10 +140,13 @@ function draw() {
 }
 
 function polyline(g, pts, width, color) {
-  if (!pts || pts.length < 2) return;
+  if (!Array.isArray(pts) || pts.length < 2) return;
   g.strokeStyle = color; g.lineWidth = width; g.beginPath();
-  g.moveTo(pts[0][0], pts[0][1]);
-  for (const p of pts.slice(1)) g.lineTo(p[0], p[1]);
+  let started = false;
+  for (const p of pts) {
+    if (!Array.isArray(p) || !finite(p[0]) || !finite(p[1])) { started = false; continue; }
+    if (started) g.lineTo(p[0], p[1]); else { g.moveTo(p[0], p[1]); started = true; }
+  }
   g.stroke();
 }
 
@@ -145,7 +161,7 @@ function label(g, x, y, text, color, size) {
 function drawOverlay(g, o) {
   const lanes = o.lanes;
   if (lanes) {
-    if (layerOn("area") && lanes.area.length > 2) {
+    if (layerOn("area") && Array.isArray(lanes.area) && lanes.area.length > 2) {
       g.fillStyle = COLORS.area; g.beginPath();
       g.moveTo(lanes.area[0][0], lanes.area[0][1]);
       for (const p of lanes.area.slice(1)) g.lineTo(p[0], p[1]);
@@ -154,23 +170,24 @@ function drawOverlay(g, o) {
     if (layerOn("lanes")) { polyline(g, lanes.left, 4, COLORS.lane); polyline(g, lanes.right, 4, COLORS.lane); }
     if (layerOn("centre")) {
       polyline(g, lanes.centre, 2, COLORS.centre);
-      const b = lanes.centre[lanes.centre.length - 1];
-      if (b) label(g, b[0] - 40, b[1] - 28, `${lanes.offset_m >= 0 ? "+" : ""}${lanes.offset_m.toFixed(2)} m`, COLORS.centre, 16);
+      const b = Array.isArray(lanes.centre) ? lanes.centre[lanes.centre.length - 1] : null;
+      if (b && finite(b[0]) && finite(b[1])) label(g, b[0] - 40, b[1] - 28, `${lanes.offset_m >= 0 ? "+" : ""}${num(lanes.offset_m, 2)} m`, COLORS.centre, 16);
     }
   }
   if (layerOn("truth")) for (const line of o.truth || []) polyline(g, line, 2, COLORS.truth);
   if (layerOn("objects")) {
     for (const b of o.objects || []) {
+      if (![b.x, b.y, b.w, b.h].every(finite)) continue;
       g.strokeStyle = COLORS.object; g.lineWidth = 3; g.strokeRect(b.x, b.y, b.w, b.h);
-      label(g, b.x, Math.max(0, b.y - 16), `${b.label} ${(b.score * 100).toFixed(0)}%`, COLORS.object, 12);
+      label(g, b.x, Math.max(0, b.y - 16), `${b.label} ${num(b.score * 100, 0)}%`, COLORS.object, 12);
     }
   }
   if (layerOn("hud") && o.hud) {
     const h = o.hud;
     const lines = [
-      `${h.speed_kmh.toFixed(1).padStart(5)} km/h (target ${h.target_kmh.toFixed(0)})  ${h.mode}`,
-      `steer ${(h.steering_deg >= 0 ? "+" : "") + h.steering_deg.toFixed(1)}°  thr ${h.throttle.toFixed(2)}  brk ${h.brake.toFixed(2)}`,
-      `${h.source} ${h.fps.toFixed(1)} fps`,
+      `${num(h.speed_kmh, 1).padStart(5)} km/h (target ${num(h.target_kmh, 0)})  ${h.mode}`,
+      `steer ${(h.steering_deg >= 0 ? "+" : "") + num(h.steering_deg, 1)}°  thr ${num(h.throttle, 2)}  brk ${num(h.brake, 2)}`,
+      `${h.source} ${num(h.fps, 1)} fps`,
     ];
     lines.forEach((t, i) => label(g, 8, 8 + i * 22, t, COLORS.text, 16));
   }
@@ -197,7 +214,30 @@ function setLink(status) {
 
 function refreshControls() {
   const usable = wsOpen && link === "live";
-  for (const id of ["btn-estop", "btn-pause", "btn-resume", "btn-respawn", "btn-speed"]) $(id).disabled = !usable;
+  // Never the e-stop: with the link down a press is kept and retried (showEstop says so).
+  for (const id of ["btn-pause", "btn-resume", "btn-reset", "btn-respawn", "btn-speed"]) $(id).disabled = !usable;
+  $("btn-estop").disabled = false;
+  showEstop();
+}
+
+function showEstop() {
+  const el = $("estop-status");
+  let text = "";
+  if (estopWaiting) text = "E-STOP NOT DELIVERED YET — the viewer is unreachable; kept and sent on reconnect";
+  else if (estopRequest) text = link === "live" ? "E-STOP sent — waiting for the vehicle to confirm (retrying)"
+    : "E-STOP sent — vehicle link down, the viewer keeps retrying until the vehicle confirms";
+  el.textContent = text;
+  el.classList.toggle("hidden", !text);
+}
+
+function sendEstop() {
+  estopWaiting = true;
+  if (ws && ws.readyState === WebSocket.OPEN) {
+    estopRequest = "r" + (++requestCounter);
+    ws.send(JSON.stringify({ type: "action", request_id: estopRequest, command: { type: "emergency_stop" } }));
+    estopWaiting = false;
+  }
+  showEstop();
 }
 
 function onText(m) {
@@ -210,7 +250,10 @@ function onText(m) {
     case "link": setLink(m.status); break;
     case "state": onState(m); break;
     case "sent": showAck({ status: "sent", command: m.command, detail: "waiting for the vehicle…", request_id: m.request_id }); break;
-    case "ack": showAck(m.outcome); break;
+    case "ack":
+      if (m.outcome && m.outcome.request_id === estopRequest && m.outcome.status !== "not_sent") { estopRequest = null; showEstop(); }
+      showAck(m.outcome);
+      break;
     case "notice": addEvent(m.text, m.level); break;
     case "error": addEvent("viewer: " + m.detail, "error"); break;
   }
@@ -220,20 +263,23 @@ function onState(m) {
   const s = m.state;
   if (link !== "live") setLink("live");
 
+  const c = s.commands || {};
   const rows = [
     ["mode", s.mode + (s.paused && s.mode !== "paused" ? " (paused)" : "")],
-    ["speed", `${(s.speed_mps * 3.6).toFixed(1)} km/h`],
-    ["target", `${s.target_speed_mps.toFixed(1)} m/s`],
-    ["steering", `${(s.steering_rad * 180 / Math.PI).toFixed(1)}°`],
-    ["throttle / brake", `${s.throttle.toFixed(2)} / ${s.brake.toFixed(2)}`],
-    ["fps", s.fps.toFixed(1)],
+    ["e-stop", c.estop_latched ? "LATCHED (reset, then resume)" : (c.held ? "released, holding (resume)" : "–")],
+    ["operator", c.operator_required ? (finite(c.operator_heartbeat_age_ms) ? `required · heard ${c.operator_heartbeat_age_ms} ms ago` : "required · none yet") : "not required"],
+    ["speed", `${num(s.speed_mps * 3.6, 1)} km/h`],
+    ["target", `${num(s.target_speed_mps, 1)} m/s`],
+    ["steering", `${num(s.steering_rad * 180 / Math.PI, 1)}°`],
+    ["throttle / brake", `${num(s.throttle, 2)} / ${num(s.brake, 2)}`],
+    ["fps", num(s.fps, 1)],
     ["source · control", `${s.source} · ${s.control}`],
-    ["distance", `${s.distance_m.toFixed(0)} m`],
-    ["stop reason", s.health.stop_reason || "–"],
+    ["distance", `${num(s.distance_m, 0)} m`],
+    ["stop reason", (s.health && s.health.stop_reason) || "–"],
   ];
   fillTable("hud", rows);
-  const fmt = (v) => (v === null || v === undefined) ? "–" : v.toFixed(1);
-  const h = m.hops;
+  const fmt = (v) => num(v, 1);
+  const h = m.hops || {};
   fillTable("hops", [
     ["capture → detection", fmt(h.capture_to_detection_ms)],
     ["detection → vehicle", fmt(h.detection_to_vehicle_ms)],
@@ -241,7 +287,7 @@ function onState(m) {
     ["viewer → browser", fmt(h.viewer_to_browser_ms)],
     ["capture → browser", fmt(h.capture_to_browser_ms)],
   ]);
-  const d = s.drops, v = m.viewer;
+  const d = s.drops || {}, v = m.viewer || {};
   fillTable("drops", [
     ["vehicle: not broadcast", d.frames_not_broadcast],
     ["vehicle: overrun", d.frames_overrun],
@@ -252,8 +298,10 @@ function onState(m) {
     ["this browser", stats.dropped],
   ]);
   const last = history[history.length - 1];
-  if (!last || m.sample.t_ms - last.t_ms >= 100) history.push(m.sample);
-  while (history.length && history[0].t_ms < m.sample.t_ms - HISTORY_MS) history.shift();
+  if (m.sample && finite(m.sample.t_ms)) {
+    if (!last || m.sample.t_ms - last.t_ms >= 100) history.push(m.sample);
+    while (history.length && history[0].t_ms < m.sample.t_ms - HISTORY_MS) history.shift();
+  }
 }
 
 function fillTable(id, rows) {
@@ -297,7 +345,7 @@ function plot(id, series, colors) {
   g.clearRect(0, 0, c.width, c.height);
   const now = history.length ? history[history.length - 1].t_ms : 0;
   let lo = Infinity, hi = -Infinity;
-  for (const s of series) for (const p of history) { const v = s(p); if (v !== null && v !== undefined) { lo = Math.min(lo, v); hi = Math.max(hi, v); } }
+  for (const s of series) for (const p of history) { const v = s(p); if (finite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); } }
   if (lo === Infinity) return;
   if (hi - lo < 1e-3) { hi += 0.5; lo -= 0.5; }
   const x = (t) => c.width - (now - t) / HISTORY_MS * c.width;
@@ -309,7 +357,7 @@ function plot(id, series, colors) {
     let started = false;
     for (const p of history) {
       const v = s(p);
-      if (v === null || v === undefined) { started = false; continue; }
+      if (!finite(v)) { started = false; continue; }
       if (!started) { g.moveTo(x(p.t_ms), y(v)); started = true; } else g.lineTo(x(p.t_ms), y(v));
     }
     g.stroke();
@@ -323,15 +371,16 @@ function plots() {
   plot("plot-latency", [(p) => p.latency_ms], ["#ff40a0"]);
 }
 
-$("btn-estop").onclick = () => send({ type: "emergency_stop" });
+$("btn-estop").onclick = sendEstop;
 $("btn-pause").onclick = () => send({ type: "pause" });
 $("btn-resume").onclick = () => send({ type: "resume" });
+$("btn-reset").onclick = () => send({ type: "reset" });
 $("btn-respawn").onclick = () => send({ type: "respawn", spawn_point: Number($("spawn-point").value) });
 $("btn-speed").onclick = () => send({ type: "set_target_speed", mps: Number($("target-speed").value) });
 document.addEventListener("keydown", (e) => {
-  if (e.code === "Space" && e.target.tagName !== "INPUT" && !$("btn-estop").disabled) {
+  if (e.code === "Space" && e.target.tagName !== "INPUT") {
     e.preventDefault();
-    send({ type: "emergency_stop" });
+    sendEstop();
   }
 });
 for (const name of LAYERS) $("layer-" + name).onchange = draw;

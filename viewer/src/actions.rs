@@ -1,20 +1,36 @@
-//! Actions we send and the acknowledgements we wait for.
+//! Actions we send, their retransmission and the acknowledgements we wait for.
 //!
-//! Sequence numbers start from the wall clock so that a restarted viewer (same sender name)
-//! is still above the vehicle's remembered last sequence number for it.
+//! Every action is sent again with the same id (and the same bytes) until the vehicle
+//! acknowledges it or it expires; the vehicle answers a repeat of an id it already decided with
+//! the original outcome, so a retransmission never acts twice. An emergency stop never expires
+//! here: it is retried until the vehicle confirms it (the vehicle carries out an e-stop
+//! whatever its age). Emergency stops go first.
+//!
+//! Sequence numbers count from 1 under a sender name unique to this process (the configured
+//! name plus a random instance id), so a restarted viewer is never below its predecessor's
+//! numbers, whatever the wall clock did.
 
-use ads_protocol::{Action, Command, RejectReason};
+use ads_protocol::{Action, ActionRun, Command, RejectReason};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// How long an action stays valid after we send it.
-pub const ACTION_TTL_NS: u64 = 2_000_000_000;
+/// How long an action stays valid after we first send it, on the vehicle's run clock.
+pub const ACTION_TTL: Duration = Duration::from_secs(3);
+/// How often an unanswered action is sent again.
+pub const RETRANSMIT_EVERY: Duration = Duration::from_millis(250);
+/// Most actions awaiting an answer; beyond, the oldest non-e-stop one is given up.
+const MAX_PENDING: usize = 256;
 
 #[derive(Debug)]
 struct Pending {
     request_id: String,
     label: &'static str,
-    sent_at: Instant,
+    first_sent: Instant,
+    last_sent: Instant,
+    /// Given up (and reported unanswered) after this; `None`: an e-stop, retried until answered.
+    give_up_at: Option<Instant>,
+    parts: Vec<Vec<u8>>,
+    transmissions: u32,
 }
 
 /// The outcome of an action, as shown to the person who pressed the button.
@@ -27,6 +43,22 @@ pub struct Outcome {
     pub status: &'static str,
     pub reason: Option<RejectReason>,
     pub detail: String,
+}
+
+/// The vehicle's run as last seen in its state: what new actions are addressed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunView {
+    pub run_id: String,
+    pub run_ns: u64,
+    pub seen: Instant,
+}
+
+impl RunView {
+    /// The vehicle's run clock now, estimated from its last state (late by that state's
+    /// transit time at most, which only shortens an action's life).
+    pub fn now_run_ns(&self, now: Instant) -> u64 {
+        self.run_ns + now.saturating_duration_since(self.seen).as_nanos() as u64
+    }
 }
 
 #[derive(Debug)]
@@ -44,39 +76,110 @@ pub fn command_label(command: &Command) -> &'static str {
         Command::Resume => "resume",
         Command::EmergencyStop => "emergency_stop",
         Command::SetTargetSpeed { .. } => "set_target_speed",
+        Command::Reset => "reset",
+        Command::Heartbeat => "heartbeat",
     }
 }
 
+/// 32 random bits from the kernel, hex: tells this viewer process from earlier ones.
+pub fn instance_id() -> String {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 4];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_err() {
+        // Without /dev/urandom, the time still differs between two starts.
+        bytes = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u32)
+            .to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl ActionBook {
-    pub fn new(sender: String, now_wall_ns: u64, timeout: Duration) -> Self {
-        Self { sender, next_seq: now_wall_ns / 1000, pending: HashMap::new(), timeout }
+    /// `name`: the configured sender name; the book's sender is `name#INSTANCE`. `timeout`:
+    /// how long to wait for an acknowledgement before reporting an action unanswered.
+    pub fn new(name: &str, timeout: Duration) -> Self {
+        Self { sender: format!("{name}#{}", instance_id()), next_seq: 1, pending: HashMap::new(), timeout }
     }
 
     pub fn sender(&self) -> &str {
         &self.sender
     }
 
-    /// A new action and its sequence number, remembered until acknowledged or timed out.
-    pub fn create(&mut self, command: Command, request_id: String, now_wall_ns: u64) -> (Action, u64) {
-        // Never reuse or go below an earlier number, even if the wall clock steps back.
-        let seq = self.next_seq.max(now_wall_ns / 1000);
-        self.next_seq = seq + 1;
-        let id = format!("{}-{seq}", self.sender);
-        let label = command_label(&command);
-        self.pending.insert(id.clone(), Pending { request_id, label, sent_at: Instant::now() });
-        // Bounded: acknowledgements that never come are swept by `expire`, but a flood of
-        // clicks while the vehicle is silent must not grow without limit either.
-        if self.pending.len() > 256 {
-            if let Some(oldest) = self.pending.iter().min_by_key(|(_, p)| p.sent_at).map(|(k, _)| k.clone()) {
+    /// The next sequence number (also for heartbeats, which are not tracked).
+    pub fn next_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// A new action for `run` (`None`: no state heard yet, only an e-stop may go) and its
+    /// sequence number. Call [`ActionBook::track`] with its encoded parts to have it sent
+    /// until answered.
+    pub fn create(&mut self, command: Command, run: Option<&RunView>, now: Instant) -> (Action, u64) {
+        let seq = self.next_seq();
+        let ttl = ACTION_TTL.as_nanos() as u64;
+        let run = run.map_or_else(ActionRun::default, |r| ActionRun {
+            run_id: r.run_id.clone(),
+            expires_run_ns: r.now_run_ns(now) + ttl,
+        });
+        let id = format!("{}-{seq}", &self.sender[self.sender.len() - 8..]);
+        (Action { id, sender: self.sender.clone(), command, run }, seq)
+    }
+
+    /// Remembers `action` (sent now as `parts`) until it is answered or given up.
+    pub fn track(&mut self, action: &Action, request_id: String, parts: Vec<Vec<u8>>, now: Instant) {
+        let estop = action.command == Command::EmergencyStop;
+        let give_up_at = (!estop).then(|| now + self.timeout.max(ACTION_TTL));
+        let pending = Pending {
+            request_id,
+            label: command_label(&action.command),
+            first_sent: now,
+            last_sent: now,
+            give_up_at,
+            parts,
+            transmissions: 1,
+        };
+        self.pending.insert(action.id.clone(), pending);
+        // Bounded: a flood of clicks while the vehicle is silent must not grow without limit;
+        // e-stops are the last to go.
+        if self.pending.len() > MAX_PENDING {
+            let oldest = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.give_up_at.is_some())
+                .min_by_key(|(_, p)| p.first_sent)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
                 self.pending.remove(&oldest);
             }
         }
-        let action =
-            Action { id, sender: self.sender.clone(), expires_ns: now_wall_ns + ACTION_TTL_NS, command };
-        (action, seq)
     }
 
-    /// Matches an acknowledgement to what we sent; `None` if it is not ours.
+    /// The messages to send again now, emergency stops first.
+    pub fn due(&mut self, now: Instant) -> Vec<Vec<Vec<u8>>> {
+        let mut due: Vec<(&String, &mut Pending)> = self
+            .pending
+            .iter_mut()
+            .filter(|(_, p)| now.saturating_duration_since(p.last_sent) >= RETRANSMIT_EVERY)
+            .collect();
+        due.sort_by_key(|(_, p)| (p.give_up_at.is_some(), p.first_sent));
+        due.into_iter()
+            .map(|(_, p)| {
+                p.last_sent = now;
+                p.transmissions += 1;
+                p.parts.clone()
+            })
+            .collect()
+    }
+
+    /// Whether an e-stop is still waiting for the vehicle's confirmation.
+    pub fn estop_pending(&self) -> bool {
+        self.pending.values().any(|p| p.give_up_at.is_none())
+    }
+
+    /// Matches an acknowledgement to what we sent; `None` if it is not ours (or a repeat).
     pub fn acknowledge(
         &mut self,
         action_id: &str,
@@ -99,25 +202,29 @@ impl ActionBook {
         })
     }
 
-    /// Actions that got no answer in time.
+    /// Actions that got no answer in time (never an e-stop: it is retried until answered).
     pub fn expire(&mut self, now: Instant) -> Vec<Outcome> {
-        let timeout = self.timeout;
         let late: Vec<String> = self
             .pending
             .iter()
-            .filter(|(_, p)| now.duration_since(p.sent_at) > timeout)
+            .filter(|(_, p)| p.give_up_at.is_some_and(|t| now >= t))
             .map(|(k, _)| k.clone())
             .collect();
         late.into_iter()
             .filter_map(|id| {
                 let p = self.pending.remove(&id)?;
+                let waited = now.saturating_duration_since(p.first_sent).as_millis();
                 Some(Outcome {
                     request_id: p.request_id,
                     action_id: id,
                     command: p.label,
                     status: "unanswered",
                     reason: None,
-                    detail: format!("no acknowledgement from the vehicle within {} ms", timeout.as_millis()),
+                    detail: format!(
+                        "no acknowledgement from the vehicle within {waited} ms ({} transmissions); is the \
+                         action endpoint the one of the vehicle shown?",
+                        p.transmissions
+                    ),
                 })
             })
             .collect()
@@ -128,33 +235,52 @@ impl ActionBook {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sequence_numbers_increase_even_when_the_clock_steps_back() {
-        let mut book = ActionBook::new("v@x".into(), 5_000_000, Duration::from_secs(3));
-        let (_, a) = book.create(Command::Pause, "r1".into(), 5_000_000);
-        let (_, b) = book.create(Command::Pause, "r2".into(), 1_000);
-        let (_, c) = book.create(Command::Pause, "r3".into(), 9_000_000);
-        assert!(a < b && b < c, "{a} {b} {c}");
-        // A restarted viewer starts above the old one's numbers.
-        let mut later = ActionBook::new("v@x".into(), 10_000_000, Duration::from_secs(3));
-        assert!(later.create(Command::Resume, "r".into(), 10_000_000).1 > c);
+    fn run(now: Instant) -> RunView {
+        RunView { run_id: "r".into(), run_ns: 5_000, seen: now }
     }
 
     #[test]
-    fn acks_match_only_our_actions_once_and_silence_times_out() {
-        let mut book = ActionBook::new("me".into(), 0, Duration::from_millis(0));
-        let (action, _) = book.create(Command::EmergencyStop, "req".into(), 0);
-        assert_eq!(book.acknowledge(&action.id, "someone-else", true, None, ""), None);
-        let outcome = book.acknowledge(&action.id, "me", false, Some(RejectReason::Expired), "late").unwrap();
+    fn senders_are_unique_per_process_and_numbers_count_up() {
+        let mut a = ActionBook::new("v@x", Duration::from_secs(3));
+        let b = ActionBook::new("v@x", Duration::from_secs(3));
+        assert_ne!(a.sender(), b.sender(), "two starts share a sender");
+        assert!(a.sender().starts_with("v@x#") && a.sender().len() == "v@x#".len() + 8);
+        let now = Instant::now();
+        let (first, s1) = a.create(Command::Pause, Some(&run(now)), now);
+        let (second, s2) = a.create(Command::Pause, Some(&run(now)), now);
+        assert!(s1 < s2 && first.id != second.id);
+        assert!(first.id.len() <= ads_protocol::MAX_ACTION_NAME_BYTES);
+        assert_eq!(first.run.run_id, "r");
+        assert_eq!(first.run.expires_run_ns, 5_000 + ACTION_TTL.as_nanos() as u64);
+        assert_eq!(a.create(Command::EmergencyStop, None, now).0.run, ActionRun::default());
+    }
+
+    #[test]
+    fn unanswered_actions_are_resent_estop_first_until_acknowledged_or_given_up() {
+        let mut book = ActionBook::new("me", Duration::from_millis(0));
+        let t0 = Instant::now();
+        let (pause, _) = book.create(Command::Pause, Some(&run(t0)), t0);
+        book.track(&pause, "p".into(), vec![b"pause".to_vec()], t0);
+        let (stop, _) = book.create(Command::EmergencyStop, Some(&run(t0)), t0);
+        book.track(&stop, "s".into(), vec![b"stop".to_vec()], t0 + Duration::from_millis(1));
+        assert!(book.due(t0 + Duration::from_millis(100)).is_empty(), "too soon");
+        let later = t0 + RETRANSMIT_EVERY + Duration::from_millis(1);
+        assert_eq!(book.due(later), vec![vec![b"stop".to_vec()], vec![b"pause".to_vec()]]);
+        // Past its time the pause is given up; the e-stop never is.
+        let much_later = t0 + ACTION_TTL + Duration::from_secs(60);
+        let expired = book.expire(much_later);
+        assert_eq!(expired.len(), 1);
+        assert_eq!((expired[0].action_id.as_str(), expired[0].status), (pause.id.as_str(), "unanswered"));
+        assert!(book.estop_pending());
+        assert_eq!(book.due(much_later), vec![vec![b"stop".to_vec()]]);
+        assert_eq!(book.acknowledge(&stop.id, "someone-else", true, None, ""), None);
+        let sender = book.sender().to_string();
+        let outcome = book.acknowledge(&stop.id, &sender, true, None, "stopped").unwrap();
         assert_eq!(
             (outcome.request_id.as_str(), outcome.status, outcome.command),
-            ("req", "rejected", "emergency_stop")
+            ("s", "accepted", "emergency_stop")
         );
-        assert_eq!(book.acknowledge(&action.id, "me", true, None, ""), None);
-        let (silent, _) = book.create(Command::Pause, "req2".into(), 0);
-        std::thread::sleep(Duration::from_millis(2));
-        let expired = book.expire(Instant::now());
-        assert_eq!(expired.len(), 1);
-        assert_eq!((expired[0].action_id.as_str(), expired[0].status), (silent.id.as_str(), "unanswered"));
+        assert_eq!(book.acknowledge(&stop.id, &sender, true, None, ""), None, "a repeat ack is not news");
+        assert!(!book.estop_pending() && book.due(much_later + RETRANSMIT_EVERY).is_empty());
     }
 }

@@ -20,10 +20,33 @@ pub enum BurnError {
     Encode(turbojpeg::Error),
     #[error("the JPEG is {got:?} but the overlay is for {want:?}")]
     Size { got: (usize, usize), want: (u32, u32) },
+    #[error("the JPEG claims {width}x{height} pixels, more than the {max} this viewer decodes")]
+    TooLarge { width: usize, height: usize, max: u64 },
 }
 
-/// Decodes `jpeg`, draws `overlay`'s `layers` on it and encodes it again.
-pub fn burn(jpeg: &[u8], overlay: &Overlay, layers: Layers, quality: u8) -> Result<Vec<u8>, BurnError> {
+/// Reads only the JPEG's header: its size must be what the frame message said and at most
+/// `max_pixels`, so that a 600-byte "JPEG bomb" claiming 20000x20000 is never decoded.
+pub fn check_jpeg(jpeg: &[u8], width: u32, height: u32, max_pixels: u64) -> Result<(), BurnError> {
+    let header = turbojpeg::read_header(jpeg).map_err(BurnError::Decode)?;
+    if (header.width as u64).saturating_mul(header.height as u64) > max_pixels {
+        return Err(BurnError::TooLarge { width: header.width, height: header.height, max: max_pixels });
+    }
+    if (header.width, header.height) != (width as usize, height as usize) {
+        return Err(BurnError::Size { got: (header.width, header.height), want: (width, height) });
+    }
+    Ok(())
+}
+
+/// Decodes `jpeg` (after [`check_jpeg`] against `max_pixels`), draws `overlay`'s `layers` on
+/// it and encodes it again.
+pub fn burn(
+    jpeg: &[u8],
+    overlay: &Overlay,
+    layers: Layers,
+    quality: u8,
+    max_pixels: u64,
+) -> Result<Vec<u8>, BurnError> {
+    check_jpeg(jpeg, overlay.width, overlay.height, max_pixels)?;
     let mut image = turbojpeg::decompress(jpeg, turbojpeg::PixelFormat::RGB).map_err(BurnError::Decode)?;
     let (w, h) = (image.width, image.height);
     if overlay.width as usize != w || overlay.height as usize != h {
@@ -114,12 +137,46 @@ mod tests {
             format: turbojpeg::PixelFormat::RGB,
         };
         let jpeg = turbojpeg::compress(grey.as_deref(), 90, turbojpeg::Subsamp::None).unwrap().to_vec();
-        let with = burn(&jpeg, &overlay(), Layers::default(), 90).unwrap();
-        let without = burn(&jpeg, &overlay(), Layers { lanes: false, ..Layers::default() }, 90).unwrap();
+        let with = burn(&jpeg, &overlay(), Layers::default(), 90, MAX).unwrap();
+        let without = burn(&jpeg, &overlay(), Layers { lanes: false, ..Layers::default() }, 90, MAX).unwrap();
         assert!(green_pixels(&with) > 80, "{}", green_pixels(&with));
         assert_eq!(green_pixels(&without), 0);
         let wrong = Overlay { width: 65, ..overlay() };
-        assert!(matches!(burn(&jpeg, &wrong, Layers::default(), 90), Err(BurnError::Size { .. })));
-        assert!(matches!(burn(b"not a jpeg", &overlay(), Layers::default(), 90), Err(BurnError::Decode(_))));
+        assert!(matches!(burn(&jpeg, &wrong, Layers::default(), 90, MAX), Err(BurnError::Size { .. })));
+        assert!(matches!(
+            burn(b"not a jpeg", &overlay(), Layers::default(), 90, MAX),
+            Err(BurnError::Decode(_))
+        ));
+        assert!(matches!(
+            burn(&jpeg, &overlay(), Layers::default(), 90, 64 * 47),
+            Err(BurnError::TooLarge { .. })
+        ));
+    }
+
+    const MAX: u64 = 1 << 20;
+
+    /// A valid JPEG header claiming `width`x`height`, with almost no data behind it.
+    pub fn bomb(width: u16, height: u16) -> Vec<u8> {
+        let small = turbojpeg::Image {
+            pixels: vec![0u8; 16 * 16 * 3],
+            width: 16,
+            pitch: 16 * 3,
+            height: 16,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        let mut jpeg = turbojpeg::compress(small.as_deref(), 50, turbojpeg::Subsamp::None).unwrap().to_vec();
+        // SOF0: FF C0, length (2), precision (1), height (2), width (2).
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+        jpeg
+    }
+
+    #[test]
+    fn a_jpeg_bomb_is_refused_from_its_header() {
+        let err = check_jpeg(&bomb(20_000, 20_000), 20_000, 20_000, 3840 * 2160).unwrap_err();
+        assert!(matches!(err, BurnError::TooLarge { width: 20_000, height: 20_000, .. }), "{err}");
+        assert!(check_jpeg(&bomb(16, 16), 16, 16, 3840 * 2160).is_ok());
+        assert!(matches!(check_jpeg(&bomb(16, 16), 17, 16, 1 << 20), Err(BurnError::Size { .. })));
     }
 }

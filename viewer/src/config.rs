@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 pub struct ViewerConfig {
     /// The vehicle's PUB endpoint.
     pub vehicle: String,
-    /// The vehicle's action endpoint; derived from `vehicle` (port 5558) when empty.
+    /// The vehicle's action endpoint. Empty: port 5558 on loopback, allowed only while the
+    /// vehicle is on loopback too; a remote vehicle's action endpoint must be named.
     pub actions: String,
     /// Address the web UI listens on. Loopback unless you mean to share it.
     pub bind: IpAddr,
@@ -34,6 +35,22 @@ pub struct ViewerConfig {
     pub access_token: Option<String>,
     /// Most browsers (websockets) and MJPEG clients served at once; more are refused.
     pub max_clients: usize,
+    /// Host names (besides loopback names and IP addresses) the web UI answers to, e.g. the
+    /// laptop's name on the LAN. Anything else in `Host` is refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Extra origins (`scheme://host:port`) allowed to POST and open websockets, e.g. a TLS
+    /// reverse proxy's. The viewer's own origins on loopback are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Most TCP connections served at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Limit for reading a request's headers, and for answering any request, ms.
+    pub request_timeout_ms: u64,
+    /// Most snapshot / MJPEG encodes running at once.
+    pub max_encodes: usize,
+    /// Frames larger than this many pixels (by their JPEG header) are refused, never decoded.
+    pub max_frame_pixels: u64,
+    /// How often the operator heartbeat goes to the vehicle while a browser is connected, ms.
+    pub heartbeat_ms: u64,
 }
 
 impl Default for ViewerConfig {
@@ -52,6 +69,13 @@ impl Default for ViewerConfig {
             action_key: None,
             access_token: None,
             max_clients: 32,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_connections: 256,
+            request_timeout_ms: 10_000,
+            max_encodes: 2,
+            max_frame_pixels: 3840 * 2160,
+            heartbeat_ms: 250,
         }
     }
 }
@@ -59,7 +83,8 @@ impl Default for ViewerConfig {
 fn default_sender() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host = host.trim();
-    format!("viewer@{}", if host.is_empty() { "localhost" } else { host })
+    let name = format!("viewer@{}", if host.is_empty() { "localhost" } else { host });
+    name.char_indices().take_while(|(i, c)| i + c.len_utf8() <= 48).map(|(_, c)| c).collect()
 }
 
 /// Flags; every one also reads an `ADS_VIEWER_*` environment variable.
@@ -71,7 +96,7 @@ pub struct Overrides {
     /// The vehicle's PUB endpoint, e.g. tcp://car.local:5557.
     #[arg(long, env = "ADS_VIEWER_VEHICLE")]
     pub vehicle: Option<String>,
-    /// The vehicle's action endpoint [default: the vehicle's host, port 5558].
+    /// The vehicle's action endpoint, e.g. tcp://car.local:5558 [required unless the vehicle is on loopback].
     #[arg(long, env = "ADS_VIEWER_ACTIONS")]
     pub actions: Option<String>,
     /// Address to serve the web UI on [default: 127.0.0.1].
@@ -95,6 +120,21 @@ pub struct Overrides {
     /// Most browsers (and, separately, MJPEG clients) served at once [default: 32].
     #[arg(long, env = "ADS_VIEWER_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
+    /// A host name the web UI answers to besides loopback and IP addresses (repeatable).
+    #[arg(long = "allowed-host", env = "ADS_VIEWER_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// An extra origin allowed to act, e.g. https://viewer.example (repeatable).
+    #[arg(long = "allowed-origin", env = "ADS_VIEWER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Time limit for a request's headers and its answer, ms [default: 10000].
+    #[arg(long, env = "ADS_VIEWER_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Most TCP connections at once [default: 256].
+    #[arg(long, env = "ADS_VIEWER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Largest frame accepted from the vehicle, pixels [default: 3840x2160].
+    #[arg(long, env = "ADS_VIEWER_MAX_FRAME_PIXELS")]
+    pub max_frame_pixels: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +181,17 @@ impl ViewerConfig {
         if let Some(v) = o.max_clients {
             config.max_clients = v;
         }
+        config.allowed_hosts.extend(o.allowed_hosts);
+        config.allowed_origins.extend(o.allowed_origins);
+        if let Some(v) = o.request_timeout_ms {
+            config.request_timeout_ms = v;
+        }
+        if let Some(v) = o.max_connections {
+            config.max_connections = v;
+        }
+        if let Some(v) = o.max_frame_pixels {
+            config.max_frame_pixels = v;
+        }
         if config.actions.is_empty() {
             config.actions = action_endpoint_for(&config.vehicle)?;
         }
@@ -172,22 +223,45 @@ impl ViewerConfig {
         if self.max_clients == 0 {
             return Err(ConfigError::Invalid("max_clients must be at least 1".into()));
         }
-        if self.sender.is_empty() || self.sender.len() > 64 {
-            return Err(ConfigError::Invalid("sender must be 1..=64 characters".into()));
+        // The instance suffix (`#` and 8 hex digits) must still fit the protocol's 64 bytes.
+        if self.sender.is_empty() || self.sender.len() > 48 {
+            return Err(ConfigError::Invalid("sender must be 1..=48 bytes".into()));
+        }
+        let positive = [
+            ("max_connections", self.max_connections as u64),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("max_encodes", self.max_encodes as u64),
+            ("max_frame_pixels", self.max_frame_pixels),
+            ("heartbeat_ms", self.heartbeat_ms),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("{key} must be positive")));
         }
         Ok(())
     }
 }
 
-/// `tcp://host:5557` → `tcp://host:5558`: actions go to the same host as the stream.
+/// The default action endpoint, for a vehicle on loopback only: a remote vehicle's action
+/// endpoint is named explicitly, so that actions never go to a car the operator does not see
+/// (two vehicles on one host, a port forwarded elsewhere).
 pub fn action_endpoint_for(vehicle: &str) -> Result<String, ConfigError> {
     let invalid = || {
         ConfigError::Invalid(format!(
-            "cannot derive the action endpoint from {vehicle:?}; pass --actions tcp://HOST:PORT"
+            "the vehicle {vehicle:?} is not on this machine: name its action endpoint with --actions \
+             tcp://HOST:PORT (or `actions` in the config)"
         ))
     };
     let rest = vehicle.strip_prefix("tcp://").ok_or_else(invalid)?;
     let (host, _port) = rest.rsplit_once(':').ok_or_else(invalid)?;
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(invalid());
+    }
     Ok(format!("tcp://{host}:{}", ads_protocol::DEFAULT_ACTION_PORT))
 }
 
@@ -204,9 +278,11 @@ mod tests {
     }
 
     #[test]
-    fn action_endpoint_follows_the_vehicle_host() {
-        assert_eq!(action_endpoint_for("tcp://car.local:5557").unwrap(), "tcp://car.local:5558");
+    fn the_action_endpoint_is_derived_on_loopback_only() {
+        assert_eq!(action_endpoint_for("tcp://127.0.0.1:5557").unwrap(), "tcp://127.0.0.1:5558");
         assert_eq!(action_endpoint_for("tcp://[::1]:7000").unwrap(), "tcp://[::1]:5558");
+        let err = action_endpoint_for("tcp://car.local:5557").unwrap_err().to_string();
+        assert!(err.contains("--actions"), "{err}");
         assert!(action_endpoint_for("ipc:///tmp/x").is_err());
     }
 
@@ -216,7 +292,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("viewer.toml");
         std::fs::write(&file, "vehicle = \"tcp://10.0.0.2:5557\"\nport = 9000\n").unwrap();
-        let overrides = Overrides { config: Some(file.clone()), port: Some(9100), ..Overrides::default() };
+        let mut overrides =
+            Overrides { config: Some(file.clone()), port: Some(9100), ..Overrides::default() };
+        let err = ViewerConfig::load(&overrides).unwrap_err().to_string();
+        assert!(err.contains("--actions"), "a remote vehicle needs its action endpoint named: {err}");
+        overrides.actions = Some("tcp://10.0.0.2:5558".into());
         let c = ViewerConfig::load(&overrides).unwrap();
         assert_eq!(
             (c.vehicle.as_str(), c.actions.as_str(), c.port),

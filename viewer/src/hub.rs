@@ -3,7 +3,7 @@
 //! thread feeds it; every browser and MJPEG client reads from it without ever slowing the
 //! link or each other (newest-wins `watch` channels, a bounded `broadcast` for events).
 
-use crate::actions::{ActionBook, Outcome};
+use crate::actions::{ActionBook, Outcome, RunView};
 use crate::config::ViewerConfig;
 use crate::metrics::Metrics;
 use crate::overlay::{self, Overlay, OverlayInputs};
@@ -87,6 +87,9 @@ struct Inner {
     events: VecDeque<Arc<str>>,
     hops: Hops,
     actions: ActionBook,
+    /// The vehicle's run, from its newest state: what actions are addressed to.
+    run: Option<RunView>,
+    last_heartbeat: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -116,8 +119,7 @@ impl Hub {
         action_key: Option<ActionKey>,
     ) -> (Arc<Self>, std::sync::mpsc::Receiver<Vec<Vec<u8>>>) {
         let (actions_tx, actions_rx) = std::sync::mpsc::channel();
-        let actions =
-            ActionBook::new(config.sender.clone(), wall_ns(), Duration::from_millis(config.ack_timeout_ms));
+        let actions = ActionBook::new(&config.sender, Duration::from_millis(config.ack_timeout_ms));
         let hub = Self {
             metrics: Metrics::default(),
             frames: watch::Sender::new(None),
@@ -140,6 +142,8 @@ impl Hub {
                 events: VecDeque::new(),
                 hops: Hops::default(),
                 actions,
+                run: None,
+                last_heartbeat: None,
             }),
             config,
         };
@@ -219,6 +223,13 @@ impl Hub {
         match message.message {
             Message::Frame(info) => {
                 let Some(jpeg) = message.payload else { return };
+                if let Err(e) =
+                    crate::burn::check_jpeg(jpeg, info.width, info.height, self.config.max_frame_pixels)
+                {
+                    self.metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("frame {} refused: {e}", info.frame_id);
+                    return;
+                }
                 self.on_frame(
                     inner,
                     info.frame_id,
@@ -337,6 +348,13 @@ impl Hub {
         if previous != 0 && state.started_ns != 0 && state.started_ns != previous {
             self.on_restart(inner, "its start time changed".into(), recv_ns);
         }
+        if !state.commands.run_id.is_empty() {
+            inner.run = Some(RunView {
+                run_id: state.commands.run_id.clone(),
+                run_ns: state.commands.run_ns,
+                seen: Instant::now(),
+            });
+        }
         let t_ms = recv_ns / 1_000_000;
         let sample = Sample {
             t_ms,
@@ -379,7 +397,8 @@ impl Hub {
         self.publish_event(inner, text);
     }
 
-    /// Link health and unanswered actions; the link thread calls this a few times a second.
+    /// Link health, retransmissions, the operator heartbeat and unanswered actions; the link
+    /// thread calls this a few times a second.
     pub fn tick(&self, now: Instant) {
         let mut inner = self.inner();
         let timeout = Duration::from_millis(self.config.link_timeout_ms);
@@ -394,18 +413,56 @@ impl Hub {
             self.metrics.actions_unanswered.fetch_add(1, Ordering::Relaxed);
             self.publish_outcome(&mut inner, &outcome);
         }
+        let mut out = inner.actions.due(now);
+        self.metrics.actions_retransmitted.fetch_add(out.len() as u64, Ordering::Relaxed);
+        // Dead-man: someone is watching (a browser is connected) and the vehicle is heard.
+        let heartbeat_every = Duration::from_millis(self.config.heartbeat_ms);
+        let watched = self.metrics.clients.load(Ordering::Relaxed) > 0;
+        if watched
+            && inner.link == LinkStatus::Live
+            && inner.last_heartbeat.is_none_or(|t| now.saturating_duration_since(t) >= heartbeat_every)
+        {
+            if let (Some(vehicle), Some(run)) = (inner.vehicle_id.clone(), inner.run.clone()) {
+                inner.last_heartbeat = Some(now);
+                let (beat, seq) = inner.actions.create(Command::Heartbeat, Some(&run), now);
+                out.push(ads_protocol::encode_action(
+                    &vehicle,
+                    seq,
+                    wall_ns(),
+                    &beat,
+                    self.action_key.as_ref(),
+                ));
+            }
+        }
+        drop(inner);
+        if !out.is_empty() {
+            let sender = self.actions_out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for parts in out {
+                let _ = sender.send(parts);
+            }
+        }
     }
 
-    /// Sends `command` to the vehicle; its outcome arrives later as an `ack` event carrying
-    /// `request_id`.
+    /// Sends `command` to the vehicle, again and again until it is answered; its outcome
+    /// arrives later as an `ack` event carrying `request_id`. An emergency stop is taken
+    /// whatever the link's state (it is retried until the vehicle confirms it); anything else
+    /// needs a live link.
     pub fn send_action(&self, command: Command, request_id: String) -> Result<String, SendError> {
         let mut inner = self.inner();
-        let Some(vehicle) = inner.vehicle_id.clone().filter(|_| inner.link == LinkStatus::Live) else {
-            return Err(SendError::NotConnected(inner.link));
+        let estop = command == Command::EmergencyStop;
+        let live = inner.link == LinkStatus::Live;
+        let vehicle = match (inner.vehicle_id.clone(), live, estop) {
+            (Some(vehicle), true, _) => vehicle,
+            (Some(vehicle), false, true) => vehicle,
+            // Nobody heard yet: an e-stop goes to whichever vehicle is on the action endpoint.
+            (None, _, true) => "*".into(),
+            _ => return Err(SendError::NotConnected(inner.link)),
         };
-        let now = wall_ns();
-        let (action, seq) = inner.actions.create(command, request_id, now);
-        let parts = ads_protocol::encode_action(&vehicle, seq, now, &action, self.action_key.as_ref());
+        let now = Instant::now();
+        let run = inner.run.clone();
+        let (action, seq) = inner.actions.create(command, run.as_ref(), now);
+        let parts = ads_protocol::encode_action(&vehicle, seq, wall_ns(), &action, self.action_key.as_ref());
+        inner.actions.track(&action, request_id, parts.clone(), now);
         drop(inner);
         self.actions_out
             .lock()

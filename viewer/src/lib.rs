@@ -9,11 +9,13 @@ pub mod access;
 pub mod actions;
 pub mod burn;
 pub mod config;
+pub mod guard;
 pub mod hub;
 pub mod link;
 pub mod metrics;
 pub mod overlay;
 pub mod raster;
+pub mod serve;
 pub mod web;
 mod ws;
 
@@ -37,7 +39,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config))
+    let result = runtime.block_on(serve(config));
+    // Blocking tasks (an encode, say) must not keep the process alive after SIGTERM.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
@@ -83,12 +88,12 @@ async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
         (None, _) => tracing::info!("web UI on loopback: no access token needed"),
     }
     let mut signal = shutdown_signal();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    serve::serve(listener, app, Arc::clone(&hub), async move {
         (&mut signal).await;
-        // Websockets and MJPEG streams end when this flips; then the server drains.
+        // Websockets and MJPEG streams end when this flips; then the server drains (bounded).
         let _ = shutdown_tx.send(true);
-    });
-    server.await.context("serving the web UI")?;
+    })
+    .await;
     link_stop.store(true, Ordering::Relaxed);
     if link.join().is_err() {
         tracing::error!("the vehicle link thread panicked");

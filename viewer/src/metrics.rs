@@ -58,6 +58,12 @@ pub struct Metrics {
     pub actions_accepted: AtomicU64,
     pub actions_rejected: AtomicU64,
     pub actions_unanswered: AtomicU64,
+    /// Sends of an action again (same id) because no acknowledgement had come yet.
+    pub actions_retransmitted: AtomicU64,
+    /// HTTP connections closed on accept because `max_connections` were open.
+    pub connections_refused: AtomicU64,
+    /// HTTP requests refused by the web guard (foreign Host, cross-origin, wrong content type).
+    pub requests_refused: AtomicU64,
     pub link_losses: AtomicU64,
     pub clients: AtomicU64,
     pub mjpeg_clients: AtomicU64,
@@ -72,7 +78,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self, link_up: bool) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             ("ads_viewer_frames_received_total", "Frames received from the vehicle.", &self.frames_received),
             (
                 "ads_viewer_frames_missed_total",
@@ -106,6 +112,21 @@ impl Metrics {
                 "ads_viewer_actions_unanswered_total",
                 "Actions with no acknowledgement in time.",
                 &self.actions_unanswered,
+            ),
+            (
+                "ads_viewer_actions_retransmitted_total",
+                "Actions sent again (same id) while unanswered.",
+                &self.actions_retransmitted,
+            ),
+            (
+                "ads_viewer_connections_refused_total",
+                "HTTP connections closed because too many were open.",
+                &self.connections_refused,
+            ),
+            (
+                "ads_viewer_requests_refused_total",
+                "HTTP requests refused: foreign Host, cross-origin, not JSON.",
+                &self.requests_refused,
             ),
             ("ads_viewer_link_losses_total", "Times the vehicle went silent.", &self.link_losses),
         ];

@@ -83,7 +83,50 @@ pub struct OverlayInputs<'a> {
     pub link_lost: bool,
 }
 
+/// What the vehicle sends is untrusted: coordinates are clamped to a margin around the frame
+/// (a lane at x = 3e38 is drawn at the edge, not looped over), lists and labels are bounded.
+const MAX_POINTS: usize = 1024;
+const MAX_OBJECTS: usize = 100;
+const MAX_LABEL_CHARS: usize = 32;
+
+fn clamp_to(v: f32, size: u32) -> f32 {
+    let margin = 4.0 * size.max(1) as f32;
+    if v.is_finite() {
+        v.clamp(-margin, size as f32 + margin)
+    } else {
+        0.0
+    }
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(MAX_LABEL_CHARS).collect()
+}
+
 pub fn compute(inputs: OverlayInputs<'_>) -> Overlay {
+    let (w, h) = (inputs.width, inputs.height);
+    let clip = |p: Point| [clamp_to(p[0], w), clamp_to(p[1], h)];
+    let clip_all = |points: Vec<Point>| points.into_iter().take(MAX_POINTS).map(clip).collect::<Vec<_>>();
+    let mut overlay = compute_unclipped(inputs);
+    if let Some(l) = overlay.lanes.as_mut() {
+        l.left = clip_all(std::mem::take(&mut l.left));
+        l.right = clip_all(std::mem::take(&mut l.right));
+        l.area = clip_all(std::mem::take(&mut l.area));
+        l.centre = clip_all(std::mem::take(&mut l.centre));
+    }
+    overlay.truth = std::mem::take(&mut overlay.truth).into_iter().take(8).map(clip_all).collect();
+    overlay.objects.truncate(MAX_OBJECTS);
+    for b in &mut overlay.objects {
+        let ([x, y], [x1, y1]) = (clip([b.x, b.y]), clip([b.x + b.w, b.y + b.h]));
+        (b.x, b.y, b.w, b.h) = (x, y, (x1 - x).max(0.0), (y1 - y).max(0.0));
+        b.label = short(&b.label);
+    }
+    if let Some(hud) = overlay.hud.as_mut() {
+        hud.source = short(&hud.source);
+    }
+    overlay
+}
+
+fn compute_unclipped(inputs: OverlayInputs<'_>) -> Overlay {
     let mut stale = Vec::new();
     if inputs.link_lost {
         stale.push("vehicle link lost".to_string());
@@ -311,5 +354,61 @@ mod tests {
         assert!(l.lanes && l.hud && !l.objects && !l.area);
         assert!(Layers::parse("lanes,wings").unwrap_err().contains("wings"));
         assert_eq!(Layers::parse("").unwrap(), Layers::none());
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+    use ads_protocol::{DetectedObject, LaneDetection};
+
+    #[test]
+    fn huge_coordinates_and_labels_are_bounded() {
+        let d = Detections {
+            frame_id: 1,
+            capture_ns: 0,
+            detector: "x".into(),
+            processing_us: 0,
+            read_ns: 0,
+            control_read_ns: 0,
+            lanes: Some(LaneDetection {
+                h_samples: vec![0, u32::MAX],
+                left: vec![Some(3e38), Some(-3e38)],
+                right: vec![Some(1.0), Some(2.0)],
+                left_confidence: 1.0,
+                right_confidence: 1.0,
+                lateral_offset_m: 0.0,
+                heading_error_rad: 0.0,
+                curvature_radius_m: None,
+            }),
+            objects: vec![DetectedObject {
+                class: "c".repeat(10_000),
+                class_id: 1,
+                score: 1.0,
+                x_px: -3e38,
+                y_px: 0.0,
+                w_px: 3e38,
+                h_px: 3e38,
+            }],
+        };
+        let o = compute(OverlayInputs {
+            width: 800,
+            height: 600,
+            capture_ns: 0,
+            detection: Some(&d),
+            truth: None,
+            state: None,
+            stale_detection_ms: 300,
+            link_lost: false,
+        });
+        let lanes = o.lanes.unwrap();
+        for p in lanes.left.iter().chain(&lanes.area) {
+            assert!(p[0].abs() <= 4000.0 && p[1].abs() <= 3000.0, "{p:?}");
+        }
+        assert!(
+            o.objects[0].w <= 9.0 * 800.0 && o.objects[0].label.len() == MAX_LABEL_CHARS,
+            "{:?}",
+            o.objects[0].w
+        );
     }
 }

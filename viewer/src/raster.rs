@@ -43,8 +43,13 @@ impl<'a> Canvas<'a> {
         }
     }
 
-    /// A line `thickness` pixels wide, drawn by stamping squares along it.
+    /// A line `thickness` pixels wide, drawn by stamping squares along it. The segment is
+    /// first clipped to the canvas (plus the line's width), so the number of steps is bounded
+    /// by the canvas, whatever the coordinates.
     pub fn line(&mut self, a: Point, b: Point, thickness: f32, color: Rgb) {
+        let margin = thickness.clamp(0.0, 64.0) + 1.0;
+        let bounds = [-margin, -margin, self.width as f32 + margin, self.height as f32 + margin];
+        let Some((a, b)) = clip_segment(a, b, bounds) else { return };
         let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
         let steps = (dx.abs().max(dy.abs()) * 2.0).ceil().max(1.0) as usize;
         let half = thickness / 2.0;
@@ -123,6 +128,45 @@ impl<'a> Canvas<'a> {
     }
 }
 
+/// Cohen–Sutherland: the part of segment `a`–`b` inside `[x0, y0, x1, y1]`, if any; `None`
+/// for non-finite input. Intersections are computed at the boundary itself (not through a
+/// parameter along the segment), so even ±3e38 endpoints clip to the right pixels, and the
+/// result is clamped to the bounds whatever rounding did.
+fn clip_segment(a: Point, b: Point, [x0, y0, x1, y1]: [f32; 4]) -> Option<(Point, Point)> {
+    if !(a.iter().chain(&b).all(|v| v.is_finite())) {
+        return None;
+    }
+    let (x0, y0, x1, y1) = (f64::from(x0), f64::from(y0), f64::from(x1), f64::from(y1));
+    let code = |[x, y]: [f64; 2]| {
+        u8::from(x < x0) | u8::from(x > x1) << 1 | u8::from(y < y0) << 2 | u8::from(y > y1) << 3
+    };
+    let (mut p, mut q) = ([f64::from(a[0]), f64::from(a[1])], [f64::from(b[0]), f64::from(b[1])]);
+    for _ in 0..8 {
+        let (cp, cq) = (code(p), code(q));
+        if cp | cq == 0 {
+            let clamp = |[x, y]: [f64; 2]| [x.clamp(x0, x1) as f32, y.clamp(y0, y1) as f32];
+            return Some((clamp(p), clamp(q)));
+        }
+        if cp & cq != 0 {
+            return None;
+        }
+        let (out, other) = if cp != 0 { (&mut p, q) } else { (&mut q, p) };
+        let c = code(*out);
+        let (dx, dy) = (other[0] - out[0], other[1] - out[1]);
+        *out = if c & 0b1100 != 0 {
+            let edge = if c & 0b0100 != 0 { y0 } else { y1 };
+            [out[0] + dx * (edge - out[1]) / dy, edge]
+        } else {
+            let edge = if c & 0b0001 != 0 { x0 } else { x1 };
+            [edge, out[1] + dy * (edge - out[0]) / dx]
+        };
+        if !out.iter().all(|v| v.is_finite()) {
+            return None;
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +202,18 @@ mod tests {
                 .sum::<usize>()
         );
         assert!(Canvas::new(&mut px, 21, 10).is_none());
+    }
+
+    #[test]
+    fn absurd_coordinates_draw_the_visible_part_and_return_at_once() {
+        let mut px = vec![0u8; 30 * 10 * 3];
+        let mut c = Canvas::new(&mut px, 30, 10).unwrap();
+        // Unclipped, this line takes ~2^64 steps.
+        c.line([-3e38, 5.0], [3e38, 5.0], 1.0, [255, 0, 0]);
+        c.line([f32::NAN, 0.0], [5.0, 5.0], 1.0, [0, 0, 255]);
+        c.line([f32::INFINITY, 0.0], [5.0, 5.0], 1.0, [0, 0, 255]);
+        c.line([100.0, 100.0], [200.0, 300.0], 1.0, [0, 0, 255]);
+        assert_eq!(count(&px, [255, 0, 0]), 30 * 2);
+        assert_eq!(count(&px, [0, 0, 255]), 0);
     }
 }

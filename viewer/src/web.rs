@@ -3,6 +3,7 @@
 
 use crate::access::{self, AccessToken};
 use crate::burn;
+use crate::guard::{self, Guard};
 use crate::hub::{FramePacket, Hub, LinkStatus};
 use crate::overlay::Layers;
 use crate::ws;
@@ -10,7 +11,7 @@ use ads_protocol::Command;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -34,6 +35,49 @@ pub struct AppState {
     /// `None`: no token needed (loopback without one configured).
     pub access: Option<AccessToken>,
     burned: Arc<Mutex<Option<BurnedFrame>>>,
+    /// Bounds the snapshot / MJPEG encodes running at once (each decodes and encodes a frame).
+    encodes: Arc<tokio::sync::Semaphore>,
+    /// `/api/action` has no per-client socket; its clients share one bucket.
+    http_actions: Arc<Mutex<RateLimit>>,
+}
+
+/// Messages a client may send per second, sustained, and in a burst.
+pub const CLIENT_RATE: f64 = 20.0;
+pub const CLIENT_BURST: f64 = 40.0;
+
+/// A token bucket: a flood of messages is refused without affecting others. Emergency stops
+/// are never counted against it (see [`RateLimit::allow_command`]).
+#[derive(Debug)]
+pub struct RateLimit {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self { tokens: CLIENT_BURST, last: std::time::Instant::now() }
+    }
+}
+
+impl RateLimit {
+    pub fn allow(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * CLIENT_RATE).min(CLIENT_BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// An emergency stop always passes: it only ever stops the car, and the vehicle answers a
+    /// repeat with its first outcome; refusing one because of a flood would be the failure.
+    pub fn allow_command(&mut self, command: &Command) -> bool {
+        *command == Command::EmergencyStop || self.allow()
+    }
 }
 
 /// The last frame burned, shared by all MJPEG clients asking for the same layers.
@@ -46,7 +90,15 @@ struct BurnedFrame {
 
 impl AppState {
     pub fn new(hub: Arc<Hub>, shutdown: watch::Receiver<bool>) -> Self {
-        Self { hub, shutdown, access: None, burned: Arc::new(Mutex::new(None)) }
+        let encodes = Arc::new(tokio::sync::Semaphore::new(hub.config.max_encodes));
+        Self {
+            hub,
+            shutdown,
+            access: None,
+            burned: Arc::new(Mutex::new(None)),
+            encodes,
+            http_actions: Arc::new(Mutex::new(RateLimit::default())),
+        }
     }
 
     pub fn with_access(mut self, access: Option<AccessToken>) -> Self {
@@ -56,6 +108,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let guard = Guard::new(Arc::clone(&state.hub));
     Router::new()
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML) }))
         .route(
@@ -72,6 +125,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/session", get(|| async { Json(json!({"ok": true})) }))
         .layer(DefaultBodyLimit::max(MAX_CLIENT_MESSAGE))
         .layer(axum::middleware::from_fn_with_state(state.access.clone(), access::require_token))
+        // Outermost: a refused Host or origin learns nothing else, not even whether a token is needed.
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .with_state(state)
 }
 
@@ -79,24 +134,11 @@ fn error(status: StatusCode, detail: impl Into<String>) -> Response {
     (status, Json(json!({"error": detail.into()}))).into_response()
 }
 
-/// Browsers send `Origin` on websocket upgrades: a page from another site must not drive the
-/// car through a browser that can reach us.
-pub fn origin_allowed(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else { return true };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, rest)| rest);
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
-}
-
+/// The upgrade's Origin was checked by the guard (never against Host).
 async fn websocket(
     State(state): State<AppState>,
-    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    // Origin first: a refused page learns nothing else.
-    if !origin_allowed(&headers) {
-        return error(StatusCode::FORBIDDEN, "websocket from another origin refused");
-    }
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
@@ -139,7 +181,14 @@ impl LayerQuery {
     }
 }
 
-async fn burned(state: &AppState, packet: Arc<FramePacket>, layers: Layers) -> Result<Bytes, String> {
+/// The frame with `layers` burned in, from the cache or encoded now. `wait`: queue for an
+/// encoder (MJPEG) rather than answer "busy" (snapshots).
+async fn burned(
+    state: &AppState,
+    packet: Arc<FramePacket>,
+    layers: Layers,
+    wait: bool,
+) -> Result<Bytes, String> {
     if let Some(hit) = state.burned.lock().ok().and_then(|cache| {
         cache
             .as_ref()
@@ -148,13 +197,20 @@ async fn burned(state: &AppState, packet: Arc<FramePacket>, layers: Layers) -> R
     }) {
         return Ok(hit);
     }
-    let quality = state.hub.config.mjpeg_quality;
+    let permit = if wait {
+        Arc::clone(&state.encodes).acquire_owned().await.map_err(|e| e.to_string())?
+    } else {
+        Arc::clone(&state.encodes).try_acquire_owned().map_err(|_| BUSY.to_string())?
+    };
+    let (quality, max_pixels) = (state.hub.config.mjpeg_quality, state.hub.config.max_frame_pixels);
     let seq = packet.packet_seq;
-    let jpeg =
-        tokio::task::spawn_blocking(move || burn::burn(&packet.jpeg, &packet.overlay, layers, quality))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+    let jpeg = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        burn::burn(&packet.jpeg, &packet.overlay, layers, quality, max_pixels)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
     let jpeg = Bytes::from(jpeg);
     if let Ok(mut cache) = state.burned.lock() {
         *cache = Some(BurnedFrame { packet_seq: seq, layers, jpeg: jpeg.clone() });
@@ -170,12 +226,15 @@ async fn snapshot(State(state): State<AppState>, Query(query): Query<LayerQuery>
     let Some(packet) = state.hub.frames().borrow().clone() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no frame from the vehicle yet");
     };
-    match burned(&state, packet, layers).await {
+    match burned(&state, packet, layers, false).await {
         Ok(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg)
             .into_response(),
+        Err(e) if e == BUSY => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::BAD_GATEWAY, e),
     }
 }
+
+const BUSY: &str = "every encoder is busy; try again";
 
 const BOUNDARY: &str = "adsframe";
 
@@ -198,7 +257,7 @@ async fn stream(State(state): State<AppState>, Query(query): Query<LayerQuery>) 
                     _ = shutdown.changed() => return None,
                 }
                 let Some(packet) = frames.borrow_and_update().clone() else { continue };
-                match burned(&state, packet, layers).await {
+                match burned(&state, packet, layers, true).await {
                     Ok(jpeg) => {
                         let mut part = format!(
                             "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
@@ -264,6 +323,7 @@ pub fn validate_command(command: &Command, request_id: &str) -> Result<(), Strin
         return Err("request_id is longer than 64 characters".into());
     }
     match command {
+        Command::Heartbeat => Err("heartbeats come from the viewer itself, not from clients".into()),
         Command::SetTargetSpeed { mps } if !(0.0..=40.0).contains(mps) => {
             Err(format!("target speed {mps} m/s is outside 0..=40"))
         }
@@ -282,6 +342,15 @@ async fn action(State(state): State<AppState>, body: Bytes) -> Response {
     if let Err(e) = validate_command(&request.command, &request.request_id) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, e);
     }
+    let allowed = state
+        .http_actions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .allow_command(&request.command);
+    if !allowed {
+        return error(StatusCode::TOO_MANY_REQUESTS, "too many actions; slow down");
+    }
+    let estop = request.command == Command::EmergencyStop;
     // Listen before sending, so a fast acknowledgement cannot slip past.
     let mut events = state.hub.events();
     let action_id = match state.hub.send_action(request.command, request.request_id) {
@@ -315,6 +384,10 @@ async fn action(State(state): State<AppState>, body: Bytes) -> Response {
             };
             (status, Json(outcome)).into_response()
         }
+        _ if estop => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("emergency stop {action_id} not confirmed yet; the viewer keeps sending it until the vehicle does"),
+        ),
         _ => error(StatusCode::GATEWAY_TIMEOUT, format!("no outcome for action {action_id}")),
     }
 }

@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, Kill, Vehicle, Viewer, DEADLINE};
+use support::{free_port, metric, Kill, Vehicle, Viewer, DEADLINE};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -208,20 +208,132 @@ async fn the_page_shows_live_video_with_overlays_and_its_buttons_drive_the_car()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controls_are_disabled_while_the_vehicle_is_silent_and_come_back_with_it() {
-    let vehicle = Vehicle::start("browser-gone", false);
+async fn with_the_vehicle_silent_the_estop_stays_usable_and_a_press_is_delivered_when_it_returns() {
+    let mut vehicle = Vehicle::start("browser-gone", false);
     let viewer = Viewer::start(&vehicle);
     let browser = Browser::start().await;
     browser.client.goto(&viewer.url("/")).await.unwrap();
     browser.wait_js("enabled controls", "return !document.getElementById('btn-pause').disabled").await;
     // A frozen vehicle is silent like one behind a dead WiFi link.
     vehicle.process.signal(rustix::process::Signal::STOP);
-    browser.wait_js("disabled controls", "return document.getElementById('btn-estop').disabled").await;
+    browser.wait_js("disabled controls", "return document.getElementById('btn-pause').disabled").await;
     let banner = browser.js("return document.getElementById('banner').textContent").await;
     assert!(banner.as_str().unwrap().contains("vehicle link lost"), "{banner}");
+    // The e-stop is never disabled: pressed now, it is kept, retried, and the page says so.
+    assert_eq!(browser.js("return document.getElementById('btn-estop').disabled").await, false);
+    browser.click("btn-estop").await;
+    let status = browser
+        .wait_js(
+            "the pending e-stop shown",
+            "const t = document.getElementById('estop-status').textContent; return t.includes('retrying') ? t : null;",
+        )
+        .await;
+    eprintln!("while the vehicle is silent the page says: {status}");
     vehicle.process.signal(rustix::process::Signal::CONT);
-    browser.wait_js("controls enabled again", "return !document.getElementById('btn-estop').disabled").await;
+    vehicle.state_where("the e-stop pressed while the link was down", |s| s.commands.estop_latched);
+    browser.wait_ack("emergency_stop: accepted").await;
+    browser
+        .wait_js(
+            "the pending notice gone",
+            "return document.getElementById('estop-status').classList.contains('hidden')",
+        )
+        .await;
+    browser.wait_js("controls enabled again", "return !document.getElementById('btn-pause').disabled").await;
     browser.client.close().await.unwrap();
+}
+
+/// A page from another origin (another port on this machine) that the operator happens to
+/// open tries what a hostile page can: a text/plain form POST whose body parses as JSON, a
+/// no-cors fetch, a websocket, and framing the viewer. None of it reaches the vehicle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_from_another_origin_cannot_act_read_or_frame_the_viewer() {
+    let mut vehicle = Vehicle::start("browser-csrf", false);
+    let viewer = Viewer::start(&vehicle);
+    // Latch an e-stop first: the attack's `reset` and `resume` would release it.
+    let (status, _) = post_json(viewer.port, r#"{"command":{"type":"emergency_stop"}}"#);
+    assert_eq!(status, 200);
+    vehicle.state_where("the e-stop latched", |s| s.commands.estop_latched);
+    let (_, before) = viewer.get("/metrics").unwrap();
+    let sent_before = metric(&String::from_utf8_lossy(&before), "ads_viewer_actions_sent_total").unwrap();
+
+    let evil_port = free_port();
+    let page = evil_page(viewer.port);
+    let server = std::thread::spawn(move || serve_page(evil_port, &page));
+    let browser = Browser::start().await;
+    browser.client.goto(&format!("http://127.0.0.1:{evil_port}/")).await.unwrap();
+    let report = browser
+        .wait_js("the attack finished", "return window.attack && window.attack.done ? window.attack : null")
+        .await;
+    eprintln!("the hostile page's view: {report}");
+    assert_eq!(report["socket"], "refused", "{report}");
+    // Nothing reached the vehicle: still latched, and the viewer sent nothing.
+    for _ in 0..20 {
+        let s = vehicle.state();
+        assert!(s.commands.estop_latched && s.mode == DriveMode::EmergencyStop, "{s:?}");
+    }
+    let (_, after) = viewer.get("/metrics").unwrap();
+    let after = String::from_utf8_lossy(&after).into_owned();
+    assert_eq!(metric(&after, "ads_viewer_actions_sent_total").unwrap(), sent_before, "{after}");
+    // The framed viewer never ran (it would have opened a websocket), and refusals were counted.
+    assert_eq!(metric(&after, "ads_viewer_clients"), Some(0.0), "the page was framed: {after}");
+    assert!(metric(&after, "ads_viewer_requests_refused_total").unwrap() >= 2.0, "{after}");
+    browser.client.close().await.unwrap();
+    drop(server);
+}
+
+fn post_json(port: u16, body: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /api/action HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    (response[9..12].parse().unwrap(), response)
+}
+
+/// What a hostile page would do, in one document.
+fn evil_page(viewer: u16) -> String {
+    let target = format!("http://127.0.0.1:{viewer}");
+    format!(
+        r#"<!doctype html><html><body>
+<iframe name="sink" style="display:none"></iframe>
+<form id="f" method="POST" action="{target}/api/action" enctype="text/plain" target="sink">
+  <input name='{{"command":{{"type":"reset"}},"request_id":"' value='"}}'>
+</form>
+<iframe id="framed" src="{target}/" width="400" height="300"></iframe>
+<script>
+window.attack = {{ done: false }};
+document.getElementById("f").submit();
+fetch("{target}/api/action", {{ method: "POST", mode: "no-cors", headers: {{ "Content-Type": "text/plain" }},
+  body: JSON.stringify({{ command: {{ type: "resume" }}, request_id: "x" }}) }})
+  .then(() => window.attack.fetch = "sent", (e) => window.attack.fetch = "failed: " + e);
+const ws = new WebSocket("ws://127.0.0.1:{viewer}/ws");
+ws.onopen = () => {{ window.attack.socket = "open";
+  ws.send(JSON.stringify({{ type: "action", request_id: "w", command: {{ type: "reset" }} }})); }};
+ws.onerror = () => {{ window.attack.socket = window.attack.socket || "refused"; }};
+setTimeout(() => {{ window.attack.done = true; }}, 3000);
+</script></body></html>"#
+    )
+}
+
+/// Serves `page` to every request on `port` (the attacker's web server), until the test ends.
+fn serve_page(port: u16, page: &str) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+            page.len()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,6 +132,11 @@ async fn a_websocket_from_another_origin_is_refused() {
     request.headers_mut().insert("Origin", "http://evil.example".parse().unwrap());
     let refused = tokio_tungstenite::connect_async(request).await.unwrap_err();
     assert!(refused.to_string().contains("403"), "{refused}");
+    // Another port on the same host is another origin (a page served by anything else).
+    let mut request = format!("ws://127.0.0.1:{}/ws", viewer.port).into_client_request().unwrap();
+    request.headers_mut().insert("Origin", "http://127.0.0.1:9".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(request).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
     let mut request = format!("ws://127.0.0.1:{}/ws", viewer.port).into_client_request().unwrap();
     request.headers_mut().insert("Origin", format!("http://127.0.0.1:{}", viewer.port).parse().unwrap());
     assert!(tokio_tungstenite::connect_async(request).await.is_ok());
@@ -187,7 +192,7 @@ async fn mjpeg_stream_and_snapshot_carry_jpegs_with_overlays_burned_in() {
     // The stream: read until two complete parts have arrived.
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", viewer.port)).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream.write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    stream.write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
     let mut received = Vec::new();
     let deadline = Instant::now() + DEADLINE;
     while received.windows(10).filter(|w| w == b"--adsframe").count() < 3 {
@@ -288,4 +293,94 @@ async fn a_flooding_browser_is_bounded_and_the_others_keep_their_stream() {
     }
     assert!(refused >= 3, "only {refused} of 6 connections past the limit were refused");
     assert!(viewer.get("/healthz").unwrap().0 == 200);
+}
+
+/// The first action of a freshly started viewer used to be lost while its connection to the
+/// action port was still being made (and showed as "unanswered"): now it is retransmitted
+/// until acknowledged. Several fresh viewers, each acting at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freshly_started_viewers_first_action_is_delivered() {
+    let mut vehicle = Vehicle::start("first", false);
+    for round in 0..4 {
+        let viewer = Viewer::start(&vehicle);
+        let mut socket = connect(&viewer).await;
+        let (command, id) =
+            if round % 2 == 0 { ("pause", "first-pause") } else { ("resume", "first-resume") };
+        let ack = act(&mut socket, id, json!({"type": command})).await;
+        assert_eq!(ack["outcome"]["status"], "accepted", "round {round}: {ack}");
+        let paused = round % 2 == 0;
+        vehicle.state_where("the first action carried out", |s| s.paused == paused);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_operator_required_killing_the_viewer_stops_the_car_and_says_why() {
+    let mut vehicle =
+        Vehicle::start_with("deadman", false, &["--require-operator", "--operator-timeout-ms", "800"]);
+    let waiting = vehicle.state_where("waiting for an operator", |s| s.mode == DriveMode::Stopped);
+    assert!(waiting.commands.operator_required, "{waiting:?}");
+    let viewer = Viewer::start(&vehicle);
+    // A browser is open: the viewer sends heartbeats, and a resume drives.
+    let mut socket = connect(&viewer).await;
+    vehicle.state_where("heartbeats", |s| s.commands.operator_heartbeat_age_ms.is_some_and(|a| a < 800));
+    let ack = act(&mut socket, "go", json!({"type": "resume"})).await;
+    assert_eq!(ack["outcome"]["status"], "accepted", "{ack}");
+    vehicle.state_where("driving", |s| s.mode == DriveMode::Driving && s.speed_mps > 1.0);
+    viewer.process.signal(rustix::process::Signal::KILL);
+    let stopped =
+        vehicle.state_where("a controlled stop", |s| s.mode == DriveMode::Stopped && s.speed_mps == 0.0);
+    let reason = stopped.health.stop_reason.clone().unwrap_or_default();
+    assert!(reason.contains("operator heartbeat"), "{reason}");
+    // A new viewer's heartbeats alone do not drive: the operator must resume.
+    let again = Viewer::start(&vehicle);
+    let mut socket = connect(&again).await;
+    vehicle
+        .state_where("heartbeats again", |s| s.commands.operator_heartbeat_age_ms.is_some_and(|a| a < 800));
+    for _ in 0..20 {
+        let s = vehicle.state();
+        assert_eq!((s.mode, s.speed_mps), (DriveMode::Stopped, 0.0), "drove without a resume: {s:?}");
+    }
+    let ack = act(&mut socket, "go-again", json!({"type": "resume"})).await;
+    assert_eq!(ack["outcome"]["status"], "accepted", "{ack}");
+    vehicle.state_where("driving again", |s| s.mode == DriveMode::Driving);
+}
+
+/// Slowloris: 1,100 connections that never finish their request must neither exhaust the
+/// viewer's descriptors nor keep it from serving or from exiting on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_time_out_and_cannot_exhaust_descriptors() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum.map(|m| m.min(8192)).or(Some(8192));
+    let _ = setrlimit(Resource::Nofile, limit);
+    let vehicle = Vehicle::start("slowloris", false);
+    let mut viewer =
+        Viewer::start_with(&vehicle, &["--max-connections", "64", "--request-timeout-ms", "2000"]);
+    let base_fds = viewer.open_fds();
+    let mut held = Vec::new();
+    for _ in 0..1100 {
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", viewer.port)) else { continue };
+        use std::io::Write as _;
+        let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
+        held.push(stream);
+    }
+    let fds = viewer.open_fds();
+    eprintln!("{} half-open connections; viewer fds {base_fds} before, {fds} during", held.len());
+    assert!(held.len() >= 1000, "the test could not open its connections");
+    assert!(fds <= base_fds + 64 + 16, "{fds} descriptors open (limit 64 connections)");
+    // Their headers time out; the viewer serves again while the attackers still hold sockets.
+    viewer.wait_until("health answered during the attack", |v| {
+        v.get("/healthz").is_some_and(|(s, _)| s == 200)
+    });
+    // New half-open ones while shutting down do not keep it alive either.
+    for _ in 0..50 {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", viewer.port)) {
+            use std::io::Write as _;
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\n");
+            held.push(stream);
+        }
+    }
+    let status = viewer.terminate().expect("the viewer did not exit on SIGTERM");
+    assert!(status.success(), "{status}");
+    drop(held);
 }

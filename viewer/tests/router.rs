@@ -154,3 +154,100 @@ async fn with_an_access_token_only_the_page_and_health_are_open() {
         .unwrap();
     assert_eq!(status_with_token(action).await, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+const ROUTES: [&str; 10] = [
+    "/",
+    "/app.js",
+    "/app.css",
+    "/ws",
+    "/healthz",
+    "/metrics",
+    "/snapshot.jpg",
+    "/stream.mjpg",
+    "/api/session",
+    "/nope",
+];
+
+fn with_headers(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Request<Body> {
+    let mut request = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    request.body(Body::from(body.to_string())).unwrap()
+}
+
+/// DNS rebinding: a page whose name now resolves to 127.0.0.1 still sends its own name.
+#[tokio::test]
+async fn foreign_host_headers_are_refused_on_every_route() {
+    for path in ROUTES.iter().copied().chain(["/api/action"]) {
+        for method in ["GET", "POST"] {
+            for host in ["evil.example", "evil.example:8080", "localhost.evil.example"] {
+                let headers = [("host", host), ("content-type", "application/json")];
+                let (status, _, body) = call(with_headers(method, path, &headers, "{}")).await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} Host {host}: {body}");
+                assert!(body.contains("not allowed"), "{body}");
+            }
+        }
+        for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "10.1.2.3:8080"] {
+            let (status, _, body) = call(with_headers("GET", path, &[("host", host)], "")).await;
+            assert_ne!(status, StatusCode::FORBIDDEN, "GET {path} Host {host}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn cross_site_requests_non_json_posts_and_framing_are_refused() {
+    let pause = r#"{"command":{"type":"pause"}}"#;
+    let host = ("host", "127.0.0.1:8080");
+    // The text/plain form and no-cors fetch of a hostile page.
+    for kind in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let request = with_headers("POST", "/api/action", &[host, ("content-type", kind)], pause);
+        assert_eq!(call(request).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{kind}");
+    }
+    let json = ("content-type", "application/json");
+    for origin in ["http://127.0.0.1:9999", "http://evil.example", "http://localhost", "null"] {
+        let request = with_headers("POST", "/api/action", &[host, json, ("origin", origin)], pause);
+        let (status, _, body) = call(request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin}: {body}");
+    }
+    for site in ["cross-site", "same-site"] {
+        for path in ["/api/action", "/snapshot.jpg", "/api/session"] {
+            let method = if path == "/api/action" { "POST" } else { "GET" };
+            let request = with_headers(method, path, &[host, json, ("sec-fetch-site", site)], pause);
+            assert_eq!(call(request).await.0, StatusCode::FORBIDDEN, "{site} {path}");
+        }
+        // The page itself may be opened from a link on another site.
+        let page = with_headers("GET", "/", &[host, ("sec-fetch-site", site)], "");
+        assert_eq!(call(page).await.0, StatusCode::OK, "{site} navigation");
+    }
+    // Our own page's request passes the guard (and fails only for want of a vehicle).
+    let own = [host, json, ("origin", "http://127.0.0.1:8080"), ("sec-fetch-site", "same-origin")];
+    assert_eq!(
+        call(with_headers("POST", "/api/action", &own, pause)).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // Every answer, refusals included, forbids framing.
+    for path in ROUTES {
+        let response = app().oneshot(with_headers("GET", path, &[host], "")).await.unwrap();
+        let h = response.headers();
+        assert_eq!(h.get("x-frame-options").unwrap(), "DENY", "{path}");
+        assert_eq!(h.get("content-security-policy").unwrap(), "frame-ancestors 'none'", "{path}");
+    }
+    let refused = app().oneshot(with_headers("GET", "/", &[("host", "evil.example")], "")).await.unwrap();
+    assert_eq!(refused.headers().get("x-frame-options").unwrap(), "DENY");
+}
+
+/// The rebinding attack that used to work: Origin and Host both the attacker's name.
+#[tokio::test]
+async fn a_websocket_whose_origin_matches_a_foreign_host_is_refused() {
+    let request = Request::get("/ws")
+        .header(header::HOST, "evil.example:8080")
+        .header(header::ORIGIN, "http://evil.example:8080")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_VERSION, "13")
+        .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(request).await.0, StatusCode::FORBIDDEN);
+}

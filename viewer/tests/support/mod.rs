@@ -38,6 +38,10 @@ impl Kill {
 
 impl Drop for Kill {
     fn drop(&mut self) {
+        // Already reaped: its pid may belong to another process by now.
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
         self.signal(rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -65,17 +69,24 @@ pub struct Vehicle {
 impl Vehicle {
     /// `detector`: also run ads-detection and steer from it; otherwise steer from truth.
     pub fn start(test: &str, detector: bool) -> Self {
+        Self::start_with(test, detector, &[])
+    }
+
+    /// With more `ads-vehicle` flags.
+    pub fn start_with(test: &str, detector: bool, extra: &[&str]) -> Self {
         let name = format!("v{}-{test}", std::process::id());
-        Self::spawn(&name, free_port(), free_port(), detector)
+        Self::spawn(&name, free_port(), free_port(), detector, extra)
     }
 
     /// Another vehicle process with the same name, ports and rings (as after a restart).
     pub fn restart_on(name: &str, pub_port: u16, action_port: u16) -> Self {
-        Self::spawn(name, pub_port, action_port, false)
+        Self::spawn(name, pub_port, action_port, false, &[])
     }
 
-    fn spawn(name: &str, pub_port: u16, action_port: u16, detector: bool) -> Self {
+    fn spawn(name: &str, pub_port: u16, action_port: u16, detector: bool, extra: &[&str]) -> Self {
         let name = name.to_string();
+        // The test's own e-stop latch, never the user's ~/.local/state.
+        let latch = std::env::temp_dir().join(format!("ads-viewer-test-{name}.latch"));
         let rings = (format!("{name}-frames"), format!("{name}-det"));
         let control = if detector { "detections" } else { "truth" };
         let process = Command::new(bin("ads-vehicle"))
@@ -83,6 +94,8 @@ impl Vehicle {
             .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
             .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
             .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
+            .args(extra)
+            .env("ADS_VEHICLE_LATCH_FILE", &latch)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()
@@ -168,20 +181,50 @@ impl Viewer {
     }
 
     pub fn start_with(vehicle: &Vehicle, extra: &[&str]) -> Self {
+        let viewer = Self::spawn(&vehicle.endpoint(), &vehicle.action_endpoint(), extra);
+        viewer.wait_until("the viewer hears the vehicle", |v| {
+            v.get("/healthz").is_some_and(|(_, body)| String::from_utf8_lossy(&body).contains("\"live\""))
+        });
+        viewer
+    }
+
+    /// A viewer of any PUB endpoint, returned as soon as it is started (not yet live).
+    pub fn spawn(vehicle: &str, actions: &str, extra: &[&str]) -> Self {
         let port = free_port();
         let process = Command::new(bin("ads-viewer"))
-            .args(["--vehicle", &vehicle.endpoint(), "--actions", &vehicle.action_endpoint()])
+            .args(["--vehicle", vehicle, "--actions", actions])
             .args(["--port", &port.to_string(), "--sender", &format!("viewer-{port}")])
             .args(extra)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let viewer = Viewer { port, process: Kill(process) };
-        viewer.wait_until("the viewer hears the vehicle", |v| {
-            v.get("/healthz").is_some_and(|(_, body)| String::from_utf8_lossy(&body).contains("\"live\""))
-        });
-        viewer
+        Viewer { port, process: Kill(process) }
+    }
+
+    /// Resident memory of the viewer process, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.0.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Open file descriptors of the viewer process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.process.0.id())).map_or(0, |d| d.count())
+    }
+
+    /// SIGTERM, and the exit status once it has exited (`None`: still running at the deadline).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.signal(rustix::process::Signal::TERM);
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.process.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn url(&self, path: &str) -> String {
