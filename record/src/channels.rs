@@ -269,8 +269,11 @@ pub fn detection_annotations(detections: &Detections, stamp: &Value) -> Value {
 }
 
 fn truth_annotations(truth: &LaneTruthMsg, stamp: &Value) -> Value {
-    let points: Vec<Value> =
-        truth.lanes.iter().filter_map(|xs| lane_polyline(&truth.h_samples, xs, (1.0, 0.85, 0.0), stamp)).collect();
+    let points: Vec<Value> = truth
+        .lanes
+        .iter()
+        .filter_map(|xs| lane_polyline(&truth.h_samples, xs, (1.0, 0.85, 0.0), stamp))
+        .collect();
     json!({ "circles": [], "points": points, "texts": [] })
 }
 
@@ -301,7 +304,10 @@ mod tests {
         assert_eq!(image["format"], "jpeg");
         assert_eq!(image["timestamp"]["sec"], 1);
         assert_eq!(image["timestamp"]["nsec"], 500_000_000);
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(image["data"].as_str().unwrap()).unwrap(), [0xff, 0xd8, 1, 2]);
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.decode(image["data"].as_str().unwrap()).unwrap(),
+            [0xff, 0xd8, 1, 2]
+        );
         let meta: Recorded<FrameInfo> = serde_json::from_slice(&out[0].data).unwrap();
         assert_eq!(meta.body, info);
         assert_eq!(meta.envelope.seq, 7);
@@ -327,8 +333,24 @@ mod tests {
             control_read_ns: 0,
             lanes: None,
             objects: vec![
-                DetectedObject { class: "car".into(), class_id: 2, score: 0.9, x_px: 10.0, y_px: 20.0, w_px: 30.0, h_px: 40.0 },
-                DetectedObject { class: "bus".into(), class_id: 5, score: 0.9, x_px: f32::NAN, y_px: 0.0, w_px: 1.0, h_px: 1.0 },
+                DetectedObject {
+                    class: "car".into(),
+                    class_id: 2,
+                    score: 0.9,
+                    x_px: 10.0,
+                    y_px: 20.0,
+                    w_px: 30.0,
+                    h_px: 40.0,
+                },
+                DetectedObject {
+                    class: "bus".into(),
+                    class_id: 5,
+                    score: 0.9,
+                    x_px: f32::NAN,
+                    y_px: 0.0,
+                    w_px: 1.0,
+                    h_px: 1.0,
+                },
             ],
         };
         let value = detection_annotations(&detections, &time(0));

@@ -53,7 +53,10 @@ pub fn init_tracing() {
 fn seconds(what: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
     value
         .map(|s| {
-            anyhow::ensure!(s.is_finite() && s > 0.0, "--{what} must be a positive number of seconds, got {s}");
+            anyhow::ensure!(
+                s.is_finite() && s > 0.0,
+                "--{what} must be a positive number of seconds, got {s}"
+            );
             Ok(Duration::from_secs_f64(s))
         })
         .transpose()

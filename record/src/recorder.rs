@@ -55,7 +55,9 @@ pub fn record(
             Next::Malformed(e) => {
                 malformed += 1;
                 if malformed <= 5 || malformed % 1000 == 0 {
-                    tracing::warn!("malformed message from the vehicle ({malformed} so far), not recorded: {e}");
+                    tracing::warn!(
+                        "malformed message from the vehicle ({malformed} so far), not recorded: {e}"
+                    );
                 }
             }
             Next::Idle => sink.tick()?,

@@ -90,7 +90,8 @@ pub fn recover(input: &Path, output: &Path) -> Result<RecoverReport, ReadError> 
         let path = path.to_path_buf();
         move |source| ReadError::Mcap { path, source }
     };
-    let file = std::fs::File::create(output).map_err(|source| ReadError::Io { path: output.to_path_buf(), source })?;
+    let file = std::fs::File::create(output)
+        .map_err(|source| ReadError::Io { path: output.to_path_buf(), source })?;
     let mut writer = mcap::WriteOptions::new()
         .compression(Some(mcap::Compression::Zstd))
         .compression_level(1)
@@ -105,6 +106,7 @@ pub fn recover(input: &Path, output: &Path) -> Result<RecoverReport, ReadError> 
     })?;
     writer.finish().map_err(mcap_err(output))?;
     let mut buffered = writer.into_inner();
-    std::io::Write::flush(&mut buffered).map_err(|source| ReadError::Io { path: output.to_path_buf(), source })?;
+    std::io::Write::flush(&mut buffered)
+        .map_err(|source| ReadError::Io { path: output.to_path_buf(), source })?;
     Ok(RecoverReport { messages, truncated })
 }

@@ -133,10 +133,18 @@ impl Sink {
             .disable_seeking(true)
             .profile("")
             .library(concat!("ads-record ", env!("CARGO_PKG_VERSION")));
-        let writer = options.create(BufWriter::with_capacity(256 * 1024, file)).map_err(|e| Self::error(&path, 0, e))?;
+        let writer = options
+            .create(BufWriter::with_capacity(256 * 1024, file))
+            .map_err(|e| Self::error(&path, 0, e))?;
         let now = Instant::now();
-        let mut current =
-            Current { writer, file: size_handle, path: path.clone(), channels: BTreeMap::new(), opened: now, last_flush: now };
+        let mut current = Current {
+            writer,
+            file: size_handle,
+            path: path.clone(),
+            channels: BTreeMap::new(),
+            opened: now,
+            last_flush: now,
+        };
         for channel in Channel::ALL {
             let schema = current
                 .writer
@@ -159,7 +167,10 @@ impl Sink {
         use std::io::ErrorKind;
         match &error {
             mcap::McapError::Io(io)
-                if matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge) =>
+                if matches!(
+                    io.kind(),
+                    ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge
+                ) =>
             {
                 SinkError::DiskFull { path: path.to_path_buf(), bytes }
             }
@@ -204,7 +215,10 @@ impl Sink {
             return Err(self.fail(&path, e));
         }
         let too_big = self.options.rotate_bytes.is_some_and(|limit| self.current_bytes() >= limit);
-        let too_old = self.options.rotate_every.is_some_and(|limit| self.current.as_ref().is_some_and(|c| c.opened.elapsed() >= limit));
+        let too_old = self
+            .options
+            .rotate_every
+            .is_some_and(|limit| self.current.as_ref().is_some_and(|c| c.opened.elapsed() >= limit));
         if too_big || too_old {
             self.close_current()?;
             self.open_next()?;
@@ -242,7 +256,10 @@ impl Sink {
     pub fn progress(&self) -> Progress {
         let bytes = self.current_bytes();
         Progress {
-            path: self.current.as_ref().map_or_else(|| self.options.path_of(self.next_index.saturating_sub(1)), |c| c.path.clone()),
+            path: self
+                .current
+                .as_ref()
+                .map_or_else(|| self.options.path_of(self.next_index.saturating_sub(1)), |c| c.path.clone()),
             bytes,
             total_bytes: self.closed_bytes + bytes,
             files: self.next_index,
