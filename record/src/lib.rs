@@ -6,6 +6,8 @@
 //! index of a truncated file.
 
 pub mod channels;
+pub mod compare;
+pub mod frames;
 pub mod recorder;
 pub mod recover;
 pub mod sink;
@@ -18,8 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, clap::Parser)]
-#[command(name = "ads-record", version, about = "Record an ads vehicle's stream to MCAP")]
+#[command(name = "ads-record", version, about = "Record an ads vehicle's stream to MCAP", args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
     /// The vehicle's PUB endpoint.
     #[arg(long, env = "ADS_RECORD_VEHICLE", default_value = "tcp://127.0.0.1:5557")]
     pub vehicle: String,
@@ -44,6 +48,27 @@ pub struct Args {
     pub recover: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Compare the detections of a replay through the detector with those recorded live;
+    /// prints the figures and a verdict, exits 1 on FAIL.
+    Compare {
+        /// The recording of the live drive.
+        baseline: PathBuf,
+        /// A recording of `ads-vehicle --source recording --path BASELINE` with a detector.
+        candidate: PathBuf,
+        /// Largest 95th-percentile lane offset difference, m.
+        #[arg(long, default_value_t = 0.10)]
+        offset_tolerance_m: f64,
+        /// Largest share of frames that may differ in lines found or object count.
+        #[arg(long, default_value_t = 0.05)]
+        mismatch_share: f64,
+        /// Fewest frames with detections in both.
+        #[arg(long, default_value_t = 20)]
+        min_frames: usize,
+    },
+}
+
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -64,6 +89,37 @@ fn seconds(what: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
 
 /// Prints one JSON line per progress report on stdout (the tests and scripts read them).
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Subcommand::Compare { baseline, candidate, offset_tolerance_m, mismatch_share, min_frames }) =
+        &args.command
+    {
+        let read = |path: &PathBuf| {
+            let drive = frames::read_drive(path).with_context(|| format!("reading {}", path.display()))?;
+            if let Some(why) = &drive.truncated {
+                tracing::warn!("{} is truncated ({why}); comparing what it holds", path.display());
+            }
+            anyhow::Ok(drive)
+        };
+        let tolerances = compare::Tolerances {
+            offset_p95_m: *offset_tolerance_m,
+            mismatch_share: *mismatch_share,
+            min_frames: *min_frames,
+        };
+        let result = compare::compare(&read(baseline)?, &read(candidate)?, &tolerances);
+        println!("{}", serde_json::json!({ "event": "comparison", "comparison": result }));
+        println!(
+            "{}: {} frames compared; lane offset difference mean {:.3} m, p95 {:.3} m, max {:.3} m; \
+             lines found differ in {}, object count in {}",
+            if result.pass { "PASS" } else { "FAIL" },
+            result.frames_compared,
+            result.offset_diff_mean_m,
+            result.offset_diff_p95_m,
+            result.offset_diff_max_m,
+            result.lines_found_mismatches,
+            result.object_count_mismatches,
+        );
+        anyhow::ensure!(result.pass, "the detections differ: {}", result.failures.join("; "));
+        return Ok(());
+    }
     if let Some(input) = &args.recover {
         anyhow::ensure!(input != &args.output, "--recover writes a new file: give a different --output");
         let report = recover::recover(input, &args.output)

@@ -282,3 +282,64 @@ fn a_full_disk_stops_the_recorder_with_a_clear_error_and_the_vehicle_drives_on()
     let found = check(&kept, &["--linear"]);
     assert!(found["counts"]["/camera/image"].as_u64().unwrap_or(0) >= 10, "{found}");
 }
+
+/// `ads-vehicle --source recording` with a detector (configured by `detector_config`, if any)
+/// and a recorder: the replay's detections, recorded.
+fn replay_through_the_detector(name: &str, baseline: &Path, detector_config: Option<&Path>, output: &Path) {
+    let rings = (format!("t{}-{name}-f", std::process::id()), format!("t{}-{name}-d", std::process::id()));
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    // The recorder first, so it hears the replay from its first frame.
+    let mut recorder = Recorder::start(record_command(&endpoint, output).args(["--duration", "9"]));
+    let _vehicle = Kill(
+        Command::new(bin("ads-vehicle"))
+            .args(["--source", "recording", "--path"])
+            .arg(baseline)
+            .args(["--control", "detections", "--vehicle-id", name, "--broadcast", &endpoint])
+            .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
+            .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut detector = Command::new(bin("ads-detection"));
+    detector.args(["--method", "cv", "--frames-ring", &rings.0, "--detections-ring", &rings.1]);
+    if let Some(config) = detector_config {
+        detector.arg("--config").arg(config);
+    }
+    let _detector = Kill(detector.env("RUST_LOG", "warn").stdout(Stdio::null()).spawn().unwrap());
+    assert!(recorder.process.wait_exit("ads-record").success());
+}
+
+fn compare(baseline: &Path, candidate: &Path) -> (bool, String) {
+    let out = Command::new(bin("ads-record")).arg("compare").arg(baseline).arg(candidate).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_recorded_drive_through_the_detector_again_passes_unchanged_and_fails_perturbed() {
+    let dir = workdir("replay");
+    let baseline = dir.join("baseline.mcap");
+    {
+        let mut drive = Drive::start("recbase");
+        drive.frames_advance(10);
+        let mut recorder = Recorder::start(record_command(&drive.endpoint, &baseline).args(["--duration", "5"]));
+        assert!(recorder.process.wait_exit("ads-record").success());
+    }
+
+    let unchanged = dir.join("unchanged.mcap");
+    replay_through_the_detector("recsame", &baseline, None, &unchanged);
+    let (pass, text) = compare(&baseline, &unchanged);
+    assert!(pass, "an unchanged detector should pass: {text}");
+    assert!(text.contains("PASS"), "{text}");
+
+    // The lane centre moved by 4 warped pixels (0.2 m): every offset shifts.
+    let perturbed_config = dir.join("perturbed.toml");
+    std::fs::write(&perturbed_config, "[lanes]\ncentre_col = 203.5\n").unwrap();
+    let perturbed = dir.join("perturbed.mcap");
+    replay_through_the_detector("recpert", &baseline, Some(&perturbed_config), &perturbed);
+    let (pass, text) = compare(&baseline, &perturbed);
+    assert!(!pass, "a perturbed detector should fail: {text}");
+    assert!(text.contains("FAIL") && text.contains("lane offset differs"), "{text}");
+}
