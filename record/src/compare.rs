@@ -63,7 +63,8 @@ pub fn compare(baseline: &Drive, candidate: &Drive, tolerances: &Tolerances) -> 
     let mut diffs = Vec::new();
     let (mut compared, mut lines_mismatch, mut objects_mismatch) = (0, 0, 0);
     for replayed in &candidate.detections {
-        let Some(frame) = usize::try_from(replayed.body.frame_id).ok().and_then(|k| baseline.frames.get(k)) else {
+        let Some(frame) = usize::try_from(replayed.body.frame_id).ok().and_then(|k| baseline.frames.get(k))
+        else {
             continue;
         };
         let Some(live) = by_frame.get(&frame.info.body.frame_id) else { continue };

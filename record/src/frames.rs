@@ -32,6 +32,12 @@ struct Image {
     data: String,
 }
 
+/// The JPEG of a `foxglove.CompressedImage` JSON message.
+pub fn image_jpeg(data: &[u8]) -> Option<Vec<u8>> {
+    let image: Image = serde_json::from_slice(data).ok()?;
+    base64::engine::general_purpose::STANDARD.decode(image.data).ok()
+}
+
 /// Reads `path`; a truncated file gives what it holds up to the damage.
 pub fn read_drive(path: &Path) -> Result<Drive, ReadError> {
     let reading = recover::read(path)?;
@@ -44,17 +50,12 @@ pub fn read_drive(path: &Path) -> Result<Drive, ReadError> {
                 Ok(info) => pending = Some(info),
                 Err(_) => drive.unreadable += 1,
             },
-            Some(Channel::Image) => {
-                let jpeg = serde_json::from_slice::<Image>(&message.data)
-                    .ok()
-                    .and_then(|image| base64::engine::general_purpose::STANDARD.decode(image.data).ok());
-                match (pending.take(), jpeg) {
-                    (Some(info), Some(jpeg)) => {
-                        drive.frames.push(RecordedFrame { info, jpeg, log_ns: message.log_time })
-                    }
-                    _ => drive.unreadable += 1,
+            Some(Channel::Image) => match (pending.take(), image_jpeg(&message.data)) {
+                (Some(info), Some(jpeg)) => {
+                    drive.frames.push(RecordedFrame { info, jpeg, log_ns: message.log_time })
                 }
-            }
+                _ => drive.unreadable += 1,
+            },
             Some(Channel::Detection) => match serde_json::from_slice(&message.data) {
                 Ok(d) => drive.detections.push(d),
                 Err(_) => drive.unreadable += 1,

@@ -10,6 +10,7 @@ pub mod compare;
 pub mod frames;
 pub mod recorder;
 pub mod recover;
+pub mod replay;
 pub mod sink;
 pub mod subscribe;
 
@@ -20,7 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, clap::Parser)]
-#[command(name = "ads-record", version, about = "Record an ads vehicle's stream to MCAP", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "ads-record",
+    version,
+    about = "Record an ads vehicle's stream to MCAP",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Subcommand>,

@@ -324,7 +324,8 @@ fn a_recorded_drive_through_the_detector_again_passes_unchanged_and_fails_pertur
     {
         let mut drive = Drive::start("recbase");
         drive.frames_advance(10);
-        let mut recorder = Recorder::start(record_command(&drive.endpoint, &baseline).args(["--duration", "5"]));
+        let mut recorder =
+            Recorder::start(record_command(&drive.endpoint, &baseline).args(["--duration", "5"]));
         assert!(recorder.process.wait_exit("ads-record").success());
     }
 
@@ -342,4 +343,184 @@ fn a_recorded_drive_through_the_detector_again_passes_unchanged_and_fails_pertur
     let (pass, text) = compare(&baseline, &perturbed);
     assert!(!pass, "a perturbed detector should fail: {text}");
     assert!(text.contains("FAIL") && text.contains("lane offset differs"), "{text}");
+}
+
+/// A viewer's side of a replay: everything it publishes, and actions to it.
+struct ReplayClient {
+    sub: zmq::Socket,
+    actions: zmq::Socket,
+    seq: u64,
+    _context: zmq::Context,
+}
+
+enum Heard {
+    Frame(u64),
+    State(VehicleState),
+    Ack { id: String, accepted: bool },
+    Other,
+}
+
+impl ReplayClient {
+    fn connect(broadcast: &str, actions: &str) -> Self {
+        let context = zmq::Context::new();
+        let sub = context.socket(zmq::SUB).unwrap();
+        sub.set_subscribe(b"").unwrap();
+        sub.set_rcvtimeo(200).unwrap();
+        sub.connect(broadcast).unwrap();
+        let publisher = context.socket(zmq::PUB).unwrap();
+        publisher.connect(actions).unwrap();
+        ReplayClient { sub, actions: publisher, seq: 0, _context: context }
+    }
+
+    fn hear(&self) -> Option<Heard> {
+        let parts = self.sub.recv_multipart(0).ok()?;
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        Some(match decode(&refs).unwrap().message {
+            Message::Frame(info) => Heard::Frame(info.frame_id),
+            Message::State(s) => Heard::State(s),
+            Message::Event(ads_protocol::Event::Ack { action_id, accepted, .. }) => {
+                Heard::Ack { id: action_id, accepted }
+            }
+            _ => Heard::Other,
+        })
+    }
+
+    fn frames(&self, n: usize) -> Vec<u64> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut ids = Vec::new();
+        while ids.len() < n {
+            assert!(Instant::now() < deadline, "only {} frames from the replay", ids.len());
+            if let Some(Heard::Frame(id)) = self.hear() {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// Sends `command` until acknowledged (as the viewer retransmits); frames heard on the way
+    /// come back too.
+    fn act(&mut self, command: ads_protocol::Command) -> (bool, Vec<u64>) {
+        self.seq += 1;
+        let now = ads_shmem_ipc::clock::wall_ns();
+        let action = ads_protocol::Action {
+            id: format!("test-{}", self.seq),
+            sender: "record-test".into(),
+            expires_ns: now + 30_000_000_000,
+            command,
+        };
+        let parts = ads_protocol::encode_action("replay", self.seq, now, &action, None);
+        let deadline = Instant::now() + DEADLINE;
+        let mut frames = Vec::new();
+        let mut sent = Instant::now() - Duration::from_secs(1);
+        loop {
+            assert!(Instant::now() < deadline, "no acknowledgement of {}", action.id);
+            if sent.elapsed() >= Duration::from_millis(300) {
+                self.actions.send_multipart(&parts, 0).unwrap();
+                sent = Instant::now();
+            }
+            match self.hear() {
+                Some(Heard::Ack { id, accepted }) if id == action.id => return (accepted, frames),
+                Some(Heard::Frame(id)) => frames.push(id),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn record_seconds(name: &str, file: &Path, seconds: &str) {
+    let mut drive = Drive::start(name);
+    drive.frames_advance(5);
+    let mut recorder = Recorder::start(record_command(&drive.endpoint, file).args(["--duration", seconds]));
+    assert!(recorder.process.wait_exit("ads-record").success());
+}
+
+#[test]
+fn a_replay_looks_live_to_a_viewer_and_obeys_pause_resume_and_seek() {
+    let dir = workdir("play");
+    let file = dir.join("drive.mcap");
+    record_seconds("recplay", &file, "4");
+    let recorded = u64s(&check(&file, &[])["frame_ids"]);
+    let position = |id: u64| {
+        recorded.iter().position(|&r| r == id).unwrap_or_else(|| panic!("frame {id} was not recorded"))
+    };
+
+    let (broadcast, actions) =
+        (format!("tcp://127.0.0.1:{}", free_port()), format!("tcp://127.0.0.1:{}", free_port()));
+    let mut client = ReplayClient::connect(&broadcast, &actions);
+    let _replay = Kill(
+        Command::new(bin("ads-replay"))
+            .arg(&file)
+            .args(["--broadcast", &broadcast, "--actions", &actions])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    // The recorded frames, in their recorded order with their recorded ids.
+    let heard = client.frames(20);
+    let start = position(heard[0]);
+    assert_eq!(heard, recorded[start..start + heard.len()], "frames out of recorded order");
+
+    let (accepted, _) = client.act(ads_protocol::Command::Pause);
+    assert!(accepted);
+    // The acknowledgement follows the last frame before the pause on the same socket.
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut paused_states = 0;
+    while Instant::now() < until {
+        match client.hear() {
+            Some(Heard::Frame(id)) => panic!("frame {id} after the pause was acknowledged"),
+            Some(Heard::State(s)) => paused_states += usize::from(s.paused),
+            _ => {}
+        }
+    }
+    assert!(paused_states >= 2, "a paused replay keeps sending state, paused");
+
+    let (accepted, _) = client.act(ads_protocol::Command::Resume);
+    assert!(accepted);
+    let resumed = client.frames(3);
+    assert!(position(resumed[0]) > start, "resumed where it paused");
+
+    // respawn = seek: to the start.
+    let (accepted, before) = client.act(ads_protocol::Command::Respawn { spawn_point: None });
+    assert!(accepted);
+    let after_seek = client.frames(1)[0];
+    assert_eq!(
+        after_seek, recorded[0],
+        "seek to the start plays the first frame next (heard before: {before:?})"
+    );
+    // Beyond the end: rejected with a reason.
+    let (accepted, _) = client.act(ads_protocol::Command::Respawn { spawn_point: Some(3600) });
+    assert!(!accepted);
+}
+
+#[test]
+fn a_replay_of_a_truncated_file_plays_what_it_holds_and_a_foreign_file_is_refused() {
+    let dir = workdir("bad");
+    let file = dir.join("drive.mcap");
+    record_seconds("recbad", &file, "2");
+    let bytes = std::fs::read(&file).unwrap();
+    let truncated = dir.join("truncated.mcap");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let foreign = dir.join("foreign.mcap");
+    std::fs::write(&foreign, b"this is a video, honest\n").unwrap();
+
+    let out = Command::new(bin("ads-replay")).arg(&foreign).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("is not an MCAP file"), "{stderr}");
+
+    let (broadcast, actions) =
+        (format!("tcp://127.0.0.1:{}", free_port()), format!("tcp://127.0.0.1:{}", free_port()));
+    let client = ReplayClient::connect(&broadcast, &actions);
+    let replay = Command::new(bin("ads-replay"))
+        .arg(&truncated)
+        .args(["--broadcast", &broadcast, "--actions", &actions])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut replay = Kill(replay);
+    let mut warning = String::new();
+    std::io::BufReader::new(replay.0.stderr.take().unwrap()).read_line(&mut warning).unwrap();
+    assert!(warning.contains("truncated"), "{warning}");
+    assert_eq!(client.frames(10).len(), 10);
 }

@@ -79,7 +79,8 @@ impl RecordingSource {
     /// The recorded interval between frame `index` and the one before it.
     fn interval_ns(&self, index: usize) -> u64 {
         let Some(previous) = index.checked_sub(1).and_then(|i| self.frames.get(i)) else { return 0 };
-        let gap = self.frames[index].info.envelope.capture_ns.saturating_sub(previous.info.envelope.capture_ns);
+        let gap =
+            self.frames[index].info.envelope.capture_ns.saturating_sub(previous.info.envelope.capture_ns);
         if gap > MAX_GAP_NS {
             33_333_333
         } else {
