@@ -355,7 +355,7 @@ struct ReplayClient {
 
 enum Heard {
     Frame(u64),
-    State(VehicleState),
+    State(Box<VehicleState>),
     Ack { id: String, accepted: bool },
     Other,
 }
@@ -377,7 +377,7 @@ impl ReplayClient {
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         Some(match decode(&refs).unwrap().message {
             Message::Frame(info) => Heard::Frame(info.frame_id),
-            Message::State(s) => Heard::State(s),
+            Message::State(s) => Heard::State(Box::new(s)),
             Message::Event(ads_protocol::Event::Ack { action_id, accepted, .. }) => {
                 Heard::Ack { id: action_id, accepted }
             }

@@ -34,6 +34,11 @@ pub struct ViewerConfig {
     pub access_token: Option<String>,
     /// Most browsers (websockets) and MJPEG clients served at once; more are refused.
     pub max_clients: usize,
+    /// Port of the Foxglove WebSocket server (on `bind`; docs/recording.md); off when unset.
+    pub foxglove_port: Option<u16>,
+    /// Page origins besides the viewer's own allowed to open the Foxglove socket, e.g.
+    /// `https://app.foxglove.dev`; the access token is still required off loopback.
+    pub foxglove_origins: Vec<String>,
 }
 
 impl Default for ViewerConfig {
@@ -52,6 +57,8 @@ impl Default for ViewerConfig {
             action_key: None,
             access_token: None,
             max_clients: 32,
+            foxglove_port: None,
+            foxglove_origins: Vec::new(),
         }
     }
 }
@@ -95,6 +102,9 @@ pub struct Overrides {
     /// Most browsers (and, separately, MJPEG clients) served at once [default: 32].
     #[arg(long, env = "ADS_VIEWER_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
+    /// Serve the Foxglove WebSocket protocol on this port (Foxglove, Lichtblick).
+    #[arg(long, env = "ADS_VIEWER_FOXGLOVE_PORT")]
+    pub foxglove_port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +150,9 @@ impl ViewerConfig {
         }
         if let Some(v) = o.max_clients {
             config.max_clients = v;
+        }
+        if let Some(v) = o.foxglove_port {
+            config.foxglove_port = Some(v);
         }
         if config.actions.is_empty() {
             config.actions = action_endpoint_for(&config.vehicle)?;
