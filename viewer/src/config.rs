@@ -39,6 +39,8 @@ pub struct ViewerConfig {
     /// Page origins besides the viewer's own allowed to open the Foxglove socket, e.g.
     /// `https://app.foxglove.dev`; the access token is still required off loopback.
     pub foxglove_origins: Vec<String>,
+    /// Where the page's Record button writes recordings (created when needed).
+    pub recordings_dir: PathBuf,
 }
 
 impl Default for ViewerConfig {
@@ -59,6 +61,7 @@ impl Default for ViewerConfig {
             max_clients: 32,
             foxglove_port: None,
             foxglove_origins: Vec::new(),
+            recordings_dir: PathBuf::from("recordings"),
         }
     }
 }
@@ -105,6 +108,9 @@ pub struct Overrides {
     /// Serve the Foxglove WebSocket protocol on this port (Foxglove, Lichtblick).
     #[arg(long, env = "ADS_VIEWER_FOXGLOVE_PORT")]
     pub foxglove_port: Option<u16>,
+    /// Directory the page's Record button writes into [default: recordings].
+    #[arg(long, env = "ADS_VIEWER_RECORDINGS_DIR")]
+    pub recordings_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +159,9 @@ impl ViewerConfig {
         }
         if let Some(v) = o.foxglove_port {
             config.foxglove_port = Some(v);
+        }
+        if let Some(v) = o.recordings_dir {
+            config.recordings_dir = v;
         }
         if config.actions.is_empty() {
             config.actions = action_endpoint_for(&config.vehicle)?;

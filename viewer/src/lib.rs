@@ -15,6 +15,7 @@ pub mod link;
 pub mod metrics;
 pub mod overlay;
 pub mod raster;
+pub mod recording;
 pub mod web;
 mod ws;
 
