@@ -24,7 +24,8 @@ trap 'kill $vehicle $viewer ${recorder:-} 2>/dev/null || true; rm -rf "$work"' E
 sleep 3
 
 v0=$(cpu_ticks $vehicle); sleep "$seconds"; v1=$(cpu_ticks $vehicle)
-alone=$(echo "scale=1; 100 * ($v1 - $v0) / $hz / $seconds" | bc)
+pct() { awk -v d="$1" -v hz="$hz" -v s="$seconds" 'BEGIN { printf "%.1f", 100 * d / hz / s }'; }
+alone=$(pct $((v1 - v0)))
 
 RUST_LOG=error "$bin/ads-record" --vehicle "$pub" -o "$work/bench.mcap" --duration $((seconds + 6)) >/dev/null &
 recorder=$!
@@ -32,9 +33,9 @@ sleep 3
 v0=$(cpu_ticks $vehicle); r0=$(cpu_ticks $recorder); b0=$(stat -c %s "$work/bench.mcap")
 sleep "$seconds"
 v1=$(cpu_ticks $vehicle); r1=$(cpu_ticks $recorder); b1=$(stat -c %s "$work/bench.mcap")
-with=$(echo "scale=1; 100 * ($v1 - $v0) / $hz / $seconds" | bc)
-rec=$(echo "scale=1; 100 * ($r1 - $r0) / $hz / $seconds" | bc)
-mb_min=$(echo "scale=1; ($b1 - $b0) * 60 / $seconds / 1000000" | bc)
+with=$(pct $((v1 - v0)))
+rec=$(pct $((r1 - r0)))
+mb_min=$(awk -v b=$((b1 - b0)) -v s="$seconds" 'BEGIN { printf "%.1f", b * 60 / s / 1e6 }')
 wait $recorder || true
 recorder=
 echo "vehicle CPU, a viewer only:     ${alone}% of one core (${seconds} s)"

@@ -269,3 +269,50 @@ impl Sink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(channel: Channel, n: u64) -> Entry {
+        // Incompressible, like JPEG: zstd must not shrink it below the rotation size.
+        let mut state = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let data = (0..20_000)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 56) as u8
+            })
+            .collect();
+        Entry { channel, log_time: n * 1_000_000, publish_time: n * 1_000_000, sequence: n as u32, data }
+    }
+
+    #[test]
+    fn rotation_by_size_gives_complete_self_contained_files() {
+        let dir = std::env::temp_dir().join(format!("ads-sink-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = SinkOptions {
+            path: dir.join("drive.mcap"),
+            rotate_bytes: Some(200_000),
+            rotate_every: None,
+            flush_every: Duration::ZERO,
+        };
+        let mut sink = Sink::create(options.clone()).unwrap();
+        for n in 0..100 {
+            sink.write(&entry(Channel::Image, n)).unwrap();
+        }
+        let progress = sink.finish().unwrap();
+        assert!(progress.files >= 3, "{progress:?}");
+        assert_eq!(progress.messages, 100);
+        let mut total = 0;
+        for index in 0..progress.files {
+            let path = options.path_of(index);
+            assert_eq!(path.file_name().unwrap().to_str().unwrap(), format!("drive-{index:04}.mcap"));
+            let reading = crate::recover::read(&path).unwrap();
+            assert_eq!(reading.truncated, None, "{} is complete", path.display());
+            total += reading.messages.len();
+        }
+        assert_eq!(total, 100, "every message in exactly one file");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
