@@ -190,7 +190,7 @@ pub struct VehicleState {
     pub mode: DriveMode,
     pub paused: bool,
     pub control: ControlSource,
-    /// `sim`, `camera`, `video` or `carla`.
+    /// `sim`, `camera`, `video`, `carla` or `recording`.
     pub source: String,
     /// Frames produced per second over the last second.
     pub fps: f32,

@@ -52,16 +52,17 @@ class ActionKey:
 
 
 def encode_action(
-    vehicle: str, seq: int, command: Dict[str, Any], *, sender: str, action_id: Optional[str] = None,
-    expires_in_s: float = 2.0, key: Optional[ActionKey] = None,
+    vehicle: str, seq: int, command: Dict[str, Any], *, sender: str, run_id: str, expires_run_ns: int,
+    action_id: Optional[str] = None, key: Optional[ActionKey] = None,
 ) -> Sequence[bytes]:
     """The multipart frames of an action (``command`` like ``{"type": "pause"}``), signed
-    with ``key`` when given."""
+    with ``key`` when given. ``run_id`` and ``expires_run_ns`` address the vehicle's current
+    run and are judged on its run clock (``state.commands``; docs/protocol.md 5)."""
     now = _native.wall_ns()
     action = {
         "id": action_id or uuid.uuid4().hex,
         "sender": sender,
-        "expires_ns": now + int(expires_in_s * 1e9),
+        "run": {"run_id": run_id, "expires_run_ns": expires_run_ns},
         "command": command,
     }
     return _native.encode_action(vehicle, seq, now, json.dumps(action), None if key is None else key._native)
@@ -79,16 +80,21 @@ class VehicleClient:
         self._sub.setsockopt(zmq.RCVHWM, 100)
         for topic in topics:
             self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        if "event" not in topics:
-            self._sub.setsockopt(zmq.SUBSCRIBE, b"event")
+        for needed in ("event", "state"):
+            if needed not in topics:
+                self._sub.setsockopt(zmq.SUBSCRIBE, needed.encode())
         self._sub.connect(pub)
         self._pub = self._context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.SNDHWM, 100)
         self._pub.connect(actions)
         self.vehicle = vehicle
-        self.sender = sender or f"python@{os.uname().nodename}-{os.getpid()}"
+        # A random instance in the sender: a restarted client is a new sender, so its
+        # sequence numbers may start again from 1 whatever the wall clock says.
+        self.sender = sender or f"python#{uuid.uuid4().hex[:12]}"
         self._key = None if key_file is None else ActionKey(key_file)
-        self._seq = int(time.time() * 1000)
+        self._seq = 0
+        # (run_id, run_ns, monotonic time it was heard) from the newest state.
+        self._run: Optional[tuple] = None
 
     def recv(self, timeout: Optional[float] = 1.0, topics: Optional[Iterable[str]] = None) -> Optional[WireMessage]:
         """The next decoded message (of ``topics``, if given) within ``timeout`` seconds."""
@@ -99,17 +105,27 @@ class VehicleClient:
             if not self._sub.poll(None if left is None else int(left * 1000)):
                 return None
             message = decode(self._sub.recv_multipart())
+            if message.topic == "state":
+                commands = message.body.get("commands") or {}
+                self._run = (commands.get("run_id", ""), int(commands.get("run_ns", 0)), time.monotonic())
             if wanted is None or message.topic in wanted:
                 return message
 
     def send(self, command: Dict[str, Any], *, timeout: float = 2.0, retry_every: float = 0.2) -> Dict[str, Any]:
         """Sends an action and returns its acknowledgement (the ``ack`` event's body),
         retransmitting with the same id until it comes or ``timeout`` runs out (TimeoutError)."""
+        deadline = time.monotonic() + timeout
+        # The action names the vehicle's run, which only a state tells.
+        while self._run is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError("no state from the vehicle: its run is unknown")
+            self.recv(timeout=deadline - time.monotonic(), topics=("state",))
+        run_id, run_ns, heard = self._run
+        expires_run_ns = run_ns + int((time.monotonic() - heard + timeout) * 1e9)
         self._seq += 1
         action_id = uuid.uuid4().hex
-        parts = encode_action(self.vehicle, self._seq, command, sender=self.sender, action_id=action_id,
-                              expires_in_s=timeout, key=self._key)
-        deadline = time.monotonic() + timeout
+        parts = encode_action(self.vehicle, self._seq, command, sender=self.sender, run_id=run_id,
+                              expires_run_ns=expires_run_ns, action_id=action_id, key=self._key)
         while time.monotonic() < deadline:
             self._pub.send_multipart(parts)
             until = min(deadline, time.monotonic() + retry_every)

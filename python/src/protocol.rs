@@ -72,7 +72,7 @@ impl PyActionKey {
 }
 
 /// The multipart frames of an action: `action_json` is the action body as JSON
-/// (`{"id", "sender", "expires_ns", "command": {"type": ...}}`), signed when `key` is given.
+/// (`{"id", "sender", "run": {"run_id", "expires_run_ns"}, "command": {"type": ...}}`), signed when `key` is given.
 /// Raises ValueError for an action the protocol does not know.
 #[pyfunction]
 #[pyo3(signature = (vehicle, seq, now_ns, action_json, key = None))]

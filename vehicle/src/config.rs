@@ -15,6 +15,8 @@ pub enum SourceKind {
     Camera,
     Video,
     Carla,
+    /// An ads-record MCAP file (`--path`), its frames at their recorded pace.
+    Recording,
 }
 
 /// What the control loop steers from.
@@ -235,7 +237,7 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     #[arg(long, env = "ADS_VEHICLE_ID")]
     pub vehicle_id: Option<String>,
-    /// Frame source: sim, camera, video or carla (docs/sources.md).
+    /// Frame source: sim, camera, video, carla or recording (docs/sources.md).
     #[arg(long, value_enum, env = "ADS_VEHICLE_SOURCE")]
     pub source: Option<SourceKind>,
     /// Frame size of the ring, WIDTHxHEIGHT (same as --width and --height).
@@ -244,10 +246,10 @@ pub struct Overrides {
     /// V4L2 device of `--source camera`.
     #[arg(long, env = "ADS_VEHICLE_DEVICE")]
     pub device: Option<PathBuf>,
-    /// Video file of `--source video`.
+    /// Video file of `--source video`, MCAP file of `--source recording`.
     #[arg(long, env = "ADS_VEHICLE_VIDEO")]
     pub path: Option<PathBuf>,
-    /// Play the video file again from the start when it ends.
+    /// Play the video file (or recording) again from the start when it ends.
     #[arg(long = "loop", env = "ADS_VEHICLE_VIDEO_LOOP")]
     pub looping: bool,
     #[arg(long, env = "ADS_VEHICLE_CARLA_HOST")]

@@ -393,3 +393,45 @@ setInterval(() => {
 setInterval(plots, 500);
 refreshControls();
 start();
+
+// The Record button: an MCAP recording written on this laptop by the viewer
+// (GET/POST /api/recording, docs/recording.md), with its file, size and duration.
+let recording = false;
+function withToken(path) {
+  return path + (token ? "?token=" + encodeURIComponent(token) : "");
+}
+function showRecording(s) {
+  recording = !!s.recording;
+  const button = $("btn-record");
+  button.textContent = recording ? "Stop recording" : "Record";
+  button.classList.toggle("recording", recording);
+  const c = s.current;
+  const last = s.last;
+  const mb = (bytes) => (bytes / 1e6).toFixed(1) + " MB";
+  const secs = (ms) => Math.round(ms / 1000) + " s";
+  let text = "not recording";
+  if (c) text = "● " + c.path + " — " + mb(c.bytes) + ", " + secs(c.duration_ms);
+  else if (last && last.ok) text = "saved " + last.recording.path + " — " + mb(last.recording.bytes) + ", " + secs(last.recording.duration_ms);
+  else if (last && last.error) text = "recording stopped: " + last.error;
+  $("record-status").textContent = text;
+}
+async function pollRecording() {
+  try {
+    const res = await fetch(withToken("/api/recording"));
+    if (res.ok) showRecording(await res.json());
+  } catch (err) {
+    // The viewer is restarting: try again on the next tick.
+  }
+  setTimeout(pollRecording, 1000);
+}
+$("btn-record").onclick = async () => {
+  const res = await fetch(withToken("/api/recording"), {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ record: !recording }),
+  });
+  const body = await res.json();
+  if (res.ok) showRecording(body);
+  else $("record-status").textContent = body.error || "recording request refused";
+};
+pollRecording();

@@ -51,6 +51,13 @@ pub struct ViewerConfig {
     pub max_frame_pixels: u64,
     /// How often the operator heartbeat goes to the vehicle while a browser is connected, ms.
     pub heartbeat_ms: u64,
+    /// Port of the Foxglove WebSocket server (on `bind`; docs/recording.md); off when unset.
+    pub foxglove_port: Option<u16>,
+    /// Page origins besides the viewer's own allowed to open the Foxglove socket, e.g.
+    /// `https://app.foxglove.dev`; the access token is still required off loopback.
+    pub foxglove_origins: Vec<String>,
+    /// Where the page's Record button writes recordings (created when needed).
+    pub recordings_dir: PathBuf,
 }
 
 impl Default for ViewerConfig {
@@ -76,6 +83,9 @@ impl Default for ViewerConfig {
             max_encodes: 2,
             max_frame_pixels: 3840 * 2160,
             heartbeat_ms: 250,
+            foxglove_port: None,
+            foxglove_origins: Vec::new(),
+            recordings_dir: PathBuf::from("recordings"),
         }
     }
 }
@@ -135,6 +145,12 @@ pub struct Overrides {
     /// Largest frame accepted from the vehicle, pixels [default: 3840x2160].
     #[arg(long, env = "ADS_VIEWER_MAX_FRAME_PIXELS")]
     pub max_frame_pixels: Option<u64>,
+    /// Serve the Foxglove WebSocket protocol on this port (Foxglove, Lichtblick).
+    #[arg(long, env = "ADS_VIEWER_FOXGLOVE_PORT")]
+    pub foxglove_port: Option<u16>,
+    /// Directory the page's Record button writes into [default: recordings].
+    #[arg(long, env = "ADS_VIEWER_RECORDINGS_DIR")]
+    pub recordings_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +207,12 @@ impl ViewerConfig {
         }
         if let Some(v) = o.max_frame_pixels {
             config.max_frame_pixels = v;
+        }
+        if let Some(v) = o.foxglove_port {
+            config.foxglove_port = Some(v);
+        }
+        if let Some(v) = o.recordings_dir {
+            config.recordings_dir = v;
         }
         if config.actions.is_empty() {
             config.actions = action_endpoint_for(&config.vehicle)?;

@@ -64,7 +64,7 @@ impl Guard {
     }
 
     /// `Host` (or the URI's authority): IP addresses are fine (rebinding needs a name).
-    fn host_allowed(&self, authority: Option<&str>) -> bool {
+    pub(crate) fn host_allowed(&self, authority: Option<&str>) -> bool {
         let Some(authority) = authority else { return true };
         let name = host_of(authority);
         name.parse::<IpAddr>().is_ok() || self.name_allowed(name)

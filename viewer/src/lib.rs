@@ -10,12 +10,14 @@ pub mod actions;
 pub mod burn;
 pub mod config;
 pub mod guard;
+pub mod foxglove;
 pub mod hub;
 pub mod link;
 pub mod metrics;
 pub mod overlay;
 pub mod raster;
 pub mod serve;
+pub mod recording;
 pub mod web;
 mod ws;
 
@@ -72,7 +74,8 @@ async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
         (None, true) => None,
         (None, false) => Some(access::AccessToken::generate()?),
     };
-    let app = web::router(web::AppState::new(Arc::clone(&hub), shutdown_rx).with_access(access.clone()));
+    let app =
+        web::router(web::AppState::new(Arc::clone(&hub), shutdown_rx.clone()).with_access(access.clone()));
     tracing::info!("web UI on http://{local}/ (watching {})", hub.config.vehicle);
     match (&access, local.ip().is_loopback()) {
         (Some(token), false) if hub.config.access_token.is_none() => {
@@ -87,6 +90,31 @@ async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
         (Some(_), _) => tracing::info!("the web UI asks for the configured access token"),
         (None, _) => tracing::info!("web UI on loopback: no access token needed"),
     }
+    let foxglove_stop = Arc::new(AtomicBool::new(false));
+    if let Some(port) = hub.config.foxglove_port {
+        let address = std::net::SocketAddr::new(hub.config.bind, port);
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening for Foxglove on {address} (try another --foxglove-port)"))?;
+        let router = foxglove::router(
+            &hub.config.vehicle,
+            access.clone(),
+            hub.config.foxglove_origins.clone(),
+            guard::Guard::new(Arc::clone(&hub)),
+            shutdown_rx.clone(),
+            Arc::clone(&foxglove_stop),
+        )?;
+        tracing::info!("Foxglove WebSocket on ws://{address}/");
+        let mut stopped = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stopped.changed().await;
+            });
+            if let Err(e) = server.await {
+                tracing::error!("the Foxglove server stopped: {e}");
+            }
+        });
+    }
     let mut signal = shutdown_signal();
     serve::serve(listener, app, Arc::clone(&hub), async move {
         (&mut signal).await;
@@ -95,6 +123,7 @@ async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
     })
     .await;
     link_stop.store(true, Ordering::Relaxed);
+    foxglove_stop.store(true, Ordering::Relaxed);
     if link.join().is_err() {
         tracing::error!("the vehicle link thread panicked");
     }

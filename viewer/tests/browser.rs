@@ -376,3 +376,42 @@ async fn with_an_access_token_the_page_asks_for_it_once_then_plays() {
     );
     browser.client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_button_records_on_the_laptop_and_shows_file_size_and_duration() {
+    let vehicle = Vehicle::start("browser-rec", false);
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("browser-rec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let viewer = Viewer::start_with(&vehicle, &["--recordings-dir", dir.to_str().unwrap()]);
+    let browser = Browser::start().await;
+    browser.client.goto(&viewer.url("/")).await.unwrap();
+    browser.wait_js("frames", "return window.adsStats.framesDrawn > 3").await;
+    browser.click("btn-record").await;
+    // "● DIR/ads-….mcap — 1.2 MB, 2 s" once two seconds are in.
+    let shown = browser
+        .wait_js(
+            "the recording's progress",
+            "const t = document.getElementById('record-status').textContent; \
+             return /^● .*ads-\\d+\\.mcap — \\d+\\.\\d MB, [2-9]\\d* s$/.test(t) ? t : null;",
+        )
+        .await;
+    assert!(shown.as_str().unwrap().contains(dir.to_str().unwrap()), "{shown}");
+    assert_eq!(
+        browser.js("return document.getElementById('btn-record').textContent").await,
+        "Stop recording"
+    );
+    browser.click("btn-record").await;
+    browser
+        .wait_js(
+            "the saved file",
+            "return document.getElementById('record-status').textContent.startsWith('saved ')",
+        )
+        .await;
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    let reading = ads_record::recover::read(&files[0]).unwrap();
+    assert_eq!(reading.truncated, None);
+    assert!(reading.messages.iter().filter(|m| m.topic == "/camera/image").count() >= 30);
+    browser.client.close().await.unwrap();
+}

@@ -1,4 +1,5 @@
-//! Where frames come from: the built-in simulator, a V4L2 camera, a video file or CARLA.
+//! Where frames come from: the built-in simulator, a V4L2 camera, a video file, CARLA or an
+//! ads-record recording.
 //!
 //! The control loop sees one [`FrameSource`]: it asks for the next frame, writes it into a
 //! loaned slot of the frames ring (BGR8 at the ring's size, whatever the source delivers),
@@ -10,6 +11,7 @@ pub mod camera;
 pub mod carla;
 pub mod convert;
 pub mod negotiate;
+pub mod recording;
 pub mod sim;
 pub mod video;
 
@@ -62,12 +64,14 @@ pub enum SourceError {
     #[error(transparent)]
     Carla(#[from] ads_carla_bridge::BridgeError),
     #[error(transparent)]
+    Recording(#[from] recording::RecordingError),
+    #[error(transparent)]
     Convert(#[from] convert::ConvertError),
 }
 
 /// One frame source, owned by the control loop.
 pub trait FrameSource {
-    /// `sim`, `camera`, `video` or `carla`, as in `state.source`.
+    /// `sim`, `camera`, `video`, `carla` or `recording`, as in `state.source`.
     fn kind(&self) -> &'static str;
     fn pacing(&self) -> Pacing;
     /// For [`Pacing::External`]: waits until a frame is ready or the monotonic clock reaches
@@ -109,5 +113,6 @@ pub fn open(config: &VehicleConfig) -> Result<Box<dyn FrameSource>, SourceError>
         SourceKind::Camera => Box::new(camera::CameraSource::open(config)?),
         SourceKind::Video => Box::new(video::VideoSource::open(config)?),
         SourceKind::Carla => Box::new(carla::CarlaSource::start(config)?),
+        SourceKind::Recording => Box::new(recording::RecordingSource::open(config)?),
     })
 }

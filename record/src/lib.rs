@@ -1,0 +1,164 @@
+//! ads-record: every topic of a vehicle into MCAP files that Foxglove, Lichtblick and any MCAP
+//! reader open; the recovery of a file whose recorder was killed.
+//!
+//! Network code lives only in [`subscribe`]; [`channels`] maps messages to MCAP channels,
+//! [`sink`] writes and rotates files, [`recorder`] runs the loop, [`recover`] rewrites the
+//! index of a truncated file.
+
+pub mod channels;
+pub mod compare;
+pub mod frames;
+pub mod recorder;
+pub mod recover;
+pub mod replay;
+pub mod sink;
+pub mod subscribe;
+
+use anyhow::Context as _;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "ads-record",
+    version,
+    about = "Record an ads vehicle's stream to MCAP",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+    /// The vehicle's PUB endpoint.
+    #[arg(long, env = "ADS_RECORD_VEHICLE", default_value = "tcp://127.0.0.1:5557")]
+    pub vehicle: String,
+    /// Output file (with rotation, the pattern: drive.mcap → drive-0000.mcap, …).
+    #[arg(short, long, default_value = "drive.mcap")]
+    pub output: PathBuf,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Start a new file after this many MB.
+    #[arg(long)]
+    pub rotate_mb: Option<f64>,
+    /// Start a new file after this many seconds.
+    #[arg(long)]
+    pub rotate_secs: Option<f64>,
+    /// End the current chunk at least this often (ms): what a crash can lose.
+    #[arg(long, default_value_t = 1000)]
+    pub flush_ms: u64,
+    /// Rewrite the index of a recording whose recorder was killed (or whose disk filled),
+    /// reading it up to its last whole chunk, into --output.
+    #[arg(long, value_name = "FILE")]
+    pub recover: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Compare the detections of a replay through the detector with those recorded live;
+    /// prints the figures and a verdict, exits 1 on FAIL.
+    Compare {
+        /// The recording of the live drive.
+        baseline: PathBuf,
+        /// A recording of `ads-vehicle --source recording --path BASELINE` with a detector.
+        candidate: PathBuf,
+        /// Largest 95th-percentile lane offset difference, m.
+        #[arg(long, default_value_t = 0.10)]
+        offset_tolerance_m: f64,
+        /// Largest share of frames that may differ in lines found or object count.
+        #[arg(long, default_value_t = 0.05)]
+        mismatch_share: f64,
+        /// Fewest frames with detections in both.
+        #[arg(long, default_value_t = 20)]
+        min_frames: usize,
+    },
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn seconds(what: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    value
+        .map(|s| {
+            anyhow::ensure!(
+                s.is_finite() && s > 0.0,
+                "--{what} must be a positive number of seconds, got {s}"
+            );
+            Ok(Duration::from_secs_f64(s))
+        })
+        .transpose()
+}
+
+/// Prints one JSON line per progress report on stdout (the tests and scripts read them).
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Subcommand::Compare { baseline, candidate, offset_tolerance_m, mismatch_share, min_frames }) =
+        &args.command
+    {
+        let read = |path: &PathBuf| {
+            let drive = frames::read_drive(path).with_context(|| format!("reading {}", path.display()))?;
+            if let Some(why) = &drive.truncated {
+                tracing::warn!("{} is truncated ({why}); comparing what it holds", path.display());
+            }
+            anyhow::Ok(drive)
+        };
+        let tolerances = compare::Tolerances {
+            offset_p95_m: *offset_tolerance_m,
+            mismatch_share: *mismatch_share,
+            min_frames: *min_frames,
+        };
+        let result = compare::compare(&read(baseline)?, &read(candidate)?, &tolerances);
+        println!("{}", serde_json::json!({ "event": "comparison", "comparison": result }));
+        println!(
+            "{}: {} frames compared; lane offset difference mean {:.3} m, p95 {:.3} m, max {:.3} m; \
+             lines found differ in {}, object count in {}",
+            if result.pass { "PASS" } else { "FAIL" },
+            result.frames_compared,
+            result.offset_diff_mean_m,
+            result.offset_diff_p95_m,
+            result.offset_diff_max_m,
+            result.lines_found_mismatches,
+            result.object_count_mismatches,
+        );
+        anyhow::ensure!(result.pass, "the detections differ: {}", result.failures.join("; "));
+        return Ok(());
+    }
+    if let Some(input) = &args.recover {
+        anyhow::ensure!(input != &args.output, "--recover writes a new file: give a different --output");
+        let report = recover::recover(input, &args.output)
+            .with_context(|| format!("recovering {}", input.display()))?;
+        println!("{}", serde_json::json!({ "event": "recovered", "report": report }));
+        return Ok(());
+    }
+    let rotate_bytes = args
+        .rotate_mb
+        .map(|mb| {
+            anyhow::ensure!(mb.is_finite() && mb > 0.0, "--rotate-mb must be positive, got {mb}");
+            Ok((mb * 1e6) as u64)
+        })
+        .transpose()?;
+    anyhow::ensure!(args.flush_ms > 0, "--flush-ms must be positive");
+    let options = recorder::RecordOptions {
+        vehicle: args.vehicle.clone(),
+        sink: sink::SinkOptions {
+            path: args.output.clone(),
+            rotate_bytes,
+            rotate_every: seconds("rotate-secs", args.rotate_secs)?,
+            flush_every: Duration::from_millis(args.flush_ms),
+        },
+        duration: seconds("duration", args.duration)?,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing the signal handler")?;
+    }
+    tracing::info!(vehicle = %options.vehicle, "recording");
+    let report = recorder::record(&options, &stop, |progress| {
+        println!("{}", serde_json::json!({ "event": "progress", "progress": progress }));
+    })?;
+    println!("{}", serde_json::json!({ "event": "stopped", "report": report }));
+    Ok(())
+}

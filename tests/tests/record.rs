@@ -1,0 +1,527 @@
+//! ads-record against a real vehicle (and detector) on loopback, its files checked by an
+//! independent reader: the Python `mcap` package (tests/python/check_recording.py).
+#![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
+
+mod common;
+
+use common::{bin, free_port, Kill};
+
+use ads_protocol::{decode, Message, VehicleState};
+use serde_json::Value;
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+/// Only keeps a broken test from hanging.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+struct Drive {
+    vehicle: Kill,
+    _detector: Kill,
+    endpoint: String,
+    states: zmq::Socket,
+    _context: zmq::Context,
+}
+
+impl Drive {
+    fn start(name: &str) -> Self {
+        let rings =
+            (format!("t{}-{name}-f", std::process::id()), format!("t{}-{name}-d", std::process::id()));
+        let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+        let vehicle = Command::new(bin("ads-vehicle"))
+            .args(["--control", "truth", "--vehicle-id", name, "--broadcast", &endpoint])
+            .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
+            .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let vehicle = Kill(vehicle);
+        let detector = Command::new(bin("ads-detection"))
+            .args(["--method", "cv", "--frames-ring", &rings.0, "--detections-ring", &rings.1])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let context = zmq::Context::new();
+        let states = context.socket(zmq::SUB).unwrap();
+        states.set_subscribe(b"state").unwrap();
+        states.set_rcvtimeo(1000).unwrap();
+        states.connect(&endpoint).unwrap();
+        Drive { vehicle, _detector: Kill(detector), endpoint, states, _context: context }
+    }
+
+    fn state(&mut self) -> VehicleState {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            assert!(Instant::now() < deadline, "no state from the vehicle");
+            if let Ok(Some(status)) = self.vehicle.0.try_wait() {
+                panic!("the vehicle exited: {status}");
+            }
+            let Ok(parts) = self.states.recv_multipart(0) else { continue };
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            if let Message::State(s) = decode(&refs).unwrap().message {
+                return s;
+            }
+        }
+    }
+
+    /// Waits until the vehicle has produced `frames` more frames than now.
+    fn frames_advance(&mut self, frames: u64) -> VehicleState {
+        let start = self.state().frame_id;
+        loop {
+            let s = self.state();
+            if s.frame_id >= start + frames {
+                return s;
+            }
+        }
+    }
+}
+
+struct Recorder {
+    process: Kill,
+    lines: Receiver<Value>,
+}
+
+impl Recorder {
+    fn start(command: &mut Command) -> Self {
+        let mut child = command.env("RUST_LOG", "warn").stdout(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Recorder { process: Kill(child), lines }
+    }
+
+    fn progress_where(&self, accept: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let v = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("recorder output");
+            if v["event"] == "progress" && accept(&v["progress"]) {
+                return v["progress"].clone();
+            }
+        }
+    }
+}
+
+fn record_command(vehicle: &str, output: &Path) -> Command {
+    let mut command = Command::new(bin("ads-record"));
+    command.args(["--vehicle", vehicle, "-o"]).arg(output);
+    command
+}
+
+fn workdir(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("record-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = Command::new(root.join("scripts/python-env.sh")).stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "scripts/python-env.sh failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim())
+}
+
+/// The independent reader's view of a recording.
+fn check(file: &Path, extra: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/check_recording.py");
+    let out =
+        Command::new(python()).arg(script).arg(file).args(extra).stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "check_recording.py failed on {}", file.display());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn u64s(v: &Value) -> Vec<u64> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+}
+
+#[test]
+fn ten_seconds_of_the_simulator_read_back_by_an_independent_reader() {
+    let mut drive = Drive::start("rec10");
+    drive.frames_advance(10); // the detector is up and frames flow
+    let dir = workdir("ten");
+    let file = dir.join("drive.mcap");
+    let mut recorder = Recorder::start(record_command(&drive.endpoint, &file).args(["--duration", "10"]));
+    let status = recorder.process.wait_exit("ads-record");
+    assert!(status.success(), "ads-record failed: {status}");
+
+    let image = dir.join("first.jpg");
+    let found = check(&file, &["--image-out", image.to_str().unwrap()]);
+    let expected_schemas = [
+        ("/camera/image", "foxglove.CompressedImage"),
+        ("/frame", "ads.Frame"),
+        ("/detection", "ads.Detections"),
+        ("/detection/annotations", "foxglove.ImageAnnotations"),
+        ("/state", "ads.VehicleState"),
+        ("/event", "ads.Event"),
+        ("/truth", "ads.LaneTruth"),
+        ("/truth/annotations", "foxglove.ImageAnnotations"),
+    ];
+    for (topic, schema) in expected_schemas {
+        assert_eq!(found["summary_channels"][topic], schema, "{topic} in {found}");
+    }
+    for topic in ["/camera/image", "/frame", "/detection", "/detection/annotations", "/state", "/truth"] {
+        assert_eq!(found["channels"][topic]["message_encoding"], "json");
+        assert_eq!(found["counts"][topic], found["summary_counts"][topic], "{topic}: index and data agree");
+    }
+    let counts = &found["counts"];
+    let frames = counts["/frame"].as_u64().unwrap();
+    // 10 s at 30 fps; generous for a loaded machine, but frames did flow the whole time.
+    assert!(frames >= 100, "only {frames} frames in 10 s");
+    assert_eq!(counts["/camera/image"], counts["/frame"]);
+    assert_eq!(counts["/detection/annotations"], counts["/detection"]);
+    assert!(counts["/detection"].as_u64().unwrap() >= 50, "detections: {counts}");
+
+    // Every frame the vehicle sent while recording is there: the wire sequence numbers run
+    // without a gap, and gaps in frame ids are frames the vehicle counted as not broadcast.
+    let seqs = u64s(&found["frame_seqs"]);
+    assert_eq!(seqs.len() as u64, frames);
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "frame sequence numbers with gaps: {seqs:?}");
+    let ids = u64s(&found["frame_ids"]);
+    assert!(ids.windows(2).all(|w| w[1] > w[0]), "frame ids not increasing");
+    let skipped: u64 = ids.windows(2).map(|w| w[1] - w[0] - 1).sum();
+    let states = found["states"].as_array().unwrap();
+    let drops = |s: &Value| s["not_broadcast"].as_u64().unwrap() + s["overrun"].as_u64().unwrap();
+    let explained = drops(states.last().unwrap()) - drops(&states[0]);
+    // A state and the frames around it interleave: allow the frames of one state interval.
+    assert!(skipped <= explained + 10, "{skipped} frame ids missing, the vehicle dropped only {explained}");
+
+    let jpeg = std::fs::read(&image).unwrap();
+    let decoded = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::RGB).unwrap();
+    assert_eq!((decoded.width, decoded.height), (800, 600));
+}
+
+#[test]
+fn a_killed_recorder_leaves_a_file_readable_up_to_its_last_chunk() {
+    let mut drive = Drive::start("reckill");
+    drive.frames_advance(5);
+    let dir = workdir("kill");
+    let file = dir.join("killed.mcap");
+    let recorder = Recorder::start(record_command(&drive.endpoint, &file).args(["--flush-ms", "200"]));
+    let reported = recorder.progress_where(|p| p["frames"].as_u64().unwrap() >= 30);
+    let reported_frames = reported["frames"].as_u64().unwrap();
+    // Several flush intervals after the report, so those frames are in whole chunks.
+    std::thread::sleep(Duration::from_secs(1));
+    recorder.process.crash();
+
+    let found = check(&file, &["--linear"]);
+    let frames = found["counts"]["/camera/image"].as_u64().unwrap_or(0);
+    assert!(
+        frames >= reported_frames,
+        "{frames} frames readable, {reported_frames} were recorded a second before the kill"
+    );
+    assert!(found["truncated"].is_string(), "a killed recorder wrote no footer: {found}");
+
+    let recovered = dir.join("recovered.mcap");
+    let status = Command::new(bin("ads-record"))
+        .arg("--recover")
+        .arg(&file)
+        .arg("-o")
+        .arg(&recovered)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let complete = check(&recovered, &[]);
+    assert!(complete["counts"]["/camera/image"].as_u64().unwrap() >= frames);
+    assert_eq!(complete["summary_counts"]["/frame"], complete["counts"]["/frame"]);
+}
+
+#[test]
+fn a_full_disk_stops_the_recorder_with_a_clear_error_and_the_vehicle_drives_on() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: mounting a small tmpfs (in a private mount namespace) needs root");
+        return;
+    }
+    if Command::new("unshare").arg("--version").stdout(Stdio::null()).status().is_err() {
+        println!("skipped: unshare(1) is not installed (util-linux)");
+        return;
+    }
+    let mut drive = Drive::start("recfull");
+    drive.frames_advance(5);
+    let dir = workdir("full");
+    let mount = dir.join("small");
+    std::fs::create_dir_all(&mount).unwrap();
+    let kept = dir.join("kept.mcap");
+    // The tmpfs exists only in the recorder's own mount namespace: the host sees an empty dir.
+    // The recording is copied out before the namespace goes.
+    let script = r#"mount -t tmpfs -o size=3m ads-record-test "$1" && "$2" --vehicle "$3" -o "$1/full.mcap" --flush-ms 200; rc=$?; cp "$1/full.mcap" "$4"; exit $rc"#;
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(&mount)
+        .arg(bin("ads-record"))
+        .arg(&drive.endpoint)
+        .arg(&kept)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "ads-record should fail: {stderr}");
+    assert!(stderr.contains("the disk is full"), "unclear error: {stderr}");
+    assert!(stderr.contains("full.mcap"), "the error names no file: {stderr}");
+
+    // The vehicle never noticed: still running, still producing frames.
+    let after = drive.frames_advance(30);
+    assert!(after.fps > 0.0);
+    // What fitted is readable.
+    let found = check(&kept, &["--linear"]);
+    assert!(found["counts"]["/camera/image"].as_u64().unwrap_or(0) >= 10, "{found}");
+}
+
+/// `ads-vehicle --source recording` with a detector (configured by `detector_config`, if any)
+/// and a recorder: the replay's detections, recorded.
+fn replay_through_the_detector(name: &str, baseline: &Path, detector_config: Option<&Path>, output: &Path) {
+    let rings = (format!("t{}-{name}-f", std::process::id()), format!("t{}-{name}-d", std::process::id()));
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    // The recorder first, so it hears the replay from its first frame.
+    let mut recorder = Recorder::start(record_command(&endpoint, output).args(["--duration", "9"]));
+    let _vehicle = Kill(
+        Command::new(bin("ads-vehicle"))
+            .args(["--source", "recording", "--path"])
+            .arg(baseline)
+            .args(["--control", "detections", "--vehicle-id", name, "--broadcast", &endpoint])
+            .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
+            .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut detector = Command::new(bin("ads-detection"));
+    detector.args(["--method", "cv", "--frames-ring", &rings.0, "--detections-ring", &rings.1]);
+    if let Some(config) = detector_config {
+        detector.arg("--config").arg(config);
+    }
+    let _detector = Kill(detector.env("RUST_LOG", "warn").stdout(Stdio::null()).spawn().unwrap());
+    assert!(recorder.process.wait_exit("ads-record").success());
+}
+
+fn compare(baseline: &Path, candidate: &Path) -> (bool, String) {
+    let out = Command::new(bin("ads-record")).arg("compare").arg(baseline).arg(candidate).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_recorded_drive_through_the_detector_again_passes_unchanged_and_fails_perturbed() {
+    let dir = workdir("replay");
+    let baseline = dir.join("baseline.mcap");
+    {
+        let mut drive = Drive::start("recbase");
+        drive.frames_advance(10);
+        let mut recorder =
+            Recorder::start(record_command(&drive.endpoint, &baseline).args(["--duration", "5"]));
+        assert!(recorder.process.wait_exit("ads-record").success());
+    }
+
+    let unchanged = dir.join("unchanged.mcap");
+    replay_through_the_detector("recsame", &baseline, None, &unchanged);
+    let (pass, text) = compare(&baseline, &unchanged);
+    assert!(pass, "an unchanged detector should pass: {text}");
+    assert!(text.contains("PASS"), "{text}");
+
+    // The lane centre moved by 4 warped pixels (0.2 m): every offset shifts.
+    let perturbed_config = dir.join("perturbed.toml");
+    std::fs::write(&perturbed_config, "[lanes]\ncentre_col = 203.5\n").unwrap();
+    let perturbed = dir.join("perturbed.mcap");
+    replay_through_the_detector("recpert", &baseline, Some(&perturbed_config), &perturbed);
+    let (pass, text) = compare(&baseline, &perturbed);
+    assert!(!pass, "a perturbed detector should fail: {text}");
+    assert!(text.contains("FAIL") && text.contains("lane offset differs"), "{text}");
+}
+
+/// A viewer's side of a replay: everything it publishes, and actions to it.
+struct ReplayClient {
+    sub: zmq::Socket,
+    actions: zmq::Socket,
+    seq: u64,
+    _context: zmq::Context,
+}
+
+enum Heard {
+    Frame(u64),
+    State(Box<VehicleState>),
+    Ack { id: String, accepted: bool },
+    Other,
+}
+
+impl ReplayClient {
+    fn connect(broadcast: &str, actions: &str) -> Self {
+        let context = zmq::Context::new();
+        let sub = context.socket(zmq::SUB).unwrap();
+        sub.set_subscribe(b"").unwrap();
+        sub.set_rcvtimeo(200).unwrap();
+        sub.connect(broadcast).unwrap();
+        let publisher = context.socket(zmq::PUB).unwrap();
+        publisher.connect(actions).unwrap();
+        ReplayClient { sub, actions: publisher, seq: 0, _context: context }
+    }
+
+    fn hear(&self) -> Option<Heard> {
+        let parts = self.sub.recv_multipart(0).ok()?;
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        Some(match decode(&refs).unwrap().message {
+            Message::Frame(info) => Heard::Frame(info.frame_id),
+            Message::State(s) => Heard::State(Box::new(s)),
+            Message::Event(ads_protocol::Event::Ack { action_id, accepted, .. }) => {
+                Heard::Ack { id: action_id, accepted }
+            }
+            _ => Heard::Other,
+        })
+    }
+
+    fn frames(&self, n: usize) -> Vec<u64> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut ids = Vec::new();
+        while ids.len() < n {
+            assert!(Instant::now() < deadline, "only {} frames from the replay", ids.len());
+            if let Some(Heard::Frame(id)) = self.hear() {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// Sends `command` until acknowledged (as the viewer retransmits); frames heard on the way
+    /// come back too.
+    fn act(&mut self, command: ads_protocol::Command) -> (bool, Vec<u64>) {
+        self.seq += 1;
+        let now = ads_shmem_ipc::clock::wall_ns();
+        let action = ads_protocol::Action {
+            id: format!("test-{}", self.seq),
+            sender: "record-test".into(),
+            // A replay judges expiry on the replayed run's clock; this one never expires.
+            run: ads_protocol::ActionRun { run_id: String::new(), expires_run_ns: u64::MAX },
+            command,
+        };
+        let parts = ads_protocol::encode_action("replay", self.seq, now, &action, None);
+        let deadline = Instant::now() + DEADLINE;
+        let mut frames = Vec::new();
+        let mut sent = Instant::now() - Duration::from_secs(1);
+        loop {
+            assert!(Instant::now() < deadline, "no acknowledgement of {}", action.id);
+            if sent.elapsed() >= Duration::from_millis(300) {
+                self.actions.send_multipart(&parts, 0).unwrap();
+                sent = Instant::now();
+            }
+            match self.hear() {
+                Some(Heard::Ack { id, accepted }) if id == action.id => return (accepted, frames),
+                Some(Heard::Frame(id)) => frames.push(id),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn record_seconds(name: &str, file: &Path, seconds: &str) {
+    let mut drive = Drive::start(name);
+    drive.frames_advance(5);
+    let mut recorder = Recorder::start(record_command(&drive.endpoint, file).args(["--duration", seconds]));
+    assert!(recorder.process.wait_exit("ads-record").success());
+}
+
+#[test]
+fn a_replay_looks_live_to_a_viewer_and_obeys_pause_resume_and_seek() {
+    let dir = workdir("play");
+    let file = dir.join("drive.mcap");
+    record_seconds("recplay", &file, "4");
+    let recorded = u64s(&check(&file, &[])["frame_ids"]);
+    let position = |id: u64| {
+        recorded.iter().position(|&r| r == id).unwrap_or_else(|| panic!("frame {id} was not recorded"))
+    };
+
+    let (broadcast, actions) =
+        (format!("tcp://127.0.0.1:{}", free_port()), format!("tcp://127.0.0.1:{}", free_port()));
+    let mut client = ReplayClient::connect(&broadcast, &actions);
+    let _replay = Kill(
+        Command::new(bin("ads-replay"))
+            .arg(&file)
+            .args(["--broadcast", &broadcast, "--actions", &actions])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    // The recorded frames, in their recorded order with their recorded ids.
+    let heard = client.frames(20);
+    let start = position(heard[0]);
+    assert_eq!(heard, recorded[start..start + heard.len()], "frames out of recorded order");
+
+    let (accepted, _) = client.act(ads_protocol::Command::Pause);
+    assert!(accepted);
+    // The acknowledgement follows the last frame before the pause on the same socket.
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut paused_states = 0;
+    while Instant::now() < until {
+        match client.hear() {
+            Some(Heard::Frame(id)) => panic!("frame {id} after the pause was acknowledged"),
+            Some(Heard::State(s)) => paused_states += usize::from(s.paused),
+            _ => {}
+        }
+    }
+    assert!(paused_states >= 2, "a paused replay keeps sending state, paused");
+
+    let (accepted, _) = client.act(ads_protocol::Command::Resume);
+    assert!(accepted);
+    let resumed = client.frames(3);
+    assert!(position(resumed[0]) > start, "resumed where it paused");
+
+    // respawn = seek: to the start.
+    let (accepted, before) = client.act(ads_protocol::Command::Respawn { spawn_point: None });
+    assert!(accepted);
+    let after_seek = client.frames(1)[0];
+    assert_eq!(
+        after_seek, recorded[0],
+        "seek to the start plays the first frame next (heard before: {before:?})"
+    );
+    // Beyond the end: rejected with a reason.
+    let (accepted, _) = client.act(ads_protocol::Command::Respawn { spawn_point: Some(3600) });
+    assert!(!accepted);
+}
+
+#[test]
+fn a_replay_of_a_truncated_file_plays_what_it_holds_and_a_foreign_file_is_refused() {
+    let dir = workdir("bad");
+    let file = dir.join("drive.mcap");
+    record_seconds("recbad", &file, "2");
+    let bytes = std::fs::read(&file).unwrap();
+    let truncated = dir.join("truncated.mcap");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let foreign = dir.join("foreign.mcap");
+    std::fs::write(&foreign, b"this is a video, honest\n").unwrap();
+
+    let out = Command::new(bin("ads-replay")).arg(&foreign).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("is not an MCAP file"), "{stderr}");
+
+    let (broadcast, actions) =
+        (format!("tcp://127.0.0.1:{}", free_port()), format!("tcp://127.0.0.1:{}", free_port()));
+    let client = ReplayClient::connect(&broadcast, &actions);
+    let replay = Command::new(bin("ads-replay"))
+        .arg(&truncated)
+        .args(["--broadcast", &broadcast, "--actions", &actions])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut replay = Kill(replay);
+    let mut warning = String::new();
+    std::io::BufReader::new(replay.0.stderr.take().unwrap()).read_line(&mut warning).unwrap();
+    assert!(warning.contains("truncated"), "{warning}");
+    assert_eq!(client.frames(10).len(), 10);
+}

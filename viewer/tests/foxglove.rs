@@ -1,0 +1,116 @@
+//! The viewer's Foxglove WebSocket server against a client written from the public protocol
+//! spec (foxglove/ws-protocol, `foxglove.websocket.v1`): serverInfo, advertise, subscribe, and
+//! binary messageData carrying a `foxglove.CompressedImage` of a real vehicle's frame.
+#![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
+
+mod support;
+
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use support::{free_port, Vehicle, Viewer, DEADLINE};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next(socket: &mut Socket) -> Message {
+    tokio::time::timeout(DEADLINE, socket.next())
+        .await
+        .expect("a message in time")
+        .expect("socket open")
+        .unwrap()
+}
+
+async fn next_op(socket: &mut Socket, op: &str) -> Value {
+    loop {
+        if let Message::Text(text) = next(socket).await {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["op"] == op {
+                return v;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foxglove_client_subscribes_and_receives_a_compressed_image() {
+    let vehicle = Vehicle::start("fox", false);
+    let port = free_port();
+    let _viewer = Viewer::start_with(&vehicle, &["--foxglove-port", &port.to_string()]);
+
+    let mut request = format!("ws://127.0.0.1:{port}/").into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("foxglove.websocket.v1"));
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "foxglove.websocket.v1");
+
+    let info = next_op(&mut socket, "serverInfo").await;
+    assert_eq!(info["name"], "ads-viewer");
+    let advertised = next_op(&mut socket, "advertise").await;
+    let channels = advertised["channels"].as_array().unwrap();
+    let image = channels.iter().find(|c| c["topic"] == "/camera/image").expect("an image channel");
+    assert_eq!(image["schemaName"], "foxglove.CompressedImage");
+    assert_eq!(image["encoding"], "json");
+    assert_eq!(image["schemaEncoding"], "jsonschema");
+    let schema: Value = serde_json::from_str(image["schema"].as_str().unwrap()).unwrap();
+    assert_eq!(schema["properties"]["data"]["contentEncoding"], "base64");
+    let state = channels.iter().find(|c| c["topic"] == "/state").unwrap();
+
+    let subscribe = json!({ "op": "subscribe", "subscriptions": [{ "id": 7, "channelId": image["id"] }] });
+    socket.send(Message::Text(subscribe.to_string().into())).await.unwrap();
+    let (subscription, payload) = loop {
+        if let Message::Binary(bytes) = next(&mut socket).await {
+            assert_eq!(bytes[0], 0x01, "messageData opcode");
+            let subscription = u32::from_le_bytes(bytes[1..5].try_into().unwrap());
+            let receive_ns = u64::from_le_bytes(bytes[5..13].try_into().unwrap());
+            assert!(receive_ns > 1_600_000_000_000_000_000, "a wall-clock receive time");
+            break (subscription, bytes[13..].to_vec());
+        }
+    };
+    // Only what was subscribed: the image channel, under our subscription id.
+    assert_eq!(subscription, 7);
+    let message: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(message["format"], "jpeg");
+    assert!(message["timestamp"]["sec"].as_u64().unwrap() > 1_600_000_000);
+    let jpeg = base64::engine::general_purpose::STANDARD.decode(message["data"].as_str().unwrap()).unwrap();
+    let decoded = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::RGB).unwrap();
+    assert_eq!((decoded.width, decoded.height), (800, 600));
+
+    // After unsubscribing, nothing more comes for it; another channel can be taken instead.
+    socket
+        .send(Message::Text(json!({ "op": "unsubscribe", "subscriptionIds": [7] }).to_string().into()))
+        .await
+        .unwrap();
+    let take_state = json!({ "op": "subscribe", "subscriptions": [{ "id": 8, "channelId": state["id"] }] });
+    socket.send(Message::Text(take_state.to_string().into())).await.unwrap();
+    let mut states = 0;
+    while states < 3 {
+        if let Message::Binary(bytes) = next(&mut socket).await {
+            match u32::from_le_bytes(bytes[1..5].try_into().unwrap()) {
+                8 => {
+                    let v: Value = serde_json::from_slice(&bytes[13..]).unwrap();
+                    assert!(v["speed_mps"].is_number(), "a state record: {v}");
+                    states += 1;
+                }
+                // Images already queued before the unsubscribe may still arrive, never after a state.
+                7 => assert_eq!(states, 0, "an image after unsubscribing"),
+                other => panic!("message for unknown subscription {other}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_from_another_origin_is_refused() {
+    let vehicle = Vehicle::start("foxorigin", false);
+    let port = free_port();
+    let _viewer = Viewer::start_with(&vehicle, &["--foxglove-port", &port.to_string()]);
+    let mut request = format!("ws://127.0.0.1:{port}/").into_client_request().unwrap();
+    request.headers_mut().insert("Origin", HeaderValue::from_static("https://evil.example"));
+    let refused = tokio_tungstenite::connect_async(request).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+}
