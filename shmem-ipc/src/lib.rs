@@ -39,15 +39,17 @@ mod protocol;
 mod sync;
 
 #[cfg(not(loom))]
+mod files;
+#[cfg(not(loom))]
 mod frame;
 #[cfg(not(loom))]
 mod futex;
 #[cfg(not(loom))]
 mod layout;
 #[cfg(not(loom))]
-mod liveness;
-#[cfg(not(loom))]
 mod message;
+#[cfg(not(loom))]
+mod os;
 #[cfg(not(loom))]
 mod ring;
 #[cfg(not(loom))]
@@ -57,12 +59,12 @@ pub use error::{Error, Result, WriterGoneCause};
 pub use protocol::{ReadMode, ReaderStats, SampleInfo, Stamp};
 
 #[cfg(not(loom))]
+pub use files::{lock_path, readers_path, reclaim_stale, shm_path, SHM_PREFIX};
+#[cfg(not(loom))]
 pub use frame::{Frame, FrameGeometry, FrameLoan, FrameReader, FrameReaderOptions, FrameWriter, PixelFormat};
 #[cfg(not(loom))]
-pub use layout::{LAYOUT_VERSION, MAX_SLOTS, MAX_SLOT_CAPACITY, MIN_SLOTS};
+pub use layout::{LAYOUT_VERSION, MAX_READERS, MAX_SLOTS, MAX_SLOT_CAPACITY, MIN_SLOTS};
 #[cfg(not(loom))]
 pub use message::{MessageReader, MessageWriter};
 #[cfg(not(loom))]
 pub use ring::{Sample, Wait, WriterStats};
-#[cfg(not(loom))]
-pub use segment::{reclaim_stale, shm_path, SHM_PREFIX};

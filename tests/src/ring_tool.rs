@@ -208,7 +208,7 @@ fn attach(args: &ReadArgs, stop: &AtomicBool) -> anyhow::Result<Option<FrameRead
     loop {
         match FrameReader::attach(&args.ring.name, options) {
             Ok(reader) => return Ok(Some(reader)),
-            Err(e @ (Error::NotFound { .. } | Error::WriterGone { .. })) => {
+            Err(e @ (Error::NotFound { .. } | Error::Initialising { .. } | Error::WriterGone { .. })) => {
                 if !said_waiting {
                     tracing::info!("waiting for ring {:?}: {e}", args.ring.name);
                     said_waiting = true;
