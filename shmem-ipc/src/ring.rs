@@ -88,12 +88,7 @@ pub(crate) struct RingWriter {
     readers: ReaderTable,
     /// Number of the next message; equals the published head.
     next: u64,
-    /// Slot of the last claim; the search for a free slot starts after it (oldest first).
-    last_slot: usize,
-    /// Per slot: the sequence word of the complete message it holds (0: none).
-    held: Vec<u64>,
-    /// Scratch bitset of pinned slots.
-    pinned: Vec<u64>,
+    chooser: protocol::SlotChooser,
     scratch: Vec<u8>,
     last_sweep_ns: u64,
     stats: WriterStats,
@@ -147,9 +142,7 @@ impl RingWriter {
             segment,
             readers,
             next: 0,
-            last_slot: slots - 1,
-            held: vec![0; slots],
-            pinned: vec![0; slots.div_ceil(64)],
+            chooser: protocol::SlotChooser::new(slots),
             scratch: Vec::new(),
             last_sweep_ns: monotonic_ns(),
             stats: WriterStats::default(),
@@ -162,7 +155,7 @@ impl RingWriter {
     }
 
     pub(crate) fn stats(&self) -> WriterStats {
-        self.stats
+        WriterStats { pinned_skips: self.chooser.pinned_skips, ..self.stats }
     }
 
     /// Claims a slot for the next message: the one written longest ago that no reader pins.
@@ -172,22 +165,8 @@ impl RingWriter {
         if now.saturating_sub(self.last_sweep_ns) >= SWEEP_INTERVAL_NS {
             self.sweep_dead_readers(now);
         }
-        let slots = self.held.len();
-        let entries = self.readers.entries();
-        protocol::scan_pins(entries, slots, &mut self.pinned);
-        for step in 1..=slots {
-            let slot = (self.last_slot + step) % slots;
-            if protocol::is_pinned(&self.pinned, slot) {
-                self.stats.pinned_skips += 1;
-                continue;
-            }
-            if protocol::claim(self.segment.meta(slot), slot, self.next, self.held[slot], entries) {
-                self.held[slot] = 0;
-                self.last_slot = slot;
-                return Target::Slot(slot);
-            }
-            // A reader pinned it between the scan and the claim.
-            self.stats.pinned_skips += 1;
+        if let Some(slot) = self.chooser.claim_next(&self.segment, self.readers.entries(), self.next) {
+            return Target::Slot(slot);
         }
         // Every slot pinned: perhaps by readers that died; look now rather than in 100 ms.
         self.sweep_dead_readers(now);
@@ -243,7 +222,7 @@ impl RingWriter {
         };
         let n = self.next;
         protocol::commit(&self.segment, slot, n, stamp, len as u64, monotonic_ns());
-        self.held[slot] = protocol::complete(n);
+        self.chooser.completed(slot, n);
         if protocol::announce(&self.segment.header().writer, self.readers.entries(), n + 1) {
             futex::wake_all(&self.segment.header().writer.notify);
             self.stats.wakeups += 1;
