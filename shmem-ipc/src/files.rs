@@ -2,9 +2,10 @@
 //!
 //! A ring named `X` is three files, all owned by the writer's user, none writable by group or
 //! others:
-//! - `ads.X@lock`: empty; its writer holds an exclusive OFD lock on it for its whole life.
-//!   Creating, taking over and unlinking the other two happen only under that lock, and
-//!   readers judge the writer alive by probing it (see `os`).
+//! - `ads.X@lock`: its writer holds an exclusive OFD lock on it for its whole life, and
+//!   writes into it the token of its segment (`RawConfig::created_wall_ns`). Creating, taking
+//!   over and unlinking the other two happen only under that lock, and readers judge the
+//!   writer of *their* segment alive by probing the lock and comparing the token.
 //! - `ads.X`: header, slot metadata and payloads; the writer maps it read-write, readers
 //!   read-only.
 //! - `ads.X@readers`: the reader table (one word per reader: its pin and whether it sleeps),
@@ -194,9 +195,22 @@ impl Drop for NameLock {
     }
 }
 
-/// Probes a writer's lock from a reader: true while the writer lives.
-pub(crate) fn writer_holds(lock: &File) -> io::Result<bool> {
-    os::is_locked(lock, 0, 0)
+impl NameLock {
+    /// Records which segment the holder of the lock writes (see the module docs).
+    pub(crate) fn write_token(&self, name: &str, token: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        self.file.write_all_at(&token.to_ne_bytes(), 0).map_err(io_error(name, "writing the lock's token"))
+    }
+}
+
+/// Probes a writer's lock from a reader: true while a writer holds it and says it writes the
+/// segment with `token`. A new writer that took the name over from a dead one holds the lock
+/// too, but with another token: for readers of the dead one's segment, their writer is gone.
+pub(crate) fn writer_holds(lock: &File, token: u64) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt as _;
+    let mut bytes = [0u8; 8];
+    let held = os::is_locked(lock, 0, 0)?;
+    Ok(held && lock.read_exact_at(&mut bytes, 0).is_ok() && u64::from_ne_bytes(bytes) == token)
 }
 
 pub(crate) fn check_space(name: &str, needed: u64) -> Result<()> {

@@ -109,6 +109,8 @@ impl RingWriter {
             Ok(Some((file, _))) => segment::recorded_writer_pid(&file),
             _ => 0,
         })?;
+        config.created_wall_ns = crate::clock::wall_ns();
+        lock.write_token(name, config.created_wall_ns)?;
         // Under the lock: whatever is there was left by a writer that is gone.
         let mut generation = 1;
         if let Some((stale, _)) = files::open_trusted(name, &segment_path, false)? {
@@ -122,7 +124,6 @@ impl RingWriter {
 
         [config.width, config.height, config.stride, config.pixel_format] = geometry;
         config.writer_pid = std::process::id();
-        config.created_wall_ns = crate::clock::wall_ns();
         config.generation = generation;
         files::check_space(name, config.total_size + READER_TABLE_BYTES)?;
 
@@ -381,11 +382,12 @@ impl RingReader {
         }
         if force || now.saturating_sub(self.last_liveness_ns) >= LIVENESS_INTERVAL_NS {
             self.last_liveness_ns = now;
-            // An unreadable lock tells us nothing: assume alive rather than give up a ring.
-            let locked = files::writer_holds(&self.writer_lock).unwrap_or(true);
-            // Held, but perhaps by a new writer that took over our dead writer's name: then
-            // our segment is unlinked, and nobody will write it again.
-            if !locked || self.segment.is_unlinked() {
+            // A lock we cannot probe tells us nothing: assume alive rather than give up a ring.
+            let token = self.segment.config().created_wall_ns;
+            let ours = files::writer_holds(&self.writer_lock, token).unwrap_or(true);
+            // Also: unlinked means a new writer took over (or ours closed): nobody will write
+            // it again. (Covers the moment before the new writer has written its token.)
+            if !ours || self.segment.is_unlinked() {
                 return Err(gone(WriterGoneCause::Died));
             }
         }

@@ -260,3 +260,24 @@ pub(crate) fn recorded_writer_pid(file: &File) -> u32 {
         Err(_) => 0,
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::RingKind;
+
+    #[test]
+    fn a_stale_segment_tells_its_generation() {
+        let path = std::path::PathBuf::from(format!("/dev/shm/ads.u{}-stale", std::process::id()));
+        let shape = Shape { kind: RingKind::Message, slot_count: 3, slot_capacity: 64 };
+        let mut config = shape.config().unwrap();
+        config.generation = 7;
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+        file.set_len(config.total_size).unwrap();
+        let segment = Segment::initialise("stale", file, config, shape).unwrap();
+        let reopened = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(stale_generation(&reopened), Some(7));
+        drop(segment);
+    }
+}
