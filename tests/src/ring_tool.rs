@@ -368,9 +368,12 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     }
     stop_child("reader", &mut reader);
     stop_child("writer", &mut writer);
-    let leftover = ads_shmem_ipc::shm_path(name);
-    if leftover.exists() {
-        eprintln!("ads-ring demo: {} was left behind", leftover.display());
+    for leftover in
+        [ads_shmem_ipc::shm_path(name), ads_shmem_ipc::lock_path(name), ads_shmem_ipc::readers_path(name)]
+    {
+        if leftover.exists() {
+            eprintln!("ads-ring demo: {} was left behind", leftover.display());
+        }
     }
     match failure {
         Some(f) => anyhow::bail!(f),
