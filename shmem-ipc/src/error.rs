@@ -33,8 +33,30 @@ pub enum Error {
     #[error("ring {name:?} is corrupt: {reason}")]
     Corrupt { name: String, reason: String },
 
-    #[error("ring {name:?} is already written by live process {pid}")]
+    /// Another writer holds the ring's lock. `pid` is its pid as it sees it (in its own pid
+    /// namespace), for the message only.
+    #[error("ring {name:?} is already written by a live writer (pid {pid} in its namespace)")]
     WriterAlive { name: String, pid: u32 },
+
+    /// The writer has created the ring's files but not finished initialising them: retry.
+    #[error("ring {name:?} is still being created by its writer; try again")]
+    Initialising { name: String },
+
+    #[error(
+        "ring {name:?} is refused: {path} is owned by uid {owner_uid}, not by uid {our_uid} (this process)"
+    )]
+    ForeignOwner { name: String, path: std::path::PathBuf, owner_uid: u32, our_uid: u32 },
+
+    #[error("ring {name:?} is refused: {path} is writable by group or others (mode {mode:04o})")]
+    UnsafeMode { name: String, path: std::path::PathBuf, mode: u32 },
+
+    #[error("ring {name:?} has {max} readers attached already, the most its reader table holds")]
+    TooManyReaders { name: String, max: usize },
+
+    /// Every slot is pinned by a reader, so the message was dropped (and counted) rather than
+    /// overwrite a slot someone is reading.
+    #[error("every slot of ring {name:?} is pinned by a reader: message dropped")]
+    NoFreeSlot { name: String },
 
     #[error("the writer of ring {name:?} (pid {pid}) is gone: {cause:?}")]
     WriterGone { name: String, pid: u32, cause: WriterGoneCause },
@@ -53,9 +75,6 @@ pub enum Error {
 
     #[error("{context} for ring {name:?}: {source}")]
     Io { name: String, context: &'static str, source: io::Error },
-
-    #[error("shared memory error for ring {name:?}: {source}")]
-    Shmem { name: String, source: shared_memory::ShmemError },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::layout::{RingKind, Shape};
 use crate::protocol::{ReadMode, ReaderStats, SampleInfo, Stamp};
-use crate::ring::{RingReader, RingWriter, Sample, Wait, WriterStats};
+use crate::ring::{RingReader, RingWriter, Sample, Target, Wait, WriterStats};
 use std::time::Duration;
 
 /// Pixel layouts a frame ring can carry.
@@ -103,16 +103,20 @@ impl FrameWriter {
         self.ring.segment().name()
     }
 
-    /// Lends the slot the next frame goes into; render into [`FrameLoan::pixels_mut`], then
-    /// [`FrameLoan::publish`]. The slot's previous frame is invalidated from this moment.
+    /// Lends the slot the next frame goes into (the oldest one no reader has pinned); render
+    /// into [`FrameLoan::pixels_mut`], then [`FrameLoan::publish`]. The slot's previous frame
+    /// is invalidated from this moment. Never waits: if every slot is pinned, the loan renders
+    /// into private memory and the frame is dropped at publish (counted in
+    /// [`WriterStats::dropped`]).
     pub fn loan(&mut self) -> FrameLoan<'_> {
         let geometry = self.geometry;
-        let (index, _) = self.ring.begin();
-        FrameLoan { writer: self, index, geometry, published: false }
+        let target = self.ring.begin();
+        FrameLoan { writer: self, target, geometry, published: false }
     }
 
-    /// Copies `pixels` (exactly one frame) in and publishes it.
-    pub fn publish_copy(&mut self, pixels: &[u8], stamp: Stamp) -> Result<u64> {
+    /// Copies `pixels` (exactly one frame) in and publishes it; `Ok(None)`: dropped because
+    /// every slot was pinned.
+    pub fn publish_copy(&mut self, pixels: &[u8], stamp: Stamp) -> Result<Option<u64>> {
         let expected = self.geometry.frame_bytes();
         if pixels.len() as u64 != expected {
             return Err(Error::LayoutMismatch {
@@ -142,7 +146,7 @@ impl FrameWriter {
 #[derive(Debug)]
 pub struct FrameLoan<'a> {
     writer: &'a mut FrameWriter,
-    index: usize,
+    target: Target,
     geometry: FrameGeometry,
     published: bool,
 }
@@ -151,19 +155,20 @@ impl FrameLoan<'_> {
     /// The frame's bytes: `stride × height`, row-major, in shared memory.
     pub fn pixels_mut(&mut self) -> &mut [u8] {
         let len = self.geometry.frame_bytes() as usize;
-        let index = self.index;
-        &mut self.writer.ring.payload_mut(index)[..len]
+        let target = self.target;
+        &mut self.writer.ring.payload_mut(target)[..len]
     }
 
     pub fn geometry(&self) -> FrameGeometry {
         self.geometry
     }
 
-    /// Publishes the frame and wakes waiting readers; returns its sequence number.
-    pub fn publish(mut self, stamp: Stamp) -> u64 {
+    /// Publishes the frame and wakes waiting readers; returns its sequence number, or `None`
+    /// if it was dropped because every slot was pinned (see [`FrameWriter::loan`]).
+    pub fn publish(mut self, stamp: Stamp) -> Option<u64> {
         self.published = true;
         let len = self.geometry.frame_bytes() as usize;
-        self.writer.ring.commit(self.index, stamp, len)
+        self.writer.ring.commit(self.target, stamp, len)
     }
 }
 
@@ -232,12 +237,23 @@ impl FrameReader {
     pub fn read(&mut self, wait: Wait) -> Result<Option<Frame<'_>>> {
         let geometry = self.geometry;
         let ring = &mut self.ring;
-        Ok(ring.next(wait)?.map(|located| Frame { sample: Sample::new(ring, located), geometry }))
+        Ok(ring.next(wait)?.map(|mut located| {
+            // A frame is always exactly one frame long (checked to fit the slot at attach),
+            // whatever the slot's length word says.
+            located.info.len = geometry.frame_bytes() as usize;
+            Frame { sample: Sample::new(ring, located), geometry }
+        }))
     }
 
     /// The next intact frame, copied into `out` (resized to one frame).
     pub fn read_copy(&mut self, wait: Wait, out: &mut Vec<u8>) -> Result<Option<SampleInfo>> {
-        self.ring.next_copy(wait, out)
+        let frame_bytes = self.geometry.frame_bytes() as usize;
+        let got = self.ring.next_copy(wait, out)?;
+        Ok(got.map(|mut info| {
+            out.resize(frame_bytes, 0);
+            info.len = frame_bytes;
+            info
+        }))
     }
 
     pub fn stats(&self) -> ReaderStats {
@@ -264,7 +280,8 @@ impl FrameReader {
     }
 }
 
-/// A frame borrowed zero-copy from the ring; see [`Sample`] for the overwrite check.
+/// A frame borrowed zero-copy from the ring and pinned there: its pixels do not change while
+/// it lives (see [`Sample`] and the crate docs on how long a pin may be held).
 #[derive(Debug)]
 pub struct Frame<'a> {
     sample: Sample<'a>,
@@ -272,6 +289,7 @@ pub struct Frame<'a> {
 }
 
 impl Frame<'_> {
+    /// Exactly `geometry().frame_bytes()` bytes, in place in shared memory.
     pub fn pixels(&self) -> &[u8] {
         self.sample.bytes()
     }

@@ -1,22 +1,30 @@
 //! The `#[repr(C)]` layout of a ring segment in `/dev/shm`, and its validation.
 //!
 //! ```text
-//! offset 0            RingHeader (magic, config, writer line, reader line)
+//! offset 0            RingHeader (magic, config, writer line)
 //! metas_offset        SlotMeta[slot_count], 64 bytes each
 //! payloads_offset     payload[slot_count], page-aligned, `payload_stride` bytes apart
 //! ```
+//!
+//! Readers map this read-only. What they write (pins, sleeping flags) is the reader table, a
+//! separate file of `MAX_READERS` words (`protocol::ReaderEntry`).
 
-use crate::protocol::{ReaderLine, SlotMeta, WriterLine};
+use crate::protocol::{SlotMeta, WriterLine};
 use crate::sync::AtomicU64;
 use crate::Error;
 
 /// "ADSRING1" little-endian: the first word of every segment.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"ADSRING1");
 /// Bumped whenever the meaning or placement of any byte in the segment changes.
-pub const LAYOUT_VERSION: u32 = 1;
-/// Fewer slots than this cannot keep one slot for the writer and one stable for readers.
+pub const LAYOUT_VERSION: u32 = 2;
+/// Fewer slots than this cannot keep one slot for the writer, one stable for readers and one
+/// pinned by a reader.
 pub const MIN_SLOTS: u32 = 3;
-pub const MAX_SLOTS: u32 = 4096;
+/// At most this many slots: a slot index fits in the low `SLOT_BITS` of an index entry.
+pub const MAX_SLOTS: u32 = 1 << crate::protocol::SLOT_BITS;
+/// Readers attached at once (entries of the reader table). A writer never has to drop a frame
+/// while slots ≥ pinning readers + 2.
+pub const MAX_READERS: usize = 64;
 /// One slot's payload is at most this large (1 GiB).
 pub const MAX_SLOT_CAPACITY: u64 = 1 << 30;
 const PAGE: u64 = 4096;
@@ -57,14 +65,16 @@ pub(crate) struct RawConfig {
     pub(crate) height: u32,
     pub(crate) stride: u32,
     pub(crate) pixel_format: u32,
+    /// The writer's pid in its own pid namespace: for messages only, liveness is its lock.
     pub(crate) writer_pid: u32,
+    /// Entries of the reader table (`MAX_READERS`).
+    pub(crate) max_readers: u32,
+    pub(crate) reserved: u32,
     pub(crate) slot_capacity: u64,
     pub(crate) payload_stride: u64,
     pub(crate) metas_offset: u64,
     pub(crate) payloads_offset: u64,
     pub(crate) total_size: u64,
-    /// Process start time of the writer (clock ticks since boot), to tell a reused pid apart.
-    pub(crate) writer_start_ticks: u64,
     /// 1 for a fresh name, one more than the previous segment's when a writer took over.
     pub(crate) generation: u64,
     pub(crate) created_wall_ns: u64,
@@ -78,7 +88,6 @@ pub(crate) struct RingHeader {
     pub(crate) magic: AtomicU64,
     pub(crate) config: RawConfig,
     pub(crate) writer: WriterLine,
-    pub(crate) readers: ReaderLine,
 }
 
 #[cfg(not(loom))]
@@ -87,7 +96,7 @@ const _: () = {
     assert!(std::mem::align_of::<SlotMeta>() == 64);
     assert!(std::mem::size_of::<RawConfig>() == 104);
     assert!(std::mem::align_of::<RingHeader>() == 64);
-    assert!(std::mem::size_of::<RingHeader>() == 256);
+    assert!(std::mem::size_of::<RingHeader>() == 192);
 };
 
 fn round_up(x: u64, to: u64) -> Option<u64> {
@@ -140,6 +149,7 @@ impl Shape {
             metas_offset,
             payloads_offset,
             total_size: total,
+            max_readers: MAX_READERS as u32,
             ..RawConfig::default()
         })
     }
@@ -161,7 +171,8 @@ pub(crate) fn validate(name: &str, found: &RawConfig, mapped_len: usize) -> Resu
     })?;
     let shape = Shape { kind, slot_count: found.slot_count, slot_capacity: found.slot_capacity };
     let expected = shape.config().map_err(|reason| Error::Corrupt { name: name.to_string(), reason })?;
-    let pairs: [(&'static str, u64, u64); 6] = [
+    let pairs: [(&'static str, u64, u64); 7] = [
+        ("max_readers", expected.max_readers.into(), found.max_readers.into()),
         ("header_size", expected.header_size.into(), found.header_size.into()),
         ("slot_meta_size", expected.slot_meta_size.into(), found.slot_meta_size.into()),
         ("payload_stride", expected.payload_stride, found.payload_stride),

@@ -3,15 +3,37 @@
 //! for small variable-size records such as detections.
 //!
 //! The contract (see `docs/ARCHITECTURE.md`):
-//! - one writer per ring name, any number of readers; nobody ever blocks anybody: the writer
-//!   overwrites the oldest slot, readers detect that with per-slot sequence locks and count
-//!   it (`ReaderStats`);
-//! - readers read the **latest** message or **every** message in order, waiting by futex
-//!   (`Wait::Block`), by spinning (`Wait::Spin`) or not at all (`Wait::Poll`);
+//! - one writer per ring name, enforced by an OFD lock on `/dev/shm/ads.<name>@lock` that it
+//!   holds for its life; any number of readers (up to [`MAX_READERS`]); nobody ever blocks
+//!   anybody;
+//! - a reader **pins** the slot it reads, and the writer never writes a pinned slot: it puts
+//!   the next message into the oldest unpinned one. So the `&[u8]` of a [`Frame`] or
+//!   [`Sample`] is stable while you hold it, and no safe API hands out a reference to memory
+//!   anyone may write meanwhile. `finish()` re-checks the slot's sequence as a second line
+//!   of defence;
+//! - readers read the **latest** message or **every** message in order (lapped ones are
+//!   counted as dropped), waiting by futex (`Wait::Block`), by spinning (`Wait::Spin`) or not
+//!   at all (`Wait::Poll`);
 //! - a reader learns within ~40 ms that its writer closed the ring or died
-//!   (`Error::WriterGone`); a restarted writer takes over a dead writer's segment itself;
-//! - attaching to a ring of another layout version or geometry, a missing ring and a full
-//!   `/dev/shm` are each their own error.
+//!   (`Error::WriterGone`): liveness is the writer's lock, so it holds across pid namespaces
+//!   and pid reuse; a restarted writer takes over a dead writer's ring itself;
+//! - rings owned by another user, or whose files group or others may write, are refused
+//!   (`Error::ForeignOwner`, `Error::UnsafeMode`); readers map the payload read-only;
+//! - attaching to a ring of another layout version or geometry, a missing ring, one still
+//!   being created (`Error::Initialising`, retry) and a full `/dev/shm` are each their own
+//!   error.
+//!
+//! # How long a pin may be held, and what it costs
+//! As long as you like: a held [`Frame`] (say, under a numpy view in Python) keeps its bytes
+//! and costs the writer exactly one slot, which it passes over until the frame is finished
+//! or dropped. Each reader holds at most one pin (a `Frame`/`Sample` borrows its reader).
+//! With `slots ≥ pinning readers + 2` the writer always has a free slot other than the
+//! newest frame, so it never drops a frame and latest readers always find a complete one;
+//! with fewer, a writer that finds every slot pinned drops that frame (counted in
+//! [`WriterStats::dropped`]; [`MessageWriter::publish`] returns `Error::NoFreeSlot`) rather
+//! than wait. In-order readers of a ring with pinned slots see fewer frames retained before
+//! they are lapped. A reader that dies holding a pin loses it within ~100 ms (the writer
+//! probes the entry locks of the reader table).
 //!
 //! ```no_run
 //! use ads_shmem_ipc::{FrameGeometry, FrameReader, FrameReaderOptions, FrameWriter, PixelFormat, Stamp, Wait};
@@ -25,9 +47,9 @@
 //!
 //! let mut reader = FrameReader::attach("frames", FrameReaderOptions::default())?;
 //! if let Some(frame) = reader.read(Wait::Block(Duration::from_millis(100)))? {
-//!     let mean = frame.pixels().iter().map(|&p| u64::from(p)).sum::<u64>();
+//!     let mean = frame.pixels().iter().map(|&p| u64::from(p)).sum::<u64>(); // pinned: stable
 //!     if frame.finish().is_ok() {
-//!         println!("frame mean {mean}"); // only now is `mean` known to come from one frame
+//!         println!("frame mean {mean}");
 //!     }
 //! }
 //! # Ok::<(), ads_shmem_ipc::Error>(())
@@ -39,15 +61,17 @@ mod protocol;
 mod sync;
 
 #[cfg(not(loom))]
+mod files;
+#[cfg(not(loom))]
 mod frame;
 #[cfg(not(loom))]
 mod futex;
 #[cfg(not(loom))]
 mod layout;
 #[cfg(not(loom))]
-mod liveness;
-#[cfg(not(loom))]
 mod message;
+#[cfg(not(loom))]
+mod os;
 #[cfg(not(loom))]
 mod ring;
 #[cfg(not(loom))]
@@ -57,12 +81,12 @@ pub use error::{Error, Result, WriterGoneCause};
 pub use protocol::{ReadMode, ReaderStats, SampleInfo, Stamp};
 
 #[cfg(not(loom))]
+pub use files::{lock_path, readers_path, reclaim_stale, shm_path, SHM_PREFIX};
+#[cfg(not(loom))]
 pub use frame::{Frame, FrameGeometry, FrameLoan, FrameReader, FrameReaderOptions, FrameWriter, PixelFormat};
 #[cfg(not(loom))]
-pub use layout::{LAYOUT_VERSION, MAX_SLOTS, MAX_SLOT_CAPACITY, MIN_SLOTS};
+pub use layout::{LAYOUT_VERSION, MAX_READERS, MAX_SLOTS, MAX_SLOT_CAPACITY, MIN_SLOTS};
 #[cfg(not(loom))]
 pub use message::{MessageReader, MessageWriter};
 #[cfg(not(loom))]
 pub use ring::{Sample, Wait, WriterStats};
-#[cfg(not(loom))]
-pub use segment::{reclaim_stale, shm_path, SHM_PREFIX};

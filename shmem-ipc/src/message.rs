@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::layout::{RingKind, Shape};
 use crate::protocol::{ReadMode, ReaderStats, SampleInfo, Stamp};
-use crate::ring::{RingReader, RingWriter, Sample, Wait, WriterStats};
+use crate::ring::{RingReader, RingWriter, Sample, Target, Wait, WriterStats};
 use std::time::Duration;
 
 /// The writing end of a message ring.
@@ -28,14 +28,22 @@ impl MessageWriter {
     }
 
     /// Copies `bytes` into the next slot and publishes it; returns its sequence number.
+    /// `Err(NoFreeSlot)` (and counted in [`WriterStats::dropped`]) if every slot is pinned by
+    /// a reader: the writer never waits.
     pub fn publish(&mut self, bytes: &[u8], stamp: Stamp) -> Result<u64> {
         let capacity = self.max_message_bytes();
         if bytes.len() as u64 > capacity {
             return Err(Error::TooLarge { name: self.name().to_string(), len: bytes.len(), capacity });
         }
-        let (index, payload) = self.ring.begin();
-        payload[..bytes.len()].copy_from_slice(bytes);
-        Ok(self.ring.commit(index, stamp, bytes.len()))
+        let target = self.ring.begin();
+        if target == Target::Scratch {
+            self.ring.commit(target, stamp, bytes.len());
+            return Err(Error::NoFreeSlot { name: self.name().to_string() });
+        }
+        self.ring.payload_mut(target)[..bytes.len()].copy_from_slice(bytes);
+        self.ring
+            .commit(target, stamp, bytes.len())
+            .ok_or_else(|| Error::NoFreeSlot { name: self.name().to_string() })
     }
 
     pub fn heartbeat(&self) {

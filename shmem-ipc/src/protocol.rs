@@ -1,14 +1,24 @@
-//! The slot protocol: per-slot sequence locks, the published head, and the reader cursor.
+//! The slot protocol: per-slot sequence locks, the message index, reader pins, the published
+//! head and the reader cursor.
 //!
-//! Nothing here knows about shared memory: it works on any `&SlotMeta`/`&WriterLine`, which
-//! is how the loom model test (bottom of this file) checks it on the heap. The mapping layer
-//! (`segment`) only places these structs in `/dev/shm`.
+//! Nothing here knows about shared memory: it works on any [`RingView`] and any slice of
+//! reader entries, which is how the loom model test (bottom of this file) runs the very same
+//! functions on the heap. The mapping layer (`segment`) only places these structs in `/dev/shm`.
 //!
-//! Message `n` (0-based, counted by the writer) lives in slot `n % slot_count`. The slot's
-//! `seq` word is `2n + 1` while message `n` is being written and `2n + 2` once it is complete,
-//! so a reader can tell from one load whether the slot holds the message it wants, an older
-//! one (not yet written) or a newer one (it was lapped). Nobody ever waits on a lock: the
-//! writer overwrites, readers detect it.
+//! The writer puts message `n` (0-based, counted by the writer) into a slot no reader has
+//! pinned, preferring the one written longest ago, and records the slot in entry `n % slots`
+//! of the message index. The slot's `seq` word is `2n + 1` while message `n` is being written
+//! and `2n + 2` once it is complete, so a reader can tell from one load whether the slot holds
+//! the message it wants, an older one (not yet written) or a newer one (it was lapped).
+//!
+//! Before a reader touches a slot's payload it **pins** the slot in its reader entry and then
+//! re-checks the slot's `seq`; the writer, after marking a slot as being rewritten, checks
+//! that no entry pins it (and backs off to another slot if one does). Both sides fence with
+//! `SeqCst` between their store and their load (a Dekker handshake), so either the reader sees
+//! the rewrite and lets go, or the writer sees the pin and leaves the slot alone: a pinned
+//! slot's bytes never change, and a reader may hold `&[u8]` to them. The sequence check at
+//! the end of a read stays as a second line of defence; it cannot fail for a pinned slot
+//! unless something other than the writer writes the segment.
 
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 
@@ -22,7 +32,21 @@ pub(crate) const fn complete(n: u64) -> u64 {
     2 * n + 2
 }
 
-/// Metadata of one slot; every field but `seq` is guarded by `seq`.
+/// Bits of an index entry that name the slot; the message number is above them.
+pub(crate) const SLOT_BITS: u32 = 12;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+
+/// More messages than a writer can ever publish (2^50: 35 years at a million a second).
+/// A head beyond it was written by something other than the writer, and the index and slot
+/// arithmetic (`n << SLOT_BITS`, `2n + 2`) on it would overflow.
+pub(crate) const MAX_PLAUSIBLE_HEAD: u64 = 1 << 50;
+
+/// Lapped probes in one look before giving up on it. A real writer that laps a `Latest`
+/// reader has moved the head on, so the next probe succeeds; a head that stays put while the
+/// slot says it was overwritten comes from a tampered segment, and must not spin forever.
+const MAX_LAPS_PER_LOOK: u32 = 1024;
+
+/// Metadata of one slot; every field but `seq` and `index` is guarded by `seq`.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub(crate) struct SlotMeta {
@@ -32,6 +56,9 @@ pub(crate) struct SlotMeta {
     pub(crate) capture_wall_ns: AtomicU64,
     pub(crate) publish_mono_ns: AtomicU64,
     pub(crate) len: AtomicU64,
+    /// Not about this slot: entry `i` of the message index, where `i` is this slot's
+    /// position. `(n << SLOT_BITS) | slot` for the newest message `n` with `n % slots == i`.
+    pub(crate) index: AtomicU64,
 }
 
 /// The writer's hot cache line.
@@ -48,15 +75,41 @@ pub(crate) struct WriterLine {
     pub(crate) heartbeat_ns: AtomicU64,
     /// Loans dropped without being published.
     pub(crate) abandoned: AtomicU64,
+    /// Messages dropped because every slot was pinned.
+    pub(crate) dropped: AtomicU64,
 }
 
-/// The readers' cache line, kept apart from the writer's so readers never false-share it.
-#[repr(C, align(64))]
-#[derive(Debug)]
-pub(crate) struct ReaderLine {
-    /// Readers currently (about to be) asleep on `WriterLine::notify`. A reader killed while
-    /// waiting leaves this raised; the only cost is one futex-wake syscall per publish.
-    pub(crate) waiters: AtomicU32,
+/// One reader's word in the reader table: `epoch << 32 | WAITING? | pin`, where `pin` is the
+/// pinned slot + 1 (0: none). Only its reader writes it, except that the writer clears the
+/// pin and flag of a reader that died (its entry lock is free), by compare-and-swap so that a
+/// new reader of the entry (which bumps `epoch` first) is never touched.
+pub(crate) type ReaderEntry = AtomicU64;
+const PIN_MASK: u64 = 0xffff;
+const WAITING: u64 = 1 << 16;
+const EPOCH_SHIFT: u32 = 32;
+
+/// The slot `entry` pins, if any and if it is a slot of this ring.
+pub(crate) fn pinned_slot(word: u64, slot_count: usize) -> Option<usize> {
+    let pin = (word & PIN_MASK) as usize;
+    (pin != 0 && pin <= slot_count).then(|| pin - 1)
+}
+
+/// The entry value of a reader that pins nothing and does not sleep, for a new epoch.
+pub(crate) fn fresh_entry(previous: u64) -> u64 {
+    ((previous >> EPOCH_SHIFT).wrapping_add(1)) << EPOCH_SHIFT
+}
+
+#[cfg_attr(loom, allow(dead_code, reason = "the writer's sweep is not modelled"))]
+/// Whether a dead reader's entry still claims something the writer should stop honouring.
+pub(crate) fn claims_anything(word: u64) -> bool {
+    word & (PIN_MASK | WAITING) != 0
+}
+
+#[cfg_attr(loom, allow(dead_code, reason = "the writer's sweep is not modelled"))]
+/// Clears a dead reader's pin and flag, unless the entry changed meanwhile (a new reader).
+pub(crate) fn reclaim_entry(entry: &ReaderEntry, seen: u64) -> bool {
+    let cleared = seen & !(PIN_MASK | WAITING);
+    entry.compare_exchange(seen, cleared, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
 impl SlotMeta {
@@ -69,6 +122,7 @@ impl SlotMeta {
             capture_wall_ns: AtomicU64::new(0),
             publish_mono_ns: AtomicU64::new(0),
             len: AtomicU64::new(0),
+            index: AtomicU64::new(0),
         }
     }
 }
@@ -82,8 +136,18 @@ impl WriterLine {
             closed: AtomicU32::new(0),
             heartbeat_ns: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
         }
     }
+}
+
+/// What the protocol needs of a ring: its writer line and slot metadata. Implemented by the
+/// mapped segment and, for the loom model, by a ring on the heap.
+pub(crate) trait RingView {
+    fn writer_line(&self) -> &WriterLine;
+    fn slot_count(&self) -> usize;
+    /// Metadata of `slot`; `slot < slot_count()`.
+    fn meta(&self, slot: usize) -> &SlotMeta;
 }
 
 /// What the writer attaches to a message.
@@ -111,54 +175,180 @@ pub struct SampleInfo {
     pub len: usize,
 }
 
-/// Marks the slot as being rewritten for message `n`; call before touching its payload.
-pub(crate) fn begin_write(slot: &SlotMeta, n: u64) {
-    slot.seq.store(writing(n), Ordering::Relaxed);
-    // Sync point: keeps the odd store above ahead of every payload and meta store below;
-    // pairs with the fence(Acquire) in `still_intact`, so a reader that saw any new byte
-    // sees an odd (changed) sequence on its second load.
-    fence(Ordering::Release);
+/// Writer: bit `s` set for every slot `s` some entry pins, in `pinned` (one bit per slot).
+pub(crate) fn scan_pins(entries: &[ReaderEntry], slot_count: usize, pinned: &mut [u64]) {
+    pinned.fill(0);
+    for entry in entries {
+        if let Some(slot) = pinned_slot(entry.load(Ordering::Relaxed), slot_count) {
+            if let Some(word) = pinned.get_mut(slot / 64) {
+                *word |= 1 << (slot % 64);
+            }
+        }
+    }
 }
 
-/// Publishes message `n` whose payload is already in place.
-pub(crate) fn commit(writer: &WriterLine, slot: &SlotMeta, n: u64, stamp: Stamp, len: u64, now_ns: u64) {
-    slot.id.store(stamp.id, Ordering::Relaxed);
-    slot.capture_mono_ns.store(stamp.capture_mono_ns, Ordering::Relaxed);
-    slot.capture_wall_ns.store(stamp.capture_wall_ns, Ordering::Relaxed);
-    slot.publish_mono_ns.store(now_ns, Ordering::Relaxed);
-    slot.len.store(len, Ordering::Relaxed);
+pub(crate) fn is_pinned(pinned: &[u64], slot: usize) -> bool {
+    pinned.get(slot / 64).is_some_and(|w| w & (1 << (slot % 64)) != 0)
+}
+
+/// Writer: marks `slot` as being rewritten for message `n`, then makes sure no reader pinned
+/// it. `false`: a reader did; the slot's sequence is put back to `previous` (its payload was
+/// not touched) and the writer must pick another slot. Call before touching the payload.
+pub(crate) fn claim(
+    slot_meta: &SlotMeta,
+    slot: usize,
+    n: u64,
+    previous: u64,
+    entries: &[ReaderEntry],
+) -> bool {
+    slot_meta.seq.store(writing(n), Ordering::Relaxed);
+    // Sync point: the writer's half of the pin handshake (pairs with the fence in `pin`): a
+    // reader that pinned before this fence is seen below; one that pins after it sees the odd
+    // sequence on its re-check. Also keeps the odd store ahead of every payload store, for
+    // readers' `still_intact` (pairs with its fence(Acquire)).
+    fence(Ordering::SeqCst);
+    let pin = slot as u64 + 1;
+    let taken = entries.iter().any(|e| e.load(Ordering::Relaxed) & PIN_MASK == pin);
+    // Sync point: pairs with the Release store in `unpin`: a reader's reads of the payload
+    // happen before the writes that follow a successful claim.
+    fence(Ordering::Acquire);
+    if taken {
+        // Sync point: readers that acquire the restored value see the old message complete.
+        slot_meta.seq.store(previous, Ordering::Release);
+    }
+    !taken
+}
+
+/// Writer: which slot the next message goes into. Keeps, per slot, the sequence of the
+/// message it holds (to put back if a claim loses to a pin).
+#[derive(Debug)]
+pub(crate) struct SlotChooser {
+    last_slot: usize,
+    held: Vec<u64>,
+    pinned: Vec<u64>,
+    /// Times a slot was passed over because a reader had it pinned.
+    pub(crate) pinned_skips: u64,
+}
+
+impl SlotChooser {
+    pub(crate) fn new(slot_count: usize) -> Self {
+        Self {
+            last_slot: slot_count - 1,
+            held: vec![0; slot_count],
+            pinned: vec![0; slot_count.div_ceil(64)],
+            pinned_skips: 0,
+        }
+    }
+
+    /// Claims the slot written longest ago that no reader pins, for message `n`; `None` if
+    /// every slot is pinned. Never waits.
+    pub(crate) fn claim_next<R: RingView + ?Sized>(
+        &mut self,
+        ring: &R,
+        entries: &[ReaderEntry],
+        n: u64,
+    ) -> Option<usize> {
+        let slots = self.held.len();
+        scan_pins(entries, slots, &mut self.pinned);
+        for step in 1..=slots {
+            let slot = (self.last_slot + step) % slots;
+            // The scan is only a pre-check; `claim` decides.
+            if !is_pinned(&self.pinned, slot) && claim(ring.meta(slot), slot, n, self.held[slot], entries) {
+                self.held[slot] = 0;
+                self.last_slot = slot;
+                return Some(slot);
+            }
+            self.pinned_skips += 1;
+        }
+        None
+    }
+
+    /// Message `n` is now complete in `slot`.
+    pub(crate) fn completed(&mut self, slot: usize, n: u64) {
+        self.held[slot] = complete(n);
+    }
+}
+
+/// Writer: publishes message `n`, whose payload is already in `slot`.
+pub(crate) fn commit<R: RingView + ?Sized>(
+    ring: &R,
+    slot: usize,
+    n: u64,
+    stamp: Stamp,
+    len: u64,
+    now_ns: u64,
+) {
+    let meta = ring.meta(slot);
+    meta.id.store(stamp.id, Ordering::Relaxed);
+    meta.capture_mono_ns.store(stamp.capture_mono_ns, Ordering::Relaxed);
+    meta.capture_wall_ns.store(stamp.capture_wall_ns, Ordering::Relaxed);
+    meta.publish_mono_ns.store(now_ns, Ordering::Relaxed);
+    meta.len.store(len, Ordering::Relaxed);
     // Sync point: releases payload + meta; pairs with the Acquire load of `seq` in `probe`.
-    slot.seq.store(complete(n), Ordering::Release);
+    meta.seq.store(complete(n), Ordering::Release);
+    let index_at = (n % ring.slot_count() as u64) as usize;
+    // Sync point: pairs with the Acquire load of the entry in `locate`.
+    ring.meta(index_at).index.store((n << SLOT_BITS) | slot as u64, Ordering::Release);
+    let writer = ring.writer_line();
     // Sync point: pairs with the Acquire load of `head` in readers; a reader that sees
-    // head = n + 1 finds slot `n` complete (or already lapped).
+    // head = n + 1 finds message `n` in the index and its slot complete (or already lapped).
     writer.head.store(n + 1, Ordering::Release);
     writer.heartbeat_ns.store(now_ns, Ordering::Relaxed);
 }
 
-/// Moves the futex word forward and says whether anybody may be asleep on it.
-pub(crate) fn announce(writer: &WriterLine, readers: &ReaderLine, head: u64) -> bool {
-    // SeqCst on both sides (here and in `prepare_sleep`) is a Dekker handshake: either the
-    // writer sees the waiter and wakes it, or the waiter sees the new word and does not sleep.
-    writer.notify.store(head as u32, Ordering::SeqCst);
-    readers.waiters.load(Ordering::SeqCst) > 0
+/// Writer: moves the futex word forward and says whether anybody may be asleep on it.
+pub(crate) fn announce(writer: &WriterLine, entries: &[ReaderEntry], head: u64) -> bool {
+    writer.notify.store(head as u32, Ordering::Relaxed);
+    // Sync point: Dekker handshake with `prepare_sleep`: either the writer sees the waiter's
+    // flag and wakes it, or the waiter sees the new word and does not sleep.
+    fence(Ordering::SeqCst);
+    entries.iter().any(|e| e.load(Ordering::Relaxed) & WAITING != 0)
 }
 
-/// Registers a reader as about to sleep; returns the futex word to sleep on, or `None` if
-/// the head moved past `seen_head` meanwhile (then the reader must look again, not sleep).
-pub(crate) fn prepare_sleep(writer: &WriterLine, readers: &ReaderLine, seen_head: u64) -> Option<u32> {
-    readers.waiters.fetch_add(1, Ordering::SeqCst);
-    let word = writer.notify.load(Ordering::SeqCst);
+/// Reader: flags itself as about to sleep; returns the futex word to sleep on, or `None` if
+/// the head moved past `seen_head` meanwhile (then look again, do not sleep).
+pub(crate) fn prepare_sleep(
+    writer: &WriterLine,
+    entry: &ReaderEntry,
+    idle: u64,
+    seen_head: u64,
+) -> Option<u32> {
+    entry.store(idle | WAITING, Ordering::Relaxed);
+    // Sync point: the reader's half of the handshake in `announce`.
+    fence(Ordering::SeqCst);
+    let word = writer.notify.load(Ordering::Relaxed);
     if word == seen_head as u32 {
         Some(word)
     } else {
-        readers.waiters.fetch_sub(1, Ordering::SeqCst);
+        entry.store(idle, Ordering::Relaxed);
         None
     }
 }
 
-/// Undoes `prepare_sleep` once the reader is awake again.
-pub(crate) fn finish_sleep(readers: &ReaderLine) {
-    readers.waiters.fetch_sub(1, Ordering::SeqCst);
+/// Reader: undoes `prepare_sleep` once awake again.
+pub(crate) fn finish_sleep(entry: &ReaderEntry, idle: u64) {
+    entry.store(idle, Ordering::Relaxed);
+}
+
+/// Reader: pins `slot`, then confirms it still holds the message seen with `seq`. `false`:
+/// the writer has begun rewriting it; the pin is already released.
+pub(crate) fn pin(entry: &ReaderEntry, idle: u64, slot_meta: &SlotMeta, slot: usize, seq: u64) -> bool {
+    entry.store(idle | (slot as u64 + 1), Ordering::Relaxed);
+    // Sync point: the reader's half of the pin handshake (pairs with the fence in `claim`).
+    fence(Ordering::SeqCst);
+    if slot_meta.seq.load(Ordering::Relaxed) == seq {
+        true
+    } else {
+        unpin(entry, idle);
+        false
+    }
+}
+
+/// Reader: releases its pin; everything it read from the slot happens before the writer's
+/// next write to it.
+pub(crate) fn unpin(entry: &ReaderEntry, idle: u64) {
+    // Sync point: pairs with the fence(Acquire) in `claim`.
+    entry.store(idle, Ordering::Release);
 }
 
 /// A slot as the reader found it.
@@ -172,7 +362,7 @@ pub(crate) enum Probe {
     NotYet,
 }
 
-/// Looks at slot for message `n`. `capacity` bounds the reported length, so a torn or
+/// Looks at `slot` for message `n`. `capacity` bounds the reported length, so a torn or
 /// corrupted length can never make a reader look past the slot.
 pub(crate) fn probe(slot: &SlotMeta, n: u64, capacity: u64) -> Probe {
     // Sync point: pairs with the Release store of `seq` in `commit`.
@@ -198,12 +388,89 @@ pub(crate) fn probe(slot: &SlotMeta, n: u64, capacity: u64) -> Probe {
     }
 }
 
-/// True if nothing the reader read since `probe` returned `seq` can have been overwritten.
+/// Finds message `n` through the index: its slot and what the slot says.
+pub(crate) fn locate<R: RingView + ?Sized>(ring: &R, n: u64, capacity: u64) -> (usize, Probe) {
+    let slots = ring.slot_count();
+    // Sync point: pairs with the Release store of the entry in `commit`.
+    let entry = ring.meta((n % slots as u64) as usize).index.load(Ordering::Acquire);
+    let (entry_n, slot) = (entry >> SLOT_BITS, (entry & SLOT_MASK) as usize);
+    if entry_n > n {
+        (0, Probe::Lapped)
+    } else if entry_n < n || slot >= slots {
+        // `head` is stored after the entry, so only a tampered segment gets here.
+        (0, Probe::NotYet)
+    } else {
+        (slot, probe(ring.meta(slot), n, capacity))
+    }
+}
+
+/// True if the pinned slot still holds the message `probe` saw with `seq`: the second line
+/// of defence behind the pin. An odd sequence is a writer's claim that is about to back off
+/// (it raced the pin and lost: see `claim`; by the handshake, a claim on a slot whose pin
+/// was confirmed always sees the pin), so it does not count; any other change means
+/// something broke the protocol, e.g. a foreign process wrote the segment.
 pub(crate) fn still_intact(slot: &SlotMeta, seq: u64) -> bool {
-    // Sync point: pairs with the fence(Release) in `begin_write`: if any byte we read came
-    // from a newer write, this load sees that write's odd sequence (or a later one).
+    // Sync point: pairs with the fence in `claim`: if any byte we read came from a newer
+    // write, this load sees that write's sequence (or a later one).
     fence(Ordering::Acquire);
-    slot.seq.load(Ordering::Relaxed) == seq
+    let now = slot.seq.load(Ordering::Relaxed);
+    now == seq || now % 2 == 1
+}
+
+/// A message located and pinned in its slot, not yet settled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Located {
+    pub(crate) slot: usize,
+    pub(crate) seq_word: u64,
+    pub(crate) info: SampleInfo,
+}
+
+/// What one look at the ring found.
+#[derive(Debug)]
+pub(crate) enum Look {
+    /// The next message per the cursor, pinned in `entry`.
+    Found(Located),
+    /// Nothing new; the head that was seen (to sleep on).
+    Nothing(u64),
+    /// The head is beyond anything a writer can reach.
+    ImpossibleHead(u64),
+}
+
+/// Reader: one look at the ring: the next message per the cursor, pinned. Shared by the
+/// shipped reader and the loom model.
+pub(crate) fn look<R: RingView + ?Sized>(
+    ring: &R,
+    cursor: &mut Cursor,
+    entry: &ReaderEntry,
+    idle: u64,
+    capacity: u64,
+) -> Look {
+    let mut laps = 0;
+    loop {
+        // Sync point: pairs with the Release store of `head` in `commit`.
+        let head = ring.writer_line().head.load(Ordering::Acquire);
+        if head > MAX_PLAUSIBLE_HEAD {
+            return Look::ImpossibleHead(head);
+        }
+        let Some(n) = cursor.target(head) else { return Look::Nothing(head) };
+        match locate(ring, n, capacity) {
+            (slot, Probe::Ready { seq, info }) => {
+                if pin(entry, idle, ring.meta(slot), slot, seq) {
+                    cursor.take(n);
+                    return Look::Found(Located { slot, seq_word: seq, info });
+                }
+            }
+            (_, Probe::Lapped) => {}
+            // `head` is stored after the slot completes, so this only happens if the
+            // segment is being tampered with; look again later rather than spin forever.
+            (_, Probe::NotYet) => return Look::Nothing(head),
+        }
+        laps += 1;
+        if laps > MAX_LAPS_PER_LOOK {
+            return Look::Nothing(head);
+        }
+        cursor.lapped(n, ring.writer_line().head.load(Ordering::Acquire));
+    }
 }
 
 /// How a reader walks the stream.
@@ -349,88 +616,228 @@ mod tests {
         assert_eq!(c.stats, ReaderStats { first_seq: Some(0), read: 2, skipped: 4, dropped: 0, overruns: 0 });
     }
 
+    /// A heap ring for the unit tests and the loom model.
+    pub(super) struct HeapRing {
+        pub(super) writer: WriterLine,
+        pub(super) metas: Vec<SlotMeta>,
+    }
+
+    impl HeapRing {
+        pub(super) fn new(slots: usize) -> Self {
+            Self { writer: WriterLine::new(), metas: (0..slots).map(|_| SlotMeta::new()).collect() }
+        }
+    }
+
+    impl RingView for HeapRing {
+        fn writer_line(&self) -> &WriterLine {
+            &self.writer
+        }
+        fn slot_count(&self) -> usize {
+            self.metas.len()
+        }
+        fn meta(&self, slot: usize) -> &SlotMeta {
+            &self.metas[slot]
+        }
+    }
+
     #[test]
     fn probe_tells_ready_lapped_and_not_yet() {
-        let slot = SlotMeta::new();
-        let writer = WriterLine::new();
-        assert_eq!(probe(&slot, 0, 16), Probe::NotYet);
-        begin_write(&slot, 0);
-        assert_eq!(probe(&slot, 0, 16), Probe::NotYet);
+        let ring = HeapRing::new(3);
+        let slot = &ring.metas[0];
+        assert_eq!(probe(slot, 0, 16), Probe::NotYet);
+        assert!(claim(slot, 0, 0, 0, &[]));
+        assert_eq!(probe(slot, 0, 16), Probe::NotYet);
         let stamp = Stamp { id: 7, capture_mono_ns: 1, capture_wall_ns: 2 };
-        commit(&writer, &slot, 0, stamp, 99, 5);
-        let Probe::Ready { seq, info } = probe(&slot, 0, 16) else { panic!("not ready") };
+        commit(&ring, 0, 0, stamp, 99, 5);
+        let (at, Probe::Ready { seq, info }) = locate(&ring, 0, 16) else { panic!("not ready") };
+        assert_eq!(at, 0);
         assert_eq!(info.stamp, stamp);
         assert_eq!(info.len, 16, "length is clamped to the capacity");
-        assert!(still_intact(&slot, seq));
-        begin_write(&slot, 3);
-        assert!(!still_intact(&slot, seq));
-        assert_eq!(probe(&slot, 0, 16), Probe::Lapped);
+        assert!(still_intact(slot, seq));
+        assert!(claim(slot, 0, 3, seq, &[]));
+        assert!(still_intact(slot, seq), "a claim alone may still back off");
+        assert_eq!(probe(slot, 0, 16), Probe::Lapped);
+        commit(&ring, 0, 3, stamp, 99, 5);
+        assert!(!still_intact(slot, seq), "a completed rewrite is caught");
+    }
+
+    #[test]
+    fn a_pinned_slot_is_not_claimed_and_keeps_its_message() {
+        let ring = HeapRing::new(3);
+        let entries = [AtomicU64::new(fresh_entry(0))];
+        let idle = entries[0].load(Ordering::Relaxed);
+        assert!(claim(&ring.metas[1], 1, 0, 0, &entries));
+        commit(&ring, 1, 0, Stamp::default(), 4, 0);
+        let mut cursor = Cursor::new(ReadMode::Latest, 3, 0);
+        let Look::Found(found) = look(&ring, &mut cursor, &entries[0], idle, 8) else { panic!("nothing") };
+        assert_eq!((found.slot, found.info.seq), (1, 0), "the index sends the reader to slot 1");
+        assert_eq!(pinned_slot(entries[0].load(Ordering::Relaxed), 3), Some(1));
+        let mut pinned = [0u64];
+        scan_pins(&entries, 3, &mut pinned);
+        assert!(is_pinned(&pinned, 1) && !is_pinned(&pinned, 0));
+        // The writer races past its pre-check: the claim sees the pin and backs off.
+        assert!(!claim(&ring.metas[1], 1, 1, complete(0), &entries));
+        assert!(still_intact(&ring.metas[1], found.seq_word), "the sequence was put back");
+        unpin(&entries[0], idle);
+        assert!(claim(&ring.metas[1], 1, 1, complete(0), &entries));
+    }
+
+    #[test]
+    fn a_dead_readers_entry_is_reclaimed_but_not_a_new_readers() {
+        let entry = AtomicU64::new(fresh_entry(0));
+        let idle = entry.load(Ordering::Relaxed);
+        entry.store(idle | 3, Ordering::Relaxed);
+        let seen = entry.load(Ordering::Relaxed);
+        assert!(claims_anything(seen));
+        // A new reader took the entry (bumped the epoch) and pinned the same slot.
+        let newer = fresh_entry(seen);
+        entry.store(newer | 3, Ordering::Relaxed);
+        assert!(!reclaim_entry(&entry, seen), "the new reader's pin stays");
+        let seen = entry.load(Ordering::Relaxed);
+        assert!(reclaim_entry(&entry, seen));
+        assert!(!claims_anything(entry.load(Ordering::Relaxed)));
+    }
+
+    #[test]
+    fn a_sleeper_is_seen_by_announce() {
+        let writer = WriterLine::new();
+        let entries = [AtomicU64::new(0), AtomicU64::new(0)];
+        assert!(!announce(&writer, &entries, 1));
+        assert_eq!(prepare_sleep(&writer, &entries[1], 0, 1), Some(1));
+        assert!(announce(&writer, &entries, 2));
+        finish_sleep(&entries[1], 0);
+        assert_eq!(prepare_sleep(&writer, &entries[1], 0, 1), None, "the head moved: do not sleep");
+        assert!(!announce(&writer, &entries, 3));
     }
 }
 
-/// Model check of publish/read: every interleaving of one writer lapping a 3-slot ring and
-/// one reader, with the payload made of atomics so loom can see torn data. Run with
+/// Model check of the shipped protocol functions: every interleaving of one writer that laps
+/// a 3-slot ring and one in-order reader that pins, reads and sleeps. The payload is plain
+/// memory (a loom `UnsafeCell`, as the shipped code uses plain memcpy), so loom itself reports
+/// any write to a slot while a reader reads it; the futex is emulated with a mutex and a
+/// condvar (the kernel checks the word and queues the sleeper under one lock), so a lost
+/// wake-up is a deadlock loom reports. Run with
 /// `RUSTFLAGS="--cfg loom" cargo test -p ads-shmem-ipc --release --lib loom`.
 #[cfg(all(test, loom))]
+#[allow(unsafe_code, reason = "the model's payload is plain memory, accessed as the shipped code does")]
 mod loom_model {
     use super::*;
-    use loom::sync::Arc;
+    use loom::cell::UnsafeCell;
+    use loom::sync::{Arc, Condvar, Mutex};
 
     const SLOTS: usize = 3;
-    const WORDS: usize = 2;
+    const MESSAGES: u64 = 4;
+    const BYTES: usize = 2;
 
     struct Ring {
         writer: WriterLine,
         metas: Vec<SlotMeta>,
-        payload: Vec<[AtomicU64; WORDS]>,
+        payload: Vec<UnsafeCell<[u8; BYTES]>>,
+        entries: [ReaderEntry; 1],
+        futex: Futex,
+    }
+
+    impl RingView for Ring {
+        fn writer_line(&self) -> &WriterLine {
+            &self.writer
+        }
+        fn slot_count(&self) -> usize {
+            SLOTS
+        }
+        fn meta(&self, slot: usize) -> &SlotMeta {
+            &self.metas[slot]
+        }
+    }
+
+    /// A futex on `WriterLine::notify`: wait re-checks the word under the lock wake takes.
+    struct Futex {
+        wakes: Mutex<u64>,
+        woken: Condvar,
+    }
+
+    impl Futex {
+        fn wait(&self, word: &AtomicU32, expected: u32) {
+            let mut wakes = self.wakes.lock().unwrap();
+            if word.load(Ordering::Relaxed) != expected {
+                return;
+            }
+            let seen = *wakes;
+            while *wakes == seen {
+                wakes = self.woken.wait(wakes).unwrap();
+            }
+        }
+
+        fn wake_all(&self) {
+            *self.wakes.lock().unwrap() += 1;
+            self.woken.notify_all();
+        }
     }
 
     #[test]
-    fn loom_reader_never_accepts_a_torn_message() {
+    fn loom_pinned_reads_never_race_the_writer_and_no_wakeup_is_lost() {
         let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
+        builder.preemption_bound = Some(2);
+        builder.max_branches = 100_000;
         builder.check(|| {
             let ring = Arc::new(Ring {
                 writer: WriterLine::new(),
                 metas: (0..SLOTS).map(|_| SlotMeta::new()).collect(),
-                payload: (0..SLOTS).map(|_| [AtomicU64::new(0), AtomicU64::new(0)]).collect(),
+                payload: (0..SLOTS).map(|_| UnsafeCell::new([0; BYTES])).collect(),
+                entries: [AtomicU64::new(fresh_entry(0))],
+                futex: Futex { wakes: Mutex::new(0), woken: Condvar::new() },
             });
             let w = Arc::clone(&ring);
             let writer = loom::thread::spawn(move || {
-                for n in 0..4u64 {
-                    let i = (n % SLOTS as u64) as usize;
-                    begin_write(&w.metas[i], n);
-                    for word in &w.payload[i] {
-                        word.store(n + 100, Ordering::Relaxed);
+                let mut chooser = SlotChooser::new(SLOTS);
+                for n in 0..MESSAGES {
+                    // One reader pins at most one slot of three: there is always a free one.
+                    let slot = chooser.claim_next(&*w, &w.entries, n).expect("a free slot");
+                    // SAFETY: the slot was claimed: no reader pins it, so nobody reads it now.
+                    w.payload[slot].with_mut(|p| unsafe { *p = [n as u8 + 100; BYTES] });
+                    commit(&*w, slot, n, Stamp { id: n, ..Stamp::default() }, BYTES as u64, 0);
+                    chooser.completed(slot, n);
+                    if announce(&w.writer, &w.entries, n + 1) {
+                        w.futex.wake_all();
                     }
-                    commit(&w.writer, &w.metas[i], n, Stamp { id: n, ..Stamp::default() }, 8, 0);
                 }
             });
-            let mut cursor = Cursor::new(ReadMode::InOrder, SLOTS as u64, 0);
-            for _ in 0..2 {
-                let head = ring.writer.head.load(Ordering::Acquire);
-                let Some(n) = cursor.target(head) else {
-                    loom::thread::yield_now();
-                    continue;
-                };
-                let i = (n % SLOTS as u64) as usize;
-                match probe(&ring.metas[i], n, 8) {
-                    Probe::Ready { seq, info } => {
-                        cursor.take(n);
-                        let words: Vec<u64> =
-                            ring.payload[i].iter().map(|w| w.load(Ordering::Relaxed)).collect();
-                        let intact = still_intact(&ring.metas[i], seq);
-                        cursor.settle(intact);
-                        if intact {
-                            assert_eq!(info.stamp.id, n);
-                            assert!(words.iter().all(|&w| w == n + 100), "torn: {words:?} for {n}");
-                        }
+            let r = Arc::clone(&ring);
+            let reader = loom::thread::spawn(move || {
+                let entry = &r.entries[0];
+                let idle = entry.load(Ordering::Relaxed);
+                let mut cursor = Cursor::new(ReadMode::InOrder, SLOTS as u64, 0);
+                loop {
+                    let s = cursor.stats;
+                    if s.read + s.dropped + s.overruns == MESSAGES {
+                        break;
                     }
-                    Probe::Lapped => cursor.lapped(n, ring.writer.head.load(Ordering::Acquire)),
-                    Probe::NotYet => panic!("head said {n} was complete"),
+                    match look(&*r, &mut cursor, entry, idle, BYTES as u64) {
+                        Look::Found(found) => {
+                            // SAFETY: the slot is pinned: the writer does not write it now.
+                            let bytes = r.payload[found.slot].with(|p| unsafe { *p });
+                            let intact = still_intact(&r.metas[found.slot], found.seq_word);
+                            unpin(entry, idle);
+                            cursor.settle(intact);
+                            assert!(intact, "a pinned slot changed");
+                            assert_eq!(found.info.stamp.id, found.info.seq);
+                            assert_eq!(bytes, [found.info.seq as u8 + 100; BYTES], "torn or foreign bytes");
+                        }
+                        Look::Nothing(head) => {
+                            if let Some(word) = prepare_sleep(&r.writer, entry, idle, head) {
+                                r.futex.wait(&r.writer.notify, word);
+                                finish_sleep(entry, idle);
+                            } else {
+                                // The head moved: the shipped reader looks again at once; tell
+                                // loom this thread is spinning on the writer.
+                                loom::thread::yield_now();
+                            }
+                        }
+                        Look::ImpossibleHead(head) => panic!("head {head}"),
+                    }
                 }
-            }
+            });
             writer.join().unwrap();
+            reader.join().unwrap();
         });
     }
 }

@@ -2,12 +2,14 @@
 
 use crate::clock::monotonic_ns;
 use crate::error::{Error, Result, WriterGoneCause};
+use crate::files::{self, FileId, NameLock};
 use crate::futex;
 use crate::layout::{RingKind, Shape};
-use crate::liveness::ProcessId;
-use crate::protocol::{self, Cursor, Probe, ReadMode, ReaderStats, SampleInfo, Stamp};
-use crate::segment::Segment;
+use crate::os;
+use crate::protocol::{self, Cursor, Located, Look, ReadMode, ReaderStats, RingView as _, SampleInfo, Stamp};
+use crate::segment::{self, ReaderTable, Segment, READER_TABLE_BYTES};
 use crate::sync::Ordering;
+use std::fs::File;
 use std::time::Duration;
 
 /// How long a read may wait for the next message.
@@ -27,15 +29,14 @@ pub enum Wait {
 /// how late a writer's death is noticed.
 const LIVENESS_INTERVAL_NS: u64 = 20_000_000;
 
-/// More messages than a writer can ever publish (2^62: 146,000 years at a million a second).
-/// A head beyond it was written by something other than the writer, and the slot arithmetic
-/// (`2n + 2`) on it would overflow.
-const MAX_PLAUSIBLE_HEAD: u64 = 1 << 62;
+/// How often the writer looks for readers that died holding a pin or a sleeping flag. Until
+/// then a dead reader costs one slot (its pin) or one futex wake per publish (its flag).
+const SWEEP_INTERVAL_NS: u64 = 100_000_000;
 
-/// Lapped probes in one look before giving up on it. A real writer that laps a `Latest`
-/// reader has moved the head on, so the next probe succeeds; a head that stays put while the
-/// slot says it was overwritten comes from a tampered segment, and must not spin forever.
-const MAX_LAPS_PER_LOOK: u32 = 1024;
+/// Where in the reader table file reader entry `k`'s lock byte is.
+fn entry_lock_at(k: usize) -> u64 {
+    (k * std::mem::size_of::<protocol::ReaderEntry>()) as u64
+}
 
 /// Writer-side counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,22 +47,108 @@ pub struct WriterStats {
     pub abandoned: u64,
     /// Publishes that had to wake sleeping readers (a futex syscall each).
     pub wakeups: u64,
+    /// Messages not published because every slot was pinned by a reader (see the crate docs).
+    pub dropped: u64,
+    /// Times a slot was passed over because a reader had it pinned.
+    pub pinned_skips: u64,
+}
+
+/// Where a loan's bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A claimed slot of the ring.
+    Slot(usize),
+    /// The writer's private scratch buffer: every slot was pinned, the message is dropped.
+    Scratch,
+}
+
+/// The files a writer created, unlinked (if still the same inodes) when it goes.
+#[derive(Debug)]
+struct Owned {
+    segment: Option<FileId>,
+    readers: FileId,
+    name: String,
+    /// Dropped last: the lock is released after the other files are gone.
+    lock: NameLock,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Some(segment) = self.segment {
+            files::unlink_if_same(&files::shm_path(&self.name), segment);
+        }
+        files::unlink_if_same(&files::readers_path(&self.name), self.readers);
+        let _ = &self.lock;
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct RingWriter {
     segment: Segment,
+    readers: ReaderTable,
     /// Number of the next message; equals the published head.
     next: u64,
+    chooser: protocol::SlotChooser,
+    scratch: Vec<u8>,
+    last_sweep_ns: u64,
     stats: WriterStats,
+    #[expect(dead_code, reason = "held for its Drop: removes the ring's files, then releases the name")]
+    owned: Owned,
 }
 
 impl RingWriter {
+    /// Takes the name's lock, replaces what a dead writer left, then creates the reader table
+    /// and the segment. Everything created is removed again if a later step fails.
     pub(crate) fn create(name: &str, shape: Shape, geometry: [u32; 4]) -> Result<Self> {
-        let segment = Segment::create(name, shape, geometry)?;
+        files::validate_name(name)?;
+        let invalid = |reason| Error::InvalidConfig { name: name.to_string(), reason };
+        let mut config = shape.config().map_err(invalid)?;
+        let segment_path = files::shm_path(name);
+        let readers_path = files::readers_path(name);
+        let lock = NameLock::acquire(name, || match files::open_trusted(name, &segment_path, false) {
+            Ok(Some((file, _))) => segment::recorded_writer_pid(&file),
+            _ => 0,
+        })?;
+        config.created_wall_ns = crate::clock::wall_ns();
+        lock.write_token(name, config.created_wall_ns)?;
+        // Under the lock: whatever is there was left by a writer that is gone.
+        let mut generation = 1;
+        if let Some((stale, _)) = files::open_trusted(name, &segment_path, false)? {
+            if let Some(previous) = segment::stale_generation(&stale) {
+                generation = previous.saturating_add(1);
+            }
+            tracing::warn!(ring = name, "taking over the ring of a writer that is gone");
+        }
+        files::remove_stale(name, &segment_path)?;
+        files::remove_stale(name, &readers_path)?;
+
+        [config.width, config.height, config.stride, config.pixel_format] = geometry;
+        config.writer_pid = std::process::id();
+        config.generation = generation;
+        files::check_space(name, config.total_size + READER_TABLE_BYTES)?;
+
+        let (readers_file, readers_id) = files::create_new(name, &readers_path)?;
+        // From here on `owned` removes what exists of the ring if anything fails.
+        let mut owned = Owned { segment: None, readers: readers_id, name: name.to_string(), lock };
+        files::reserve(name, &readers_file, READER_TABLE_BYTES)?;
+        let readers = ReaderTable::map(name, readers_file, READER_TABLE_BYTES)?;
+        let (segment_file, segment_id) = files::create_new(name, &segment_path)?;
+        owned.segment = Some(segment_id);
+        files::reserve(name, &segment_file, config.total_size)?;
+        let segment = Segment::initialise(name, segment_file, config, shape)?;
         segment.header().writer.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
-        tracing::debug!(ring = name, ?shape, "ring created");
-        Ok(Self { segment, next: 0, stats: WriterStats::default() })
+        let slots = shape.slot_count as usize;
+        tracing::debug!(ring = name, ?shape, generation, "ring created");
+        Ok(Self {
+            segment,
+            readers,
+            next: 0,
+            chooser: protocol::SlotChooser::new(slots),
+            scratch: Vec::new(),
+            last_sweep_ns: monotonic_ns(),
+            stats: WriterStats::default(),
+            owned,
+        })
     }
 
     pub(crate) fn segment(&self) -> &Segment {
@@ -69,32 +156,82 @@ impl RingWriter {
     }
 
     pub(crate) fn stats(&self) -> WriterStats {
-        self.stats
+        WriterStats { pinned_skips: self.chooser.pinned_skips, ..self.stats }
     }
 
-    /// Starts rewriting the slot of the next message and hands out its payload.
-    pub(crate) fn begin(&mut self) -> (usize, &mut [u8]) {
-        let index = (self.next % u64::from(self.segment.shape().slot_count)) as usize;
-        protocol::begin_write(self.segment.meta(index), self.next);
-        (index, self.segment.payload_mut(index))
+    /// Claims a slot for the next message: the one written longest ago that no reader pins.
+    /// If every slot is pinned, the message goes to scratch memory and will be dropped.
+    pub(crate) fn begin(&mut self) -> Target {
+        let now = monotonic_ns();
+        if now.saturating_sub(self.last_sweep_ns) >= SWEEP_INTERVAL_NS {
+            self.sweep_dead_readers(now);
+        }
+        if let Some(slot) = self.chooser.claim_next(&self.segment, self.readers.entries(), self.next) {
+            return Target::Slot(slot);
+        }
+        // Every slot pinned: perhaps by readers that died; look now rather than in 100 ms.
+        self.sweep_dead_readers(now);
+        Target::Scratch
     }
 
-    pub(crate) fn commit(&mut self, index: usize, stamp: Stamp, len: usize) -> u64 {
+    /// Clears the pins and sleeping flags of readers whose entry lock is free (they died).
+    fn sweep_dead_readers(&mut self, now: u64) {
+        self.last_sweep_ns = now;
+        let table = &self.readers;
+        for (k, entry) in table.entries().iter().enumerate() {
+            let seen = entry.load(Ordering::Relaxed);
+            if !protocol::claims_anything(seen) {
+                continue;
+            }
+            match os::is_locked(table.file(), entry_lock_at(k), 1) {
+                Ok(false) => {
+                    if protocol::reclaim_entry(entry, seen) {
+                        tracing::debug!(
+                            ring = self.segment.name(),
+                            entry = k,
+                            "reclaimed a dead reader's entry"
+                        );
+                    }
+                }
+                Ok(true) => {}
+                Err(e) => tracing::warn!(ring = self.segment.name(), "cannot probe reader {k}: {e}"),
+            }
+        }
+    }
+
+    /// The bytes of a loan: the claimed slot's payload or the scratch buffer.
+    pub(crate) fn payload_mut(&mut self, target: Target) -> &mut [u8] {
+        match target {
+            Target::Slot(slot) => self.segment.payload_mut(slot),
+            Target::Scratch => {
+                let capacity = self.segment.shape().slot_capacity as usize;
+                if self.scratch.len() != capacity {
+                    self.scratch = vec![0; capacity];
+                }
+                &mut self.scratch
+            }
+        }
+    }
+
+    /// Publishes the loan's message; `None` if it went to scratch (dropped, counted).
+    pub(crate) fn commit(&mut self, target: Target, stamp: Stamp, len: usize) -> Option<u64> {
+        let Target::Slot(slot) = target else {
+            self.stats.dropped += 1;
+            self.segment.header().writer.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(ring = self.segment.name(), id = stamp.id, "every slot pinned: dropped");
+            return None;
+        };
         let n = self.next;
-        let header = self.segment.header();
-        protocol::commit(&header.writer, self.segment.meta(index), n, stamp, len as u64, monotonic_ns());
-        if protocol::announce(&header.writer, &header.readers, n + 1) {
-            futex::wake_all(&header.writer.notify);
+        protocol::commit(&self.segment, slot, n, stamp, len as u64, monotonic_ns());
+        self.chooser.completed(slot, n);
+        if protocol::announce(&self.segment.header().writer, self.readers.entries(), n + 1) {
+            futex::wake_all(&self.segment.header().writer.notify);
             self.stats.wakeups += 1;
         }
         self.next = n + 1;
         self.stats.published += 1;
-        tracing::trace!(ring = self.segment.name(), seq = n, id = stamp.id, "published");
-        n
-    }
-
-    pub(crate) fn payload_mut(&mut self, index: usize) -> &mut [u8] {
-        self.segment.payload_mut(index)
+        tracing::trace!(ring = self.segment.name(), seq = n, slot, id = stamp.id, "published");
+        Some(n)
     }
 
     pub(crate) fn abandon(&mut self) {
@@ -115,29 +252,31 @@ impl Drop for RingWriter {
         writer.notify.fetch_add(1, Ordering::SeqCst);
         futex::wake_all(&writer.notify);
         tracing::debug!(ring = self.segment.name(), published = self.stats.published, "ring closed");
-        // Dropping the segment (owned) unlinks /dev/shm/ads.<name>.
+        // Then `owned` unlinks the files and releases the name's lock.
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct RingReader {
     segment: Segment,
+    readers: ReaderTable,
+    /// Our entry in the reader table (its lock byte is held through `readers`' descriptor).
+    entry: usize,
+    /// Our entry's value while we pin nothing and do not sleep (includes our epoch).
+    idle: u64,
+    /// The writer's lock file, probed for liveness.
+    writer_lock: File,
+    writer_pid: u32,
     cursor: Cursor,
-    writer: ProcessId,
     last_liveness_ns: u64,
-}
-
-/// A message located in its slot, not yet settled.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Located {
-    pub(crate) index: usize,
-    pub(crate) seq_word: u64,
-    pub(crate) info: SampleInfo,
 }
 
 impl RingReader {
     pub(crate) fn attach(name: &str, kind: RingKind, mode: ReadMode) -> Result<Self> {
-        let segment = Segment::open(name)?;
+        files::validate_name(name)?;
+        let not_found = || Error::NotFound { name: name.to_string() };
+        let (file, meta) = files::open_trusted(name, &files::shm_path(name), false)?.ok_or_else(not_found)?;
+        let segment = Segment::open(name, file, meta.len())?;
         let shape = segment.shape();
         if shape.kind != kind {
             return Err(Error::LayoutMismatch {
@@ -147,17 +286,56 @@ impl RingReader {
                 theirs: shape.kind as u64,
             });
         }
-        let writer = segment.writer_id();
+        let writer_pid = segment.config().writer_pid;
+        let gone = |cause| Error::WriterGone { name: name.to_string(), pid: writer_pid, cause };
+        let closed_or_died = || {
+            if segment.header().writer.closed.load(Ordering::Acquire) == 1 {
+                gone(WriterGoneCause::Closed)
+            } else {
+                gone(WriterGoneCause::Died)
+            }
+        };
+        // The writer creates the lock before the segment and removes it after: a segment
+        // without one has no writer.
+        let Some((writer_lock, _)) = files::open_trusted(name, &files::lock_path(name), false)? else {
+            return Err(closed_or_died());
+        };
+        let Some((readers_file, readers_meta)) = files::open_trusted(name, &files::readers_path(name), true)?
+        else {
+            return Err(closed_or_died());
+        };
+        let readers = ReaderTable::map(name, readers_file, readers_meta.len())?;
+        let io = |context| move |source| Error::Io { name: name.to_string(), context, source };
+        let mut entry = None;
+        for k in 0..readers.entries().len() {
+            if os::try_lock(readers.file(), entry_lock_at(k), 1).map_err(io("locking a reader entry"))? {
+                entry = Some(k);
+                break;
+            }
+        }
+        let Some(entry) = entry else {
+            return Err(Error::TooManyReaders { name: name.to_string(), max: readers.entries().len() });
+        };
+        // A new epoch: whatever a dead predecessor left in the entry is ours to clear, and
+        // the writer's reclaim of that predecessor can no longer touch us.
+        let word = &readers.entries()[entry];
+        let idle = protocol::fresh_entry(word.load(Ordering::Relaxed));
+        word.store(idle, Ordering::Release);
+
         let head = segment.header().writer.head.load(Ordering::Acquire);
         let mut reader = Self {
             cursor: Cursor::new(mode, u64::from(shape.slot_count), head),
             segment,
-            writer,
+            readers,
+            entry,
+            idle,
+            writer_lock,
+            writer_pid,
             last_liveness_ns: 0,
         };
         // A ring whose writer died is not worth attaching to: say so now.
         reader.check_writer(monotonic_ns(), true)?;
-        tracing::debug!(ring = name, writer_pid = writer.pid, ?mode, "attached");
+        tracing::debug!(ring = name, writer_pid, entry, ?mode, "attached");
         Ok(reader)
     }
 
@@ -170,7 +348,7 @@ impl RingReader {
     }
 
     pub(crate) fn writer_pid(&self) -> u32 {
-        self.writer.pid
+        self.writer_pid
     }
 
     pub(crate) fn published(&self) -> u64 {
@@ -182,11 +360,16 @@ impl RingReader {
         Duration::from_nanos(monotonic_ns().saturating_sub(beat))
     }
 
-    /// Errors if the writer closed the ring or died. The liveness probe reads /proc, so it
-    /// runs at most every `LIVENESS_INTERVAL_NS` unless `force`d.
+    fn entry(&self) -> &protocol::ReaderEntry {
+        &self.readers.entries()[self.entry]
+    }
+
+    /// Errors if the writer closed the ring or died. The liveness probe (the writer's lock,
+    /// and whether our segment was unlinked under us) costs two syscalls, so it runs at most
+    /// every `LIVENESS_INTERVAL_NS` unless `force`d.
     fn check_writer(&mut self, now: u64, force: bool) -> Result<()> {
         let gone =
-            |cause| Error::WriterGone { name: self.segment.name().to_string(), pid: self.writer.pid, cause };
+            |cause| Error::WriterGone { name: self.segment.name().to_string(), pid: self.writer_pid, cause };
         match self.segment.header().writer.closed.load(Ordering::Acquire) {
             0 => {}
             1 => return Err(gone(WriterGoneCause::Closed)),
@@ -199,51 +382,36 @@ impl RingReader {
         }
         if force || now.saturating_sub(self.last_liveness_ns) >= LIVENESS_INTERVAL_NS {
             self.last_liveness_ns = now;
-            if !self.writer.is_alive() {
+            // A lock we cannot probe tells us nothing: assume alive rather than give up a ring.
+            let token = self.segment.config().created_wall_ns;
+            let ours = files::writer_holds(&self.writer_lock, token).unwrap_or(true);
+            // Also: unlinked means a new writer took over (or ours closed): nobody will write
+            // it again. (Covers the moment before the new writer has written its token.)
+            if !ours || self.segment.is_unlinked() {
                 return Err(gone(WriterGoneCause::Died));
             }
         }
         Ok(())
     }
 
-    /// One look at the ring: the next message per the read mode, or `Ok(Err(head))` with the
-    /// head that was seen (to sleep on); `Err` if the header is corrupt.
+    /// One look at the ring: the next message per the read mode, pinned, or `Ok(Err(head))`
+    /// with the head that was seen (to sleep on); `Err` if the header is corrupt.
     fn look(&mut self) -> Result<std::result::Result<Located, u64>> {
-        let capacity = self.segment.shape().slot_capacity;
-        let slots = u64::from(self.segment.shape().slot_count);
         self.segment.check_header()?;
-        let mut laps = 0;
-        loop {
-            // Sync point: pairs with the Release store of `head` in `protocol::commit`.
-            let head = self.segment.header().writer.head.load(Ordering::Acquire);
-            if head > MAX_PLAUSIBLE_HEAD {
-                return Err(Error::Corrupt {
-                    name: self.segment.name().to_string(),
-                    reason: format!("published head {head} is beyond anything a writer can reach"),
-                });
-            }
-            let Some(n) = self.cursor.target(head) else { return Ok(Err(head)) };
-            let index = (n % slots) as usize;
-            match protocol::probe(self.segment.meta(index), n, capacity) {
-                Probe::Ready { seq, info } => {
-                    self.cursor.take(n);
-                    return Ok(Ok(Located { index, seq_word: seq, info }));
-                }
-                Probe::Lapped => {
-                    laps += 1;
-                    if laps > MAX_LAPS_PER_LOOK {
-                        return Ok(Err(head));
-                    }
-                    self.cursor.lapped(n, self.segment.header().writer.head.load(Ordering::Acquire))
-                }
-                // `head` is stored after the slot completes, so this only happens if the
-                // segment is being tampered with; look again rather than spin forever.
-                Probe::NotYet => return Ok(Err(head)),
-            }
+        let capacity = self.segment.shape().slot_capacity;
+        let entry = &self.readers.entries()[self.entry];
+        match protocol::look(&self.segment, &mut self.cursor, entry, self.idle, capacity) {
+            Look::Found(located) => Ok(Ok(located)),
+            Look::Nothing(head) => Ok(Err(head)),
+            Look::ImpossibleHead(head) => Err(Error::Corrupt {
+                name: self.segment.name().to_string(),
+                reason: format!("published head {head} is beyond anything a writer can reach"),
+            }),
         }
     }
 
-    /// Finds the next message, waiting as `wait` says. `Ok(None)` means the wait ran out.
+    /// Finds the next message and pins it, waiting as `wait` says. `Ok(None)` means the wait
+    /// ran out. The caller must `settle` what it got.
     pub(crate) fn next(&mut self, wait: Wait) -> Result<Option<Located>> {
         let start = monotonic_ns();
         let limit = match wait {
@@ -272,31 +440,39 @@ impl RingReader {
                 Wait::Poll => return Ok(None),
                 Wait::Spin(_) => std::hint::spin_loop(),
                 Wait::Block(_) => {
-                    let header = self.segment.header();
-                    if let Some(word) = protocol::prepare_sleep(&header.writer, &header.readers, seen_head) {
+                    let writer = &self.segment.header().writer;
+                    let entry = &self.readers.entries()[self.entry];
+                    if let Some(word) = protocol::prepare_sleep(writer, entry, self.idle, seen_head) {
                         let nap = (deadline - now).min(LIVENESS_INTERVAL_NS);
-                        futex::wait(&header.writer.notify, word, Duration::from_nanos(nap));
-                        protocol::finish_sleep(&header.readers);
+                        futex::wait(&writer.notify, word, Duration::from_nanos(nap));
+                        protocol::finish_sleep(entry, self.idle);
                     }
                 }
             }
         }
     }
 
-    pub(crate) fn bytes(&self, located: &Located) -> &[u8] {
-        self.segment.payload(located.index, located.info.len)
+    /// The bytes of a message this reader has pinned (a `Located` from `next`, not settled).
+    fn bytes(&self, located: &Located) -> &[u8] {
+        self.segment.pinned_payload(located.slot, located.info.len)
     }
 
-    pub(crate) fn is_intact(&self, located: &Located) -> bool {
-        protocol::still_intact(self.segment.meta(located.index), located.seq_word)
+    fn is_intact(&self, located: &Located) -> bool {
+        protocol::still_intact(self.segment.meta(located.slot), located.seq_word)
     }
 
-    /// Counts the message as read or overrun; returns whether it was intact.
-    pub(crate) fn settle(&mut self, located: &Located) -> bool {
+    /// Ends a read: checks the sequence once more, releases the pin, counts the message as
+    /// read or overrun; returns whether it was intact.
+    fn settle(&mut self, located: &Located) -> bool {
         let intact = self.is_intact(located);
+        protocol::unpin(self.entry(), self.idle);
         self.cursor.settle(intact);
         if !intact {
-            tracing::trace!(ring = self.segment.name(), seq = located.info.seq, "overwritten while read");
+            tracing::warn!(
+                ring = self.segment.name(),
+                seq = located.info.seq,
+                "pinned slot changed under a reader"
+            );
         }
         intact
     }
@@ -321,12 +497,19 @@ impl RingReader {
     }
 }
 
-/// A message borrowed from a ring, zero-copy.
-///
-/// The bytes live in shared memory and the writer may overwrite them at any time (it never
-/// waits for readers). Use the bytes, then call [`Sample::finish`]: if it says the sample was
-/// overwritten, discard whatever you computed from it. Dropping a sample without `finish`
-/// counts it the same way.
+impl Drop for RingReader {
+    fn drop(&mut self) {
+        // Closing the table's descriptor (after this) releases our entry lock.
+        self.entry().store(self.idle, Ordering::Release);
+    }
+}
+
+/// A message borrowed from a ring, zero-copy and **pinned**: the writer does not write its
+/// slot until the sample is finished or dropped, so the bytes cannot change while you hold
+/// them (see the crate docs for what holding a pin costs the writer). Call
+/// [`Sample::finish`] at the end: it re-checks the slot's sequence (a second line of defence
+/// that only fails if something other than the writer wrote the segment) and releases the
+/// pin. Dropping a sample without `finish` does the same.
 #[derive(Debug)]
 pub struct Sample<'a> {
     reader: &'a mut RingReader,
@@ -344,18 +527,18 @@ impl<'a> Sample<'a> {
         self.located.info
     }
 
-    /// The payload, in place in shared memory. See the type's docs before trusting it.
+    /// The payload, in place in shared memory; stable while the sample lives.
     pub fn bytes(&self) -> &[u8] {
         self.reader.bytes(&self.located)
     }
 
-    /// True if the writer has not touched the slot since this sample was taken.
+    /// True if the slot still holds this message (always, unless the segment is tampered with).
     pub fn is_intact(&self) -> bool {
         self.reader.is_intact(&self.located)
     }
 
-    /// Ends the read: `Ok` if everything read from [`Sample::bytes`] was a consistent copy of
-    /// one message, `Err(Error::Overwritten)` if it must be discarded.
+    /// Ends the read and releases the pin: `Ok` if the slot still held this message,
+    /// `Err(Error::Overwritten)` if it must be discarded.
     pub fn finish(mut self) -> Result<SampleInfo> {
         self.settled = true;
         if self.reader.settle(&self.located) {

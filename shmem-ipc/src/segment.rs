@@ -1,52 +1,23 @@
-//! Mapping a ring into `/dev/shm`: creation (with space reservation and stale-segment
-//! takeover), attaching, and typed access to the header, slot metadata and payloads.
-//! All of the crate's `unsafe` is here.
+//! Typed access to a mapped ring: the segment (header, slot metadata, payloads) and the
+//! reader table. With `os.rs`, the only `unsafe` of the crate.
 
 #![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
-use crate::layout::{self, RawConfig, RingHeader, Shape, MAGIC};
-use crate::liveness::ProcessId;
-use crate::protocol::SlotMeta;
+use crate::layout::{self, RawConfig, RingHeader, Shape, MAGIC, MAX_READERS};
+use crate::os::Mapping;
+use crate::protocol::{ReaderEntry, RingView, SlotMeta, WriterLine};
 use crate::sync::Ordering;
-use shared_memory::{Shmem, ShmemConf, ShmemError};
-use std::time::{Duration, Instant};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt as _;
 
-/// Every ring's file is `/dev/shm/ads.<name>`: one prefix so a glance (or a test) finds ours.
-pub const SHM_PREFIX: &str = "ads.";
-const SHM_DIR: &str = "/dev/shm";
-
-/// The path of a ring's segment, e.g. `/dev/shm/ads.frames`.
-pub fn shm_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(SHM_DIR).join(format!("{SHM_PREFIX}{name}"))
-}
-
-fn os_id(name: &str) -> String {
-    format!("/{SHM_PREFIX}{name}")
-}
-
-pub(crate) fn validate_name(name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
-        Some("empty")
-    } else if name.len() > 200 {
-        Some("longer than 200 bytes")
-    } else if name.starts_with('.') {
-        Some("starts with '.'")
-    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-        Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(Error::InvalidName { name: name.to_string(), reason }),
-        None => Ok(()),
-    }
-}
-
-/// One mapped ring segment.
+/// One mapped ring segment: read-write for its writer, read-only for readers.
 pub(crate) struct Segment {
-    shmem: Shmem,
+    map: Mapping,
+    /// Kept open: `fstat` on it tells a reader that its segment was unlinked (replaced).
+    file: File,
     name: String,
+    writable: bool,
     /// Our own copy of the segment's configuration: validated once, never re-read.
     config: RawConfig,
     shape: Shape,
@@ -58,97 +29,59 @@ impl std::fmt::Debug for Segment {
     }
 }
 
-// SAFETY: `Shmem` is only `!Send` because it holds a raw pointer. The mapping belongs to the
-// process, not the thread; every access to shared words goes through atomics and the slot
-// protocol, and payload access is gated by `&self`/`&mut self` exactly as for owned memory.
-unsafe impl Send for Segment {}
-
 impl Segment {
-    /// Creates the segment for a writer, taking over a stale one left by a dead writer.
-    /// `geometry` fills the frame fields of the config (zeros for message rings).
-    pub(crate) fn create(name: &str, shape: Shape, geometry: [u32; 4]) -> Result<Self> {
-        validate_name(name)?;
-        let invalid = |reason| Error::InvalidConfig { name: name.to_string(), reason };
-        let mut config = shape.config().map_err(invalid)?;
-        let me = ProcessId::current().map_err(|source| Error::Io {
+    /// Maps a freshly created and sized segment file read-write and initialises it: the
+    /// configuration first, the magic last.
+    pub(crate) fn initialise(name: &str, file: File, config: RawConfig, shape: Shape) -> Result<Self> {
+        let size = usize::try_from(config.total_size).map_err(|_| Error::InvalidConfig {
             name: name.to_string(),
-            context: "reading /proc/self/stat",
+            reason: "ring too large for this machine".into(),
+        })?;
+        let map = Mapping::new(&file, size, true).map_err(|source| Error::Io {
+            name: name.to_string(),
+            context: "mapping the new segment",
             source,
         })?;
-        [config.width, config.height, config.stride, config.pixel_format] = geometry;
-        config.writer_pid = me.pid;
-        config.writer_start_ticks = me.start_ticks;
-        config.created_wall_ns = crate::clock::wall_ns();
-        config.generation = 1;
-
-        check_space(name, config.total_size)?;
-        let size = usize::try_from(config.total_size).map_err(|_| invalid("too large".into()))?;
-        for _attempt in 0..3 {
-            match ShmemConf::new().os_id(os_id(name)).size(size).create() {
-                Ok(shmem) => return Self::initialise(name, shmem, config, shape),
-                Err(ShmemError::MappingIdExists) => {
-                    if let Some(previous) = take_over_stale(name)? {
-                        config.generation = previous.saturating_add(1);
-                    }
-                }
-                Err(source) => return Err(Error::Shmem { name: name.to_string(), source }),
-            }
-        }
-        Err(Error::Corrupt {
-            name: name.to_string(),
-            reason: "another process keeps recreating this ring while we create it".into(),
-        })
-    }
-
-    fn initialise(name: &str, shmem: Shmem, config: RawConfig, shape: Shape) -> Result<Self> {
-        // The segment is owned (unlinked on drop) from here on, so any error below cleans up.
-        reserve(name, config.total_size)?;
-        if shmem.len() < std::mem::size_of::<RingHeader>() {
-            return Err(Error::Corrupt {
-                name: name.to_string(),
-                reason: "mapping smaller than its header".into(),
-            });
-        }
-        let header = shmem.as_ptr().cast::<RingHeader>();
-        // SAFETY: the mapping is at least `total_size` bytes (checked above for the header,
-        // `create` sized it), page-aligned, and nobody else can see these bytes as a valid
-        // ring before `magic` is stored below. Writing the plain config through the raw
-        // pointer is the single initialisation of those bytes; the atomics in the header start
-        // as zeros (fresh tmpfs pages), which is their valid initial state.
+        let header = map.as_ptr().cast::<RingHeader>();
+        // SAFETY: the mapping is `total_size` bytes (≥ the header, `Shape::config` computed it),
+        // page-aligned, and nobody can see these bytes as a valid ring before `magic` is
+        // stored below (readers wait for it). Writing the plain config through the raw pointer
+        // is the single initialisation of those bytes; the atomics in the header start as
+        // zeros (fresh tmpfs pages), which is their valid initial state.
         unsafe {
             std::ptr::addr_of_mut!((*header).config).write(config);
         }
-        let segment = Self { shmem, name: name.to_string(), config, shape };
+        let segment = Self { map, file, name: name.to_string(), writable: true, config, shape };
         // Sync point: publishes the config; pairs with the Acquire load of `magic` in `open`.
         segment.header().magic.store(MAGIC, Ordering::Release);
         Ok(segment)
     }
 
-    /// Attaches to an existing segment, validating everything before trusting it.
-    pub(crate) fn open(name: &str) -> Result<Self> {
-        validate_name(name)?;
-        let shmem = open_shmem(name)?;
-        if shmem.len() < std::mem::size_of::<RingHeader>() {
-            return Err(Error::Corrupt {
-                name: name.to_string(),
-                reason: format!("segment of {} bytes is smaller than a ring header", shmem.len()),
-            });
+    /// Maps an existing segment read-only and validates everything before trusting it.
+    /// `len` is the file's size from `fstat`.
+    pub(crate) fn open(name: &str, file: File, len: u64) -> Result<Self> {
+        let initialising = || Error::Initialising { name: name.to_string() };
+        if len < std::mem::size_of::<RingHeader>() as u64 {
+            // The writer creates the file empty and sizes it right after.
+            return Err(initialising());
         }
-        let header = shmem.as_ptr().cast::<RingHeader>();
+        let size = usize::try_from(len).map_err(|_| Error::Corrupt {
+            name: name.to_string(),
+            reason: format!("segment of {len} bytes does not fit this machine's address space"),
+        })?;
+        let map = Mapping::new(&file, size, false).map_err(|source| Error::Io {
+            name: name.to_string(),
+            context: "mapping the segment",
+            source,
+        })?;
+        let header = map.as_ptr().cast::<RingHeader>();
         // SAFETY: the mapping is page-aligned (so aligned for RingHeader) and at least
         // `size_of::<RingHeader>()` bytes long (checked above); `magic` is an atomic, so
         // reading it while the writer initialises is not a data race.
-        let magic_word = unsafe { &(*header).magic };
-        // A writer initialises in microseconds; give it a moment before calling it corrupt.
-        let deadline = Instant::now() + Duration::from_millis(200);
-        let magic = loop {
-            // Sync point: pairs with the Release store in `initialise`.
-            let m = magic_word.load(Ordering::Acquire);
-            if m != 0 || Instant::now() >= deadline {
-                break m;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        };
+        let magic = unsafe { (*header).magic.load(Ordering::Acquire) };
+        if magic == 0 {
+            return Err(initialising());
+        }
         if magic != MAGIC {
             return Err(Error::Corrupt {
                 name: name.to_string(),
@@ -159,8 +92,8 @@ impl Segment {
         // magic we just acquired, and writers never write it again. A volatile copy keeps the
         // compiler from re-reading shared memory later: from here on only our copy is used.
         let config = unsafe { std::ptr::addr_of!((*header).config).read_volatile() };
-        let shape = layout::validate(name, &config, shmem.len())?;
-        Ok(Self { shmem, name: name.to_string(), config, shape })
+        let shape = layout::validate(name, &config, map.len())?;
+        Ok(Self { map, file, name: name.to_string(), writable: false, config, shape })
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -175,8 +108,10 @@ impl Segment {
         self.shape
     }
 
-    pub(crate) fn writer_id(&self) -> ProcessId {
-        ProcessId { pid: self.config.writer_pid, start_ticks: self.config.writer_start_ticks }
+    /// True once the segment's file has been unlinked: its writer closed it, or a new writer
+    /// took the name over from a dead one. Either way no writer will touch it again.
+    pub(crate) fn is_unlinked(&self) -> bool {
+        self.file.metadata().is_ok_and(|m| m.nlink() == 0)
     }
 
     /// Checks that the header still says what it said at attach: the magic, and the whole
@@ -188,7 +123,7 @@ impl Segment {
         if magic != MAGIC {
             return corrupt(format!("header magic overwritten with {magic:#018x} after attach"));
         }
-        let header = self.shmem.as_ptr().cast::<RingHeader>();
+        let header = self.map.as_ptr().cast::<RingHeader>();
         // SAFETY: in bounds and aligned (checked at create/open). A volatile read of plain
         // integers: bytes a foreign process writes concurrently may come out torn, but every
         // bit pattern is a valid `RawConfig`, and the copy is only compared, never used.
@@ -201,165 +136,148 @@ impl Segment {
 
     pub(crate) fn header(&self) -> &RingHeader {
         // SAFETY: checked at create/open that the mapping holds a header at offset 0 and is
-        // aligned for it; the mapping lives as long as `self`. Shared fields are atomics; the
-        // plain `config` is never written after initialisation.
-        unsafe { &*self.shmem.as_ptr().cast::<RingHeader>() }
+        // aligned for it; the mapping lives as long as `self`. Shared fields are atomics (and
+        // atomics in a read-only mapping are only ever loaded by readers); the plain `config`
+        // is never written after initialisation.
+        unsafe { &*self.map.as_ptr().cast::<RingHeader>() }
     }
 
-    /// Metadata of slot `index`. Panics if `index >= slot_count` (a bug in this crate).
-    pub(crate) fn meta(&self, index: usize) -> &SlotMeta {
-        assert!(index < self.config.slot_count as usize, "slot index out of range");
-        let offset = self.config.metas_offset as usize + index * std::mem::size_of::<SlotMeta>();
+    fn payload_ptr(&self, slot: usize) -> *mut u8 {
+        assert!(slot < self.config.slot_count as usize, "slot index out of range");
+        let offset = self.config.payloads_offset as usize + slot * self.config.payload_stride as usize;
+        // SAFETY: `validate` checked payloads_offset + slot_count * payload_stride <=
+        // total_size <= mapped length, so the slot's `slot_capacity` bytes are in bounds.
+        unsafe { self.map.as_ptr().add(offset) }
+    }
+
+    /// Payload bytes of `slot`, as a reader sees them. `len` is clamped to the slot capacity.
+    ///
+    /// Call only for a slot that this reader has pinned (`protocol::pin` returned true and
+    /// `protocol::unpin` has not run): the writer never writes a pinned slot, so these bytes
+    /// do not change while the returned borrow lives. `ring.rs` is the only caller and ties
+    /// the borrow to the pinned `Sample`.
+    pub(crate) fn pinned_payload(&self, slot: usize, len: usize) -> &[u8] {
+        let len = len.min(self.config.slot_capacity as usize);
+        // SAFETY: in bounds (see `payload_ptr`); u8 has no invalid bit patterns; and per the
+        // contract above the writer does not write these bytes while the slot is pinned.
+        unsafe { std::slice::from_raw_parts(self.payload_ptr(slot), len) }
+    }
+
+    /// Payload bytes of `slot`, for the writer, which has claimed the slot (`protocol::claim`:
+    /// no reader pins it). `&mut self` makes this the only live view in this process.
+    pub(crate) fn payload_mut(&mut self, slot: usize) -> &mut [u8] {
+        assert!(self.writable, "payload_mut on a read-only mapping");
+        let len = self.config.slot_capacity as usize;
+        // SAFETY: in bounds (see `payload_ptr`) and mapped writable; the single writer holds
+        // `&mut self`, so no other view exists in this process; readers in other processes do
+        // not read a slot they have not pinned, and the writer claimed this one unpinned.
+        unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(slot), len) }
+    }
+}
+
+impl RingView for Segment {
+    fn writer_line(&self) -> &WriterLine {
+        &self.header().writer
+    }
+
+    fn slot_count(&self) -> usize {
+        self.config.slot_count as usize
+    }
+
+    /// Metadata of `slot`. Panics if `slot >= slot_count` (a bug in this crate).
+    fn meta(&self, slot: usize) -> &SlotMeta {
+        assert!(slot < self.config.slot_count as usize, "slot index out of range");
+        let offset = self.config.metas_offset as usize + slot * std::mem::size_of::<SlotMeta>();
         // SAFETY: `validate` checked metas_offset + slot_count * 64 <= total_size <= mapped
         // length, metas_offset is a multiple of 64 and the mapping is page-aligned, so this is
         // an in-bounds, aligned SlotMeta made only of atomics.
-        unsafe { &*self.shmem.as_ptr().add(offset).cast::<SlotMeta>() }
-    }
-
-    fn payload_ptr(&self, index: usize) -> *mut u8 {
-        assert!(index < self.config.slot_count as usize, "slot index out of range");
-        let offset = self.config.payloads_offset as usize + index * self.config.payload_stride as usize;
-        // SAFETY: `validate` checked payloads_offset + slot_count * payload_stride <=
-        // total_size <= mapped length, so the slot's `slot_capacity` bytes are in bounds.
-        unsafe { self.shmem.as_ptr().add(offset) }
-    }
-
-    /// Payload bytes of slot `index`, as a reader sees them.
-    ///
-    /// The writer may overwrite these bytes at any moment; the caller must treat what it read
-    /// as garbage unless `protocol::still_intact` confirms it afterwards. `len` is clamped to
-    /// the slot capacity.
-    pub(crate) fn payload(&self, index: usize, len: usize) -> &[u8] {
-        let len = len.min(self.config.slot_capacity as usize);
-        // SAFETY: in bounds (see `payload_ptr`), and u8 has no invalid bit patterns, so
-        // whatever a concurrent writer leaves there is a valid `[u8]`. Torn contents are
-        // detected by the slot's sequence check, never returned as valid.
-        unsafe { std::slice::from_raw_parts(self.payload_ptr(index), len) }
-    }
-
-    /// Payload bytes of slot `index`, for the writer. `&mut self` makes this the only live
-    /// writable view; readers in other processes only read these bytes.
-    pub(crate) fn payload_mut(&mut self, index: usize) -> &mut [u8] {
-        let len = self.config.slot_capacity as usize;
-        // SAFETY: in bounds (see `payload_ptr`); the single writer holds `&mut self`, so no
-        // other mutable view exists in this process; readers elsewhere only read and
-        // validate with the slot sequence.
-        unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(index), len) }
+        unsafe { &*self.map.as_ptr().add(offset).cast::<SlotMeta>() }
     }
 }
 
-fn open_shmem(name: &str) -> Result<Shmem> {
-    match ShmemConf::new().os_id(os_id(name)).open() {
-        Ok(shmem) => Ok(shmem),
-        Err(ShmemError::MapOpenFailed(errno)) if errno == rustix::io::Errno::NOENT.raw_os_error() as u32 => {
-            Err(Error::NotFound { name: name.to_string() })
+/// Bytes of the reader table file.
+pub(crate) const READER_TABLE_BYTES: u64 = (MAX_READERS * std::mem::size_of::<ReaderEntry>()) as u64;
+
+/// The mapped reader table: `MAX_READERS` words, read-write for everyone who has the ring.
+#[derive(Debug)]
+pub(crate) struct ReaderTable {
+    map: Mapping,
+    file: File,
+}
+
+impl ReaderTable {
+    /// Maps a reader table file of exactly `READER_TABLE_BYTES` (fresh zeros for a writer).
+    pub(crate) fn map(name: &str, file: File, len: u64) -> Result<Self> {
+        if len != READER_TABLE_BYTES {
+            return Err(Error::Corrupt {
+                name: name.to_string(),
+                reason: format!("reader table of {len} bytes, {READER_TABLE_BYTES} expected"),
+            });
         }
-        Err(source) => Err(Error::Shmem { name: name.to_string(), source }),
-    }
-}
-
-/// An existing segment under our name: refuse if its writer lives, else unlink it so the
-/// caller can create a fresh one. Returns the stale segment's generation when it had one.
-fn take_over_stale(name: &str) -> Result<Option<u64>> {
-    let mut shmem = match open_shmem(name) {
-        Ok(shmem) => shmem,
-        // Gone between our create and open: simply try creating again.
-        Err(Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut generation = None;
-    if shmem.len() >= std::mem::size_of::<RingHeader>() {
-        let header = shmem.as_ptr().cast::<RingHeader>();
-        // SAFETY: aligned and in bounds (length checked above); `magic` is atomic.
-        let magic = unsafe { (*header).magic.load(Ordering::Acquire) };
-        if magic == MAGIC {
-            // SAFETY: as in `Segment::open`: the config was written before the magic.
-            let config = unsafe { std::ptr::addr_of!((*header).config).read_volatile() };
-            let writer = ProcessId { pid: config.writer_pid, start_ticks: config.writer_start_ticks };
-            if writer.is_alive() {
-                return Err(Error::WriterAlive { name: name.to_string(), pid: writer.pid });
-            }
-            generation = Some(config.generation);
-            tracing::warn!(ring = name, dead_pid = writer.pid, "taking over the ring of a dead writer");
-        } else {
-            tracing::warn!(ring = name, "replacing an unrecognised segment with the same name");
-        }
-    }
-    // Owning it makes drop unlink it; readers still mapping it keep their (dead) copy.
-    shmem.set_owner(true);
-    drop(shmem);
-    Ok(generation)
-}
-
-/// Removes every `/dev/shm/ads.*` segment whose writer is dead (crashed without cleaning up)
-/// and returns their ring names. Segments of live writers are left alone. A writer taking over
-/// its own name does this by itself; this is for names that will not be reused, e.g. at boot
-/// or from an operator's shell (`ads-ring clean`).
-pub fn reclaim_stale() -> std::io::Result<Vec<String>> {
-    let mut reclaimed = Vec::new();
-    for entry in std::fs::read_dir(SHM_DIR)? {
-        let file_name = entry?.file_name();
-        let Some(name) = file_name.to_str().and_then(|f| f.strip_prefix(SHM_PREFIX)) else { continue };
-        if validate_name(name).is_err() {
-            continue;
-        }
-        if is_young_and_unrecognised(name) {
-            continue;
-        }
-        match take_over_stale(name) {
-            Ok(_) => reclaimed.push(name.to_string()),
-            Err(Error::WriterAlive { .. }) => {}
-            Err(e) => tracing::warn!(ring = name, "cannot inspect segment: {e}"),
-        }
-    }
-    Ok(reclaimed)
-}
-
-/// A segment without our magic that changed in the last seconds may be a live writer's that
-/// is still initialising: not ours to remove yet.
-fn is_young_and_unrecognised(name: &str) -> bool {
-    const GRACE: Duration = Duration::from_secs(10);
-    let young = std::fs::metadata(shm_path(name))
-        .and_then(|m| m.modified())
-        .map(|t| t.elapsed().map_or(true, |age| age < GRACE))
-        .unwrap_or(false);
-    if !young {
-        return false;
-    }
-    let Ok(shmem) = open_shmem(name) else { return false };
-    if shmem.len() < std::mem::size_of::<RingHeader>() {
-        return true;
-    }
-    // SAFETY: aligned (page-aligned mapping) and in bounds (length checked above); atomic.
-    let magic = unsafe { (*shmem.as_ptr().cast::<RingHeader>()).magic.load(Ordering::Acquire) };
-    magic != MAGIC
-}
-
-fn check_space(name: &str, needed: u64) -> Result<()> {
-    let io = |context| move |source| Error::Io { name: name.to_string(), context, source };
-    let stat = rustix::fs::statvfs(SHM_DIR).map_err(|e| io("statvfs /dev/shm")(e.into()))?;
-    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
-    if needed > available {
-        return Err(Error::ShmFull { name: name.to_string(), needed, available });
-    }
-    Ok(())
-}
-
-/// Makes tmpfs allocate every page now, so a full /dev/shm is an error here rather than a
-/// SIGBUS in the middle of writing a frame later.
-fn reserve(name: &str, size: u64) -> Result<()> {
-    let file =
-        std::fs::OpenOptions::new().read(true).write(true).open(shm_path(name)).map_err(|source| {
-            Error::Io { name: name.to_string(), context: "opening the new segment", source }
+        let map = Mapping::new(&file, READER_TABLE_BYTES as usize, true).map_err(|source| Error::Io {
+            name: name.to_string(),
+            context: "mapping the reader table",
+            source,
         })?;
-    match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::NOSPC) => {
-            let available = rustix::fs::statvfs(SHM_DIR).map(|s| s.f_bavail * s.f_frsize).unwrap_or(0);
-            Err(Error::ShmFull { name: name.to_string(), needed: size, available })
-        }
-        Err(e) => {
-            Err(Error::Io { name: name.to_string(), context: "reserving /dev/shm space", source: e.into() })
-        }
+        Ok(Self { map, file })
+    }
+
+    /// The descriptor the entry locks are taken and probed on.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub(crate) fn entries(&self) -> &[ReaderEntry] {
+        // SAFETY: the mapping is READER_TABLE_BYTES = MAX_READERS words long, page-aligned
+        // (so aligned for AtomicU64) and lives as long as `self`; any bit pattern is a valid
+        // AtomicU64, and every access is atomic.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<ReaderEntry>(), MAX_READERS) }
+    }
+}
+
+/// The generation recorded in a stale segment file of this layout, if it has one.
+pub(crate) fn stale_generation(file: &File) -> Option<u64> {
+    use std::os::unix::fs::FileExt as _;
+    let mut bytes = [0u8; std::mem::size_of::<RingHeader>()];
+    file.read_exact_at(&mut bytes, 0).ok()?;
+    let word = |at: usize| bytes.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes);
+    let config_at = std::mem::offset_of!(RingHeader, config);
+    let version_at = config_at + std::mem::offset_of!(RawConfig, layout_version);
+    let version =
+        bytes.get(version_at..version_at + 4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes);
+    (word(0) == Some(MAGIC) && version == Some(layout::LAYOUT_VERSION))
+        .then(|| word(config_at + std::mem::offset_of!(RawConfig, generation)))
+        .flatten()
+}
+
+/// The writer pid recorded in a segment file, for messages; 0 if unreadable.
+pub(crate) fn recorded_writer_pid(file: &File) -> u32 {
+    use std::os::unix::fs::FileExt as _;
+    let at = std::mem::offset_of!(RingHeader, config) + std::mem::offset_of!(RawConfig, writer_pid);
+    let mut bytes = [0u8; 4];
+    match file.read_exact_at(&mut bytes, at as u64) {
+        Ok(()) => u32::from_ne_bytes(bytes),
+        Err(_) => 0,
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::RingKind;
+
+    #[test]
+    fn a_stale_segment_tells_its_generation() {
+        let path = std::path::PathBuf::from(format!("/dev/shm/ads.u{}-stale", std::process::id()));
+        let shape = Shape { kind: RingKind::Message, slot_count: 3, slot_capacity: 64 };
+        let mut config = shape.config().unwrap();
+        config.generation = 7;
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+        file.set_len(config.total_size).unwrap();
+        let segment = Segment::initialise("stale", file, config, shape).unwrap();
+        let reopened = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(stale_generation(&reopened), Some(7));
+        drop(segment);
     }
 }

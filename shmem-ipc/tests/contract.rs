@@ -179,22 +179,46 @@ fn latest_skips_and_in_order_drops_when_lapped() {
 }
 
 #[test]
-fn a_frame_overwritten_while_borrowed_is_reported_not_returned() {
-    let n = name("overrun");
+fn a_borrowed_frame_is_pinned_and_the_writer_publishes_around_it() {
+    let n = name("pinned");
     let mut writer = FrameWriter::create(&n, SMALL, 3).unwrap();
     let mut reader = FrameReader::attach(&n, FrameReaderOptions::default()).unwrap();
     let frame = vec![1u8; SMALL.frame_bytes() as usize];
     writer.publish_copy(&frame, stamp(0)).unwrap();
     let borrowed = reader.read(NO_WAIT).unwrap().unwrap();
-    assert!(borrowed.is_intact());
-    // The writer never waits: three more frames wrap around onto the borrowed slot.
+    // The writer never waits: three more frames go round the two slots left to it.
     for id in 1..=3 {
-        writer.publish_copy(&frame, stamp(id)).unwrap();
+        assert_eq!(writer.publish_copy(&frame, stamp(id)).unwrap(), Some(id));
     }
-    assert!(!borrowed.is_intact());
-    assert!(matches!(borrowed.finish(), Err(Error::Overwritten { seq: 0, .. })));
-    assert_eq!(reader.stats().overruns, 1);
-    assert_eq!(reader.stats().read, 0);
+    assert!(writer.stats().pinned_skips > 0, "the writer never had to pass the pinned slot");
+    assert!(borrowed.is_intact());
+    assert_eq!(borrowed.finish().unwrap().seq, 0);
+    assert_eq!((reader.stats().read, reader.stats().overruns), (1, 0));
+    // Once let go, the latest reader gets the newest frame.
+    assert_eq!(reader.read(NO_WAIT).unwrap().unwrap().finish().unwrap().seq, 3);
+}
+
+#[test]
+fn a_message_writer_whose_every_slot_is_pinned_drops_and_counts() {
+    let n = name("allpinned");
+    let mut writer = MessageWriter::create(&n, 16, 3).unwrap();
+    let mut readers: Vec<_> = (0..3).map(|_| MessageReader::attach(&n, ReadMode::Latest).unwrap()).collect();
+    let mut samples = Vec::new();
+    for (i, reader) in readers.iter_mut().enumerate() {
+        writer.publish(&[i as u8], stamp(i as u64)).unwrap();
+        // Each reader takes (pins) the message just published, each in its own slot.
+        let sample = reader.read(NO_WAIT).unwrap().unwrap();
+        assert_eq!(sample.info().seq, i as u64);
+        samples.push(sample);
+    }
+    let err = writer.publish(b"x", stamp(9)).unwrap_err();
+    assert!(matches!(err, Error::NoFreeSlot { .. }), "{err}");
+    assert_eq!(writer.stats().dropped, 1);
+    for (i, sample) in samples.into_iter().enumerate() {
+        assert_eq!(sample.bytes(), &[i as u8]);
+        sample.finish().unwrap();
+    }
+    assert_eq!(writer.publish(b"y", stamp(10)).unwrap(), 3, "free again; the dropped one took no number");
 }
 
 #[test]

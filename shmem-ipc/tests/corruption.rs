@@ -16,7 +16,7 @@ const MAGIC_AT: u64 = 0;
 const CONFIG_AT: u64 = 8;
 const HEAD_AT: u64 = 128;
 const CLOSED_AT: u64 = 140;
-const METAS_AT: u64 = 256;
+const METAS_AT: u64 = 192;
 const META_SIZE: u64 = 64;
 const META_LEN_FIELD: u64 = 40;
 
@@ -78,7 +78,7 @@ fn assert_corrupt(result: Result<Option<ads_shmem_ipc::SampleInfo>, Error>, what
 fn garbage_over_the_whole_header_is_reported_as_corruption() {
     for seed in 1..=20u64 {
         let (n, mut writer, mut reader) = attached(&format!("hdr{seed}"), ReadMode::InOrder);
-        scribble(&n, 0, &garbage(256, seed));
+        scribble(&n, 0, &garbage(METAS_AT as usize, seed));
         // The writer never reads the header back: it carries on, unaware and unharmed.
         writer.publish(b"after", stamp(2)).unwrap();
         let result = within_deadline(move || {
@@ -169,7 +169,7 @@ fn a_frame_reader_reports_a_trampled_header_too() {
     let mut reader = FrameReader::attach(&n, FrameReaderOptions::default()).unwrap();
     writer.loan().publish(stamp(1));
     assert!(reader.read(Wait::Poll).unwrap().is_some());
-    scribble(&n, 0, &garbage(256, 99));
+    scribble(&n, 0, &garbage(METAS_AT as usize, 99));
     writer.loan().publish(stamp(2));
     match within_deadline(move || reader.read(Wait::Poll).map(|f| f.is_some())) {
         Err(Error::Corrupt { .. }) => {}

@@ -2,7 +2,7 @@
 //! tests that forge segments by hand.
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
-use ads_shmem_ipc::{shm_path, FrameGeometry, FrameWriter, PixelFormat};
+use ads_shmem_ipc::{lock_path, readers_path, shm_path, FrameGeometry, FrameWriter, PixelFormat};
 use std::time::Duration;
 
 const SMALL: FrameGeometry = FrameGeometry::packed(64, 48, PixelFormat::Bgr8);
@@ -35,8 +35,12 @@ fn reclaim_removes_dead_writers_segments_and_keeps_live_ones() {
     let reclaimed = ads_shmem_ipc::reclaim_stale().unwrap();
     assert!(reclaimed.contains(&dead), "{reclaimed:?}");
     assert!(!reclaimed.contains(&live), "{reclaimed:?}");
-    assert!(!shm_path(&dead).exists());
-    assert!(shm_path(&live).exists());
+    for path in [shm_path(&dead), lock_path(&dead), readers_path(&dead)] {
+        assert!(!path.exists(), "{} is left", path.display());
+    }
+    for path in [shm_path(&live), lock_path(&live), readers_path(&live)] {
+        assert!(path.exists(), "{} of a live writer was removed", path.display());
+    }
 }
 
 /// The child half of `reclaim_removes_dead_writers_segments_and_keeps_live_ones`.

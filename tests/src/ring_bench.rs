@@ -391,7 +391,7 @@ fn ring_reader(args: &PeerArgs, run: &PeerRun) -> anyhow::Result<Received> {
     let mut reader = loop {
         match FrameReader::attach(&args.address, options) {
             Ok(r) => break r,
-            Err(Error::NotFound { .. }) if Instant::now() < give_up => {
+            Err(Error::NotFound { .. } | Error::Initialising { .. }) if Instant::now() < give_up => {
                 std::thread::sleep(Duration::from_millis(1))
             }
             Err(e) => return Err(e.into()),

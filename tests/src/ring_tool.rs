@@ -208,7 +208,7 @@ fn attach(args: &ReadArgs, stop: &AtomicBool) -> anyhow::Result<Option<FrameRead
     loop {
         match FrameReader::attach(&args.ring.name, options) {
             Ok(reader) => return Ok(Some(reader)),
-            Err(e @ (Error::NotFound { .. } | Error::WriterGone { .. })) => {
+            Err(e @ (Error::NotFound { .. } | Error::Initialising { .. } | Error::WriterGone { .. })) => {
                 if !said_waiting {
                     tracing::info!("waiting for ring {:?}: {e}", args.ring.name);
                     said_waiting = true;
@@ -368,9 +368,12 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     }
     stop_child("reader", &mut reader);
     stop_child("writer", &mut writer);
-    let leftover = ads_shmem_ipc::shm_path(name);
-    if leftover.exists() {
-        eprintln!("ads-ring demo: {} was left behind", leftover.display());
+    for leftover in
+        [ads_shmem_ipc::shm_path(name), ads_shmem_ipc::lock_path(name), ads_shmem_ipc::readers_path(name)]
+    {
+        if leftover.exists() {
+            eprintln!("ads-ring demo: {} was left behind", leftover.display());
+        }
     }
     match failure {
         Some(f) => anyhow::bail!(f),

@@ -3,8 +3,8 @@
 
 mod common;
 
-use ads_shmem_ipc::{clock, shm_path, FrameReader, FrameReaderOptions};
-use common::{ads_ring, u64_of, unique_name};
+use ads_shmem_ipc::{clock, lock_path, readers_path, shm_path, FrameReader, FrameReaderOptions};
+use common::{ads_ring, ads_ring_under, u64_of, unique_name};
 use rustix::process::Signal;
 use std::time::Duration;
 
@@ -91,7 +91,10 @@ fn killed_writer_is_noticed_and_a_new_writer_takes_over() {
 
     let mut second = ads_ring("writer-2", &write_args);
     second.expect("created");
-    let attached = reader.expect("attached");
+    // In the instant between the new writer taking the lock and recording its token, the
+    // lock says "alive" for the old segment too: a reader attaching right then notices its
+    // mistake at its next liveness check (20 ms, the segment is unlinked) and attaches again.
+    let attached = reader.expect_where("attached", |v| v["generation"].as_u64() != Some(1));
     assert_eq!(u64_of(&attached, "generation"), 2, "the new writer took over the stale segment");
     assert_eq!(u64_of(&attached, "writer_pid"), u64::from(second.child.id()));
     reader.expect_where("stats", |v| v["read"].as_u64() > Some(10));
@@ -137,4 +140,55 @@ fn stopped_or_killed_reader_never_slows_the_writer() {
     writer.signal(Signal::TERM);
     assert!(writer.wait_exit().success());
     assert!(!shm_path(&name).exists());
+}
+
+/// The first child of `pid`, from /proc (the process `unshare --fork` started).
+fn first_child(pid: u32) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn a_writer_in_another_pid_namespace_is_alive_to_readers_and_keeps_its_name() {
+    const UNSHARE: [&str; 5] = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"];
+    match std::process::Command::new(UNSHARE[0]).args(&UNSHARE[1..]).arg("true").output() {
+        Ok(out) if out.status.success() => {}
+        other => {
+            println!("skipped: `{}` does not work here: {other:?}", UNSHARE.join(" "));
+            return;
+        }
+    }
+    let name = unique_name("pidns");
+    let geometry = ["--width", "160", "--height", "120"];
+    let mut write_args = vec!["write", "--name", &name, "--fps", "200"];
+    write_args.extend(geometry);
+    // Inside its namespace the writer is pid 1: a pid means nothing outside it.
+    let mut inside = ads_ring_under("writer-in-namespace", &UNSHARE, &write_args);
+    assert_eq!(u64_of(&inside.expect("created"), "pid"), 1);
+
+    let mut read_args = vec!["read", "--name", &name, "--stats-ms", "100"];
+    read_args.extend(geometry);
+    let mut reader = ads_ring("reader", &read_args);
+    reader.expect("attached");
+    reader.expect_where("stats", |v| v["read"].as_u64() > Some(10));
+
+    let mut second_args = write_args.clone();
+    second_args.extend(["--frames", "5"]);
+    let second =
+        std::process::Command::new(env!("CARGO_BIN_EXE_ads-ring")).args(&second_args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    println!("second writer: {stderr}");
+    assert!(!second.status.success(), "a second writer took the name of a live writer in another namespace");
+    assert!(stderr.contains("already written by a live writer"), "{stderr}");
+    reader.expect_where("stats", |v| v["read"].as_u64() > Some(20));
+
+    // A clean stop inside the namespace: SIGTERM to the writer itself (unshare's child).
+    let writer_pid = first_child(inside.child.id()).expect("the writer inside the namespace");
+    let pid = rustix::process::Pid::from_raw(writer_pid as i32).unwrap();
+    rustix::process::kill_process(pid, Signal::TERM).unwrap();
+    assert!(inside.wait_exit().success());
+    assert_eq!(reader.expect("writer_gone")["cause"], "closed");
+    for path in [shm_path(&name), lock_path(&name), readers_path(&name)] {
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
 }

@@ -23,12 +23,22 @@ pub fn unique_name(test: &str) -> String {
 }
 
 pub fn ads_ring(role: &str, args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ads-ring"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ads-ring");
+    ads_ring_under(role, &[], args)
+}
+
+/// `ads-ring` started through a wrapper command, e.g. `["unshare", "--pid", "--fork"]`.
+pub fn ads_ring_under(role: &str, wrapper: &[&str], args: &[&str]) -> Proc {
+    let bin = env!("CARGO_BIN_EXE_ads-ring");
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut c = Command::new(program);
+            c.args(wrapper_args).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child =
+        command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn ads-ring");
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, events) = mpsc::channel();
     let role_name = role.to_string();
