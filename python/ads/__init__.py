@@ -11,11 +11,12 @@ wraps ``ads-shmem-ipc`` and ``ads-protocol``); nothing here re-implements them.
 
 Zero-copy and validity
 ----------------------
-A :class:`Frame`'s ``pixels`` is a read-only view of the frame in shared memory. Today the
-ring's writer never waits for readers: it may overwrite a slot while Python reads it. What was
-computed from ``pixels`` is known to come from one frame only when :meth:`Frame.finish`
-returns True (``with reader.read() as frame:`` ... then ``frame.valid``); otherwise discard
-it. The view itself is always safe to touch: it is a read-only ``mmap`` that stays mapped for
+A :class:`Frame`'s ``pixels`` is a read-only view of the frame in shared memory. Until the
+frame is finished (:meth:`Frame.finish`, the end of its ``with`` block, the next ``read``),
+it pins its slot and the ring's writer never writes that slot, so ``pixels`` stays one frame;
+``frame.valid`` reports the ring's seqlock check as a second line of defence. After that the
+array may show a newer frame's bytes: finish promptly (a held frame costs the writer a slot)
+and copy what you keep. The view itself is always safe to touch: it is a read-only ``mmap`` that stays mapped for
 as long as any array uses it. Use :meth:`FrameReader.read_copy` for an array that is yours to
 keep.
 """

@@ -6,12 +6,10 @@
 //! self-referential cell together with the frame it lent, and taken back out when the frame is
 //! finished. No `unsafe` here: `self_cell` provides the cell.
 //!
-//! What holding a frame guarantees depends on the ring. Today a reader does not pin its slot:
-//! the writer may overwrite it while Python reads, and only `finish()` (the seqlock check)
-//! says whether what was read was one frame. The zero-copy path is sound only with that
-//! validity reported, which `Frame.finish()` does. Once the ring pins the slot a reader holds
-//! (the writer then skips it), holding a `HeldFrame` keeps the pixels stable until `finish`,
-//! and this module is where that switch lands.
+//! Holding a `HeldFrame` holds the ring's `Frame`, which pins its slot: the writer skips a
+//! pinned slot (it drops a frame, counted, only if every slot is pinned), so the pixels stay
+//! fixed until `finish`. `finish()` still reports the seqlock check, the ring's second line
+//! of defence; it is True for every frame read under a pin.
 
 use ads_shmem_ipc::{Error, Frame, FrameReader, SampleInfo, Wait};
 use self_cell::{self_cell, MutBorrow};
