@@ -67,7 +67,7 @@ def main() -> int:
     # Detections.
     name = f"{args.prefix}-det"
     writer = ads.DetectionsWriter(name)
-    raises(ads.WriterAlive, "already written by live process", ads.DetectionsWriter, name)
+    raises(ads.WriterAlive, "already written by a live writer", ads.DetectionsWriter, name)
     raises(ads.LayoutMismatch, "kind", R, name)
     copied = R(args.frames_ring).read_copy(timeout=5.0)
     assert copied is not None
