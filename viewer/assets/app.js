@@ -241,6 +241,7 @@ function onState(m) {
     ["viewer → browser", fmt(h.viewer_to_browser_ms)],
     ["capture → browser", fmt(h.capture_to_browser_ms)],
   ]);
+  showVideoLink(m.video, s.link);
   const d = s.drops, v = m.viewer;
   fillTable("drops", [
     ["vehicle: not broadcast", d.frames_not_broadcast],
@@ -254,6 +255,23 @@ function onState(m) {
   const last = history[history.length - 1];
   if (!last || m.sample.t_ms - last.t_ms >= 100) history.push(m.sample);
   while (history.length && history[0].t_ms < m.sample.t_ms - HISTORY_MS) history.shift();
+}
+
+// The video link as this viewer gets it; "link slow" while the vehicle holds it below its
+// best tier or full rate (telemetry and the buttons are unaffected: they travel apart).
+function showVideoLink(v, link) {
+  if (!v) return;
+  const age = (v.frame_age_ms === null || v.frame_age_ms === undefined) ? "–" : v.frame_age_ms.toFixed(0) + " ms";
+  fillTable("video-link", [
+    ["bit rate", `${(v.kbps / 1000).toFixed(2)} Mbit/s`],
+    ["frames", `${v.fps.toFixed(0)} fps`],
+    ["quality · size", `q${v.quality} · ${v.width}×${v.height} (tier ${v.tier})`],
+    ["goodput (vehicle's estimate)", `${(v.goodput_kbps / 1000).toFixed(2)} Mbit/s`],
+    ["frame age", age],
+    ["viewers on the vehicle", link ? link.viewers.length : "–"],
+  ]);
+  stats.videoLink = v;
+  $("link-slow").classList.toggle("hidden", !v.reduced);
 }
 
 function fillTable(id, rows) {

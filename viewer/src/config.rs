@@ -11,6 +11,9 @@ pub struct ViewerConfig {
     pub vehicle: String,
     /// The vehicle's action endpoint; derived from `vehicle` (port 5558) when empty.
     pub actions: String,
+    /// The vehicle's video endpoint (its `link.endpoint`); when empty, the host of `vehicle`
+    /// with the default video port 5559 (logged; the vehicle's state says its real port).
+    pub video: String,
     /// Address the web UI listens on. Loopback unless you mean to share it.
     pub bind: IpAddr,
     pub port: u16,
@@ -41,6 +44,7 @@ impl Default for ViewerConfig {
         Self {
             vehicle: format!("tcp://127.0.0.1:{}", ads_protocol::DEFAULT_PUB_PORT),
             actions: String::new(),
+            video: String::new(),
             bind: IpAddr::from([127, 0, 0, 1]),
             port: ads_protocol::DEFAULT_VIEWER_PORT,
             vehicle_id: String::new(),
@@ -74,6 +78,9 @@ pub struct Overrides {
     /// The vehicle's action endpoint [default: the vehicle's host, port 5558].
     #[arg(long, env = "ADS_VIEWER_ACTIONS")]
     pub actions: Option<String>,
+    /// The vehicle's video endpoint [default: the vehicle's host, port 5559].
+    #[arg(long, env = "ADS_VIEWER_VIDEO")]
+    pub video: Option<String>,
     /// Address to serve the web UI on [default: 127.0.0.1].
     #[arg(long, env = "ADS_VIEWER_BIND")]
     pub bind: Option<IpAddr>,
@@ -120,6 +127,9 @@ impl ViewerConfig {
         if let Some(v) = o.actions {
             config.actions = v;
         }
+        if let Some(v) = o.video {
+            config.video = v;
+        }
         if let Some(v) = o.bind {
             config.bind = v;
         }
@@ -144,6 +154,10 @@ impl ViewerConfig {
         if config.actions.is_empty() {
             config.actions = action_endpoint_for(&config.vehicle)?;
         }
+        if config.video.is_empty() {
+            config.video = endpoint_on_vehicle_host(&config.vehicle, ads_protocol::DEFAULT_VIDEO_PORT, "--video")?;
+            tracing::info!(video = %config.video, "no video endpoint given: the vehicle's host, default port");
+        }
         config.validate()?;
         Ok(config)
     }
@@ -156,7 +170,7 @@ impl ViewerConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        for (key, value) in [("vehicle", &self.vehicle), ("actions", &self.actions)] {
+        for (key, value) in [("vehicle", &self.vehicle), ("actions", &self.actions), ("video", &self.video)] {
             if !value.contains("://") {
                 return Err(ConfigError::Invalid(format!(
                     "{key} = {value:?} is not a ZeroMQ endpoint (e.g. tcp://127.0.0.1:5557)"
@@ -181,14 +195,17 @@ impl ViewerConfig {
 
 /// `tcp://host:5557` → `tcp://host:5558`: actions go to the same host as the stream.
 pub fn action_endpoint_for(vehicle: &str) -> Result<String, ConfigError> {
+    endpoint_on_vehicle_host(vehicle, ads_protocol::DEFAULT_ACTION_PORT, "--actions")
+}
+
+/// `tcp://host:5557` → `tcp://host:PORT`, or an error telling which flag to pass.
+pub fn endpoint_on_vehicle_host(vehicle: &str, port: u16, flag: &str) -> Result<String, ConfigError> {
     let invalid = || {
-        ConfigError::Invalid(format!(
-            "cannot derive the action endpoint from {vehicle:?}; pass --actions tcp://HOST:PORT"
-        ))
+        ConfigError::Invalid(format!("cannot derive an endpoint from {vehicle:?}; pass {flag} tcp://HOST:PORT"))
     };
     let rest = vehicle.strip_prefix("tcp://").ok_or_else(invalid)?;
     let (host, _port) = rest.rsplit_once(':').ok_or_else(invalid)?;
-    Ok(format!("tcp://{host}:{}", ads_protocol::DEFAULT_ACTION_PORT))
+    Ok(format!("tcp://{host}:{port}"))
 }
 
 #[cfg(test)]
@@ -219,8 +236,8 @@ mod tests {
         let overrides = Overrides { config: Some(file.clone()), port: Some(9100), ..Overrides::default() };
         let c = ViewerConfig::load(&overrides).unwrap();
         assert_eq!(
-            (c.vehicle.as_str(), c.actions.as_str(), c.port),
-            ("tcp://10.0.0.2:5557", "tcp://10.0.0.2:5558", 9100)
+            (c.vehicle.as_str(), c.actions.as_str(), c.video.as_str(), c.port),
+            ("tcp://10.0.0.2:5557", "tcp://10.0.0.2:5558", "tcp://10.0.0.2:5559", 9100)
         );
         std::fs::write(&file, "vehcle = \"x\"\n").unwrap();
         let err = ViewerConfig::load(&overrides).unwrap_err().to_string();

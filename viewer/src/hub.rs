@@ -87,6 +87,7 @@ struct Inner {
     events: VecDeque<Arc<str>>,
     hops: Hops,
     actions: ActionBook,
+    video: crate::video::VideoLinkView,
 }
 
 #[derive(Debug)]
@@ -140,6 +141,7 @@ impl Hub {
                 events: VecDeque::new(),
                 hops: Hops::default(),
                 actions,
+                video: crate::video::VideoLinkView::default(),
             }),
             config,
         };
@@ -179,6 +181,11 @@ impl Hub {
             "history": inner.history,
         });
         (hello.to_string(), inner.events.iter().cloned().collect())
+    }
+
+    /// What the video link delivers now (the link thread sets it per frame).
+    pub fn set_video_view(&self, view: crate::video::VideoLinkView) {
+        self.inner().video = view;
     }
 
     fn publish_event(&self, inner: &mut Inner, text: String) {
@@ -363,6 +370,7 @@ impl Hub {
             "state": state,
             "sample": sample,
             "hops": inner.hops,
+            "video": inner.video,
             "viewer": {
                 "frames_received": self.metrics.frames_received.load(Ordering::Relaxed),
                 "frames_missed": self.metrics.frames_missed.load(Ordering::Relaxed),

@@ -14,6 +14,7 @@ pub mod link;
 pub mod metrics;
 pub mod overlay;
 pub mod raster;
+pub mod video;
 pub mod web;
 mod ws;
 
