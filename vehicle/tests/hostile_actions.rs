@@ -67,6 +67,7 @@ impl Vehicle {
         let (pub_port, action_port) = (free_port(), free_port());
         let child = Process::new(env!("CARGO_BIN_EXE_ads-vehicle"))
             .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
+            .args(["--video-endpoint", "tcp://127.0.0.1:0"])
             .args(["--actions", &format!("tcp://{endpoint_host}:{action_port}")])
             .args(["--frames-ring", &format!("{name}-frames"), "--detections-ring", &format!("{name}-det")])
             .args(["--vehicle-id", "car", "--control", "truth"])
@@ -432,6 +433,7 @@ fn without_a_key_the_action_port_is_closed_to_the_network_but_open_on_loopback()
 fn start_fails(extra: &[&str], actions_host: &str) -> String {
     let output = Process::new(env!("CARGO_BIN_EXE_ads-vehicle"))
         .args(["--broadcast", &format!("tcp://127.0.0.1:{}", free_port())])
+        .args(["--video-endpoint", "tcp://127.0.0.1:0"])
         .args(["--actions", &format!("tcp://{actions_host}:{}", free_port())])
         .args(["--frames-ring", &format!("h{}-refused", std::process::id())])
         .args(extra)

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
 use ads_protocol::{
-    decode, encode, Action, Command, Detections, DriveMode, Event, LaneDetection, Message, RejectReason,
+    decode, encode, encode_video_request, Action, Credit, VideoHello, VideoRequest, CODEC_JPEG, Command, Detections, DriveMode, Event, LaneDetection, Message, RejectReason,
     VehicleState, PROTOCOL_VERSION,
 };
 use ads_shmem_ipc::{clock, shm_path, MessageWriter, Stamp};
@@ -37,11 +37,12 @@ fn free_port() -> u16 {
 impl Vehicle {
     fn start(test: &str, extra: &[&str]) -> Vehicle {
         let name = format!("v{}-{test}", std::process::id());
-        let (pub_port, action_port) = (free_port(), free_port());
+        let (pub_port, action_port, video_port) = (free_port(), free_port(), free_port());
         let frames = format!("{name}-frames");
         let detections = format!("{name}-det");
         let child = Process::new(env!("CARGO_BIN_EXE_ads-vehicle"))
             .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
+            .args(["--video-endpoint", &format!("tcp://127.0.0.1:{video_port}")])
             .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
             .args(["--frames-ring", &frames, "--detections-ring", &detections, "--vehicle-id", "test-car"])
             .args(extra)
@@ -52,24 +53,41 @@ impl Vehicle {
         let context = zmq::Context::new();
         let sub = context.socket(zmq::SUB).unwrap();
         sub.set_subscribe(b"").unwrap();
-        sub.set_rcvtimeo(100).unwrap();
         sub.connect(&format!("tcp://127.0.0.1:{pub_port}")).unwrap();
+        // Frames come on the video socket, one per credit (docs/protocol.md 2.1).
+        let video = context.socket(zmq::DEALER).unwrap();
+        video.connect(&format!("tcp://127.0.0.1:{video_port}")).unwrap();
         let actions = context.socket(zmq::PUB).unwrap();
         actions.connect(&format!("tcp://127.0.0.1:{action_port}")).unwrap();
         let (tx, incoming) = std::sync::mpsc::channel();
-        std::thread::spawn(move || loop {
-            match sub.recv_multipart(0) {
-                Ok(parts) => {
-                    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-                    let wire = decode(&refs).expect("the vehicle only sends valid messages");
-                    let received =
-                        Received { message: wire.message, payload: wire.payload.map(<[u8]>::to_vec) };
-                    if tx.send(received).is_err() {
-                        return;
+        std::thread::spawn(move || {
+            let mut hello_at: Option<Instant> = None;
+            loop {
+                if hello_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    hello_at = Some(Instant::now());
+                    let hello = VideoHello { codec: CODEC_JPEG.into(), max_kbps: None };
+                    video.send_multipart(encode_video_request("*", 1, 0, &VideoRequest::Hello(hello)), 0).unwrap();
+                }
+                let mut items = [sub.as_poll_item(zmq::POLLIN), video.as_poll_item(zmq::POLLIN)];
+                if zmq::poll(&mut items, 100).is_err() {
+                    return;
+                }
+                for socket in [&video, &sub] {
+                    while let Ok(parts) = socket.recv_multipart(zmq::DONTWAIT) {
+                        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                        let wire = decode(&refs).expect("the vehicle only sends valid messages");
+                        if let Message::Frame(f) = &wire.message {
+                            let credit = Credit { frame_id: f.frame_id, bytes: refs[2].len() as u32 };
+                            let parts = encode_video_request("*", 1, 0, &VideoRequest::Credit(credit));
+                            video.send_multipart(parts, 0).unwrap();
+                        }
+                        let received =
+                            Received { message: wire.message, payload: wire.payload.map(<[u8]>::to_vec) };
+                        if tx.send(received).is_err() {
+                            return;
+                        }
                     }
                 }
-                Err(zmq::Error::EAGAIN) => {}
-                Err(_) => return,
             }
         });
         let mut vehicle = Vehicle {
@@ -199,10 +217,10 @@ fn frames_state_and_truth_flow_with_increasing_ids() {
 }
 
 #[test]
-fn frames_are_not_compressed_while_nobody_subscribes_to_them() {
+fn frames_are_not_compressed_while_nobody_watches() {
     let mut v = Vehicle::start("nobody", &["--control", "truth"]);
     let context = zmq::Context::new();
-    // A second client that only wants state; then the first (subscribed to everything) leaves.
+    // A second client that only wants state; then the first (the only video client) leaves.
     let state_only = context.socket(zmq::SUB).unwrap();
     state_only.set_subscribe(b"state").unwrap();
     state_only.set_rcvtimeo(20_000).unwrap();
@@ -217,7 +235,7 @@ fn frames_are_not_compressed_while_nobody_subscribes_to_them() {
             return s;
         }
     };
-    // Once the all-topics subscriber is gone, frames are held back instead of compressed.
+    // Once the video client is gone, frames are held back instead of compressed.
     let deadline = Instant::now() + DEADLINE;
     let first = loop {
         let s = state(&state_only);
@@ -237,6 +255,11 @@ fn frames_are_not_compressed_while_nobody_subscribes_to_them() {
         later.drops.frames_not_broadcast >= first.drops.frames_not_broadcast + 14,
         "{first:?}\n{later:?}"
     );
+    // And the vehicle's own count of encodes over the last second falls to nothing.
+    let deadline = Instant::now() + DEADLINE;
+    while state(&state_only).link.encodes_per_s > 0.0 {
+        assert!(Instant::now() < deadline, "still encoding for nobody");
+    }
     v.stop();
 }
 

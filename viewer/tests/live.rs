@@ -211,7 +211,8 @@ async fn the_viewer_shows_the_vehicle_dying_and_recovers_when_it_returns() {
     let viewer = Viewer::start(&vehicle);
     let mut socket = connect(&viewer).await;
     next_frame(&mut socket).await;
-    let (pub_port, action_port, name) = (vehicle.pub_port, vehicle.action_port, vehicle.name.clone());
+    let (pub_port, video_port, action_port, name) =
+        (vehicle.pub_port, vehicle.video_port, vehicle.action_port, vehicle.name.clone());
     vehicle.process.signal(rustix::process::Signal::KILL);
     let lost = next_text(&mut socket, "link lost", |v| v["type"] == "link" && v["status"] == "lost").await;
     assert_eq!(lost["status"], "lost");
@@ -221,7 +222,7 @@ async fn the_viewer_shows_the_vehicle_dying_and_recovers_when_it_returns() {
     drop(vehicle);
     // The same ports and id again, as systemd would restart it; a killed writer's ring is
     // taken over.
-    let again = Vehicle::restart_on(&name, pub_port, action_port);
+    let again = Vehicle::restart_on(&name, pub_port, video_port, action_port);
     next_text(&mut socket, "link live again", |v| v["type"] == "link" && v["status"] == "live").await;
     next_text(&mut socket, "the restart notice", |v| {
         v["type"] == "notice" && v["text"].as_str().is_some_and(|t| t.contains("restarted"))

@@ -54,6 +54,7 @@ impl Drop for Kill {
 pub struct Vehicle {
     pub name: String,
     pub pub_port: u16,
+    pub video_port: u16,
     pub action_port: u16,
     pub rings: (String, String),
     pub process: Kill,
@@ -66,21 +67,22 @@ impl Vehicle {
     /// `detector`: also run ads-detection and steer from it; otherwise steer from truth.
     pub fn start(test: &str, detector: bool) -> Self {
         let name = format!("v{}-{test}", std::process::id());
-        Self::spawn(&name, free_port(), free_port(), detector)
+        Self::spawn(&name, free_port(), free_port(), free_port(), detector)
     }
 
     /// Another vehicle process with the same name, ports and rings (as after a restart).
-    pub fn restart_on(name: &str, pub_port: u16, action_port: u16) -> Self {
-        Self::spawn(name, pub_port, action_port, false)
+    pub fn restart_on(name: &str, pub_port: u16, video_port: u16, action_port: u16) -> Self {
+        Self::spawn(name, pub_port, video_port, action_port, false)
     }
 
-    fn spawn(name: &str, pub_port: u16, action_port: u16, detector: bool) -> Self {
+    fn spawn(name: &str, pub_port: u16, video_port: u16, action_port: u16, detector: bool) -> Self {
         let name = name.to_string();
         let rings = (format!("{name}-frames"), format!("{name}-det"));
         let control = if detector { "detections" } else { "truth" };
         let process = Command::new(bin("ads-vehicle"))
             .args(["--control", control, "--vehicle-id", &name])
             .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
+            .args(["--video-endpoint", &format!("tcp://127.0.0.1:{video_port}")])
             .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
             .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
             .env("RUST_LOG", "error")
@@ -95,6 +97,7 @@ impl Vehicle {
         let mut vehicle = Vehicle {
             name,
             pub_port,
+            video_port,
             action_port,
             rings,
             process: Kill(process),
@@ -123,6 +126,10 @@ impl Vehicle {
 
     pub fn endpoint(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.pub_port)
+    }
+
+    pub fn video_endpoint(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.video_port)
     }
 
     pub fn action_endpoint(&self) -> String {
@@ -171,6 +178,7 @@ impl Viewer {
         let port = free_port();
         let process = Command::new(bin("ads-viewer"))
             .args(["--vehicle", &vehicle.endpoint(), "--actions", &vehicle.action_endpoint()])
+            .args(["--video", &vehicle.video_endpoint()])
             .args(["--port", &port.to_string(), "--sender", &format!("viewer-{port}")])
             .args(extra)
             .env("RUST_LOG", "error")
