@@ -88,7 +88,8 @@ pub fn decode_video_request(parts: &[&[u8]]) -> Result<VideoRequest, DecodeError
             return Err(DecodeError::UnknownTopic(shown));
         }
     };
-    let malformed = |e: rmp_serde::decode::Error| DecodeError::Malformed { topic: name, reason: e.to_string() };
+    let malformed =
+        |e: rmp_serde::decode::Error| DecodeError::Malformed { topic: name, reason: e.to_string() };
     crate::msgpack_check::check(envelope).map_err(|reason| DecodeError::Malformed { topic: name, reason })?;
     let version: crate::wire::VersionOnly = rmp_serde::from_slice(envelope).map_err(malformed)?;
     if version.v != PROTOCOL_VERSION {
@@ -130,7 +131,8 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(decode_video_request(&[b"credit", &empty]), Err(DecodeError::Malformed { .. })));
-        let mut old = encode_video_request("car", 1, 1, &VideoRequest::Credit(Credit { frame_id: 1, bytes: 1 }));
+        let mut old =
+            encode_video_request("car", 1, 1, &VideoRequest::Credit(Credit { frame_id: 1, bytes: 1 }));
         let at = old[1].windows(2).position(|w| w == [0xa1, b'v']).unwrap() + 2;
         old[1][at] = 1;
         let refs: Vec<&[u8]> = old.iter().map(Vec::as_slice).collect();

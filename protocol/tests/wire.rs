@@ -70,7 +70,13 @@ fn samples() -> Vec<Message> {
             link: LinkState {
                 video_port: 5559,
                 encodes_per_s: 42.0,
-                viewers: vec![ViewerLink { session: 1, goodput_kbps: 1900, tier: 4, reduced: true, ..ViewerLink::default() }],
+                viewers: vec![ViewerLink {
+                    session: 1,
+                    goodput_kbps: 1900,
+                    tier: 4,
+                    reduced: true,
+                    ..ViewerLink::default()
+                }],
             },
         }),
         Message::Event(Event::Ack {

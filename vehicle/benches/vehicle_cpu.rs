@@ -75,8 +75,11 @@ fn main() {
         let socket = if from_video { &video } else { &sub };
         let Ok(parts) = socket.recv_multipart(zmq::DONTWAIT) else { continue };
         if from_video {
-            if let Ok(Message::Frame(f)) = decode(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>()).map(|w| w.message) {
-                let credit = VideoRequest::Credit(Credit { frame_id: f.frame_id, bytes: parts[2].len() as u32 });
+            if let Ok(Message::Frame(f)) =
+                decode(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>()).map(|w| w.message)
+            {
+                let credit =
+                    VideoRequest::Credit(Credit { frame_id: f.frame_id, bytes: parts[2].len() as u32 });
                 video.send_multipart(encode_video_request("*", 1, 0, &credit), 0).expect("credit");
             }
         }

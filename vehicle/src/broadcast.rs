@@ -108,8 +108,7 @@ pub fn spawn(
         Arc::clone(&stats.video),
     )?;
     let handle = std::thread::Builder::new().name("broadcaster".into()).spawn(move || {
-        let mut broadcaster =
-            Broadcaster { socket, video, settings, stats, seq: [0; 6], not_taken: 0 };
+        let mut broadcaster = Broadcaster { socket, video, settings, stats, seq: [0; 6], not_taken: 0 };
         broadcaster.run(&outbox, &stop);
     })?;
     Ok(handle)
@@ -207,4 +206,3 @@ impl Broadcaster {
         }
     }
 }
-

@@ -420,7 +420,12 @@ impl VehicleConfig {
             "must be positive",
         )?;
         let b = self.broadcast.send_buffer_bytes;
-        check((4096..=16 << 20).contains(&b), "broadcast.send_buffer_bytes", b, "must be in 4096..=16777216")?;
+        check(
+            (4096..=16 << 20).contains(&b),
+            "broadcast.send_buffer_bytes",
+            b,
+            "must be in 4096..=16777216",
+        )?;
         self.link.validate()?;
         let s = self.drive.target_speed_mps;
         check((0.0..=40.0).contains(&s), "drive.target_speed_mps", s, "must be in 0..=40")?;
@@ -468,7 +473,12 @@ impl LinkSection {
         let v = self.max_viewers;
         check((1..=64).contains(&v), "link.max_viewers", v.to_string(), "must be in 1..=64")?;
         let t = self.session_timeout_ms;
-        check((100..=60_000).contains(&t), "link.session_timeout_ms", t.to_string(), "must be in 100..=60000")?;
+        check(
+            (100..=60_000).contains(&t),
+            "link.session_timeout_ms",
+            t.to_string(),
+            "must be in 100..=60000",
+        )?;
         check(
             self.endpoint.contains("://"),
             "link.endpoint",

@@ -15,17 +15,8 @@ pub struct Tier {
 /// The default rungs before the configured bounds clip them: first JPEG quality falls, then
 /// the frame shrinks (at low rates a smaller, better-quantised picture looks better than a
 /// full-size blocky one).
-const RUNGS: [(f64, u8); 9] = [
-    (1.0, 80),
-    (1.0, 60),
-    (0.75, 60),
-    (0.75, 45),
-    (0.5, 60),
-    (0.5, 45),
-    (0.5, 30),
-    (0.375, 40),
-    (0.25, 40),
-];
+const RUNGS: [(f64, u8); 9] =
+    [(1.0, 80), (1.0, 60), (0.75, 60), (0.75, 45), (0.5, 60), (0.5, 45), (0.5, 30), (0.375, 40), (0.25, 40)];
 
 /// The ladder and what its tiers cost.
 #[derive(Debug)]

@@ -141,7 +141,8 @@ impl VideoLink {
                         let number = self.next_session;
                         self.next_session += 1;
                         tracing::info!(session = number, "video viewer connected");
-                        self.sessions.insert(identity.clone(), Session::new(number, &self.rules, hello.max_kbps, now));
+                        self.sessions
+                            .insert(identity.clone(), Session::new(number, &self.rules, hello.max_kbps, now));
                     }
                 }
                 Ok(VideoRequest::Credit(credit)) => match self.sessions.get_mut(identity) {
@@ -228,8 +229,13 @@ impl VideoLink {
             };
             let seq = self.seqs.entry(identity.clone()).or_insert(0);
             *seq += 1;
-            let envelope =
-                encode(&self.vehicle_id, *seq, info.stamp.capture_wall_ns, clock::wall_ns(), &Message::Frame(meta));
+            let envelope = encode(
+                &self.vehicle_id,
+                *seq,
+                info.stamp.capture_wall_ns,
+                clock::wall_ns(),
+                &Message::Frame(meta),
+            );
             let parts: [&[u8]; 4] = [&identity, b"frame", &envelope, &e.bytes];
             match self.socket.send_multipart(parts, zmq::DONTWAIT) {
                 Ok(()) => {
@@ -285,7 +291,8 @@ impl VideoLink {
             })
             .collect();
         viewers.sort_by_key(|v| v.session);
-        let state = LinkState { video_port: self.video_port, encodes_per_s: self.encodes.len() as f32, viewers };
+        let state =
+            LinkState { video_port: self.video_port, encodes_per_s: self.encodes.len() as f32, viewers };
         *self.stats.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
     }
 }

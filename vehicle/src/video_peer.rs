@@ -6,7 +6,8 @@
 //! whichever is later; its bytes over that time are one sample. The estimate is the largest
 //! sample of the last second (timing only ever makes samples too low), except that a frame
 //! which took far longer than the target age resets it at once: a link that got slower is
-//! believed immediately, one that got faster within a second.
+//! believed immediately, one that got faster step by step (at most x1.25 a frame, and only
+//! from frames big enough to have tested it, since a small one can slip through in a burst).
 
 use crate::tiers::Ladder;
 use std::collections::VecDeque;
@@ -16,12 +17,16 @@ const NS_PER_S: f64 = 1e9;
 const UTILISATION: f64 = 0.85;
 /// Goodput assumed for a new session until its first credit, bit/s.
 const INITIAL_BPS: f64 = 2e6;
+/// The most one credit may raise the estimate by (x1.25: 20x in about 14 frames).
+const MAX_RISE: f64 = 1.25;
+/// A frame smaller than this share of what the target age carries cannot raise it.
+const PROBE_SHARE: f64 = 0.3;
 /// How long a goodput sample counts for the estimate.
 const SAMPLE_WINDOW_NS: u64 = 1_000_000_000;
 
 /// How many tier steps halving the frame rate is worth: below the full rate, a lower rate is
 /// chosen only when it buys clearly better pictures.
-const TIER_STEPS_PER_HALVING: f64 = 1.5;
+const TIER_STEPS_PER_HALVING: f64 = 2.5;
 
 /// The tier and frame rate for a paced rate of `bps`: for each candidate rate from the
 /// maximum down to the minimum, the best tier whose frames fit both the target age and the
@@ -206,17 +211,25 @@ impl Session {
         self.last_credit_ns = now_ns;
         let busy_ns = now_ns.saturating_sub(busy_from).max(100_000);
         self.last_delivery_ns = now_ns.saturating_sub(frame.sent_ns);
-        let sample = frame.bytes as f64 * 8.0 / (busy_ns as f64 / NS_PER_S);
-        self.samples.push_back((now_ns, sample));
-        while self.samples.front().is_some_and(|&(t, _)| now_ns.saturating_sub(t) > SAMPLE_WINDOW_NS) {
-            self.samples.pop_front();
-        }
-        let slow = self.last_delivery_ns > rules.target_age_ns * 3 / 2 && sample < self.estimate_bps;
+        let measured = frame.bytes as f64 * 8.0 / (busy_ns as f64 / NS_PER_S);
+        let slow = self.last_delivery_ns > rules.target_age_ns * 3 / 2 && measured < self.estimate_bps;
         if slow {
             // The link got slower: believe it now, not a second from now.
             self.samples.clear();
-            self.samples.push_back((now_ns, sample));
             self.pace_tokens = self.pace_tokens.min(0.0);
+        }
+        // Upwards only step by step, and only from frames big enough to have tested the link:
+        // a small frame can pass in one burst of a shaper or an aggregate of the radio and
+        // look infinitely fast.
+        let probe_bytes = self.estimate_bps / 8.0 * (rules.target_age_ns as f64 / NS_PER_S) * PROBE_SHARE;
+        let sample = if frame.bytes as f64 >= probe_bytes {
+            measured.min(self.estimate_bps * MAX_RISE)
+        } else {
+            measured.min(self.estimate_bps)
+        };
+        self.samples.push_back((now_ns, sample));
+        while self.samples.front().is_some_and(|&(t, _)| now_ns.saturating_sub(t) > SAMPLE_WINDOW_NS) {
+            self.samples.pop_front();
         }
         self.estimate_bps = self.samples.iter().map(|&(_, s)| s).fold(f64::MIN, f64::max);
     }
@@ -231,7 +244,9 @@ impl Session {
     /// Whether the link holds this viewer below the best tier or the full rate.
     pub fn reduced(&self, rules: &SessionRules, now_ns: u64) -> bool {
         let (_, fps) = self.recent_rate(now_ns);
-        self.tier > 0 || self.fps_target < rules.max_fps || (self.frames_sent > 30 && fps < rules.max_fps * 0.8)
+        self.tier > 0
+            || self.fps_target < rules.max_fps
+            || (self.frames_sent > 30 && fps < rules.max_fps * 0.8)
     }
 }
 
@@ -253,7 +268,13 @@ mod tests {
 
     /// Runs a session against a link of `bps` (one frame at a time, serialised) for
     /// `seconds`, frames captured at 30 fps; returns (frames delivered, last tier).
-    fn simulate(session: &mut Session, ladder: &mut Ladder, bps: f64, from_ns: u64, seconds: u64) -> (u64, usize) {
+    fn simulate(
+        session: &mut Session,
+        ladder: &mut Ladder,
+        bps: f64,
+        from_ns: u64,
+        seconds: u64,
+    ) -> (u64, usize) {
         let rules = rules();
         let period = 33_333_333u64;
         let mut link_free_ns = from_ns;
@@ -299,7 +320,8 @@ mod tests {
         simulate(&mut s, &mut ladder, 20e6, 0, 2);
         assert!(s.estimate_bps() > 10e6, "{}", s.estimate_bps());
         // What was in flight at the step arrives first (slowly).
-        let late: Vec<(u64, u64, usize)> = s.in_flight.iter().map(|f| (f.frame_id, f.sent_ns, f.bytes)).collect();
+        let late: Vec<(u64, u64, usize)> =
+            s.in_flight.iter().map(|f| (f.frame_id, f.sent_ns, f.bytes)).collect();
         for (id, sent_ns, bytes) in late {
             s.credit(&rules(), id, sent_ns + (bytes as f64 * 8.0 / 2e6 * 1e9) as u64);
         }

@@ -155,7 +155,8 @@ impl ViewerConfig {
             config.actions = action_endpoint_for(&config.vehicle)?;
         }
         if config.video.is_empty() {
-            config.video = endpoint_on_vehicle_host(&config.vehicle, ads_protocol::DEFAULT_VIDEO_PORT, "--video")?;
+            config.video =
+                endpoint_on_vehicle_host(&config.vehicle, ads_protocol::DEFAULT_VIDEO_PORT, "--video")?;
             tracing::info!(video = %config.video, "no video endpoint given: the vehicle's host, default port");
         }
         config.validate()?;
@@ -201,7 +202,9 @@ pub fn action_endpoint_for(vehicle: &str) -> Result<String, ConfigError> {
 /// `tcp://host:5557` → `tcp://host:PORT`, or an error telling which flag to pass.
 pub fn endpoint_on_vehicle_host(vehicle: &str, port: u16, flag: &str) -> Result<String, ConfigError> {
     let invalid = || {
-        ConfigError::Invalid(format!("cannot derive an endpoint from {vehicle:?}; pass {flag} tcp://HOST:PORT"))
+        ConfigError::Invalid(format!(
+            "cannot derive an endpoint from {vehicle:?}; pass {flag} tcp://HOST:PORT"
+        ))
     };
     let rest = vehicle.strip_prefix("tcp://").ok_or_else(invalid)?;
     let (host, _port) = rest.rsplit_once(':').ok_or_else(invalid)?;

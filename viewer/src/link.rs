@@ -58,7 +58,8 @@ pub fn spawn(
     publisher.set_linger(500).map_err(err("options of", &action_endpoint))?;
     publisher.connect(&action_endpoint).map_err(err("connecting to", &action_endpoint))?;
     let video_endpoint = hub.config.video.clone();
-    let mut video = VideoClient::connect(&context, &video_endpoint).map_err(err("connecting to", &video_endpoint))?;
+    let mut video =
+        VideoClient::connect(&context, &video_endpoint).map_err(err("connecting to", &video_endpoint))?;
     tracing::info!(%vehicle, video = %video_endpoint, actions = %action_endpoint, "subscribed to the vehicle");
     std::thread::Builder::new()
         .name("vehicle-link".into())

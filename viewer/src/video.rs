@@ -78,7 +78,10 @@ impl VideoClient {
     pub fn tick(&mut self, now: Instant) {
         if self.last_hello.is_none_or(|t| now.duration_since(t) >= HELLO_EVERY) {
             self.last_hello = Some(now);
-            self.send(&VideoRequest::Hello(VideoHello { codec: ads_protocol::CODEC_JPEG.into(), max_kbps: None }));
+            self.send(&VideoRequest::Hello(VideoHello {
+                codec: ads_protocol::CODEC_JPEG.into(),
+                max_kbps: None,
+            }));
         }
     }
 
@@ -92,10 +95,17 @@ impl VideoClient {
                 Ok(message) => {
                     if let ads_protocol::Message::Frame(info) = &message.message {
                         let bytes = message.payload.map_or(0, <[u8]>::len);
-                        let credit = Credit { frame_id: info.frame_id, bytes: u32::try_from(bytes).unwrap_or(u32::MAX) };
+                        let credit = Credit {
+                            frame_id: info.frame_id,
+                            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+                        };
                         self.send(&VideoRequest::Credit(credit));
                         self.recent.push_back((now, bytes));
-                        while self.recent.front().is_some_and(|&(t, _)| now.duration_since(t) > Duration::from_secs(1)) {
+                        while self
+                            .recent
+                            .front()
+                            .is_some_and(|&(t, _)| now.duration_since(t) > Duration::from_secs(1))
+                        {
                             self.recent.pop_front();
                         }
                         let bits: usize = self.recent.iter().map(|&(_, b)| b).sum::<usize>() * 8;

@@ -50,9 +50,12 @@ pub struct LinkArgs {
     pub in_private_netns: bool,
 }
 
+/// A namespace whose only interface is `lo` (what `ip netns add` makes; `ip netns exec`
+/// mounts its /sys): shaping its loopback touches nobody else.
 fn in_own_netns() -> bool {
-    let link = |p: &str| std::fs::read_link(p).ok();
-    matches!((link("/proc/self/ns/net"), link("/proc/1/ns/net")), (Some(a), Some(b)) if a != b)
+    let Ok(entries) = std::fs::read_dir("/sys/class/net") else { return false };
+    let names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    names == ["lo"]
 }
 
 /// One case: the link rate of each viewer address, and a step of the first one.
@@ -66,8 +69,12 @@ struct Case {
 
 fn parse_case(text: &str) -> anyhow::Result<Case> {
     Ok(match text {
-        "step" => Case { name: "20 → 2 Mbit/s step".into(), rates_kbps: vec![20_000], step: Some((0.5, 2_000)) },
-        "two" => Case { name: "two viewers, 20 + 2 Mbit/s".into(), rates_kbps: vec![20_000, 2_000], step: None },
+        "step" => {
+            Case { name: "20 → 2 Mbit/s step".into(), rates_kbps: vec![20_000], step: Some((0.5, 2_000)) }
+        }
+        "two" => {
+            Case { name: "two viewers, 20 + 2 Mbit/s".into(), rates_kbps: vec![20_000, 2_000], step: None }
+        }
         rate => {
             let mbit: f64 = rate.parse().with_context(|| format!("case {rate:?}: a rate, step or two"))?;
             anyhow::ensure!(mbit > 0.0 && mbit <= 1000.0, "case {rate}: rate out of range");
@@ -79,7 +86,7 @@ fn parse_case(text: &str) -> anyhow::Result<Case> {
 pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
     anyhow::ensure!(
         args.in_private_netns && in_own_netns(),
-        "ads-bench link shapes `lo`: run it in a network namespace of its own (scripts/bench-link.sh), with --in-private-netns"
+        "ads-bench link shapes `lo`: run it with --in-private-netns in a network namespace with nothing but `lo` (scripts/bench-link.sh)"
     );
     let cases: Vec<Case> = args.cases.iter().map(|c| parse_case(c)).collect::<anyhow::Result<_>>()?;
     let shaper = shaping::Shaper::new(&[PUB_PORT, VIDEO_PORT], &[1_000_000, 1_000_000])?;
@@ -87,20 +94,20 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
     let ring = format!("linkbench{}", std::process::id());
     let s = |x: &str| x.to_string();
     let mut vehicle_args = vec![
-            s("--control"),
-            s("truth"),
-            s("--vehicle-id"),
-            s("bench-car"),
-            s("--broadcast"),
-            format!("tcp://*:{PUB_PORT}"),
-            s("--video-endpoint"),
-            format!("tcp://*:{VIDEO_PORT}"),
-            s("--actions"),
-            format!("tcp://127.0.0.1:{ACTION_PORT}"),
-            s("--frames-ring"),
-            format!("{ring}-frames"),
-            s("--detections-ring"),
-            format!("{ring}-det"),
+        s("--control"),
+        s("truth"),
+        s("--vehicle-id"),
+        s("bench-car"),
+        s("--broadcast"),
+        format!("tcp://*:{PUB_PORT}"),
+        s("--video-endpoint"),
+        format!("tcp://*:{VIDEO_PORT}"),
+        s("--actions"),
+        format!("tcp://127.0.0.1:{ACTION_PORT}"),
+        s("--frames-ring"),
+        format!("{ring}-frames"),
+        s("--detections-ring"),
+        format!("{ring}-det"),
     ];
     if let Some(n) = args.frames_in_flight {
         vehicle_args.extend([s("--frames-in-flight"), n.to_string()]);
@@ -131,8 +138,12 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
         }
         let stingy = Arc::new(Mutex::new(CaseRecord::default()));
         if args.stingy {
-            let plan =
-                ClientPlan { address: "127.0.0.1".into(), send_actions: false, measure_from: started, credits: false };
+            let plan = ClientPlan {
+                address: "127.0.0.1".into(),
+                send_actions: false,
+                measure_from: started,
+                credits: false,
+            };
             threads.push(client::spawn(plan, Arc::clone(&stingy), Arc::clone(&originals), Arc::clone(&stop)));
         }
         while Instant::now() < measure_from {
@@ -160,7 +171,10 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
             .zip(&case.rates_kbps)
             .map(|(r, &rate)| {
                 let r = r.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let link_kbps = case.step.map_or(rate, |(_, after)| after.min(rate));
+                // The link's mean rate over the measured time (before and after a step).
+                let link_kbps = case.step.map_or(f64::from(rate), |(at, after)| {
+                    f64::from(rate) * at + f64::from(after) * (1.0 - at)
+                });
                 r.summary(args.seconds as f64, link_kbps, step_ns)
             })
             .collect();
@@ -191,7 +205,11 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
 }
 
 fn print_case(r: &Value) {
-    println!("\n{}  (vehicle CPU {:.1}% of a core)", r["case"].as_str().unwrap_or(""), r["vehicle_cpu_pct"].as_f64().unwrap_or(0.0));
+    println!(
+        "\n{}  (vehicle CPU {:.1}% of a core)",
+        r["case"].as_str().unwrap_or(""),
+        r["vehicle_cpu_pct"].as_f64().unwrap_or(0.0)
+    );
     println!(
         "  viewer   age p50/p99/max ms    fps   goodput  of link  state p99  e-stop ack p50/p99   PSNR   SSIM  tiers  size KB  recovery"
     );
