@@ -27,6 +27,12 @@ pub struct FrameInfo {
     /// True when the link holds this viewer below the best tier or the full frame rate.
     #[serde(default)]
     pub reduced: bool,
+    /// Size of the captured frame (the ring's), which detections and truth refer to; the
+    /// JPEG is smaller on a reduced tier. 0 from older vehicles: the same as `width`/`height`.
+    #[serde(default)]
+    pub source_width: u32,
+    #[serde(default)]
+    pub source_height: u32,
 }
 
 /// One lane line in image coordinates, TuSimple style: `xs[i]` is the column at row

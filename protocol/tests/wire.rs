@@ -42,6 +42,8 @@ fn samples() -> Vec<Message> {
             tier: 4,
             goodput_kbps: 1900,
             reduced: true,
+            source_width: 800,
+            source_height: 600,
         }),
         Message::Detection(detections),
         Message::State(VehicleState {

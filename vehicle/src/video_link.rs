@@ -226,6 +226,8 @@ impl VideoLink {
                 tier: u8::try_from(tier).unwrap_or(u8::MAX),
                 goodput_kbps: (session.estimate_bps() / 1000.0) as u32,
                 reduced: session.reduced(&self.rules, now),
+                source_width: geometry.width,
+                source_height: geometry.height,
             };
             let seq = self.seqs.entry(identity.clone()).or_insert(0);
             *seq += 1;
