@@ -8,30 +8,43 @@
 //! Actions may carry a third part, an HMAC-SHA256 of the envelope under a shared
 //! [`ActionKey`] (see [`encode_action`]).
 //!
+//! Frames travel on their own socket, one credit-paced session per viewer (see
+//! [`VideoRequest`]): a frame is only sent to a viewer that has room for it.
+//!
 //! Decoding never panics and never trusts sizes: every failure is a [`DecodeError`].
 
 mod auth;
 mod finite;
 mod messages;
 mod msgpack_check;
+mod video;
 mod wire;
 
 pub use auth::{
     split_action_mac, verify_action, ActionKey, AuthError, KeyError, ACTION_KEY_BYTES, ACTION_MAC_BYTES,
 };
 pub use messages::*;
+pub use video::{
+    decode_video_request, encode_video_request, Credit, VideoHello, VideoRequest, CODEC_JPEG, CREDIT_TOPIC,
+    HELLO_TOPIC,
+};
 pub use wire::{
     decode, decode_record, encode, encode_action, encode_record, peek_action_identity, ActionIdentity,
     DecodeError, Message, Topic, WireMessage,
 };
 
 /// Version of everything in this crate that goes on the wire or into a ring record.
+/// 2: actions name the vehicle's run and expire on its run clock, `resume` no longer releases an
+/// e-stop (`reset` does), heartbeats; frames moved from the PUB socket to the credit-paced
+/// video socket (docs/protocol.md 8).
 pub const PROTOCOL_VERSION: u16 = 2;
 
-/// Default port of the vehicle's ZeroMQ PUB socket (frames, detections, state, events, truth).
+/// Default port of the vehicle's ZeroMQ PUB socket (detections, state, events, truth).
 pub const DEFAULT_PUB_PORT: u16 = 5557;
 /// Default port of the vehicle's ZeroMQ SUB socket (actions from viewers).
 pub const DEFAULT_ACTION_PORT: u16 = 5558;
+/// Default port of the vehicle's ZeroMQ ROUTER socket (video, one session per viewer).
+pub const DEFAULT_VIDEO_PORT: u16 = 5559;
 /// Default port of the viewer's web UI.
 pub const DEFAULT_VIEWER_PORT: u16 = 8080;
 

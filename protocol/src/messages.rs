@@ -18,6 +18,21 @@ pub struct FrameInfo {
     pub quality: u8,
     /// Time the broadcaster spent compressing this frame.
     pub encode_us: u32,
+    /// Index of the quality tier in the vehicle's ladder (0 = the best it sends).
+    #[serde(default)]
+    pub tier: u8,
+    /// The vehicle's estimate of this viewer's goodput, kbit/s (what the tier was chosen for).
+    #[serde(default)]
+    pub goodput_kbps: u32,
+    /// True when the link holds this viewer below the best tier or the full frame rate.
+    #[serde(default)]
+    pub reduced: bool,
+    /// Size of the captured frame (the ring's), which detections and truth refer to; the
+    /// JPEG is smaller on a reduced tier. 0 from older vehicles: the same as `width`/`height`.
+    #[serde(default)]
+    pub source_width: u32,
+    #[serde(default)]
+    pub source_height: u32,
 }
 
 /// One lane line in image coordinates, TuSimple style: `xs[i]` is the column at row
@@ -208,6 +223,9 @@ pub struct VehicleState {
     /// real sources. For judging the detector and controller, never used to steer.
     #[serde(default)]
     pub truth_lateral_offset_m: Option<f64>,
+    /// The video link: where it listens and what each viewer gets. Absent from older vehicles.
+    #[serde(default)]
+    pub link: LinkState,
     /// The command side: run id and clock, e-stop latch, operator presence.
     #[serde(default)]
     pub commands: CommandStatus,
@@ -230,6 +248,45 @@ pub struct CommandStatus {
     pub operator_required: bool,
     /// Milliseconds since the last operator heartbeat of this run; `None` if none yet.
     pub operator_heartbeat_age_ms: Option<u32>,
+}
+
+/// `state.link`: the video socket and one entry per viewer session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkState {
+    /// TCP port of the video socket (ROUTER) on the vehicle; 0 if unknown.
+    pub video_port: u16,
+    /// JPEG encodes per second over the last second, all tiers together.
+    pub encodes_per_s: f32,
+    pub viewers: Vec<ViewerLink>,
+}
+
+/// What one viewer's session gets, as the vehicle sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ViewerLink {
+    /// The session, as the vehicle numbers them (1, 2, ...).
+    pub session: u64,
+    /// Estimated goodput of the viewer's link, kbit/s (from credit timing).
+    pub goodput_kbps: u32,
+    /// Video actually sent over the last second, kbit/s.
+    pub sent_kbps: u32,
+    /// Frames sent over the last second.
+    pub fps: f32,
+    /// Tier of the last frame, its size and JPEG quality.
+    pub tier: u8,
+    pub width: u32,
+    pub height: u32,
+    pub quality: u8,
+    /// Frames sent and not yet credited.
+    pub in_flight: u8,
+    /// Time from sending the last credited frame to its credit, ms.
+    pub delivery_ms: f32,
+    pub frames_sent: u64,
+    /// Frames this viewer did not get: no credit, over its rate or its cap.
+    pub frames_skipped: u64,
+    /// Credits for frames not in flight (ignored).
+    pub credits_ignored: u64,
+    /// Held below the best tier or the full frame rate by its link.
+    pub reduced: bool,
 }
 
 /// Why an action was not carried out.

@@ -72,14 +72,14 @@ impl Message {
 
 /// The envelope: the same five header fields on every topic, then the body.
 #[derive(Debug, Serialize, Deserialize)]
-struct Envelope<B> {
+pub(crate) struct Envelope<B> {
     /// [`PROTOCOL_VERSION`].
-    v: u16,
-    vehicle: String,
-    seq: u64,
-    capture_ns: u64,
-    send_ns: u64,
-    body: B,
+    pub(crate) v: u16,
+    pub(crate) vehicle: String,
+    pub(crate) seq: u64,
+    pub(crate) capture_ns: u64,
+    pub(crate) send_ns: u64,
+    pub(crate) body: B,
 }
 
 /// A message as it came off the wire.
@@ -159,8 +159,8 @@ pub fn encode_action(
 }
 
 #[derive(Deserialize)]
-struct VersionOnly {
-    v: u16,
+pub(crate) struct VersionOnly {
+    pub(crate) v: u16,
 }
 
 #[derive(Deserialize)]

@@ -33,7 +33,18 @@ fn samples() -> Vec<Message> {
         }],
     };
     vec![
-        Message::Frame(FrameInfo { frame_id: 1, width: 800, height: 600, quality: 80, encode_us: 1400 }),
+        Message::Frame(FrameInfo {
+            frame_id: 1,
+            width: 400,
+            height: 300,
+            quality: 60,
+            encode_us: 1400,
+            tier: 4,
+            goodput_kbps: 1900,
+            reduced: true,
+            source_width: 800,
+            source_height: 600,
+        }),
         Message::Detection(detections),
         Message::State(VehicleState {
             frame_id: 9,
@@ -65,6 +76,17 @@ fn samples() -> Vec<Message> {
                 held: false,
                 operator_required: true,
                 operator_heartbeat_age_ms: Some(120),
+            },
+            link: LinkState {
+                video_port: 5559,
+                encodes_per_s: 42.0,
+                viewers: vec![ViewerLink {
+                    session: 1,
+                    goodput_kbps: 1900,
+                    tier: 4,
+                    reduced: true,
+                    ..ViewerLink::default()
+                }],
             },
         }),
         Message::Event(Event::Ack {
@@ -137,7 +159,7 @@ fn detection_records_round_trip_and_check_their_version() {
     assert!(bytes.len() as u64 <= MAX_DETECTION_RECORD);
     assert_eq!(&decode_record(&bytes).unwrap(), d);
     let mut bad = bytes.clone();
-    // The record is a map {"v": 1, ...}: the version byte follows the key "v" (0xa1 0x76).
+    // The record is a map {"v": 2, ...}: the version byte follows the key "v" (0xa1 0x76).
     let at = bad.windows(2).position(|w| w == [0xa1, b'v']).unwrap() + 2;
     bad[at] = 9;
     assert_eq!(decode_record(&bad), Err(DecodeError::Version { got: 9 }));

@@ -296,7 +296,18 @@ mod tests {
 
     #[test]
     fn a_frame_becomes_an_image_and_its_metadata() {
-        let info = FrameInfo { frame_id: 42, width: 800, height: 600, quality: 80, encode_us: 900 };
+        let info = FrameInfo {
+            frame_id: 42,
+            width: 800,
+            height: 600,
+            quality: 80,
+            encode_us: 900,
+            tier: 0,
+            goodput_kbps: 0,
+            reduced: false,
+            source_width: 800,
+            source_height: 600,
+        };
         let out = entries(&received(Message::Frame(info.clone()), Some(vec![0xff, 0xd8, 1, 2])));
         assert_eq!(out.iter().map(|e| e.channel).collect::<Vec<_>>(), [Channel::Frame, Channel::Image]);
         assert!(out.iter().all(|e| e.log_time == 2_000_000_123 && e.publish_time == 1_500_000_000));

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Conformance client of the ads wire protocol, written from docs/protocol.md alone.
 
-Subscribes to every topic of a vehicle's PUB socket for --seconds, validates every envelope
-and body against the document, checks every frame's JPEG, and optionally sends one action
+Subscribes to every topic of a vehicle's PUB socket and opens a video session on its video
+socket (a DEALER: hello every second, one credit per frame received, docs/protocol.md 2.1) for
+--seconds, validates every envelope and body against the document, checks every frame's JPEG
+(and that none comes on the PUB socket), and optionally sends one action
 (after the first `state`) and waits for its `ack` event. Prints one JSON object on stdout:
 
     {"counts": {...}, "frames_ok": n, "frames_bad": n, "jpeg_sizes": [w, h] | null,
@@ -63,7 +65,32 @@ UINT_BITS = {"u8": 8, "u16": 16, "u32": 32, "u64": 64}
 
 ENVELOPE = {"v": "u16", "vehicle": "str", "seq": "u64", "capture_ns": "u64", "send_ns": "u64"}
 
-FRAME_INFO = {"frame_id": "u64", "width": "u32", "height": "u32", "quality": "u8", "encode_us": "u32"}
+FRAME_INFO = {
+    "frame_id": "u64",
+    "width": "u32",
+    "height": "u32",
+    "quality": "u8",
+    "encode_us": "u32",
+    "tier": "u8",
+    "goodput_kbps": "u32",
+    "reduced": "bool",
+}
+VIEWER_LINK = {
+    "session": "u64",
+    "goodput_kbps": "u32",
+    "sent_kbps": "u32",
+    "fps": "f32",
+    "tier": "u8",
+    "width": "u32",
+    "height": "u32",
+    "quality": "u8",
+    "in_flight": "u8",
+    "delivery_ms": "f32",
+    "frames_sent": "u64",
+    "frames_skipped": "u64",
+    "credits_ignored": "u64",
+    "reduced": "bool",
+}
 
 LANE_XS = ("list", ("opt", "f32"))
 LANE_DETECTION = {
@@ -124,6 +151,7 @@ VEHICLE_STATE = {
         "operator_required": "bool",
         "operator_heartbeat_age_ms": ("opt", "u32"),
     },
+    "link": {"video_port": "u16", "encodes_per_s": "f32", "viewers": ("list", VIEWER_LINK)},
 }
 ACK = {
     "action_id": "str",
@@ -282,6 +310,8 @@ class Client:
         self.parts: list[bytes] = []
         self.vehicle_run: tuple[str, int, float] | None = None
         self.subscribed = False
+        self.video = None  # the DEALER on the video socket, once run() opened it
+        self.video_seq = 0
 
     def error(self, text: str) -> None:
         if text in self.errors or len(self.errors) < MAX_DISTINCT_ERRORS:
@@ -339,6 +369,7 @@ class Client:
 
         if topic == "frame":
             self.on_frame(body, parts[2], valid=not body_problems)
+            self.send_credit(body, len(parts[2]))
         elif body_problems:
             return
         elif topic == "state":
@@ -378,6 +409,19 @@ class Client:
             self.jpeg_sizes = [width, height]
         else:
             self.frames_bad += 1
+
+    # -- the video session (docs/protocol.md 2.1) --
+
+    def send_video(self, topic: bytes, body: dict[str, Any]) -> None:
+        self.video_seq += 1
+        now = time.time_ns()
+        env = {"v": PROTOCOL_VERSION, "vehicle": "*", "seq": self.video_seq, "capture_ns": now, "send_ns": now, "body": body}
+        self.video.send_multipart([topic, msgpack.packb(env, use_bin_type=True)])
+
+    def send_credit(self, info: Any, size: int) -> None:
+        if self.video is None or not isinstance(info, dict) or not isinstance(info.get("frame_id"), int):
+            return
+        self.send_video(b"credit", {"frame_id": info["frame_id"], "bytes": size})
 
     def on_event(self, body: dict[str, Any]) -> None:
         if body["type"] == "notice":
@@ -431,8 +475,14 @@ class Client:
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(self.args.pub)
+        # Frames come on their own socket: hello, then a credit per frame (docs/protocol.md 2.1).
+        self.video = ctx.socket(zmq.DEALER)
+        self.video.setsockopt(zmq.LINGER, 0)
+        self.video.connect(self.args.video)
+        last_hello = 0.0
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
+        poller.register(self.video, zmq.POLLIN)
         xpub = None
         if self.args.send:
             # XPUB, not PUB: it hands us the vehicle's subscription, so we know when a send
@@ -457,6 +507,9 @@ class Client:
                     end = max(end, first_state_at + SUBSCRIPTION_TIMEOUT_S)
             if now >= end:
                 break
+            if now - last_hello >= 1.0:  # also keeps the session alive
+                last_hello = now
+                self.send_video(b"hello", {"codec": "jpeg", "max_kbps": None})
             # Send once there is a state (for the vehicle id), a frame (a pause would stop them,
             # and this client checks that frames flow) and a subscription.
             ready = self.vehicle_run is not None and (self.frames_ok + self.frames_bad) > 0
@@ -487,13 +540,17 @@ class Client:
                 message = xpub.recv()
                 if message[:1] == b"\x01":
                     self.subscribed = True
-            if sub in events:
+            for socket in (self.video, sub):
+                if socket not in events:
+                    continue
                 # Drain what is queued before looking at the clock again.
                 for _ in range(1000):
                     try:
-                        parts = sub.recv_multipart(zmq.NOBLOCK)
+                        parts = socket.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
+                    if socket is sub and parts[:1] == [b"frame"]:
+                        self.error("a frame on the PUB socket (frames belong to the video socket)")
                     self.on_message(parts)
 
         if xpub is not None:
@@ -505,6 +562,7 @@ class Client:
                 self.error(f"no ack for action {self.action['body']['id']} within {ACK_TIMEOUT_S} s")
             xpub.close()
         sub.close()
+        self.video.close()
         ctx.term()
 
         for topic in ("frame", "state"):
@@ -573,6 +631,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pub", default="tcp://127.0.0.1:5557", help="the vehicle's PUB endpoint")
     parser.add_argument("--actions", default="tcp://127.0.0.1:5558", help="the vehicle's action (SUB) endpoint")
+    parser.add_argument("--video", default="tcp://127.0.0.1:5559", help="the vehicle's video (ROUTER) endpoint")
     parser.add_argument("--seconds", type=float, default=5.0, help="how long to listen")
     parser.add_argument(
         "--send",

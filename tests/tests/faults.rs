@@ -34,9 +34,10 @@ struct Viewer {
 }
 
 impl Viewer {
-    fn start(vehicle_port: u16, action_port: u16, port: u16) -> Self {
+    fn start(vehicle_port: u16, video_port: u16, action_port: u16, port: u16) -> Self {
         let process = Command::new(bin("ads-viewer"))
             .args(["--vehicle", &format!("tcp://127.0.0.1:{vehicle_port}")])
+            .args(["--video", &format!("tcp://127.0.0.1:{video_port}")])
             .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
             .args(["--port", &port.to_string(), "--sender", &format!("faults-viewer-{port}")])
             .env("RUST_LOG", "error")
@@ -87,6 +88,7 @@ struct Pipeline {
     name: String,
     rings: (String, String),
     pub_port: u16,
+    video_port: u16,
     action_port: u16,
     vehicle: Option<Kill>,
     detector: Option<Kill>,
@@ -102,6 +104,7 @@ impl Pipeline {
             rings: (format!("{name}-frames"), format!("{name}-det")),
             name,
             pub_port: free_port(),
+            video_port: free_port(),
             action_port: free_port(),
             vehicle: None,
             detector: None,
@@ -119,6 +122,7 @@ impl Pipeline {
         let child = Command::new(bin("ads-vehicle"))
             .args(["--track", "oval", "--control", "detections", "--vehicle-id", &self.name])
             .args(["--broadcast", &format!("tcp://127.0.0.1:{}", self.pub_port)])
+            .args(["--video-endpoint", &format!("tcp://127.0.0.1:{}", self.video_port)])
             .args(["--actions", &format!("tcp://127.0.0.1:{}", self.action_port)])
             .args(["--frames-ring", &self.rings.0, "--detections-ring", &self.rings.1])
             .env("RUST_LOG", "error")
@@ -147,7 +151,7 @@ impl Pipeline {
     }
 
     fn start_viewer(&mut self, port: u16) {
-        self.viewer = Some(Viewer::start(self.pub_port, self.action_port, port));
+        self.viewer = Some(Viewer::start(self.pub_port, self.video_port, self.action_port, port));
     }
 
     fn viewer(&self) -> &Viewer {

@@ -31,6 +31,7 @@ impl Pipeline {
         let vehicle = Command::new(bin("ads-vehicle"))
             .args(["--track", track, "--control", "detections", "--vehicle-id", name])
             .args(["--broadcast", &format!("tcp://127.0.0.1:{port}")])
+            .args(["--video-endpoint", "tcp://127.0.0.1:0"])
             .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
             .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
             .env("RUST_LOG", "warn")

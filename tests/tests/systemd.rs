@@ -157,6 +157,7 @@ fn vehicle(name: &str, frames_ring: &str, detections_ring: &str) -> Command {
     command
         .args(["--control", "truth", "--vehicle-id", name])
         .args(["--broadcast", &format!("tcp://127.0.0.1:{}", free_port())])
+        .args(["--video-endpoint", &format!("tcp://127.0.0.1:{}", free_port())])
         .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
         .args(["--frames-ring", frames_ring, "--detections-ring", detections_ring])
         .env("RUST_LOG", "warn")

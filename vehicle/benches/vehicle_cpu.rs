@@ -1,10 +1,11 @@
-//! CPU share of the whole vehicle process at 30 fps, 800x600 — simulator + ring + JPEG + PUB —
-//! with a subscriber attached (so every frame is really compressed and sent), and the
+//! CPU share of the whole vehicle process at 30 fps, 800x600 — simulator + ring + JPEG + PUB
+//! and video socket — with one video client returning credits on loopback (so every frame is
+//! really compressed and sent, at the best tier), and the
 //! per-stage times it reports. Prints figures; never fails on them.
 //!
 //! `cargo bench -p ads-vehicle --bench vehicle_cpu` (ADS_BENCH_SECONDS, default 20).
 
-use ads_protocol::{decode, Message};
+use ads_protocol::{decode, encode_video_request, Credit, Message, VideoHello, VideoRequest, CODEC_JPEG};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,11 +33,12 @@ fn main() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         listener.local_addr().expect("its address").port()
     };
-    let (pub_port, action_port) = (port(), port());
+    let (pub_port, action_port, video_port) = (port(), port(), port());
     let name = format!("bench{}", std::process::id());
     let mut child = Command::new(env!("CARGO_BIN_EXE_ads-vehicle"))
         .args(["--control", "truth", "--fps", "30"])
         .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
+        .args(["--video-endpoint", &format!("tcp://127.0.0.1:{video_port}")])
         .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
         .args(["--frames-ring", &format!("{name}-frames"), "--detections-ring", &format!("{name}-det")])
         .stderr(Stdio::null())
@@ -47,6 +49,9 @@ fn main() {
     sub.set_subscribe(b"").expect("subscribe");
     sub.set_rcvtimeo(100).expect("timeout");
     sub.connect(&format!("tcp://127.0.0.1:{pub_port}")).expect("connect");
+    let video = context.socket(zmq::DEALER).expect("socket");
+    video.connect(&format!("tcp://127.0.0.1:{video_port}")).expect("connect");
+    let mut hello_at: Option<Instant> = None;
 
     let ticks_per_s = rustix::param::clock_ticks_per_second() as f64;
     let warmup = Duration::from_secs(3);
@@ -59,7 +64,25 @@ fn main() {
             t0 = Some(Instant::now());
             cpu0 = cpu_ticks(child.id());
         }
-        let Ok(parts) = sub.recv_multipart(0) else { continue };
+        if hello_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            hello_at = Some(Instant::now());
+            let hello = VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), max_kbps: None });
+            video.send_multipart(encode_video_request("*", 1, 0, &hello), 0).expect("hello");
+        }
+        let mut items = [sub.as_poll_item(zmq::POLLIN), video.as_poll_item(zmq::POLLIN)];
+        let _ = zmq::poll(&mut items, 100);
+        let from_video = items[1].is_readable();
+        let socket = if from_video { &video } else { &sub };
+        let Ok(parts) = socket.recv_multipart(zmq::DONTWAIT) else { continue };
+        if from_video {
+            if let Ok(Message::Frame(f)) =
+                decode(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>()).map(|w| w.message)
+            {
+                let credit =
+                    VideoRequest::Credit(Credit { frame_id: f.frame_id, bytes: parts[2].len() as u32 });
+                video.send_multipart(encode_video_request("*", 1, 0, &credit), 0).expect("credit");
+            }
+        }
         if t0.is_none() {
             continue;
         }
@@ -83,7 +106,7 @@ fn main() {
     let _ = child.wait();
     let _ = ads_shmem_ipc::reclaim_stale();
     println!(
-        "ads-vehicle, simulator 800x600 BGR at 30 fps, JPEG q80 4:2:0, one subscriber, {seconds} s measured:"
+        "ads-vehicle, simulator 800x600 BGR at 30 fps, JPEG q80 4:2:0, one video client, {seconds} s measured:"
     );
     println!("  CPU: {:.1}% of one core (target <= 25%)", 100.0 * cpu / wall);
     println!(

@@ -52,6 +52,7 @@ pub struct VehicleConfig {
     pub video: VideoSection,
     pub carla: CarlaSection,
     pub broadcast: BroadcastSection,
+    pub link: LinkSection,
     pub actions: ActionsSection,
     pub drive: DriveSection,
 }
@@ -94,17 +95,46 @@ pub struct CarlaSection {
     pub timeout_s: f64,
 }
 
+/// The PUB socket: the small topics (state, detection, event, truth), never video.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BroadcastSection {
     /// ZeroMQ endpoint the PUB socket binds.
     pub endpoint: String,
-    /// JPEG quality 1..=100.
-    pub jpeg_quality: u8,
-    /// Most frames per second sent to viewers; the rest are dropped (and counted).
-    pub max_fps: f64,
     /// ZeroMQ send high-water mark, messages per subscriber.
     pub send_hwm: i32,
+    /// Kernel send buffer of each subscriber's TCP connection, bytes (small: what waits in
+    /// the kernel waits in line).
+    pub send_buffer_bytes: i32,
+}
+
+/// The link to viewers' video: the ROUTER socket, one credit-paced session per viewer (docs/protocol.md 2.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkSection {
+    /// ZeroMQ endpoint the ROUTER socket binds.
+    pub endpoint: String,
+    /// Frames sent to a viewer and not yet credited, at most (1..=4).
+    pub frames_in_flight: u32,
+    /// Frame age (capture → viewer) the tier is chosen to hold, ms.
+    pub target_frame_age_ms: u32,
+    /// JPEG quality of the best tier, and the lowest the ladder goes (1..=100).
+    pub quality_max: u8,
+    pub quality_min: u8,
+    /// Largest and smallest scale of the frame (0.1..=1.0).
+    pub scale_max: f64,
+    pub scale_min: f64,
+    /// Most frames per second sent to a viewer.
+    pub max_fps: f64,
+    /// The tier is lowered until the link carries at least this rate, if the ladder allows.
+    pub min_fps: f64,
+    /// Cap of each viewer's video, kbit/s (metered links); 0 = none. A viewer may ask for
+    /// less in its hello, never for more.
+    pub max_kbps_per_viewer: u32,
+    /// Sessions served at once; hellos beyond are ignored.
+    pub max_viewers: u32,
+    /// A session silent for this long (no hello, no credit) is forgotten, ms.
+    pub session_timeout_ms: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +188,7 @@ impl Default for VehicleConfig {
             video: VideoSection::default(),
             carla: CarlaSection::default(),
             broadcast: BroadcastSection::default(),
+            link: LinkSection::default(),
             actions: ActionsSection::default(),
             drive: DriveSection::default(),
         }
@@ -192,9 +223,27 @@ impl Default for BroadcastSection {
     fn default() -> Self {
         Self {
             endpoint: format!("tcp://*:{}", ads_protocol::DEFAULT_PUB_PORT),
-            jpeg_quality: 80,
-            max_fps: 30.0,
             send_hwm: 100,
+            send_buffer_bytes: 65_536,
+        }
+    }
+}
+
+impl Default for LinkSection {
+    fn default() -> Self {
+        Self {
+            endpoint: format!("tcp://*:{}", ads_protocol::DEFAULT_VIDEO_PORT),
+            frames_in_flight: 1,
+            target_frame_age_ms: 40,
+            quality_max: 80,
+            quality_min: 30,
+            scale_max: 1.0,
+            scale_min: 0.25,
+            max_fps: 30.0,
+            min_fps: 10.0,
+            max_kbps_per_viewer: 0,
+            max_viewers: 8,
+            session_timeout_ms: 3000,
         }
     }
 }
@@ -275,12 +324,22 @@ pub struct Overrides {
     /// ZeroMQ endpoint to publish on, e.g. tcp://*:5557.
     #[arg(long, env = "ADS_VEHICLE_BROADCAST")]
     pub broadcast: Option<String>,
+    /// ZeroMQ endpoint of the video socket, e.g. tcp://*:5559.
+    #[arg(long, env = "ADS_VEHICLE_VIDEO_ENDPOINT")]
+    pub video_endpoint: Option<String>,
+    /// Frames sent to a viewer and not yet credited, at most (link.frames_in_flight).
+    #[arg(long, env = "ADS_VEHICLE_FRAMES_IN_FLIGHT")]
+    pub frames_in_flight: Option<u32>,
+    /// Cap of each viewer's video, kbit/s (0 = none).
+    #[arg(long, env = "ADS_VEHICLE_MAX_KBPS_PER_VIEWER")]
+    pub max_kbps_per_viewer: Option<u32>,
     /// ZeroMQ endpoint to take actions on, e.g. tcp://*:5558.
     #[arg(long, env = "ADS_VEHICLE_ACTIONS")]
     pub actions: Option<String>,
     /// Key file authenticating actions (mode 0600); without one, actions only from loopback.
     #[arg(long, env = "ADS_VEHICLE_ACTION_KEY")]
     pub action_key: Option<PathBuf>,
+    /// JPEG quality of the best video tier (link.quality_max).
     #[arg(long, env = "ADS_VEHICLE_JPEG_QUALITY")]
     pub jpeg_quality: Option<u8>,
     #[arg(long, env = "ADS_VEHICLE_FRAMES_RING")]
@@ -348,7 +407,10 @@ impl VehicleConfig {
         if let Some(path) = o.action_key {
             config.actions.key_file = Some(path);
         }
-        set!(config.broadcast.jpeg_quality, o.jpeg_quality);
+        set!(config.link.quality_max, o.jpeg_quality);
+        set!(config.link.endpoint, o.video_endpoint);
+        set!(config.link.max_kbps_per_viewer, o.max_kbps_per_viewer);
+        set!(config.link.frames_in_flight, o.frames_in_flight);
         set!(config.frames_ring, o.frames_ring);
         set!(config.detections_ring, o.detections_ring);
         set!(config.drive.target_speed_mps, o.target_speed);
@@ -380,16 +442,20 @@ impl VehicleConfig {
         check((16..=8192).contains(&self.height), "height", self.height, "must be in 16..=8192")?;
         check(self.ring_slots >= 3, "ring_slots", self.ring_slots, "must be at least 3")?;
         check(!self.vehicle_id.is_empty(), "vehicle_id", &self.vehicle_id, "must not be empty")?;
-        let q = self.broadcast.jpeg_quality;
-        check((1..=100).contains(&q), "broadcast.jpeg_quality", q, "must be in 1..=100")?;
-        let m = self.broadcast.max_fps;
-        check(m > 0.0 && m <= 1000.0, "broadcast.max_fps", m, "must be in (0, 1000]")?;
         check(
             self.broadcast.send_hwm > 0,
             "broadcast.send_hwm",
             self.broadcast.send_hwm,
             "must be positive",
         )?;
+        let b = self.broadcast.send_buffer_bytes;
+        check(
+            (4096..=16 << 20).contains(&b),
+            "broadcast.send_buffer_bytes",
+            b,
+            "must be in 4096..=16777216",
+        )?;
+        self.link.validate()?;
         let s = self.drive.target_speed_mps;
         check((0.0..=40.0).contains(&s), "drive.target_speed_mps", s, "must be in 0..=40")?;
         let l = self.drive.lookahead_m;
@@ -428,6 +494,47 @@ impl ActionsSection {
     }
 }
 
+impl LinkSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, key: &'static str, value: String, problem: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid { key, value, problem })
+            }
+        };
+        let n = self.frames_in_flight;
+        check((1..=4).contains(&n), "link.frames_in_flight", n.to_string(), "must be in 1..=4")?;
+        let a = self.target_frame_age_ms;
+        check((5..=5000).contains(&a), "link.target_frame_age_ms", a.to_string(), "must be in 5..=5000")?;
+        let (hi, lo) = (self.quality_max, self.quality_min);
+        check((1..=100).contains(&hi), "link.quality_max", hi.to_string(), "must be in 1..=100")?;
+        check((1..=hi).contains(&lo), "link.quality_min", lo.to_string(), "must be in 1..=link.quality_max")?;
+        let (hi, lo) = (self.scale_max, self.scale_min);
+        check((0.1..=1.0).contains(&hi), "link.scale_max", hi.to_string(), "must be in 0.1..=1.0")?;
+        check((0.1..=hi).contains(&lo), "link.scale_min", lo.to_string(), "must be in 0.1..=link.scale_max")?;
+        let m = self.max_fps;
+        check(m > 0.0 && m <= 1000.0, "link.max_fps", m.to_string(), "must be in (0, 1000]")?;
+        let f = self.min_fps;
+        check(f > 0.0 && f <= m, "link.min_fps", f.to_string(), "must be in (0, link.max_fps]")?;
+        let v = self.max_viewers;
+        check((1..=64).contains(&v), "link.max_viewers", v.to_string(), "must be in 1..=64")?;
+        let t = self.session_timeout_ms;
+        check(
+            (100..=60_000).contains(&t),
+            "link.session_timeout_ms",
+            t.to_string(),
+            "must be in 100..=60000",
+        )?;
+        check(
+            self.endpoint.contains("://"),
+            "link.endpoint",
+            self.endpoint.clone(),
+            "must be a ZeroMQ endpoint like tcp://*:5559",
+        )
+    }
+}
+
 /// `800x600` → `(800, 600)`.
 pub fn parse_resolution(text: &str) -> Result<(u32, u32), String> {
     let bad = || format!("{text:?} is not a resolution like 800x600");
@@ -452,15 +559,30 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ads-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("vehicle.toml");
-        std::fs::write(&path, "fps = 20.0\n[sim]\nseed = 7\n[broadcast]\njpeg_quality = 60\n").unwrap();
+        std::fs::write(&path, "fps = 20.0\n[sim]\nseed = 7\n[link]\nquality_max = 60\n").unwrap();
         let mut o = Overrides { config: Some(path.clone()), ..Overrides::default() };
         let c = VehicleConfig::load(&o).unwrap();
-        assert_eq!((c.fps, c.sim.seed, c.broadcast.jpeg_quality, c.width), (20.0, 7, 60, 800));
+        assert_eq!((c.fps, c.sim.seed, c.link.quality_max, c.width), (20.0, 7, 60, 800));
         o.fps = Some(15.0);
         assert_eq!(VehicleConfig::load(&o).unwrap().fps, 15.0);
         o.jpeg_quality = Some(0);
         let err = VehicleConfig::load(&o).unwrap_err();
-        assert!(err.to_string().contains("broadcast.jpeg_quality"), "{err}");
+        assert!(err.to_string().contains("link.quality_max"), "{err}");
+        o.jpeg_quality = Some(20);
+        let err = VehicleConfig::load(&o).unwrap_err();
+        assert!(err.to_string().contains("link.quality_min = 30"), "{err}");
+        o.jpeg_quality = None;
+        for (toml, key) in [
+            ("[link]\nframes_in_flight = 0\n", "link.frames_in_flight"),
+            ("[link]\nscale_min = 0.05\n", "link.scale_min"),
+            ("[link]\nmin_fps = 60.0\n", "link.min_fps"),
+            ("[link]\ntarget_frame_age_ms = 1\n", "link.target_frame_age_ms"),
+            ("[broadcast]\nsend_buffer_bytes = 10\n", "broadcast.send_buffer_bytes"),
+        ] {
+            std::fs::write(&path, toml).unwrap();
+            let err = VehicleConfig::load(&o).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{toml}: {err}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

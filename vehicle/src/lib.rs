@@ -2,7 +2,7 @@
 //! from the `detections` ring, a broadcaster publishing over ZeroMQ and an action listener.
 //!
 //! Threads: the control loop (this crate's `run`, paced at the source's frame rate) owns the
-//! simulator and the ring writer; the broadcaster owns the PUB socket; the action listener owns
+//! simulator and the ring writer; the broadcaster owns the PUB socket and the video socket; the action listener owns
 //! the SUB socket. They talk through bounded, non-blocking queues only, so neither a viewer nor
 //! the detector can make the control loop wait.
 
@@ -14,5 +14,8 @@ pub mod detections;
 pub mod latch;
 pub mod run;
 pub mod source;
+pub mod tiers;
+pub mod video_link;
+pub mod video_peer;
 
 pub use run::{run, Args};

@@ -52,12 +52,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (outbox, outbox_rx) = Outbox::new();
     let broadcast_stats = Arc::new(BroadcastStats::default());
     let settings = BroadcastSettings {
-        endpoint: config.broadcast.endpoint.clone(),
         vehicle_id: config.vehicle_id.clone(),
         frames_ring: config.frames_ring.clone(),
-        jpeg_quality: config.broadcast.jpeg_quality,
-        max_fps: config.broadcast.max_fps,
-        send_hwm: config.broadcast.send_hwm,
+        frame_size: (config.width, config.height),
+        broadcast: config.broadcast.clone(),
+        link: config.link.clone(),
     };
     let broadcaster = broadcast::spawn(
         &context,
@@ -87,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     tracing::info!(
         broadcast = %config.broadcast.endpoint,
+        video = %config.link.endpoint,
         actions = %config.actions.endpoint,
         ring = %config.frames_ring,
         control = ?config.control,
@@ -509,6 +509,13 @@ impl Vehicle {
                 .lane_reference(self.config.drive.lookahead_m)
                 .map(|r| r.lateral_offset),
             commands: self.commands.status(now_mono),
+            link: self
+                .broadcast_stats
+                .video
+                .link
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         };
         self.outbox.send(Message::State(state), now_wall);
     }

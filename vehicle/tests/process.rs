@@ -2,8 +2,9 @@
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
 use ads_protocol::{
-    decode, encode, Action, ActionRun, Command, Detections, DriveMode, Event, LaneDetection, Message,
-    RejectReason, VehicleState, PROTOCOL_VERSION,
+    decode, encode, encode_video_request, Action, ActionRun, Command, Credit, Detections, DriveMode,
+    Event, LaneDetection, Message, RejectReason, VehicleState, VideoHello, VideoRequest, CODEC_JPEG,
+    PROTOCOL_VERSION,
 };
 use ads_shmem_ipc::{clock, shm_path, MessageWriter, Stamp};
 use ads_sim::{SimConfig, Simulator, TrackKind};
@@ -23,6 +24,7 @@ struct Vehicle {
     child: Child,
     name: String,
     pub_endpoint: String,
+    video_endpoint: String,
     action_endpoint: String,
     actions: zmq::Socket,
     incoming: Receiver<Received>,
@@ -50,11 +52,12 @@ impl Vehicle {
 
     fn start_with_latch(test: &str, extra: &[&str], latch: &std::path::Path) -> Vehicle {
         let name = format!("v{}-{test}", std::process::id());
-        let (pub_port, action_port) = (free_port(), free_port());
+        let (pub_port, action_port, video_port) = (free_port(), free_port(), free_port());
         let frames = format!("{name}-frames");
         let detections = format!("{name}-det");
         let child = Process::new(env!("CARGO_BIN_EXE_ads-vehicle"))
             .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
+            .args(["--video-endpoint", &format!("tcp://127.0.0.1:{video_port}")])
             .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
             .args(["--frames-ring", &frames, "--detections-ring", &detections, "--vehicle-id", "test-car"])
             .args(extra)
@@ -66,30 +69,50 @@ impl Vehicle {
         let context = zmq::Context::new();
         let sub = context.socket(zmq::SUB).unwrap();
         sub.set_subscribe(b"").unwrap();
-        sub.set_rcvtimeo(100).unwrap();
         sub.connect(&format!("tcp://127.0.0.1:{pub_port}")).unwrap();
+        // Frames come on the video socket, one per credit (docs/protocol.md 2.1).
+        let video = context.socket(zmq::DEALER).unwrap();
+        video.connect(&format!("tcp://127.0.0.1:{video_port}")).unwrap();
         let actions = context.socket(zmq::PUB).unwrap();
         actions.connect(&format!("tcp://127.0.0.1:{action_port}")).unwrap();
         let (tx, incoming) = std::sync::mpsc::channel();
-        std::thread::spawn(move || loop {
-            match sub.recv_multipart(0) {
-                Ok(parts) => {
-                    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-                    let wire = decode(&refs).expect("the vehicle only sends valid messages");
-                    let received =
-                        Received { message: wire.message, payload: wire.payload.map(<[u8]>::to_vec) };
-                    if tx.send(received).is_err() {
-                        return;
+        std::thread::spawn(move || {
+            let mut hello_at: Option<Instant> = None;
+            loop {
+                if hello_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    hello_at = Some(Instant::now());
+                    let hello = VideoHello { codec: CODEC_JPEG.into(), max_kbps: None };
+                    video
+                        .send_multipart(encode_video_request("*", 1, 0, &VideoRequest::Hello(hello)), 0)
+                        .unwrap();
+                }
+                let mut items = [sub.as_poll_item(zmq::POLLIN), video.as_poll_item(zmq::POLLIN)];
+                if zmq::poll(&mut items, 100).is_err() {
+                    return;
+                }
+                for socket in [&video, &sub] {
+                    while let Ok(parts) = socket.recv_multipart(zmq::DONTWAIT) {
+                        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                        let wire = decode(&refs).expect("the vehicle only sends valid messages");
+                        if let Message::Frame(f) = &wire.message {
+                            let credit = Credit { frame_id: f.frame_id, bytes: refs[2].len() as u32 };
+                            let parts = encode_video_request("*", 1, 0, &VideoRequest::Credit(credit));
+                            video.send_multipart(parts, 0).unwrap();
+                        }
+                        let received =
+                            Received { message: wire.message, payload: wire.payload.map(<[u8]>::to_vec) };
+                        if tx.send(received).is_err() {
+                            return;
+                        }
                     }
                 }
-                Err(zmq::Error::EAGAIN) => {}
-                Err(_) => return,
             }
         });
         let mut vehicle = Vehicle {
             child,
             name,
             pub_endpoint: format!("tcp://127.0.0.1:{pub_port}"),
+            video_endpoint: format!("tcp://127.0.0.1:{video_port}"),
             action_endpoint: format!("tcp://127.0.0.1:{action_port}"),
             actions,
             incoming,
@@ -208,17 +231,23 @@ fn frames_state_and_truth_flow_with_increasing_ids() {
     let mut v = Vehicle::start("flow", &["--control", "truth"]);
     let mut ids = Vec::new();
     while ids.len() < 10 {
-        let (id, jpeg) = v.next_where(|r| match &r.message {
-            Message::Frame(f) => Some((f.frame_id, r.payload.clone().unwrap())),
+        let (id, size, jpeg) = v.next_where(|r| match &r.message {
+            Message::Frame(f) => Some((f.frame_id, (f.width, f.height), r.payload.clone().unwrap())),
             _ => None,
         });
         let image = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::BGR).unwrap();
-        assert_eq!((image.width, image.height), (800, 600));
+        // A new session starts on a reduced tier and climbs; the envelope says which size.
+        assert_eq!((image.width as u32, image.height as u32), size);
+        assert!(size.0 <= 800 && size.0 * 3 == size.1 * 4, "{size:?}");
         let mean = image.pixels.iter().map(|&p| u64::from(p)).sum::<u64>() / image.pixels.len() as u64;
         assert!((30..230).contains(&mean), "a real picture, not a blank one: mean {mean}");
         ids.push(id);
     }
     assert!(ids.windows(2).all(|w| w[1] > w[0]), "{ids:?}");
+    // On loopback the session soon gets the full picture.
+    v.next_where(|r| {
+        matches!(&r.message, Message::Frame(f) if f.width == 800 && f.height == 600).then_some(())
+    });
     let truth = v.next_where(|r| match &r.message {
         Message::Truth(t) => Some(t.clone()),
         _ => None,
@@ -230,10 +259,10 @@ fn frames_state_and_truth_flow_with_increasing_ids() {
 }
 
 #[test]
-fn frames_are_not_compressed_while_nobody_subscribes_to_them() {
+fn frames_are_not_compressed_while_nobody_watches() {
     let mut v = Vehicle::start("nobody", &["--control", "truth"]);
     let context = zmq::Context::new();
-    // A second client that only wants state; then the first (subscribed to everything) leaves.
+    // A second client that only wants state; then the first (the only video client) leaves.
     let state_only = context.socket(zmq::SUB).unwrap();
     state_only.set_subscribe(b"state").unwrap();
     state_only.set_rcvtimeo(20_000).unwrap();
@@ -248,7 +277,7 @@ fn frames_are_not_compressed_while_nobody_subscribes_to_them() {
             return s;
         }
     };
-    // Once the all-topics subscriber is gone, frames are held back instead of compressed.
+    // Once the video client is gone, frames are held back instead of compressed.
     let deadline = Instant::now() + DEADLINE;
     let first = loop {
         let s = state(&state_only);
@@ -268,6 +297,11 @@ fn frames_are_not_compressed_while_nobody_subscribes_to_them() {
         later.drops.frames_not_broadcast >= first.drops.frames_not_broadcast + 14,
         "{first:?}\n{later:?}"
     );
+    // And the vehicle's own count of encodes over the last second falls to nothing.
+    let deadline = Instant::now() + DEADLINE;
+    while state(&state_only).link.encodes_per_s > 0.0 {
+        assert!(Instant::now() < deadline, "still encoding for nobody");
+    }
     v.stop();
 }
 
@@ -641,6 +675,7 @@ fn a_python_client_following_the_protocol_doc_reads_every_topic_and_pauses_the_c
     let out = Process::new(python)
         .arg(client)
         .args(["--pub", &v.pub_endpoint, "--actions", &v.action_endpoint, "--seconds", "4"])
+        .args(["--video", &v.video_endpoint])
         .args(["--send", "pause", "--sender", &sender])
         .output()
         .unwrap();
@@ -652,7 +687,10 @@ fn a_python_client_following_the_protocol_doc_reads_every_topic_and_pauses_the_c
         assert!(report["counts"][topic].as_u64() > Some(0), "no {topic}: {report:#}");
     }
     assert_eq!(report["frames_bad"], 0, "{report:#}");
-    assert_eq!(report["jpeg_sizes"], serde_json::json!([800, 600]), "{report:#}");
+    // A new session starts on a modest tier (its goodput is not known yet): a scaled frame of
+    // the ring's 800x600, matching its envelope (the client checks that).
+    let (w, h) = (report["jpeg_sizes"][0].as_u64().unwrap(), report["jpeg_sizes"][1].as_u64().unwrap());
+    assert!(w <= 800 && w * 3 == h * 4, "{report:#}");
     assert_eq!(report["ack"]["accepted"], true, "{report:#}");
     // What the Python client asked for really happened.
     v.state_where(|s| s.paused);

@@ -108,6 +108,7 @@ fn run_vehicle(args: &[&str]) -> Output {
         .args(args)
         .args(["--frames-ring", &format!("v{}-err-frames", std::process::id())])
         .args(["--broadcast", "tcp://127.0.0.1:0", "--actions", "tcp://127.0.0.1:0"])
+        .args(["--video-endpoint", "tcp://127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .output()
         .unwrap()
@@ -176,6 +177,7 @@ impl Vehicle {
         let (pub_port, action_port) = (free_port(), free_port());
         let child = Process::new(env!("CARGO_BIN_EXE_ads-vehicle"))
             .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
+            .args(["--video-endpoint", "tcp://127.0.0.1:0"])
             .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
             .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1, "--vehicle-id", "src-car"])
             .args(args)

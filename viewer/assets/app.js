@@ -287,6 +287,7 @@ function onState(m) {
     ["viewer → browser", fmt(h.viewer_to_browser_ms)],
     ["capture → browser", fmt(h.capture_to_browser_ms)],
   ]);
+  showVideoLink(m.video, s.link);
   const d = s.drops || {}, v = m.viewer || {};
   fillTable("drops", [
     ["vehicle: not broadcast", d.frames_not_broadcast],
@@ -302,6 +303,23 @@ function onState(m) {
     if (!last || m.sample.t_ms - last.t_ms >= 100) history.push(m.sample);
     while (history.length && history[0].t_ms < m.sample.t_ms - HISTORY_MS) history.shift();
   }
+}
+
+// The video link as this viewer gets it; "link slow" while the vehicle holds it below its
+// best tier or full rate (telemetry and the buttons are unaffected: they travel apart).
+function showVideoLink(v, link) {
+  if (!v) return;
+  const mbit = (kbps) => finite(kbps) ? `${num(kbps / 1000, 2)} Mbit/s` : "–";
+  fillTable("video-link", [
+    ["bit rate", mbit(v.kbps)],
+    ["frames", `${num(v.fps, 0)} fps`],
+    ["quality · size", `q${v.quality} · ${v.width}×${v.height} (tier ${v.tier})`],
+    ["goodput (vehicle's estimate)", mbit(v.goodput_kbps)],
+    ["frame age", finite(v.frame_age_ms) ? `${num(v.frame_age_ms, 0)} ms` : "–"],
+    ["viewers on the vehicle", link && Array.isArray(link.viewers) ? link.viewers.length : "–"],
+  ]);
+  stats.videoLink = v;
+  $("link-slow").classList.toggle("hidden", !v.reduced);
 }
 
 function fillTable(id, rows) {

@@ -12,6 +12,9 @@ pub struct ViewerConfig {
     /// The vehicle's action endpoint. Empty: port 5558 on loopback, allowed only while the
     /// vehicle is on loopback too; a remote vehicle's action endpoint must be named.
     pub actions: String,
+    /// The vehicle's video endpoint (its `link.endpoint`); when empty, the host of `vehicle`
+    /// with the default video port 5559 (logged; the vehicle's state says its real port).
+    pub video: String,
     /// Address the web UI listens on. Loopback unless you mean to share it.
     pub bind: IpAddr,
     pub port: u16,
@@ -65,6 +68,7 @@ impl Default for ViewerConfig {
         Self {
             vehicle: format!("tcp://127.0.0.1:{}", ads_protocol::DEFAULT_PUB_PORT),
             actions: String::new(),
+            video: String::new(),
             bind: IpAddr::from([127, 0, 0, 1]),
             port: ads_protocol::DEFAULT_VIEWER_PORT,
             vehicle_id: String::new(),
@@ -109,6 +113,9 @@ pub struct Overrides {
     /// The vehicle's action endpoint, e.g. tcp://car.local:5558 [required unless the vehicle is on loopback].
     #[arg(long, env = "ADS_VIEWER_ACTIONS")]
     pub actions: Option<String>,
+    /// The vehicle's video endpoint [default: the vehicle's host, port 5559].
+    #[arg(long, env = "ADS_VIEWER_VIDEO")]
+    pub video: Option<String>,
     /// Address to serve the web UI on [default: 127.0.0.1].
     #[arg(long, env = "ADS_VIEWER_BIND")]
     pub bind: Option<IpAddr>,
@@ -176,6 +183,9 @@ impl ViewerConfig {
         if let Some(v) = o.actions {
             config.actions = v;
         }
+        if let Some(v) = o.video {
+            config.video = v;
+        }
         if let Some(v) = o.bind {
             config.bind = v;
         }
@@ -217,6 +227,11 @@ impl ViewerConfig {
         if config.actions.is_empty() {
             config.actions = action_endpoint_for(&config.vehicle)?;
         }
+        if config.video.is_empty() {
+            config.video =
+                endpoint_on_vehicle_host(&config.vehicle, ads_protocol::DEFAULT_VIDEO_PORT, "--video", false)?;
+            tracing::info!(video = %config.video, "no video endpoint given: the vehicle's host, default port");
+        }
         config.validate()?;
         Ok(config)
     }
@@ -229,7 +244,7 @@ impl ViewerConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        for (key, value) in [("vehicle", &self.vehicle), ("actions", &self.actions)] {
+        for (key, value) in [("vehicle", &self.vehicle), ("actions", &self.actions), ("video", &self.video)] {
             if !value.contains("://") {
                 return Err(ConfigError::Invalid(format!(
                     "{key} = {value:?} is not a ZeroMQ endpoint (e.g. tcp://127.0.0.1:5557)"
@@ -267,10 +282,22 @@ impl ViewerConfig {
 /// endpoint is named explicitly, so that actions never go to a car the operator does not see
 /// (two vehicles on one host, a port forwarded elsewhere).
 pub fn action_endpoint_for(vehicle: &str) -> Result<String, ConfigError> {
+    // Commands must reach the right car: off this machine the endpoint is never guessed.
+    endpoint_on_vehicle_host(vehicle, ads_protocol::DEFAULT_ACTION_PORT, "--actions", true)
+}
+
+/// `tcp://host:5557` → `tcp://host:PORT`, or an error telling which flag to pass;
+/// `loopback_only`: only for a vehicle on this machine.
+pub fn endpoint_on_vehicle_host(
+    vehicle: &str,
+    port: u16,
+    flag: &str,
+    loopback_only: bool,
+) -> Result<String, ConfigError> {
     let invalid = || {
         ConfigError::Invalid(format!(
-            "the vehicle {vehicle:?} is not on this machine: name its action endpoint with --actions \
-             tcp://HOST:PORT (or `actions` in the config)"
+            "cannot derive an endpoint from {vehicle:?} (only a vehicle on this machine has its \
+             ports implied); pass {flag} tcp://HOST:PORT"
         ))
     };
     let rest = vehicle.strip_prefix("tcp://").ok_or_else(invalid)?;
@@ -281,10 +308,10 @@ pub fn action_endpoint_for(vehicle: &str) -> Result<String, ConfigError> {
             .trim_end_matches(']')
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
+    if loopback_only && !loopback {
         return Err(invalid());
     }
-    Ok(format!("tcp://{host}:{}", ads_protocol::DEFAULT_ACTION_PORT))
+    Ok(format!("tcp://{host}:{port}"))
 }
 
 #[cfg(test)]
@@ -321,8 +348,8 @@ mod tests {
         overrides.actions = Some("tcp://10.0.0.2:5558".into());
         let c = ViewerConfig::load(&overrides).unwrap();
         assert_eq!(
-            (c.vehicle.as_str(), c.actions.as_str(), c.port),
-            ("tcp://10.0.0.2:5557", "tcp://10.0.0.2:5558", 9100)
+            (c.vehicle.as_str(), c.actions.as_str(), c.video.as_str(), c.port),
+            ("tcp://10.0.0.2:5557", "tcp://10.0.0.2:5558", "tcp://10.0.0.2:5559", 9100)
         );
         std::fs::write(&file, "vehcle = \"x\"\n").unwrap();
         let err = ViewerConfig::load(&overrides).unwrap_err().to_string();

@@ -75,6 +75,7 @@ pub struct Sample {
 struct Inner {
     vehicle_id: Option<String>,
     other_vehicles_warned: bool,
+    video_port_warned: bool,
     detection: Option<Detections>,
     truth: VecDeque<LaneTruthMsg>,
     state: Option<VehicleState>,
@@ -90,6 +91,7 @@ struct Inner {
     /// The vehicle's run, from its newest state: what actions are addressed to.
     run: Option<RunView>,
     last_heartbeat: Option<Instant>,
+    video: crate::video::VideoLinkView,
 }
 
 #[derive(Debug)]
@@ -130,6 +132,7 @@ impl Hub {
             inner: Mutex::new(Inner {
                 vehicle_id: (!config.vehicle_id.is_empty()).then(|| config.vehicle_id.clone()),
                 other_vehicles_warned: false,
+                video_port_warned: false,
                 detection: None,
                 truth: VecDeque::new(),
                 state: None,
@@ -144,6 +147,7 @@ impl Hub {
                 actions,
                 run: None,
                 last_heartbeat: None,
+                video: crate::video::VideoLinkView::default(),
             }),
             config,
         };
@@ -183,6 +187,11 @@ impl Hub {
             "history": inner.history,
         });
         (hello.to_string(), inner.events.iter().cloned().collect())
+    }
+
+    /// What the video link delivers now (the link thread sets it per frame).
+    pub fn set_video_view(&self, view: crate::video::VideoLinkView) {
+        self.inner().video = view;
     }
 
     fn publish_event(&self, inner: &mut Inner, text: String) {
@@ -230,11 +239,17 @@ impl Hub {
                     tracing::debug!("frame {} refused: {e}", info.frame_id);
                     return;
                 }
+                // Detections and truth are in the captured frame's pixels; a reduced tier's
+                // JPEG is smaller.
+                let source = match (info.source_width, info.source_height) {
+                    (0, _) | (_, 0) => (info.width, info.height),
+                    size => size,
+                };
                 self.on_frame(
                     inner,
                     info.frame_id,
-                    info.width,
-                    info.height,
+                    source,
+                    (info.width, info.height),
                     message.capture_ns,
                     recv_ns,
                     jpeg,
@@ -285,8 +300,8 @@ impl Hub {
         &self,
         inner: &mut Inner,
         frame_id: u64,
-        width: u32,
-        height: u32,
+        (width, height): (u32, u32),
+        jpeg_size: (u32, u32),
         capture_ns: u64,
         recv_ns: u64,
         jpeg: &[u8],
@@ -317,7 +332,8 @@ impl Hub {
             state: inner.state.as_ref(),
             stale_detection_ms: self.config.stale_detection_ms,
             link_lost: false,
-        });
+        })
+        .scaled_to(jpeg_size.0, jpeg_size.1);
         let overlay_json = serde_json::to_string(&overlay).unwrap_or_else(|_| "null".into());
         inner.packet_seq += 1;
         let packet = FramePacket {
@@ -355,6 +371,14 @@ impl Hub {
                 seen: Instant::now(),
             });
         }
+        let port = state.link.video_port;
+        if port != 0 && !inner.video_port_warned && !self.config.video.ends_with(&format!(":{port}")) {
+            inner.video_port_warned = true;
+            tracing::warn!(
+                ours = %self.config.video,
+                "the vehicle's video socket is on port {port}, not where we look for it: pass --video"
+            );
+        }
         let t_ms = recv_ns / 1_000_000;
         let sample = Sample {
             t_ms,
@@ -381,6 +405,7 @@ impl Hub {
             "state": state,
             "sample": sample,
             "hops": inner.hops,
+            "video": inner.video,
             "viewer": {
                 "frames_received": self.metrics.frames_received.load(Ordering::Relaxed),
                 "frames_missed": self.metrics.frames_missed.load(Ordering::Relaxed),

@@ -18,6 +18,7 @@ pub mod overlay;
 pub mod raster;
 pub mod serve;
 pub mod recording;
+pub mod video;
 pub mod web;
 mod ws;
 

@@ -1,11 +1,13 @@
-//! The ZeroMQ side: a SUB socket on the vehicle's stream and a PUB socket to its action port,
-//! both owned by one thread (ZeroMQ sockets are not thread-safe).
+//! The ZeroMQ side: a SUB socket on the vehicle's stream, a DEALER on its video socket
+//! ([`crate::video`]) and a PUB socket to its action port, all owned by one thread (ZeroMQ
+//! sockets are not thread-safe).
 //!
 //! ZeroMQ reconnects by itself; heartbeats (ZMTP PING/PONG) make it notice a link that died
 //! without a FIN (WiFi gone) within seconds instead of after TCP's minutes, and drop and
 //! re-establish the connection.
 
 use crate::hub::{wall_ns, Hub};
+use crate::video::VideoClient;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -55,16 +57,20 @@ pub fn spawn(
     // should still go out.
     publisher.set_linger(500).map_err(err("options of", &action_endpoint))?;
     publisher.connect(&action_endpoint).map_err(err("connecting to", &action_endpoint))?;
-    tracing::info!(%vehicle, actions = %action_endpoint, "subscribed to the vehicle");
+    let video_endpoint = hub.config.video.clone();
+    let mut video =
+        VideoClient::connect(&context, &video_endpoint).map_err(err("connecting to", &video_endpoint))?;
+    tracing::info!(%vehicle, video = %video_endpoint, actions = %action_endpoint, "subscribed to the vehicle");
     std::thread::Builder::new()
         .name("vehicle-link".into())
-        .spawn(move || run(&hub, &sub, &publisher, &actions, &stop))
+        .spawn(move || run(&hub, &sub, &mut video, &publisher, &actions, &stop))
         .map_err(LinkError::Thread)
 }
 
 fn run(
     hub: &Hub,
     sub: &zmq::Socket,
+    video: &mut VideoClient,
     publisher: &zmq::Socket,
     actions: &Receiver<Vec<Vec<u8>>>,
     stop: &AtomicBool,
@@ -72,7 +78,12 @@ fn run(
     let mut last_tick = Instant::now();
     let mut malformed_logged = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        match sub.poll(zmq::POLLIN, POLL_MS) {
+        video.tick(Instant::now());
+        let mut items = [sub.as_poll_item(zmq::POLLIN), video.socket().as_poll_item(zmq::POLLIN)];
+        let polled = zmq::poll(&mut items, POLL_MS);
+        // Frames first: their credit goes back before anything else is done.
+        video.receive(hub);
+        match polled {
             Ok(n) if n > 0 => {
                 // Drain everything queued, so a burst does not wait for the next poll.
                 while let Ok(parts) = sub.recv_multipart(zmq::DONTWAIT) {

@@ -52,6 +52,7 @@ fn state(speed: f64) -> VehicleState {
         started_ns: 1,
         truth_lateral_offset_m: None,
         commands: CommandStatus::default(),
+        link: LinkState::default(),
     }
 }
 
@@ -87,15 +88,20 @@ fn huge_lanes(frame_id: u64) -> Detections {
 
 #[test]
 fn nan_huge_coordinates_and_jpeg_bombs_leave_the_viewer_serving_with_bounded_memory() {
-    let pub_port = free_port();
-    let endpoint = format!("tcp://127.0.0.1:{pub_port}");
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let video_endpoint = format!("tcp://127.0.0.1:{}", free_port());
     let running = Arc::new(AtomicBool::new(true));
     let flag = Arc::clone(&running);
-    let bind = endpoint.clone();
+    let (bind, bind_video) = (endpoint.clone(), video_endpoint.clone());
     let fake = std::thread::spawn(move || {
         let context = zmq::Context::new();
         let socket = context.socket(zmq::PUB).unwrap();
         socket.bind(&bind).unwrap();
+        // Its video socket ignores credits: it sends every viewer that ever spoke to it
+        // two frames per round, an honest one and a bomb.
+        let video = context.socket(zmq::ROUTER).unwrap();
+        video.bind(&bind_video).unwrap();
+        let mut viewers: Vec<Vec<u8>> = Vec::new();
         let (good, evil) = (jpeg(64, 48), bomb(20_000, 20_000));
         let mut seq = 0u64;
         let send = |topic: &str, envelope: Vec<u8>, payload: Option<&[u8]>| {
@@ -105,8 +111,24 @@ fn nan_huge_coordinates_and_jpeg_bombs_leave_the_viewer_serving_with_bounded_mem
         };
         while flag.load(Ordering::Relaxed) {
             seq += 1;
+            while let Ok(parts) = video.recv_multipart(zmq::DONTWAIT) {
+                if !viewers.contains(&parts[0]) {
+                    viewers.push(parts[0].clone());
+                }
+            }
             let frame = |w, h| {
-                Message::Frame(FrameInfo { frame_id: seq, width: w, height: h, quality: 80, encode_us: 1 })
+                Message::Frame(FrameInfo {
+                    frame_id: seq,
+                    width: w,
+                    height: h,
+                    quality: 80,
+                    encode_us: 1,
+                    tier: 0,
+                    goodput_kbps: 0,
+                    reduced: false,
+                    source_width: w,
+                    source_height: h,
+                })
             };
             send(
                 "state",
@@ -114,12 +136,17 @@ fn nan_huge_coordinates_and_jpeg_bombs_leave_the_viewer_serving_with_bounded_mem
                 None,
             );
             send("detection", encode("evil", seq, 1, 1, &Message::Detection(huge_lanes(seq))), None);
-            send("frame", encode("evil", seq, 1, 1, &frame(64, 48)), Some(&good));
-            send("frame", encode("evil", seq, 1, 1, &frame(20_000, 20_000)), Some(&evil));
+            for viewer in &viewers {
+                for (info, jpeg) in [(frame(64, 48), &good), (frame(20_000, 20_000), &evil)] {
+                    let parts = [viewer.clone(), b"frame".to_vec(), encode("evil", seq, 1, 1, &info), jpeg.clone()];
+                    let _ = video.send_multipart(parts, zmq::DONTWAIT);
+                }
+            }
             std::thread::sleep(Duration::from_millis(30));
         }
     });
-    let mut viewer = Viewer::spawn(&endpoint, &format!("tcp://127.0.0.1:{}", free_port()), &[]);
+    let actions = format!("tcp://127.0.0.1:{}", free_port());
+    let mut viewer = Viewer::spawn(&endpoint, &video_endpoint, &actions, &[]);
     viewer.wait_until("a snapshot of the evil vehicle", |v| {
         v.get("/snapshot.jpg?layers=lanes,area,centre,objects,hud").is_some_and(|(s, _)| s == 200)
     });

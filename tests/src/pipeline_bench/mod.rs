@@ -4,7 +4,7 @@
 //! and the shared-memory-versus-ZeroMQ comparison. With `--soak`, also checks memory growth,
 //! frame-id gaps against the drop counters, and latency drift.
 
-mod procs;
+pub mod procs;
 mod report;
 mod webdriver;
 pub mod zmq_compare;
@@ -165,6 +165,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     let tag = format!("bench{}", std::process::id());
     let (frames, detections) = (format!("{tag}-frames"), format!("{tag}-detections"));
     let (pub_port, action_port, web_port) = (free_port()?, free_port()?, free_port()?);
+    let video_port = free_port()?;
     let s = |x: &str| x.to_string();
     let mut vehicle = Proc::spawn(
         "ads-vehicle",
@@ -178,6 +179,8 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
             s("detections"),
             s("--broadcast"),
             format!("tcp://127.0.0.1:{pub_port}"),
+            s("--video-endpoint"),
+            format!("tcp://127.0.0.1:{video_port}"),
             s("--actions"),
             format!("tcp://127.0.0.1:{action_port}"),
             s("--frames-ring"),
@@ -204,6 +207,8 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         &[
             s("--vehicle"),
             format!("tcp://127.0.0.1:{pub_port}"),
+            s("--video"),
+            format!("tcp://127.0.0.1:{video_port}"),
             s("--actions"),
             format!("tcp://127.0.0.1:{action_port}"),
             s("--port"),

@@ -58,6 +58,7 @@ impl Drop for Kill {
 pub struct Vehicle {
     pub name: String,
     pub pub_port: u16,
+    pub video_port: u16,
     pub action_port: u16,
     pub rings: (String, String),
     pub process: Kill,
@@ -75,15 +76,22 @@ impl Vehicle {
     /// With more `ads-vehicle` flags.
     pub fn start_with(test: &str, detector: bool, extra: &[&str]) -> Self {
         let name = format!("v{}-{test}", std::process::id());
-        Self::spawn(&name, free_port(), free_port(), detector, extra)
+        Self::spawn(&name, free_port(), free_port(), free_port(), detector, extra)
     }
 
     /// Another vehicle process with the same name, ports and rings (as after a restart).
-    pub fn restart_on(name: &str, pub_port: u16, action_port: u16) -> Self {
-        Self::spawn(name, pub_port, action_port, false, &[])
+    pub fn restart_on(name: &str, pub_port: u16, video_port: u16, action_port: u16) -> Self {
+        Self::spawn(name, pub_port, video_port, action_port, false, &[])
     }
 
-    fn spawn(name: &str, pub_port: u16, action_port: u16, detector: bool, extra: &[&str]) -> Self {
+    fn spawn(
+        name: &str,
+        pub_port: u16,
+        video_port: u16,
+        action_port: u16,
+        detector: bool,
+        extra: &[&str],
+    ) -> Self {
         let name = name.to_string();
         // The test's own e-stop latch, never the user's ~/.local/state.
         let latch = std::env::temp_dir().join(format!("ads-viewer-test-{name}.latch"));
@@ -92,6 +100,7 @@ impl Vehicle {
         let process = Command::new(bin("ads-vehicle"))
             .args(["--control", control, "--vehicle-id", &name])
             .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
+            .args(["--video-endpoint", &format!("tcp://127.0.0.1:{video_port}")])
             .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
             .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
             .args(extra)
@@ -108,6 +117,7 @@ impl Vehicle {
         let mut vehicle = Vehicle {
             name,
             pub_port,
+            video_port,
             action_port,
             rings,
             process: Kill(process),
@@ -136,6 +146,10 @@ impl Vehicle {
 
     pub fn endpoint(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.pub_port)
+    }
+
+    pub fn video_endpoint(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.video_port)
     }
 
     pub fn action_endpoint(&self) -> String {
@@ -181,18 +195,19 @@ impl Viewer {
     }
 
     pub fn start_with(vehicle: &Vehicle, extra: &[&str]) -> Self {
-        let viewer = Self::spawn(&vehicle.endpoint(), &vehicle.action_endpoint(), extra);
+        let viewer =
+            Self::spawn(&vehicle.endpoint(), &vehicle.video_endpoint(), &vehicle.action_endpoint(), extra);
         viewer.wait_until("the viewer hears the vehicle", |v| {
             v.get("/healthz").is_some_and(|(_, body)| String::from_utf8_lossy(&body).contains("\"live\""))
         });
         viewer
     }
 
-    /// A viewer of any PUB endpoint, returned as soon as it is started (not yet live).
-    pub fn spawn(vehicle: &str, actions: &str, extra: &[&str]) -> Self {
+    /// A viewer of any vehicle endpoints, returned as soon as it is started (not yet live).
+    pub fn spawn(vehicle: &str, video: &str, actions: &str, extra: &[&str]) -> Self {
         let port = free_port();
         let process = Command::new(bin("ads-viewer"))
-            .args(["--vehicle", vehicle, "--actions", actions])
+            .args(["--vehicle", vehicle, "--video", video, "--actions", actions])
             .args(["--port", &port.to_string(), "--sender", &format!("viewer-{port}")])
             .args(extra)
             .env("RUST_LOG", "error")

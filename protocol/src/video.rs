@@ -1,0 +1,141 @@
+//! The video link: frames go to each viewer on its own connection (the vehicle's ROUTER
+//! socket), paced by credits the viewer returns, so no frame ever queues on the way.
+//!
+//! A client connects a DEALER, sends [`VideoRequest::Hello`] (and again every second: it keeps
+//! the session alive), then one [`VideoRequest::Credit`] for every frame it receives. The
+//! vehicle sends `[b"frame", envelope, jpeg]` (decoded with [`crate::decode`]) only while the
+//! client holds a credit. `docs/protocol.md` section 2.1 is the same contract in words.
+
+use crate::wire::{DecodeError, Envelope};
+use crate::{MAX_ENVELOPE_BYTES, PROTOCOL_VERSION};
+use serde::{Deserialize, Serialize};
+
+/// The one codec this vehicle speaks (the name in [`VideoHello::codec`]).
+pub const CODEC_JPEG: &str = "jpeg";
+
+/// Topic of a hello, client → vehicle.
+pub const HELLO_TOPIC: &str = "hello";
+/// Topic of a credit, client → vehicle.
+pub const CREDIT_TOPIC: &str = "credit";
+
+/// Client → vehicle: start or keep a video session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoHello {
+    /// Codec wanted; [`CODEC_JPEG`] (a hello for a codec the vehicle lacks gets no frames).
+    pub codec: String,
+    /// The client's own cap on its video, kbit/s (a metered link); `None`: the vehicle's cap.
+    /// It can only lower the vehicle's configured cap, never raise it.
+    #[serde(default)]
+    pub max_kbps: Option<u32>,
+}
+
+/// Client → vehicle: one frame received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credit {
+    /// The frame received (its `FrameInfo.frame_id`).
+    pub frame_id: u64,
+    /// Bytes of its JPEG as received (checked against what was sent; never trusted).
+    pub bytes: u32,
+}
+
+/// A message a client sends on the video socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoRequest {
+    Hello(VideoHello),
+    Credit(Credit),
+}
+
+impl VideoRequest {
+    pub const fn topic(&self) -> &'static str {
+        match self {
+            VideoRequest::Hello(_) => HELLO_TOPIC,
+            VideoRequest::Credit(_) => CREDIT_TOPIC,
+        }
+    }
+}
+
+/// The two parts a client sends: `[topic, envelope]`.
+pub fn encode_video_request(vehicle: &str, seq: u64, now_ns: u64, request: &VideoRequest) -> Vec<Vec<u8>> {
+    fn pack<B: Serialize>(vehicle: &str, seq: u64, now_ns: u64, body: &B) -> Vec<u8> {
+        let envelope = Envelope {
+            v: PROTOCOL_VERSION,
+            vehicle: vehicle.to_string(),
+            seq,
+            capture_ns: now_ns,
+            send_ns: now_ns,
+            body,
+        };
+        rmp_serde::to_vec_named(&envelope).unwrap_or_default()
+    }
+    let envelope = match request {
+        VideoRequest::Hello(b) => pack(vehicle, seq, now_ns, b),
+        VideoRequest::Credit(b) => pack(vehicle, seq, now_ns, b),
+    };
+    vec![request.topic().as_bytes().to_vec(), envelope]
+}
+
+/// Decodes what a client sent (the parts after the ROUTER's routing id). Never panics.
+pub fn decode_video_request(parts: &[&[u8]]) -> Result<VideoRequest, DecodeError> {
+    let [topic, envelope] = parts else { return Err(DecodeError::PartCount(parts.len())) };
+    if envelope.len() > MAX_ENVELOPE_BYTES {
+        return Err(DecodeError::TooLarge { part: "envelope", len: envelope.len(), max: MAX_ENVELOPE_BYTES });
+    }
+    let name: &'static str = match *topic {
+        b"hello" => HELLO_TOPIC,
+        b"credit" => CREDIT_TOPIC,
+        other => {
+            let shown: String = String::from_utf8_lossy(other).chars().take(64).collect();
+            return Err(DecodeError::UnknownTopic(shown));
+        }
+    };
+    let malformed =
+        |e: rmp_serde::decode::Error| DecodeError::Malformed { topic: name, reason: e.to_string() };
+    crate::msgpack_check::check(envelope).map_err(|reason| DecodeError::Malformed { topic: name, reason })?;
+    let version: crate::wire::VersionOnly = rmp_serde::from_slice(envelope).map_err(malformed)?;
+    if version.v != PROTOCOL_VERSION {
+        return Err(DecodeError::Version { got: version.v });
+    }
+    Ok(if name == HELLO_TOPIC {
+        let e: Envelope<VideoHello> = rmp_serde::from_slice(envelope).map_err(malformed)?;
+        VideoRequest::Hello(e.body)
+    } else {
+        let e: Envelope<Credit> = rmp_serde::from_slice(envelope).map_err(malformed)?;
+        VideoRequest::Credit(e.body)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_garbage_is_an_error() {
+        let hello = VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), max_kbps: Some(900) });
+        let credit = VideoRequest::Credit(Credit { frame_id: 42, bytes: 12_345 });
+        for request in [hello, credit] {
+            let parts = encode_video_request("car", 3, 7, &request);
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            assert_eq!(decode_video_request(&refs), Ok(request));
+        }
+        assert_eq!(decode_video_request(&[b"credit"]), Err(DecodeError::PartCount(1)));
+        assert!(matches!(decode_video_request(&[b"more", b"\x80"]), Err(DecodeError::UnknownTopic(_))));
+        assert!(matches!(decode_video_request(&[b"credit", b"\xc1"]), Err(DecodeError::Malformed { .. })));
+        // A credit without its fields, and a hello from another protocol version.
+        let empty = rmp_serde::to_vec_named(&Envelope {
+            v: PROTOCOL_VERSION,
+            vehicle: String::new(),
+            seq: 0,
+            capture_ns: 0,
+            send_ns: 0,
+            body: std::collections::BTreeMap::<String, u8>::new(),
+        })
+        .unwrap();
+        assert!(matches!(decode_video_request(&[b"credit", &empty]), Err(DecodeError::Malformed { .. })));
+        let mut old =
+            encode_video_request("car", 1, 1, &VideoRequest::Credit(Credit { frame_id: 1, bytes: 1 }));
+        let at = old[1].windows(2).position(|w| w == [0xa1, b'v']).unwrap() + 2;
+        old[1][at] = 1;
+        let refs: Vec<&[u8]> = old.iter().map(Vec::as_slice).collect();
+        assert_eq!(decode_video_request(&refs), Err(DecodeError::Version { got: 1 }));
+    }
+}

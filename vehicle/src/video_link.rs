@@ -1,0 +1,304 @@
+//! The video socket: a ROUTER with one session per viewer. A viewer's DEALER says hello, then
+//! returns a credit for every frame; a frame goes to a viewer only while it holds a credit
+//! (at most `link.frames_in_flight`), so nothing queues however slow its link is, and its
+//! goodput is measured from the credits' timing. Each frame is encoded once per tier that
+//! some viewer wants right now; with nobody ready, not at all.
+//!
+//! Clients are untrusted: a credit only returns a frame that is in flight, a hello can only
+//! lower the configured cap, and sessions are per connection, so nothing one client sends
+//! reaches another's session.
+
+use crate::config::LinkSection;
+use crate::tiers::{Encoded, Ladder, SourceImage, TierEncoder};
+use crate::video_peer::{Session, SessionRules};
+use ads_protocol::{decode_video_request, encode, FrameInfo, LinkState, Message, VideoRequest, ViewerLink};
+use ads_shmem_ipc::clock;
+use anyhow::Context as _;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How often the shared [`LinkState`] snapshot is refreshed.
+const STATS_EVERY_NS: u64 = 250_000_000;
+
+/// What the video link reports to the vehicle's state.
+#[derive(Debug, Default)]
+pub struct VideoStats {
+    pub link: Mutex<LinkState>,
+    /// Requests that did not decode, hellos beyond `max_viewers` or for another codec.
+    pub requests_refused: AtomicU64,
+}
+
+pub struct VideoLink {
+    socket: zmq::Socket,
+    rules: SessionRules,
+    ladder: Ladder,
+    encoder: Box<dyn TierEncoder>,
+    sessions: HashMap<Vec<u8>, Session>,
+    /// Per-session frame sequence numbers (the envelope's `seq`).
+    seqs: HashMap<Vec<u8>, u64>,
+    next_session: u64,
+    max_viewers: usize,
+    vehicle_id: String,
+    video_port: u16,
+    encodes: std::collections::VecDeque<u64>,
+    stats: Arc<VideoStats>,
+    last_stats_ns: u64,
+}
+
+impl std::fmt::Debug for VideoLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoLink").field("sessions", &self.sessions.len()).finish_non_exhaustive()
+    }
+}
+
+/// A frame that went out, for the broadcaster's counters.
+#[derive(Debug, Default)]
+pub struct SendReport {
+    pub encode_us: u64,
+    pub sent: usize,
+}
+
+impl VideoLink {
+    /// Binds the ROUTER socket (errors surface here, before any thread starts).
+    pub fn bind(
+        context: &zmq::Context,
+        config: &LinkSection,
+        vehicle_id: &str,
+        (width, height): (u32, u32),
+        encoder: Box<dyn TierEncoder>,
+        stats: Arc<VideoStats>,
+    ) -> anyhow::Result<Self> {
+        let socket = context.socket(zmq::ROUTER).context("creating the video socket")?;
+        // A send to a viewer that is gone fails (and ends its session) instead of vanishing.
+        socket.set_router_mandatory(true)?;
+        // Credits bound what is in flight; these only keep ZeroMQ and the kernel from
+        // holding more than that even for a client that misbehaves.
+        socket.set_sndhwm(4)?;
+        socket.set_rcvhwm(1000)?;
+        socket.set_sndbuf(64 * 1024)?;
+        socket.set_linger(0)?;
+        socket.set_maxmsgsize(4096)?;
+        socket
+            .bind(&config.endpoint)
+            .with_context(|| format!("binding the video socket to {}", config.endpoint))?;
+        let video_port = socket
+            .get_last_endpoint()
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|e| e.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+            .unwrap_or(0);
+        let rules = SessionRules {
+            frames_in_flight: config.frames_in_flight as usize,
+            target_age_ns: u64::from(config.target_frame_age_ms) * 1_000_000,
+            max_fps: config.max_fps,
+            min_fps: config.min_fps,
+            cap_bps: (config.max_kbps_per_viewer > 0).then(|| f64::from(config.max_kbps_per_viewer) * 1000.0),
+            timeout_ns: u64::from(config.session_timeout_ms) * 1_000_000,
+        };
+        Ok(Self {
+            socket,
+            rules,
+            ladder: Ladder::new(config, width, height),
+            encoder,
+            sessions: HashMap::new(),
+            seqs: HashMap::new(),
+            next_session: 1,
+            max_viewers: config.max_viewers as usize,
+            vehicle_id: vehicle_id.to_string(),
+            video_port,
+            encodes: std::collections::VecDeque::new(),
+            stats,
+            last_stats_ns: 0,
+        })
+    }
+
+    /// Whether some viewer has a frame in flight (its credit may arrive any moment).
+    pub fn awaiting_credits(&self) -> bool {
+        self.sessions.values().any(|s| s.in_flight() > 0)
+    }
+
+    /// Waits up to `timeout_ms` for a request.
+    pub fn wait(&self, timeout_ms: i64) {
+        let _ = self.socket.poll(zmq::POLLIN, timeout_ms);
+    }
+
+    /// Takes every request that arrived, and forgets silent sessions.
+    pub fn receive(&mut self) {
+        while let Ok(parts) = self.socket.recv_multipart(zmq::DONTWAIT) {
+            let now = clock::monotonic_ns();
+            let Some((identity, rest)) = parts.split_first() else { continue };
+            let refs: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
+            match decode_video_request(&refs) {
+                Ok(VideoRequest::Hello(hello)) => {
+                    if hello.codec != self.encoder.codec() {
+                        self.refuse(format_args!("a hello for codec {:?}", hello.codec));
+                    } else if let Some(session) = self.sessions.get_mut(identity) {
+                        session.hello(&self.rules, hello.max_kbps, now);
+                    } else if self.sessions.len() >= self.max_viewers {
+                        self.refuse(format_args!("a hello beyond link.max_viewers = {}", self.max_viewers));
+                    } else {
+                        let number = self.next_session;
+                        self.next_session += 1;
+                        tracing::info!(session = number, "video viewer connected");
+                        self.sessions
+                            .insert(identity.clone(), Session::new(number, &self.rules, hello.max_kbps, now));
+                    }
+                }
+                Ok(VideoRequest::Credit(credit)) => match self.sessions.get_mut(identity) {
+                    Some(session) => session.credit(&self.rules, credit.frame_id, now),
+                    None => self.refuse(format_args!("a credit without a session")),
+                },
+                Err(e) => self.refuse(format_args!("a malformed request: {e}")),
+            }
+        }
+        let now = clock::monotonic_ns();
+        let rules = &self.rules;
+        self.sessions.retain(|identity, s| {
+            let keep = !s.expired(rules, now);
+            if !keep {
+                tracing::info!(session = s.number, "video viewer silent: session closed");
+                self.seqs.remove(identity);
+            }
+            keep
+        });
+    }
+
+    fn refuse(&self, what: std::fmt::Arguments<'_>) {
+        let n = self.stats.requests_refused.fetch_add(1, Ordering::Relaxed);
+        // A flooding client must not flood the log.
+        if n < 5 || n % 1000 == 0 {
+            tracing::warn!("video socket: ignored {what} ({} so far)", n + 1);
+        }
+    }
+
+    /// Offers one frame from the ring: encodes it once per tier some viewer takes now and
+    /// sends it to those viewers. `None`: nobody took it (not encoded at all).
+    pub fn offer(&mut self, frame: ads_shmem_ipc::Frame<'_>) -> Result<Option<SendReport>, Overrun> {
+        let now = clock::monotonic_ns();
+        let mut takers: Vec<(Vec<u8>, usize)> = Vec::new();
+        for (identity, session) in &mut self.sessions {
+            if let Some(want) = session.want(&self.rules, &self.ladder, now) {
+                takers.push((identity.clone(), want.tier));
+            }
+        }
+        self.refresh_stats(now);
+        if takers.is_empty() {
+            return Ok(None);
+        }
+        let geometry = frame.geometry();
+        let image = SourceImage {
+            pixels: frame.pixels(),
+            width: geometry.width,
+            height: geometry.height,
+            stride: geometry.stride,
+        };
+        let mut tiers: Vec<usize> = takers.iter().map(|&(_, t)| t).collect();
+        tiers.sort_unstable();
+        tiers.dedup();
+        let mut encoded: HashMap<usize, Encoded> = HashMap::new();
+        let mut encode_us = 0u64;
+        for tier in tiers {
+            match self.encoder.encode(image, &self.ladder, tier) {
+                Ok(e) => {
+                    encode_us += u64::from(e.encode_us);
+                    encoded.insert(tier, e);
+                }
+                Err(e) => tracing::warn!("encoding tier {tier}: {e}"),
+            }
+        }
+        // Torn while we read it: nothing of it goes out.
+        let info = frame.finish().map_err(|_| Overrun)?;
+        for (tier, e) in &encoded {
+            self.ladder.observe(*tier, e.bytes.len());
+            self.encodes.push_back(now);
+        }
+        let mut report = SendReport { encode_us, sent: 0 };
+        for (identity, tier) in takers {
+            let Some(e) = encoded.get(&tier) else { continue };
+            let Some(session) = self.sessions.get_mut(&identity) else { continue };
+            let meta = FrameInfo {
+                frame_id: info.stamp.id,
+                width: e.width,
+                height: e.height,
+                quality: e.quality,
+                encode_us: e.encode_us,
+                tier: u8::try_from(tier).unwrap_or(u8::MAX),
+                goodput_kbps: (session.estimate_bps() / 1000.0) as u32,
+                reduced: session.reduced(&self.rules, now),
+                source_width: geometry.width,
+                source_height: geometry.height,
+            };
+            let seq = self.seqs.entry(identity.clone()).or_insert(0);
+            *seq += 1;
+            let envelope = encode(
+                &self.vehicle_id,
+                *seq,
+                info.stamp.capture_wall_ns,
+                clock::wall_ns(),
+                &Message::Frame(meta),
+            );
+            let parts: [&[u8]; 4] = [&identity, b"frame", &envelope, &e.bytes];
+            match self.socket.send_multipart(parts, zmq::DONTWAIT) {
+                Ok(()) => {
+                    session.sent(info.stamp.id, e.bytes.len(), clock::monotonic_ns());
+                    report.sent += 1;
+                }
+                Err(zmq::Error::EHOSTUNREACH) => {
+                    tracing::info!(session = session.number, "video viewer gone: session closed");
+                    self.sessions.remove(&identity);
+                    self.seqs.remove(&identity);
+                }
+                Err(e) => {
+                    // Its pipe is full although its credits said there was room: skip it.
+                    session.frames_skipped += 1;
+                    tracing::trace!("video send: {e}");
+                }
+            }
+        }
+        Ok(Some(report))
+    }
+
+    /// Refreshes the shared [`LinkState`] a few times a second.
+    pub fn refresh_stats(&mut self, now: u64) {
+        if now.saturating_sub(self.last_stats_ns) < STATS_EVERY_NS {
+            return;
+        }
+        self.last_stats_ns = now;
+        while self.encodes.front().is_some_and(|&t| now.saturating_sub(t) > 1_000_000_000) {
+            self.encodes.pop_front();
+        }
+        let mut viewers: Vec<ViewerLink> = self
+            .sessions
+            .values()
+            .map(|s| {
+                let (kbps, fps) = s.recent_rate(now);
+                let (width, height) = self.ladder.size_of(s.tier);
+                ViewerLink {
+                    session: s.number,
+                    goodput_kbps: (s.estimate_bps() / 1000.0) as u32,
+                    sent_kbps: kbps as u32,
+                    fps: fps as f32,
+                    tier: u8::try_from(s.tier).unwrap_or(u8::MAX),
+                    width,
+                    height,
+                    quality: self.ladder.tier(s.tier).quality,
+                    in_flight: u8::try_from(s.in_flight()).unwrap_or(u8::MAX),
+                    delivery_ms: s.last_delivery_ns as f32 / 1e6,
+                    frames_sent: s.frames_sent,
+                    frames_skipped: s.frames_skipped,
+                    credits_ignored: s.credits_ignored,
+                    reduced: s.reduced(&self.rules, now),
+                }
+            })
+            .collect();
+        viewers.sort_by_key(|v| v.session);
+        let state =
+            LinkState { video_port: self.video_port, encodes_per_s: self.encodes.len() as f32, viewers };
+        *self.stats.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+    }
+}
+
+/// The frame was overwritten in the ring while it was being encoded.
+#[derive(Debug)]
+pub struct Overrun;

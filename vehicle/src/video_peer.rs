@@ -1,0 +1,384 @@
+//! One viewer's video session: its credits, its measured goodput, and which tier and rate it
+//! gets. Pure logic on the monotonic clock, so it is tested without sockets.
+//!
+//! Goodput comes from credit timing alone (no clocks to agree): when the credit for a frame
+//! arrives, the link was busy with that frame since it was sent or since the previous credit,
+//! whichever is later; its bytes over that time are one sample. The estimate is the largest
+//! sample of the last second (timing only ever makes samples too low), except that a frame
+//! which took far longer than the target age resets it at once: a link that got slower is
+//! believed immediately, one that got faster step by step (at most x1.25 a frame, and only
+//! from frames big enough to have tested it, since a small one can slip through in a burst).
+
+use crate::tiers::Ladder;
+use std::collections::VecDeque;
+
+const NS_PER_S: f64 = 1e9;
+/// Share of the estimated goodput the video is paced to (the rest: small messages, slack).
+const UTILISATION: f64 = 0.85;
+/// Goodput assumed for a new session until its first credit, bit/s.
+const INITIAL_BPS: f64 = 2e6;
+/// The most one credit may raise the estimate by (x1.25: 20x in about 14 frames).
+const MAX_RISE: f64 = 1.25;
+/// A frame smaller than this share of what the target age carries cannot raise it.
+const PROBE_SHARE: f64 = 0.3;
+/// How long a goodput sample counts for the estimate.
+const SAMPLE_WINDOW_NS: u64 = 1_000_000_000;
+
+/// How many tier steps halving the frame rate is worth: below the full rate, a lower rate is
+/// chosen only when it buys clearly better pictures.
+const TIER_STEPS_PER_HALVING: f64 = 2.5;
+
+/// The tier and frame rate for a paced rate of `bps`: for each candidate rate from the
+/// maximum down to the minimum, the best tier whose frames fit both the target age and the
+/// rate's share of the link; the pair that loses least (tiers down, plus rate halvings).
+pub fn choose(rules: &SessionRules, ladder: &Ladder, bps: f64) -> (usize, f64) {
+    let bytes_per_s = bps / 8.0;
+    let age_budget = bytes_per_s * (rules.target_age_ns as f64 / NS_PER_S);
+    let mut best: Option<(f64, usize, f64)> = None;
+    for divisor in [1.0, 1.5, 2.0, 3.0, f64::INFINITY] {
+        let fps = (rules.max_fps / divisor).max(rules.min_fps);
+        let tier = ladder.choose(age_budget.min(bytes_per_s / fps));
+        let cost = tier as f64 + TIER_STEPS_PER_HALVING * (rules.max_fps / fps).log2();
+        if best.is_none_or(|(c, _, _)| cost < c - 1e-9) {
+            best = Some((cost, tier, fps));
+        }
+    }
+    best.map_or((ladder.len() - 1, rules.min_fps), |(_, tier, fps)| (tier, fps))
+}
+
+/// What every session shares, from `[link]` in the config.
+#[derive(Debug, Clone)]
+pub struct SessionRules {
+    pub frames_in_flight: usize,
+    pub target_age_ns: u64,
+    pub max_fps: f64,
+    pub min_fps: f64,
+    /// bit/s; `None`: no cap.
+    pub cap_bps: Option<f64>,
+    pub timeout_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    frame_id: u64,
+    bytes: usize,
+    sent_ns: u64,
+}
+
+/// A frame the session would take now, and the tier it should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    pub tier: usize,
+}
+
+/// One viewer.
+#[derive(Debug)]
+pub struct Session {
+    pub number: u64,
+    /// The tighter of the configured cap and the one the viewer asked for, bit/s.
+    cap_bps: Option<f64>,
+    in_flight: VecDeque<InFlight>,
+    last_heard_ns: u64,
+    last_credit_ns: u64,
+    samples: VecDeque<(u64, f64)>,
+    estimate_bps: f64,
+    /// Pacing and cap: bytes the session may still send now (negative: in debt).
+    pace_tokens: f64,
+    cap_tokens: f64,
+    last_refill_ns: u64,
+    last_sent_ns: Option<u64>,
+    pub tier: usize,
+    /// The frame rate chosen with the tier.
+    pub fps_target: f64,
+    pub last_delivery_ns: u64,
+    pub frames_sent: u64,
+    pub frames_skipped: u64,
+    pub credits_ignored: u64,
+    /// (sent_ns, bytes) of the last second, for the sent rate and fps.
+    recent: VecDeque<(u64, usize)>,
+}
+
+impl Session {
+    pub fn new(number: u64, rules: &SessionRules, asked_kbps: Option<u32>, now_ns: u64) -> Self {
+        let mut session = Self {
+            number,
+            cap_bps: None,
+            in_flight: VecDeque::new(),
+            last_heard_ns: now_ns,
+            last_credit_ns: 0,
+            samples: VecDeque::new(),
+            estimate_bps: INITIAL_BPS,
+            pace_tokens: 0.0,
+            cap_tokens: 0.0,
+            last_refill_ns: now_ns,
+            last_sent_ns: None,
+            tier: 0,
+            fps_target: rules.max_fps,
+            last_delivery_ns: 0,
+            frames_sent: 0,
+            frames_skipped: 0,
+            credits_ignored: 0,
+            recent: VecDeque::new(),
+        };
+        session.hello(rules, asked_kbps, now_ns);
+        session
+    }
+
+    /// A hello: keeps the session alive, and may lower (never raise past the rules) its cap.
+    pub fn hello(&mut self, rules: &SessionRules, asked_kbps: Option<u32>, now_ns: u64) {
+        self.last_heard_ns = now_ns;
+        let asked = asked_kbps.filter(|&k| k > 0).map(|k| f64::from(k) * 1000.0);
+        self.cap_bps = match (rules.cap_bps, asked) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    pub fn expired(&self, rules: &SessionRules, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.last_heard_ns) > rules.timeout_ns
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn estimate_bps(&self) -> f64 {
+        self.estimate_bps
+    }
+
+    /// The rate the video is paced to: a share of the goodput, never above the cap.
+    fn pace_bps(&self) -> f64 {
+        let pace = self.estimate_bps * UTILISATION;
+        self.cap_bps.map_or(pace, |cap| pace.min(cap))
+    }
+
+    fn refill(&mut self, ladder: &Ladder, now_ns: u64) {
+        let dt = now_ns.saturating_sub(self.last_refill_ns) as f64 / NS_PER_S;
+        self.last_refill_ns = now_ns;
+        // Up to one frame of the chosen tier may be saved up: pacing, not bursts.
+        let ceiling = ladder.expected_bytes(self.tier).max(1.0);
+        self.pace_tokens = (self.pace_tokens + dt * self.pace_bps() / 8.0).min(ceiling);
+        if let Some(cap) = self.cap_bps {
+            self.cap_tokens = (self.cap_tokens + dt * cap / 8.0).min(ceiling);
+        }
+    }
+
+    /// Whether this session takes a frame captured now, and of which tier. Counts a skip
+    /// when it does not.
+    pub fn want(&mut self, rules: &SessionRules, ladder: &Ladder, now_ns: u64) -> Option<Want> {
+        self.refill(ladder, now_ns);
+        let (tier, fps) = choose(rules, ladder, self.pace_bps());
+        self.tier = tier;
+        self.fps_target = fps;
+        // Loose: frames are picked up a few ms after capture and encodes vary, so a frame that
+        // comes a little early must not be lost for it (the source's own rate is the ceiling).
+        let min_interval_ns = (NS_PER_S / fps * 0.7) as u64;
+        let too_soon = self.last_sent_ns.is_some_and(|t| now_ns.saturating_sub(t) < min_interval_ns);
+        let no_credit = self.in_flight.len() >= rules.frames_in_flight;
+        let over_rate = self.pace_tokens < 0.0 || (self.cap_bps.is_some() && self.cap_tokens < 0.0);
+        if no_credit || over_rate || too_soon {
+            self.frames_skipped += 1;
+            return None;
+        }
+        Some(Want { tier: self.tier })
+    }
+
+    /// A frame of `bytes` went out to this session.
+    pub fn sent(&mut self, frame_id: u64, bytes: usize, now_ns: u64) {
+        self.in_flight.push_back(InFlight { frame_id, bytes, sent_ns: now_ns });
+        self.pace_tokens -= bytes as f64;
+        if self.cap_bps.is_some() {
+            self.cap_tokens -= bytes as f64;
+        }
+        self.last_sent_ns = Some(now_ns);
+        self.frames_sent += 1;
+        self.recent.push_back((now_ns, bytes));
+        while self.recent.front().is_some_and(|&(t, _)| now_ns.saturating_sub(t) > SAMPLE_WINDOW_NS) {
+            self.recent.pop_front();
+        }
+    }
+
+    /// A credit from the viewer. Only a frame in flight earns one back: anything else is
+    /// ignored and counted, so no message from a client gets it more than its window.
+    pub fn credit(&mut self, rules: &SessionRules, frame_id: u64, now_ns: u64) {
+        self.last_heard_ns = now_ns;
+        let Some(position) = self.in_flight.iter().position(|f| f.frame_id == frame_id) else {
+            self.credits_ignored += 1;
+            return;
+        };
+        // Frames travel in order: the ones sent before it have arrived too.
+        let frame = self.in_flight[position];
+        self.in_flight.drain(..=position);
+        let busy_from = frame.sent_ns.max(self.last_credit_ns);
+        self.last_credit_ns = now_ns;
+        let busy_ns = now_ns.saturating_sub(busy_from).max(100_000);
+        self.last_delivery_ns = now_ns.saturating_sub(frame.sent_ns);
+        let measured = frame.bytes as f64 * 8.0 / (busy_ns as f64 / NS_PER_S);
+        let slow = self.last_delivery_ns > rules.target_age_ns * 3 / 2 && measured < self.estimate_bps;
+        if slow {
+            // The link got slower: believe it now, not a second from now.
+            self.samples.clear();
+            self.pace_tokens = self.pace_tokens.min(0.0);
+        }
+        // Upwards only step by step, and only from frames big enough to have tested the link:
+        // a small frame can pass in one burst of a shaper or an aggregate of the radio and
+        // look infinitely fast.
+        let probe_bytes = self.estimate_bps / 8.0 * (rules.target_age_ns as f64 / NS_PER_S) * PROBE_SHARE;
+        let sample = if frame.bytes as f64 >= probe_bytes {
+            measured.min(self.estimate_bps * MAX_RISE)
+        } else {
+            measured.min(self.estimate_bps)
+        };
+        self.samples.push_back((now_ns, sample));
+        while self.samples.front().is_some_and(|&(t, _)| now_ns.saturating_sub(t) > SAMPLE_WINDOW_NS) {
+            self.samples.pop_front();
+        }
+        self.estimate_bps = self.samples.iter().map(|&(_, s)| s).fold(f64::MIN, f64::max);
+    }
+
+    /// Sent kbit/s and frames per second over the last second.
+    pub fn recent_rate(&self, now_ns: u64) -> (f64, f64) {
+        let fresh = self.recent.iter().filter(|&&(t, _)| now_ns.saturating_sub(t) <= SAMPLE_WINDOW_NS);
+        let (n, bytes) = fresh.fold((0usize, 0usize), |(n, b), &(_, x)| (n + 1, b + x));
+        (bytes as f64 * 8.0 / 1000.0, n as f64)
+    }
+
+    /// Whether the link holds this viewer below the best tier or the full rate.
+    pub fn reduced(&self, rules: &SessionRules, now_ns: u64) -> bool {
+        let (_, fps) = self.recent_rate(now_ns);
+        self.tier > 0
+            || self.fps_target < rules.max_fps
+            || (self.frames_sent > 30 && fps < rules.max_fps * 0.8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LinkSection;
+
+    fn rules() -> SessionRules {
+        SessionRules {
+            frames_in_flight: 1,
+            target_age_ns: 40_000_000,
+            max_fps: 30.0,
+            min_fps: 10.0,
+            cap_bps: None,
+            timeout_ns: 3_000_000_000,
+        }
+    }
+
+    /// Runs a session against a link of `bps` (one frame at a time, serialised) for
+    /// `seconds`, frames captured at 30 fps; returns (frames delivered, last tier).
+    fn simulate(
+        session: &mut Session,
+        ladder: &mut Ladder,
+        bps: f64,
+        from_ns: u64,
+        seconds: u64,
+    ) -> (u64, usize) {
+        let rules = rules();
+        let period = 33_333_333u64;
+        let mut link_free_ns = from_ns;
+        let mut pending: VecDeque<(u64, u64)> = VecDeque::new(); // (frame_id, arrives_ns)
+        let mut delivered = 0;
+        for k in 0..(seconds * 30) {
+            let now = from_ns + k * period;
+            while pending.front().is_some_and(|&(_, at)| at <= now) {
+                let (id, at) = pending.pop_front().unwrap();
+                session.credit(&rules, id, at);
+                delivered += 1;
+            }
+            if let Some(want) = session.want(&rules, ladder, now) {
+                let bytes = ladder.expected_bytes(want.tier) as usize;
+                ladder.observe(want.tier, bytes);
+                session.sent(k, bytes, now);
+                let start = link_free_ns.max(now);
+                link_free_ns = start + (bytes as f64 * 8.0 / bps * 1e9) as u64;
+                pending.push_back((k, link_free_ns));
+            }
+        }
+        (delivered, session.tier)
+    }
+
+    #[test]
+    fn a_slow_link_gets_a_lower_tier_and_a_fast_one_the_best() {
+        let mut ladder = Ladder::new(&LinkSection::default(), 800, 600);
+        let mut fast = Session::new(1, &rules(), None, 0);
+        let (frames, tier) = simulate(&mut fast, &mut ladder, 50e6, 0, 3);
+        assert_eq!(tier, 0, "50 Mbit/s carries the best tier");
+        assert!(frames > 80, "{frames} frames in 3 s");
+        let mut slow = Session::new(2, &rules(), None, 0);
+        let (frames, tier) = simulate(&mut slow, &mut ladder, 2e6, 0, 3);
+        assert!(tier > 2, "2 Mbit/s: tier {tier}");
+        assert!(frames >= 30, "at least 10 fps at 2 Mbit/s: {frames} in 3 s");
+        assert!(slow.estimate_bps() < 2.2e6 && slow.estimate_bps() > 1.2e6, "{}", slow.estimate_bps());
+    }
+
+    #[test]
+    fn after_a_step_down_the_estimate_follows_at_once() {
+        let mut ladder = Ladder::new(&LinkSection::default(), 800, 600);
+        let mut s = Session::new(1, &rules(), None, 0);
+        simulate(&mut s, &mut ladder, 20e6, 0, 2);
+        assert!(s.estimate_bps() > 10e6, "{}", s.estimate_bps());
+        // What was in flight at the step arrives first (slowly).
+        let late: Vec<(u64, u64, usize)> =
+            s.in_flight.iter().map(|f| (f.frame_id, f.sent_ns, f.bytes)).collect();
+        for (id, sent_ns, bytes) in late {
+            s.credit(&rules(), id, sent_ns + (bytes as f64 * 8.0 / 2e6 * 1e9) as u64);
+        }
+        simulate(&mut s, &mut ladder, 2e6, 2_300_000_000, 1);
+        assert!(s.estimate_bps() < 2.1e6, "{}", s.estimate_bps());
+    }
+
+    #[test]
+    fn no_credit_no_frame_and_foreign_credits_are_ignored() {
+        let ladder = Ladder::new(&LinkSection::default(), 800, 600);
+        let rules = rules();
+        let mut s = Session::new(1, &rules, None, 0);
+        let mut now = 1_000_000_000;
+        assert!(s.want(&rules, &ladder, now).is_some());
+        s.sent(1, 1000, now);
+        for _ in 0..10 {
+            now += 40_000_000;
+            assert!(s.want(&rules, &ladder, now).is_none(), "a frame without a credit");
+            // Credits for frames never sent, repeated, or in the future change nothing.
+            s.credit(&rules, 99, now);
+            s.credit(&rules, 0, now);
+        }
+        assert_eq!((s.in_flight(), s.credits_ignored), (1, 20));
+        s.credit(&rules, 1, now);
+        s.credit(&rules, 1, now);
+        assert_eq!((s.in_flight(), s.credits_ignored), (0, 21));
+        now += 40_000_000;
+        assert!(s.want(&rules, &ladder, now).is_some());
+    }
+
+    #[test]
+    fn a_viewer_can_lower_its_cap_but_not_raise_it() {
+        let ladder = Ladder::new(&LinkSection::default(), 800, 600);
+        let rules = SessionRules { cap_bps: Some(1e6), frames_in_flight: 4, ..rules() };
+        let mut greedy = Session::new(1, &rules, Some(1_000_000), 0);
+        assert_eq!(greedy.pace_bps(), 1e6_f64.min(INITIAL_BPS * UTILISATION));
+        // Instant credits (an infinitely fast link, as a lying client would claim): the cap
+        // still holds the bytes sent over 10 s to 1 Mbit/s.
+        let mut bytes = 0usize;
+        for k in 0..300u64 {
+            let now = k * 33_333_333;
+            if s_want(&mut greedy, &rules, &ladder, now) {
+                greedy.sent(k, 20_000, now);
+                greedy.credit(&rules, k, now + 100_000);
+                bytes += 20_000;
+            }
+        }
+        let kbps = bytes as f64 * 8.0 / 10.0 / 1000.0;
+        assert!(kbps <= 1000.0 + 20_000.0 * 8.0 / 10.0 / 1000.0, "{kbps} kbit/s over a 1000 kbit/s cap");
+        let mut modest = Session::new(2, &rules, Some(300), 0);
+        modest.hello(&rules, Some(300), 0);
+        assert_eq!(modest.cap_bps, Some(300_000.0));
+    }
+
+    fn s_want(s: &mut Session, rules: &SessionRules, ladder: &Ladder, now: u64) -> bool {
+        s.want(rules, ladder, now).is_some()
+    }
+}

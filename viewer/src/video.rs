@@ -1,0 +1,135 @@
+//! The viewer's end of the video link: a DEALER on the vehicle's video socket. It says hello
+//! (and again every second, which keeps the session alive), and returns a credit for every
+//! frame the moment it arrives, before anything else is done with it: the vehicle sends the
+//! next frame only then, so no frame ever waits in a queue for us.
+
+use crate::hub::{wall_ns, Hub};
+use ads_protocol::{Credit, VideoHello, VideoRequest};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const HELLO_EVERY: Duration = Duration::from_secs(1);
+
+/// What this viewer's video link delivers, for the page's link panel.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VideoLinkView {
+    /// Video received over the last second, kbit/s.
+    pub kbps: f64,
+    pub fps: f64,
+    pub width: u32,
+    pub height: u32,
+    pub quality: u8,
+    pub tier: u8,
+    /// The vehicle's estimate of our goodput, kbit/s.
+    pub goodput_kbps: u32,
+    /// Capture on the vehicle → received here, last frame, ms.
+    pub frame_age_ms: Option<f64>,
+    /// The vehicle holds us below its best tier or its full rate.
+    pub reduced: bool,
+}
+
+pub struct VideoClient {
+    socket: zmq::Socket,
+    endpoint: String,
+    seq: u64,
+    last_hello: Option<Instant>,
+    /// (arrival, bytes) over the last second.
+    recent: VecDeque<(Instant, usize)>,
+}
+
+impl std::fmt::Debug for VideoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoClient").field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
+}
+
+impl VideoClient {
+    pub fn connect(context: &zmq::Context, endpoint: &str) -> Result<Self, zmq::Error> {
+        let socket = context.socket(zmq::DEALER)?;
+        socket.set_rcvhwm(16)?;
+        socket.set_sndhwm(64)?;
+        socket.set_heartbeat_ivl(500)?;
+        socket.set_heartbeat_timeout(2000)?;
+        socket.set_heartbeat_ttl(2000)?;
+        socket.set_reconnect_ivl(100)?;
+        socket.set_reconnect_ivl_max(2000)?;
+        socket.set_linger(0)?;
+        socket.set_maxmsgsize((ads_protocol::MAX_PAYLOAD_BYTES + 1024) as i64)?;
+        socket.connect(endpoint)?;
+        Ok(Self { socket, endpoint: endpoint.to_string(), seq: 0, last_hello: None, recent: VecDeque::new() })
+    }
+
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.socket
+    }
+
+    fn send(&mut self, request: &VideoRequest) {
+        self.seq += 1;
+        let parts = ads_protocol::encode_video_request("*", self.seq, wall_ns(), request);
+        // DONTWAIT: with no vehicle connected the request is dropped; the next hello retries.
+        if let Err(e) = self.socket.send_multipart(parts, zmq::DONTWAIT) {
+            tracing::trace!("video request not sent: {e}");
+        }
+    }
+
+    /// Hello when due; call often.
+    pub fn tick(&mut self, now: Instant) {
+        if self.last_hello.is_none_or(|t| now.duration_since(t) >= HELLO_EVERY) {
+            self.last_hello = Some(now);
+            self.send(&VideoRequest::Hello(VideoHello {
+                codec: ads_protocol::CODEC_JPEG.into(),
+                max_kbps: None,
+            }));
+        }
+    }
+
+    /// Takes every frame that arrived: credit first, then the hub.
+    pub fn receive(&mut self, hub: &Hub) {
+        while let Ok(parts) = self.socket.recv_multipart(zmq::DONTWAIT) {
+            let recv_ns = wall_ns();
+            let now = Instant::now();
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            match ads_protocol::decode(&refs) {
+                Ok(message) => {
+                    if let ads_protocol::Message::Frame(info) = &message.message {
+                        let bytes = message.payload.map_or(0, <[u8]>::len);
+                        let credit = Credit {
+                            frame_id: info.frame_id,
+                            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+                        };
+                        self.send(&VideoRequest::Credit(credit));
+                        self.recent.push_back((now, bytes));
+                        while self
+                            .recent
+                            .front()
+                            .is_some_and(|&(t, _)| now.duration_since(t) > Duration::from_secs(1))
+                        {
+                            self.recent.pop_front();
+                        }
+                        let bits: usize = self.recent.iter().map(|&(_, b)| b).sum::<usize>() * 8;
+                        hub.set_video_view(VideoLinkView {
+                            kbps: bits as f64 / 1000.0,
+                            fps: self.recent.len() as f64,
+                            width: info.width,
+                            height: info.height,
+                            quality: info.quality,
+                            tier: info.tier,
+                            goodput_kbps: info.goodput_kbps,
+                            frame_age_ms: Some((recv_ns as f64 - message.capture_ns as f64) / 1e6),
+                            reduced: info.reduced,
+                        });
+                    }
+                    hub.on_message(message, recv_ns);
+                }
+                Err(e) => {
+                    let n = hub.metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);
+                    if n < 5 || n % 1000 == 0 {
+                        tracing::warn!("malformed message on the video link ({} so far): {e}", n + 1);
+                    }
+                }
+            }
+        }
+    }
+}
