@@ -33,7 +33,16 @@ fn samples() -> Vec<Message> {
         }],
     };
     vec![
-        Message::Frame(FrameInfo { frame_id: 1, width: 800, height: 600, quality: 80, encode_us: 1400 }),
+        Message::Frame(FrameInfo {
+            frame_id: 1,
+            width: 400,
+            height: 300,
+            quality: 60,
+            encode_us: 1400,
+            tier: 4,
+            goodput_kbps: 1900,
+            reduced: true,
+        }),
         Message::Detection(detections),
         Message::State(VehicleState {
             frame_id: 9,
@@ -58,6 +67,11 @@ fn samples() -> Vec<Message> {
             distance_m: 12.5,
             started_ns: 1_700_000_000_000_000_000,
             truth_lateral_offset_m: Some(-0.25),
+            link: LinkState {
+                video_port: 5559,
+                encodes_per_s: 42.0,
+                viewers: vec![ViewerLink { session: 1, goodput_kbps: 1900, tier: 4, reduced: true, ..ViewerLink::default() }],
+            },
         }),
         Message::Event(Event::Ack {
             action_id: "a1".into(),
@@ -129,7 +143,7 @@ fn detection_records_round_trip_and_check_their_version() {
     assert!(bytes.len() as u64 <= MAX_DETECTION_RECORD);
     assert_eq!(&decode_record(&bytes).unwrap(), d);
     let mut bad = bytes.clone();
-    // The record is a map {"v": 1, ...}: the version byte follows the key "v" (0xa1 0x76).
+    // The record is a map {"v": 2, ...}: the version byte follows the key "v" (0xa1 0x76).
     let at = bad.windows(2).position(|w| w == [0xa1, b'v']).unwrap() + 2;
     bad[at] = 9;
     assert_eq!(decode_record(&bad), Err(DecodeError::Version { got: 9 }));

@@ -313,6 +313,9 @@ pub struct Overrides {
     /// ZeroMQ endpoint of the video socket, e.g. tcp://*:5559.
     #[arg(long, env = "ADS_VEHICLE_VIDEO_ENDPOINT")]
     pub video_endpoint: Option<String>,
+    /// Frames sent to a viewer and not yet credited, at most (link.frames_in_flight).
+    #[arg(long, env = "ADS_VEHICLE_FRAMES_IN_FLIGHT")]
+    pub frames_in_flight: Option<u32>,
     /// Cap of each viewer's video, kbit/s (0 = none).
     #[arg(long, env = "ADS_VEHICLE_MAX_KBPS_PER_VIEWER")]
     pub max_kbps_per_viewer: Option<u32>,
@@ -384,6 +387,7 @@ impl VehicleConfig {
         set!(config.link.quality_max, o.jpeg_quality);
         set!(config.link.endpoint, o.video_endpoint);
         set!(config.link.max_kbps_per_viewer, o.max_kbps_per_viewer);
+        set!(config.link.frames_in_flight, o.frames_in_flight);
         set!(config.frames_ring, o.frames_ring);
         set!(config.detections_ring, o.detections_ring);
         set!(config.drive.target_speed_mps, o.target_speed);

@@ -19,7 +19,29 @@ const INITIAL_BPS: f64 = 2e6;
 /// How long a goodput sample counts for the estimate.
 const SAMPLE_WINDOW_NS: u64 = 1_000_000_000;
 
-/// What every session shares, from `[video]` in the config.
+/// How many tier steps halving the frame rate is worth: below the full rate, a lower rate is
+/// chosen only when it buys clearly better pictures.
+const TIER_STEPS_PER_HALVING: f64 = 1.5;
+
+/// The tier and frame rate for a paced rate of `bps`: for each candidate rate from the
+/// maximum down to the minimum, the best tier whose frames fit both the target age and the
+/// rate's share of the link; the pair that loses least (tiers down, plus rate halvings).
+pub fn choose(rules: &SessionRules, ladder: &Ladder, bps: f64) -> (usize, f64) {
+    let bytes_per_s = bps / 8.0;
+    let age_budget = bytes_per_s * (rules.target_age_ns as f64 / NS_PER_S);
+    let mut best: Option<(f64, usize, f64)> = None;
+    for divisor in [1.0, 1.5, 2.0, 3.0, f64::INFINITY] {
+        let fps = (rules.max_fps / divisor).max(rules.min_fps);
+        let tier = ladder.choose(age_budget.min(bytes_per_s / fps));
+        let cost = tier as f64 + TIER_STEPS_PER_HALVING * (rules.max_fps / fps).log2();
+        if best.is_none_or(|(c, _, _)| cost < c - 1e-9) {
+            best = Some((cost, tier, fps));
+        }
+    }
+    best.map_or((ladder.len() - 1, rules.min_fps), |(_, tier, fps)| (tier, fps))
+}
+
+/// What every session shares, from `[link]` in the config.
 #[derive(Debug, Clone)]
 pub struct SessionRules {
     pub frames_in_flight: usize,
@@ -61,6 +83,8 @@ pub struct Session {
     last_refill_ns: u64,
     last_sent_ns: Option<u64>,
     pub tier: usize,
+    /// The frame rate chosen with the tier.
+    pub fps_target: f64,
     pub last_delivery_ns: u64,
     pub frames_sent: u64,
     pub frames_skipped: u64,
@@ -84,6 +108,7 @@ impl Session {
             last_refill_ns: now_ns,
             last_sent_ns: None,
             tier: 0,
+            fps_target: rules.max_fps,
             last_delivery_ns: 0,
             frames_sent: 0,
             frames_skipped: 0,
@@ -137,13 +162,10 @@ impl Session {
     /// when it does not.
     pub fn want(&mut self, rules: &SessionRules, ladder: &Ladder, now_ns: u64) -> Option<Want> {
         self.refill(ladder, now_ns);
-        let rate = self.pace_bps();
-        // The frame must reach the viewer within the target age, and the link carry at
-        // least min_fps of them.
-        let age_budget = rate / 8.0 * (rules.target_age_ns as f64 / NS_PER_S);
-        let fps_budget = rate / 8.0 / rules.min_fps;
-        self.tier = ladder.choose(age_budget.min(fps_budget));
-        let min_interval_ns = (NS_PER_S / rules.max_fps * 0.9) as u64;
+        let (tier, fps) = choose(rules, ladder, self.pace_bps());
+        self.tier = tier;
+        self.fps_target = fps;
+        let min_interval_ns = (NS_PER_S / fps * 0.9) as u64;
         let too_soon = self.last_sent_ns.is_some_and(|t| now_ns.saturating_sub(t) < min_interval_ns);
         let no_credit = self.in_flight.len() >= rules.frames_in_flight;
         let over_rate = self.pace_tokens < 0.0 || (self.cap_bps.is_some() && self.cap_tokens < 0.0);
@@ -209,7 +231,7 @@ impl Session {
     /// Whether the link holds this viewer below the best tier or the full rate.
     pub fn reduced(&self, rules: &SessionRules, now_ns: u64) -> bool {
         let (_, fps) = self.recent_rate(now_ns);
-        self.tier > 0 || (self.frames_sent > 30 && fps < rules.max_fps * 0.8)
+        self.tier > 0 || self.fps_target < rules.max_fps || (self.frames_sent > 30 && fps < rules.max_fps * 0.8)
     }
 }
 

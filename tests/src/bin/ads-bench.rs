@@ -7,6 +7,8 @@ use clap::Parser as _;
 enum Cli {
     /// Run vehicle, detection, viewer and headless Chromium, and measure every hop.
     Pipeline(ads_tests::pipeline_bench::PipelineArgs),
+    /// The video link over shaped links, in a private network namespace (scripts/bench-link.sh).
+    Link(ads_tests::link_bench::LinkArgs),
     /// (internal) The receiving end of the ZeroMQ-over-TCP comparison.
     #[command(hide = true)]
     ZmqSink {
@@ -19,6 +21,7 @@ fn main() -> std::process::ExitCode {
     ads_tests::init_tracing();
     let result = match Cli::parse() {
         Cli::Pipeline(args) => ads_tests::pipeline_bench::run(args),
+        Cli::Link(args) => ads_tests::link_bench::run(args),
         Cli::ZmqSink { endpoint } => ads_tests::pipeline_bench::zmq_compare::sink(&endpoint).map(|()| true),
     };
     match result {

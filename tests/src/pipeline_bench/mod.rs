@@ -4,7 +4,7 @@
 //! and the shared-memory-versus-ZeroMQ comparison. With `--soak`, also checks memory growth,
 //! frame-id gaps against the drop counters, and latency drift.
 
-mod procs;
+pub mod procs;
 mod report;
 mod webdriver;
 pub mod zmq_compare;

@@ -1,0 +1,293 @@
+//! A measuring viewer: SUB on the vehicle's PUB socket and a DEALER session on its video
+//! socket, through one shaped address; it credits every frame the way ads-viewer does, records
+//! every frame and state, scores sampled frames against the ring's originals, and (the first
+//! viewer) sends emergency stops and resumes and times their acknowledgements.
+
+use super::quality;
+use super::{ACTION_PORT, PUB_PORT, VIDEO_PORT};
+use ads_protocol::{
+    decode, encode_action, encode_video_request, Action, Command, Credit, Event, Message, VideoHello, VideoRequest,
+    CODEC_JPEG,
+};
+use ads_shmem_ipc::{FrameReader, FrameReaderOptions, ReadMode, Wait};
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Frames kept for scoring: about 1.5 s at 30 fps.
+const ORIGINALS_KEPT: usize = 48;
+/// One delivered frame in this many is scored.
+const SCORE_EVERY: usize = 6;
+
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The ring's newest frames, copied out as they are published.
+#[derive(Debug, Default)]
+pub struct Originals {
+    frames: Mutex<VecDeque<(u64, Arc<Vec<u8>>)>>,
+    geometry: Mutex<Option<(usize, usize, usize)>>,
+}
+
+impl Originals {
+    pub fn follow(ring: &str) -> anyhow::Result<Arc<Self>> {
+        let originals = Arc::new(Self::default());
+        let me = Arc::clone(&originals);
+        let ring = ring.to_string();
+        std::thread::Builder::new().name("originals".into()).spawn(move || {
+            let mut reader = None;
+            loop {
+                let Some(r) = reader.as_mut() else {
+                    match FrameReader::attach(&ring, FrameReaderOptions { mode: ReadMode::InOrder, expect: None }) {
+                        Ok(r) => {
+                            let g = r.geometry();
+                            *me.geometry.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                                Some((g.width as usize, g.height as usize, g.stride as usize));
+                            reader = Some(r);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                    continue;
+                };
+                let mut out = Vec::new();
+                match r.read_copy(Wait::Block(Duration::from_millis(100)), &mut out) {
+                    Ok(Some(info)) => {
+                        let mut frames = me.frames.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if frames.len() == ORIGINALS_KEPT {
+                            frames.pop_front();
+                        }
+                        frames.push_back((info.stamp.id, Arc::new(out)));
+                    }
+                    Ok(None) => {}
+                    Err(_) => reader = None,
+                }
+            }
+        })?;
+        Ok(originals)
+    }
+
+    /// (PSNR dB, SSIM) of a delivered JPEG against the original frame, if still kept.
+    fn score(&self, frame_id: u64, jpeg: &[u8]) -> Option<(f64, f64)> {
+        let (w, h, stride) = (*self.geometry.lock().ok()?)?;
+        let original = {
+            let frames = self.frames.lock().ok()?;
+            Arc::clone(&frames.iter().find(|(id, _)| *id == frame_id)?.1)
+        };
+        let image = turbojpeg::decompress(jpeg, turbojpeg::PixelFormat::BGR).ok()?;
+        let got = quality::luma_bgr(&image.pixels, image.width, image.height, image.pitch);
+        let got = quality::resize(&got, image.width, image.height, w, h);
+        let want = quality::luma_bgr(&original, w, h, stride);
+        Some((quality::psnr(&want, &got), quality::ssim(&want, &got, w, h)))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientPlan {
+    /// The loopback address it connects to (each one is shaped on its own).
+    pub address: String,
+    pub send_actions: bool,
+    /// Nothing before this is recorded.
+    pub measure_from: Instant,
+    /// False: a client that never returns a credit.
+    pub credits: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRecord {
+    pub frame_id: u64,
+    pub capture_ns: u64,
+    pub recv_ns: u64,
+    pub bytes: usize,
+    pub tier: u8,
+}
+
+#[derive(Debug, Default)]
+pub struct CaseRecord {
+    pub frames: Vec<FrameRecord>,
+    pub state_ages_ms: Vec<f64>,
+    pub ack_ms: Vec<f64>,
+    pub actions_sent: usize,
+    pub scores: Vec<(f64, f64)>,
+    /// Frames that arrived with an id not above one received before (a backlog).
+    pub out_of_order: usize,
+    /// Most frames in flight to any session, from the vehicle's state.
+    pub max_in_flight: u8,
+}
+
+fn percentile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+impl CaseRecord {
+    pub fn summary(&self, seconds: f64, link_kbps: u32, step_ns: Option<u64>) -> Value {
+        let ages: Vec<f64> = self.frames.iter().map(|f| (f.recv_ns as f64 - f.capture_ns as f64) / 1e6).collect();
+        let bytes: usize = self.frames.iter().map(|f| f.bytes).sum();
+        let goodput_kbps = bytes as f64 * 8.0 / seconds / 1000.0;
+        let mut tiers: Vec<u8> = self.frames.iter().map(|f| f.tier).collect();
+        tiers.sort_unstable();
+        tiers.dedup();
+        let last_tier = self.frames.last().map(|f| f.tier);
+        // After a step: how long until no frame was 150 ms old any more.
+        let recovery_ms = step_ns.map(|step| {
+            self.frames
+                .iter()
+                .filter(|f| f.recv_ns > step && f.recv_ns - f.capture_ns >= 150_000_000)
+                .map(|f| (f.recv_ns - step) as f64 / 1e6)
+                .fold(0.0, f64::max)
+        });
+        let mean = |v: Vec<f64>| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+        json!({
+            "frames": self.frames.len(),
+            "fps": self.frames.len() as f64 / seconds,
+            "age_p50_ms": percentile(&ages, 0.5),
+            "age_p99_ms": percentile(&ages, 0.99),
+            "age_max_ms": percentile(&ages, 1.0),
+            "goodput_kbps": goodput_kbps,
+            "goodput_share_pct": 100.0 * goodput_kbps / f64::from(link_kbps),
+            "state_age_p99_ms": percentile(&self.state_ages_ms, 0.99),
+            "states": self.state_ages_ms.len(),
+            "estop_ack_p50_ms": percentile(&self.ack_ms, 0.5),
+            "estop_ack_p99_ms": percentile(&self.ack_ms, 0.99),
+            "actions_sent": self.actions_sent,
+            "actions_acked": self.ack_ms.len(),
+            "psnr_db": mean(self.scores.iter().map(|s| s.0).collect()),
+            "ssim": mean(self.scores.iter().map(|s| s.1).collect()),
+            "ssim_min": self.scores.iter().map(|s| s.1).fold(f64::NAN, f64::min),
+            "scored": self.scores.len(),
+            "tiers": tiers.iter().map(u8::to_string).collect::<Vec<_>>().join(","),
+            "last_tier": last_tier,
+            "mean_frame_kb": bytes as f64 / self.frames.len().max(1) as f64 / 1000.0,
+            "recovery_ms": recovery_ms,
+            "out_of_order": self.out_of_order,
+            "max_in_flight": self.max_in_flight,
+        })
+    }
+}
+
+pub fn spawn(
+    plan: ClientPlan,
+    record: Arc<Mutex<CaseRecord>>,
+    originals: Arc<Originals>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        if let Err(e) = run(&plan, &record, &originals, &stop) {
+            eprintln!("measuring client {}: {e}", plan.address);
+        }
+    })
+}
+
+fn run(plan: &ClientPlan, record: &Mutex<CaseRecord>, originals: &Originals, stop: &AtomicBool) -> anyhow::Result<()> {
+    let context = zmq::Context::new();
+    let sub = context.socket(zmq::SUB)?;
+    sub.set_subscribe(b"state")?;
+    sub.set_subscribe(b"event")?;
+    sub.set_linger(0)?;
+    sub.connect(&format!("tcp://{}:{PUB_PORT}", plan.address))?;
+    let video = context.socket(zmq::DEALER)?;
+    video.set_linger(0)?;
+    video.connect(&format!("tcp://{}:{VIDEO_PORT}", plan.address))?;
+    let actions = context.socket(zmq::PUB)?;
+    actions.set_linger(0)?;
+    actions.connect(&format!("tcp://127.0.0.1:{ACTION_PORT}"))?;
+    let sender = format!("linkbench-{}-{}", std::process::id(), plan.address);
+    let mut pending: HashMap<String, Instant> = HashMap::new();
+    let (mut last_hello, mut last_action) = (None::<Instant>, Instant::now());
+    let (mut action_seq, mut estop_next, mut delivered, mut last_id) = (wall_ns(), true, 0usize, None::<u64>);
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if last_hello.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            last_hello = Some(now);
+            let hello = VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), max_kbps: None });
+            video.send_multipart(encode_video_request("*", 0, wall_ns(), &hello), zmq::DONTWAIT)?;
+        }
+        // An emergency stop, then a resume, every 1.5 s; each acknowledgement timed.
+        if plan.send_actions && now >= plan.measure_from && now.duration_since(last_action) >= Duration::from_millis(1500) {
+            last_action = now;
+            action_seq += 1;
+            let command = if estop_next { Command::EmergencyStop } else { Command::Resume };
+            estop_next = !estop_next;
+            let id = format!("{sender}-{action_seq}");
+            let action = Action { id: id.clone(), sender: sender.clone(), expires_ns: wall_ns() + 5_000_000_000, command };
+            actions.send_multipart(encode_action("*", action_seq, wall_ns(), &action, None), zmq::DONTWAIT)?;
+            pending.insert(id, now);
+            record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).actions_sent += 1;
+        }
+        let mut items = [sub.as_poll_item(zmq::POLLIN), video.as_poll_item(zmq::POLLIN)];
+        zmq::poll(&mut items, 5)?;
+        while let Ok(parts) = video.recv_multipart(zmq::DONTWAIT) {
+            let recv_ns = wall_ns();
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            let Ok(wire) = decode(&refs) else { continue };
+            let (Message::Frame(info), Some(jpeg)) = (&wire.message, wire.payload) else { continue };
+            if plan.credits {
+                let credit = Credit { frame_id: info.frame_id, bytes: jpeg.len() as u32 };
+                video.send_multipart(encode_video_request("*", 0, wall_ns(), &VideoRequest::Credit(credit)), zmq::DONTWAIT)?;
+            }
+            if Instant::now() < plan.measure_from {
+                continue;
+            }
+            let mut r = record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last_id.is_some_and(|last| info.frame_id <= last) {
+                r.out_of_order += 1;
+            }
+            last_id = Some(info.frame_id);
+            r.frames.push(FrameRecord {
+                frame_id: info.frame_id,
+                capture_ns: wire.capture_ns,
+                recv_ns,
+                bytes: jpeg.len(),
+                tier: info.tier,
+            });
+            drop(r);
+            delivered += 1;
+            if delivered % SCORE_EVERY == 0 {
+                if let Some(score) = originals.score(info.frame_id, jpeg) {
+                    record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).scores.push(score);
+                }
+            }
+        }
+        while let Ok(parts) = sub.recv_multipart(zmq::DONTWAIT) {
+            let recv_ns = wall_ns();
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            let Ok(wire) = decode(&refs) else { continue };
+            let measuring = Instant::now() >= plan.measure_from;
+            match wire.message {
+                Message::State(s) if measuring => {
+                    let mut r = record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    r.state_ages_ms.push((recv_ns as f64 - wire.capture_ns as f64) / 1e6);
+                    let most = s.link.viewers.iter().map(|v| v.in_flight).max().unwrap_or(0);
+                    r.max_in_flight = r.max_in_flight.max(most);
+                }
+                Message::Event(Event::Ack { action_id, .. }) => {
+                    if let Some(sent) = pending.remove(&action_id) {
+                        let ms = sent.elapsed().as_secs_f64() * 1e3;
+                        record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).ack_ms.push(ms);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // Leave the car driving for the next case.
+    if plan.send_actions && !estop_next {
+        action_seq += 1;
+        let action = Action {
+            id: format!("{sender}-{action_seq}"),
+            sender: sender.clone(),
+            expires_ns: wall_ns() + 5_000_000_000,
+            command: Command::Resume,
+        };
+        let _ = actions.send_multipart(encode_action("*", action_seq, wall_ns(), &action, None), 0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
