@@ -42,6 +42,8 @@ fn samples() -> Vec<Message> {
             tier: 4,
             goodput_kbps: 1900,
             reduced: true,
+            codec: "h264".into(),
+            keyframe: true,
         }),
         Message::Detection(detections),
         Message::State(VehicleState {
@@ -70,7 +72,13 @@ fn samples() -> Vec<Message> {
             link: LinkState {
                 video_port: 5559,
                 encodes_per_s: 42.0,
-                viewers: vec![ViewerLink { session: 1, goodput_kbps: 1900, tier: 4, reduced: true, ..ViewerLink::default() }],
+                viewers: vec![ViewerLink {
+                    session: 1,
+                    goodput_kbps: 1900,
+                    tier: 4,
+                    reduced: true,
+                    ..ViewerLink::default()
+                }],
             },
         }),
         Message::Event(Event::Ack {

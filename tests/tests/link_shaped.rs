@@ -82,7 +82,10 @@ fn on_a_link_slower_than_the_stream_nothing_queues_and_each_viewer_gets_its_own_
         }
         let first = &case["viewers"][0];
         assert!(first["actions_sent"].as_u64() > Some(0), "{case:#}");
-        assert_eq!(first["actions_acked"], first["actions_sent"], "an e-stop or resume not acknowledged: {case:#}");
+        assert_eq!(
+            first["actions_acked"], first["actions_sent"],
+            "an e-stop or resume not acknowledged: {case:#}"
+        );
         // A client that says hello and never returns a credit got its one frame, no more.
         assert!(case["stingy_frames"].as_u64() <= Some(1), "{case:#}");
     }
@@ -91,6 +94,15 @@ fn on_a_link_slower_than_the_stream_nothing_queues_and_each_viewer_gets_its_own_
     // the tiers it used alone: the slow link did not pull it down.
     let (fast, slow) = (&two["viewers"][0], &two["viewers"][1]);
     assert!(slow["last_tier"].as_u64() > fast["last_tier"].as_u64(), "{two:#}");
-    let worst_alone: u64 = alone["viewers"][0]["tiers"].as_str().unwrap().split(',').filter_map(|t| t.parse().ok()).max().unwrap();
-    assert!(fast["last_tier"].as_u64() <= Some(worst_alone), "the fast viewer lost its tier: {two:#}\nalone: {alone:#}");
+    let worst_alone: u64 = alone["viewers"][0]["tiers"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .filter_map(|t| t.parse().ok())
+        .max()
+        .unwrap();
+    assert!(
+        fast["last_tier"].as_u64() <= Some(worst_alone),
+        "the fast viewer lost its tier: {two:#}\nalone: {alone:#}"
+    );
 }

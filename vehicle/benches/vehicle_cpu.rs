@@ -66,7 +66,8 @@ fn main() {
         }
         if hello_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             hello_at = Some(Instant::now());
-            let hello = VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), max_kbps: None });
+            let hello =
+                VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), codecs: vec![], max_kbps: None });
             video.send_multipart(encode_video_request("*", 1, 0, &hello), 0).expect("hello");
         }
         let mut items = [sub.as_poll_item(zmq::POLLIN), video.as_poll_item(zmq::POLLIN)];
@@ -75,8 +76,11 @@ fn main() {
         let socket = if from_video { &video } else { &sub };
         let Ok(parts) = socket.recv_multipart(zmq::DONTWAIT) else { continue };
         if from_video {
-            if let Ok(Message::Frame(f)) = decode(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>()).map(|w| w.message) {
-                let credit = VideoRequest::Credit(Credit { frame_id: f.frame_id, bytes: parts[2].len() as u32 });
+            if let Ok(Message::Frame(f)) =
+                decode(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>()).map(|w| w.message)
+            {
+                let credit =
+                    VideoRequest::Credit(Credit { frame_id: f.frame_id, bytes: parts[2].len() as u32 });
                 video.send_multipart(encode_video_request("*", 1, 0, &credit), 0).expect("credit");
             }
         }

@@ -11,6 +11,7 @@ pub mod broadcast;
 pub mod config;
 pub mod control;
 pub mod detections;
+pub mod h264;
 pub mod run;
 pub mod source;
 pub mod tiers;

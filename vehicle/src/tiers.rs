@@ -15,17 +15,8 @@ pub struct Tier {
 /// The default rungs before the configured bounds clip them: first JPEG quality falls, then
 /// the frame shrinks (at low rates a smaller, better-quantised picture looks better than a
 /// full-size blocky one).
-const RUNGS: [(f64, u8); 9] = [
-    (1.0, 80),
-    (1.0, 60),
-    (0.75, 60),
-    (0.75, 45),
-    (0.5, 60),
-    (0.5, 45),
-    (0.5, 30),
-    (0.375, 40),
-    (0.25, 40),
-];
+const RUNGS: [(f64, u8); 9] =
+    [(1.0, 80), (1.0, 60), (0.75, 60), (0.75, 45), (0.5, 60), (0.5, 45), (0.5, 30), (0.375, 40), (0.25, 40)];
 
 /// The ladder and what its tiers cost.
 #[derive(Debug)]
@@ -132,6 +123,10 @@ pub struct Encoded {
     pub height: u32,
     pub quality: u8,
     pub encode_us: u32,
+    /// `jpeg` or `h264` (the frame's codec field).
+    pub codec: &'static str,
+    /// Decodable on its own (every JPEG; an H.264 IDR).
+    pub keyframe: bool,
 }
 
 /// A codec behind the tiers. JPEG today; a stateful codec (H.264) keeps one stream per tier.
@@ -186,7 +181,15 @@ impl TierEncoder for JpegEncoder {
             format: turbojpeg::PixelFormat::BGR,
         })?;
         let encode_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-        Ok(Encoded { bytes, width, height, quality: tier.quality, encode_us })
+        Ok(Encoded {
+            bytes,
+            width,
+            height,
+            quality: tier.quality,
+            encode_us,
+            codec: ads_protocol::CODEC_JPEG,
+            keyframe: true,
+        })
     }
 }
 

@@ -2,8 +2,9 @@
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
 use ads_protocol::{
-    decode, encode, encode_video_request, Action, Credit, VideoHello, VideoRequest, CODEC_JPEG, Command, Detections, DriveMode, Event, LaneDetection, Message, RejectReason,
-    VehicleState, PROTOCOL_VERSION,
+    decode, encode, encode_video_request, Action, Command, Credit, Detections, DriveMode, Event,
+    LaneDetection, Message, RejectReason, VehicleState, VideoHello, VideoRequest, CODEC_JPEG,
+    PROTOCOL_VERSION,
 };
 use ads_shmem_ipc::{clock, shm_path, MessageWriter, Stamp};
 use ads_sim::{SimConfig, Simulator, TrackKind};
@@ -66,8 +67,10 @@ impl Vehicle {
             loop {
                 if hello_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     hello_at = Some(Instant::now());
-                    let hello = VideoHello { codec: CODEC_JPEG.into(), max_kbps: None };
-                    video.send_multipart(encode_video_request("*", 1, 0, &VideoRequest::Hello(hello)), 0).unwrap();
+                    let hello = VideoHello { codec: CODEC_JPEG.into(), codecs: vec![], max_kbps: None };
+                    video
+                        .send_multipart(encode_video_request("*", 1, 0, &VideoRequest::Hello(hello)), 0)
+                        .unwrap();
                 }
                 let mut items = [sub.as_poll_item(zmq::POLLIN), video.as_poll_item(zmq::POLLIN)];
                 if zmq::poll(&mut items, 100).is_err() {

@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
 use ads_protocol::{
-    decode, encode_video_request, Credit, FrameInfo, Message, VehicleState, VideoHello, VideoRequest, CODEC_JPEG,
+    decode, encode_video_request, Credit, FrameInfo, Message, VehicleState, VideoHello, VideoRequest,
+    CODEC_JPEG,
 };
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -98,7 +99,7 @@ impl Client {
     }
 
     fn hello(&self, max_kbps: Option<u32>) {
-        self.send(VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), max_kbps }));
+        self.send(VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), codecs: vec![], max_kbps }));
     }
 
     fn credit(&self, frame_id: u64) {
@@ -113,7 +114,9 @@ impl Client {
         let parts = self.socket.recv_multipart(0).unwrap();
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         match decode(&refs).unwrap() {
-            ads_protocol::WireMessage { message: Message::Frame(f), payload: Some(p), .. } => Some((f, p.len())),
+            ads_protocol::WireMessage { message: Message::Frame(f), payload: Some(p), .. } => {
+                Some((f, p.len()))
+            }
             other => panic!("not a frame on the video socket: {other:?}"),
         }
     }
@@ -247,7 +250,8 @@ fn a_clients_own_cap_holds_its_bytes() {
 /// The venv with pyzmq and msgpack that scripts/python-env.sh makes (idempotent).
 fn python() -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new("bash").arg(root.join("scripts/python-env.sh")).current_dir(&root).output().unwrap();
+    let out =
+        Command::new("bash").arg(root.join("scripts/python-env.sh")).current_dir(&root).output().unwrap();
     assert!(out.status.success(), "python-env.sh failed: {}", String::from_utf8_lossy(&out.stderr));
     std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim())
 }
@@ -257,7 +261,10 @@ fn the_documented_python_example_watches_the_video() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let example = std::fs::read_to_string(root.join("tests/python/video_example.py")).unwrap();
     let doc = std::fs::read_to_string(root.join("docs/protocol.md")).unwrap();
-    assert!(doc.contains(example.trim_end()), "docs/protocol.md 10.1 differs from tests/python/video_example.py");
+    assert!(
+        doc.contains(example.trim_end()),
+        "docs/protocol.md 10.1 differs from tests/python/video_example.py"
+    );
     let mut v = Vehicle::start("example");
     let dir = std::env::temp_dir().join(format!("ads-video-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -37,6 +37,9 @@ pub struct ViewerConfig {
     pub access_token: Option<String>,
     /// Most browsers (websockets) and MJPEG clients served at once; more are refused.
     pub max_clients: usize,
+    /// Codec asked of the vehicle: `jpeg` (the default) or `h264` (JPEG if the vehicle lacks
+    /// it; browsers without WebCodecs get JPEG made here from the decoded pictures).
+    pub codec: String,
 }
 
 impl Default for ViewerConfig {
@@ -56,6 +59,7 @@ impl Default for ViewerConfig {
             action_key: None,
             access_token: None,
             max_clients: 32,
+            codec: ads_protocol::CODEC_JPEG.into(),
         }
     }
 }
@@ -102,6 +106,9 @@ pub struct Overrides {
     /// Most browsers (and, separately, MJPEG clients) served at once [default: 32].
     #[arg(long, env = "ADS_VIEWER_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
+    /// Codec asked of the vehicle: jpeg or h264 [default: jpeg].
+    #[arg(long, env = "ADS_VIEWER_CODEC")]
+    pub codec: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,11 +158,15 @@ impl ViewerConfig {
         if let Some(v) = o.max_clients {
             config.max_clients = v;
         }
+        if let Some(v) = o.codec {
+            config.codec = v;
+        }
         if config.actions.is_empty() {
             config.actions = action_endpoint_for(&config.vehicle)?;
         }
         if config.video.is_empty() {
-            config.video = endpoint_on_vehicle_host(&config.vehicle, ads_protocol::DEFAULT_VIDEO_PORT, "--video")?;
+            config.video =
+                endpoint_on_vehicle_host(&config.vehicle, ads_protocol::DEFAULT_VIDEO_PORT, "--video")?;
             tracing::info!(video = %config.video, "no video endpoint given: the vehicle's host, default port");
         }
         config.validate()?;
@@ -183,6 +194,12 @@ impl ViewerConfig {
                 self.mjpeg_quality
             )));
         }
+        if ![ads_protocol::CODEC_JPEG, ads_protocol::CODEC_H264].contains(&self.codec.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "codec = {:?} is neither \"jpeg\" nor \"h264\"",
+                self.codec
+            )));
+        }
         if self.max_clients == 0 {
             return Err(ConfigError::Invalid("max_clients must be at least 1".into()));
         }
@@ -201,7 +218,9 @@ pub fn action_endpoint_for(vehicle: &str) -> Result<String, ConfigError> {
 /// `tcp://host:5557` → `tcp://host:PORT`, or an error telling which flag to pass.
 pub fn endpoint_on_vehicle_host(vehicle: &str, port: u16, flag: &str) -> Result<String, ConfigError> {
     let invalid = || {
-        ConfigError::Invalid(format!("cannot derive an endpoint from {vehicle:?}; pass {flag} tcp://HOST:PORT"))
+        ConfigError::Invalid(format!(
+            "cannot derive an endpoint from {vehicle:?}; pass {flag} tcp://HOST:PORT"
+        ))
     };
     let rest = vehicle.strip_prefix("tcp://").ok_or_else(invalid)?;
     let (host, _port) = rest.rsplit_once(':').ok_or_else(invalid)?;

@@ -9,6 +9,7 @@ pub mod access;
 pub mod actions;
 pub mod burn;
 pub mod config;
+pub mod h264;
 pub mod hub;
 pub mod link;
 pub mod metrics;

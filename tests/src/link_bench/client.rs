@@ -6,8 +6,8 @@
 use super::quality;
 use super::{ACTION_PORT, PUB_PORT, VIDEO_PORT};
 use ads_protocol::{
-    decode, encode_action, encode_video_request, Action, Command, Credit, Event, Message, VideoHello, VideoRequest,
-    CODEC_JPEG,
+    decode, encode_action, encode_video_request, Action, Command, Credit, Event, Message, VideoHello,
+    VideoRequest, CODEC_JPEG,
 };
 use ads_shmem_ipc::{FrameReader, FrameReaderOptions, ReadMode, Wait};
 use serde_json::{json, Value};
@@ -41,7 +41,10 @@ impl Originals {
             let mut reader = None;
             loop {
                 let Some(r) = reader.as_mut() else {
-                    match FrameReader::attach(&ring, FrameReaderOptions { mode: ReadMode::InOrder, expect: None }) {
+                    match FrameReader::attach(
+                        &ring,
+                        FrameReaderOptions { mode: ReadMode::InOrder, expect: None },
+                    ) {
                         Ok(r) => {
                             let g = r.geometry();
                             *me.geometry.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
@@ -128,7 +131,8 @@ fn percentile(values: &[f64], q: f64) -> f64 {
 
 impl CaseRecord {
     pub fn summary(&self, seconds: f64, link_kbps: u32, step_ns: Option<u64>) -> Value {
-        let ages: Vec<f64> = self.frames.iter().map(|f| (f.recv_ns as f64 - f.capture_ns as f64) / 1e6).collect();
+        let ages: Vec<f64> =
+            self.frames.iter().map(|f| (f.recv_ns as f64 - f.capture_ns as f64) / 1e6).collect();
         let bytes: usize = self.frames.iter().map(|f| f.bytes).sum();
         let goodput_kbps = bytes as f64 * 8.0 / seconds / 1000.0;
         let mut tiers: Vec<u8> = self.frames.iter().map(|f| f.tier).collect();
@@ -185,7 +189,12 @@ pub fn spawn(
     })
 }
 
-fn run(plan: &ClientPlan, record: &Mutex<CaseRecord>, originals: &Originals, stop: &AtomicBool) -> anyhow::Result<()> {
+fn run(
+    plan: &ClientPlan,
+    record: &Mutex<CaseRecord>,
+    originals: &Originals,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
     let context = zmq::Context::new();
     let sub = context.socket(zmq::SUB)?;
     sub.set_subscribe(b"state")?;
@@ -206,18 +215,28 @@ fn run(plan: &ClientPlan, record: &Mutex<CaseRecord>, originals: &Originals, sto
         let now = Instant::now();
         if last_hello.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
             last_hello = Some(now);
-            let hello = VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), max_kbps: None });
+            let hello =
+                VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), codecs: vec![], max_kbps: None });
             video.send_multipart(encode_video_request("*", 0, wall_ns(), &hello), zmq::DONTWAIT)?;
         }
         // An emergency stop, then a resume, every 1.5 s; each acknowledgement timed.
-        if plan.send_actions && now >= plan.measure_from && now.duration_since(last_action) >= Duration::from_millis(1500) {
+        if plan.send_actions
+            && now >= plan.measure_from
+            && now.duration_since(last_action) >= Duration::from_millis(1500)
+        {
             last_action = now;
             action_seq += 1;
             let command = if estop_next { Command::EmergencyStop } else { Command::Resume };
             estop_next = !estop_next;
             let id = format!("{sender}-{action_seq}");
-            let action = Action { id: id.clone(), sender: sender.clone(), expires_ns: wall_ns() + 5_000_000_000, command };
-            actions.send_multipart(encode_action("*", action_seq, wall_ns(), &action, None), zmq::DONTWAIT)?;
+            let action = Action {
+                id: id.clone(),
+                sender: sender.clone(),
+                expires_ns: wall_ns() + 5_000_000_000,
+                command,
+            };
+            actions
+                .send_multipart(encode_action("*", action_seq, wall_ns(), &action, None), zmq::DONTWAIT)?;
             pending.insert(id, now);
             record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).actions_sent += 1;
         }
@@ -230,7 +249,10 @@ fn run(plan: &ClientPlan, record: &Mutex<CaseRecord>, originals: &Originals, sto
             let (Message::Frame(info), Some(jpeg)) = (&wire.message, wire.payload) else { continue };
             if plan.credits {
                 let credit = Credit { frame_id: info.frame_id, bytes: jpeg.len() as u32 };
-                video.send_multipart(encode_video_request("*", 0, wall_ns(), &VideoRequest::Credit(credit)), zmq::DONTWAIT)?;
+                video.send_multipart(
+                    encode_video_request("*", 0, wall_ns(), &VideoRequest::Credit(credit)),
+                    zmq::DONTWAIT,
+                )?;
             }
             if Instant::now() < plan.measure_from {
                 continue;

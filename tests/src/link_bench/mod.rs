@@ -66,8 +66,12 @@ struct Case {
 
 fn parse_case(text: &str) -> anyhow::Result<Case> {
     Ok(match text {
-        "step" => Case { name: "20 → 2 Mbit/s step".into(), rates_kbps: vec![20_000], step: Some((0.5, 2_000)) },
-        "two" => Case { name: "two viewers, 20 + 2 Mbit/s".into(), rates_kbps: vec![20_000, 2_000], step: None },
+        "step" => {
+            Case { name: "20 → 2 Mbit/s step".into(), rates_kbps: vec![20_000], step: Some((0.5, 2_000)) }
+        }
+        "two" => {
+            Case { name: "two viewers, 20 + 2 Mbit/s".into(), rates_kbps: vec![20_000, 2_000], step: None }
+        }
         rate => {
             let mbit: f64 = rate.parse().with_context(|| format!("case {rate:?}: a rate, step or two"))?;
             anyhow::ensure!(mbit > 0.0 && mbit <= 1000.0, "case {rate}: rate out of range");
@@ -87,20 +91,20 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
     let ring = format!("linkbench{}", std::process::id());
     let s = |x: &str| x.to_string();
     let mut vehicle_args = vec![
-            s("--control"),
-            s("truth"),
-            s("--vehicle-id"),
-            s("bench-car"),
-            s("--broadcast"),
-            format!("tcp://*:{PUB_PORT}"),
-            s("--video-endpoint"),
-            format!("tcp://*:{VIDEO_PORT}"),
-            s("--actions"),
-            format!("tcp://127.0.0.1:{ACTION_PORT}"),
-            s("--frames-ring"),
-            format!("{ring}-frames"),
-            s("--detections-ring"),
-            format!("{ring}-det"),
+        s("--control"),
+        s("truth"),
+        s("--vehicle-id"),
+        s("bench-car"),
+        s("--broadcast"),
+        format!("tcp://*:{PUB_PORT}"),
+        s("--video-endpoint"),
+        format!("tcp://*:{VIDEO_PORT}"),
+        s("--actions"),
+        format!("tcp://127.0.0.1:{ACTION_PORT}"),
+        s("--frames-ring"),
+        format!("{ring}-frames"),
+        s("--detections-ring"),
+        format!("{ring}-det"),
     ];
     if let Some(n) = args.frames_in_flight {
         vehicle_args.extend([s("--frames-in-flight"), n.to_string()]);
@@ -131,8 +135,12 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
         }
         let stingy = Arc::new(Mutex::new(CaseRecord::default()));
         if args.stingy {
-            let plan =
-                ClientPlan { address: "127.0.0.1".into(), send_actions: false, measure_from: started, credits: false };
+            let plan = ClientPlan {
+                address: "127.0.0.1".into(),
+                send_actions: false,
+                measure_from: started,
+                credits: false,
+            };
             threads.push(client::spawn(plan, Arc::clone(&stingy), Arc::clone(&originals), Arc::clone(&stop)));
         }
         while Instant::now() < measure_from {
@@ -191,7 +199,11 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
 }
 
 fn print_case(r: &Value) {
-    println!("\n{}  (vehicle CPU {:.1}% of a core)", r["case"].as_str().unwrap_or(""), r["vehicle_cpu_pct"].as_f64().unwrap_or(0.0));
+    println!(
+        "\n{}  (vehicle CPU {:.1}% of a core)",
+        r["case"].as_str().unwrap_or(""),
+        r["vehicle_cpu_pct"].as_f64().unwrap_or(0.0)
+    );
     println!(
         "  viewer   age p50/p99/max ms    fps   goodput  of link  state p99  e-stop ack p50/p99   PSNR   SSIM  tiers  size KB  recovery"
     );

@@ -83,7 +83,8 @@ mod tests {
         let a: Vec<f32> = (0..w * h).map(|i| ((i * 37) % 251) as f32).collect();
         assert_eq!(psnr(&a, &a), 99.0);
         assert!((ssim(&a, &a, w, h) - 1.0).abs() < 1e-9);
-        let b: Vec<f32> = a.iter().enumerate().map(|(i, v)| v + if i % 2 == 0 { 20.0 } else { -20.0 }).collect();
+        let b: Vec<f32> =
+            a.iter().enumerate().map(|(i, v)| v + if i % 2 == 0 { 20.0 } else { -20.0 }).collect();
         assert!(psnr(&a, &b) < 23.0);
         assert!(ssim(&a, &b, w, h) < 0.95);
         let small = resize(&a, w, h, w / 2, h / 2);

@@ -6,7 +6,8 @@ use anyhow::Context as _;
 use std::process::Command;
 
 fn run(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("running {}", args[0]))?;
+    let out =
+        Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("running {}", args[0]))?;
     anyhow::ensure!(
         out.status.success(),
         "{} failed: {}",
@@ -33,19 +34,28 @@ impl Shaper {
         run(&["ip", "link", "set", "lo", "mtu", "1500"])?;
         // Whatever is left from an earlier run in this namespace.
         let _ = run(&["tc", "qdisc", "del", "dev", "lo", "root"]);
-        run(&["tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "99", "r2q", "1000"])?;
-        run(&["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:99", "htb", "rate", "10gbit"])?;
+        run(&[
+            "tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "99", "r2q", "1000",
+        ])?;
+        run(&[
+            "tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:99", "htb", "rate", "10gbit",
+        ])?;
         for (i, &rate) in rates_kbps.iter().enumerate() {
             let class = format!("1:{}", 10 + i);
             let rate = format!("{rate}kbit");
-            run(&["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", &class, "htb", "rate", &rate])?;
-            run(&["tc", "class", "change", "dev", "lo", "parent", "1:", "classid", &class, "htb", "rate", &rate, "burst", BURST, "cburst", BURST])?;
+            run(&[
+                "tc", "class", "add", "dev", "lo", "parent", "1:", "classid", &class, "htb", "rate", &rate,
+            ])?;
+            run(&[
+                "tc", "class", "change", "dev", "lo", "parent", "1:", "classid", &class, "htb", "rate",
+                &rate, "burst", BURST, "cburst", BURST,
+            ])?;
             let src = format!("127.0.0.{}/32", i + 1);
             for port in ports {
                 let port = port.to_string();
                 run(&[
-                    "tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match",
-                    "ip", "src", &src, "match", "ip", "sport", &port, "0xffff", "flowid", &class,
+                    "tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+                    "match", "ip", "src", &src, "match", "ip", "sport", &port, "0xffff", "flowid", &class,
                 ])?;
             }
         }
@@ -56,7 +66,10 @@ impl Shaper {
     pub fn set_rate(&self, index: usize, kbps: u32) -> anyhow::Result<()> {
         anyhow::ensure!(index < self.classes, "no class {index}");
         let (class, rate) = (format!("1:{}", 10 + index), format!("{kbps}kbit"));
-        run(&["tc", "class", "change", "dev", "lo", "parent", "1:", "classid", &class, "htb", "rate", &rate, "burst", BURST, "cburst", BURST])
+        run(&[
+            "tc", "class", "change", "dev", "lo", "parent", "1:", "classid", &class, "htb", "rate", &rate,
+            "burst", BURST, "cburst", BURST,
+        ])
     }
 }
 
