@@ -15,6 +15,10 @@ use std::collections::HashMap;
 /// How long viewers of a tier wait for a peer without a credit before the frame goes out
 /// without it.
 pub const WAIT_FOR_PEERS_NS: u64 = 100_000_000;
+/// A session moves to a better tier only when its rate carries it with this margin, and at
+/// most this often.
+const UPGRADE_MARGIN: f64 = 1.25;
+const UPGRADE_INTERVAL_NS: u64 = 2_000_000_000;
 /// Keyframes a viewer's own requests can force, at most one per this interval per tier (a
 /// client must not turn a shared stream into all-intra).
 const KEY_REQUEST_INTERVAL_NS: u64 = 500_000_000;
@@ -139,6 +143,8 @@ struct Member {
     in_step: Option<usize>,
     /// Since when it wanted a frame its tier did not send.
     waiting_since: Option<u64>,
+    /// When it last moved to a better tier.
+    last_upgrade_ns: Option<u64>,
 }
 
 /// One tier's running stream.
@@ -241,12 +247,23 @@ impl H264Tiers {
         self.streams.retain(|tier, _| in_use.contains(tier));
     }
 
-    /// Sets the tier a member should be on now (from its paced rate).
-    pub fn plan(&mut self, identity: &[u8], bps: f64) -> usize {
-        let tier = self.choose(bps);
-        if let Some(m) = self.members.get_mut(identity) {
-            m.tier = tier;
+    /// Sets the tier a member should be on now (from its paced rate). Down at once; up only
+    /// with a margin and at most every [`UPGRADE_INTERVAL_NS`]: every move costs a keyframe.
+    pub fn plan(&mut self, identity: &[u8], bps: f64, now_ns: u64) -> usize {
+        let fits = self.choose(bps);
+        let margin = self.choose(bps / UPGRADE_MARGIN);
+        let Some(m) = self.members.get_mut(identity) else { return fits };
+        if fits > m.tier {
+            m.tier = fits;
+        } else if margin < m.tier
+            && m.last_upgrade_ns.is_none_or(|t| now_ns.saturating_sub(t) >= UPGRADE_INTERVAL_NS)
+        {
+            m.tier = margin;
+            m.last_upgrade_ns = Some(now_ns);
         }
+        let tier = m.tier;
+        let in_use: Vec<usize> = self.members.values().map(|m| m.tier).collect();
+        self.streams.retain(|t, _| in_use.contains(t));
         tier
     }
 
@@ -478,7 +495,7 @@ mod tests {
         let mut tiers = H264Tiers::new(&config(), (160, 120), 30.0, OpenH264Encoder::boxed);
         let (a, b) = (b"a".to_vec(), b"b".to_vec());
         tiers.join(&a);
-        tiers.plan(&a, 10e6);
+        tiers.plan(&a, 10e6, 0);
         let pixels = road(160, 120, 0);
         let image = SourceImage { pixels: &pixels, width: 160, height: 120, stride: 480 };
         let first = tiers.encode(image, &[a.clone()], 0);
@@ -488,7 +505,7 @@ mod tests {
         assert!(!second[0].2.keyframe, "in step: a P frame");
         // b joins the same tier mid-stream: the next frame is a keyframe, sent to both.
         tiers.join(&b);
-        tiers.plan(&b, 10e6);
+        tiers.plan(&b, 10e6, 0);
         let third = tiers.encode(image, &[a.clone(), b.clone()], 66);
         assert_eq!(third.len(), 2);
         assert!(third.iter().all(|(_, _, e)| e.keyframe));
@@ -501,7 +518,7 @@ mod tests {
         assert_eq!(back.len(), 2, "b's return forces a keyframe for the tier");
         assert!(back[0].2.keyframe);
         // A slow viewer gets a lower tier of its own.
-        tiers.plan(&b, 300_000.0);
+        tiers.plan(&b, 300_000.0, 400_000_000);
         let split = tiers.encode(image, &[a.clone(), b.clone()], 400_000_000);
         let sizes: Vec<(u32, u32)> = split.iter().map(|(_, _, e)| (e.width, e.height)).collect();
         assert!(sizes.contains(&(160, 120)) && sizes.iter().any(|&(w, _)| w < 160), "{sizes:?}");

@@ -225,7 +225,7 @@ impl VideoLink {
         let mut stream_takers: Vec<Vec<u8>> = Vec::new();
         for (identity, session) in &mut self.sessions {
             if let Some(h264) = self.h264.as_mut().filter(|h| h.is_member(identity)) {
-                let tier = h264.plan(identity, session.pace_bps());
+                let tier = h264.plan(identity, session.pace_bps(), now);
                 if session.want_stream(&self.rules, tier, h264.frame_bytes(tier), now) {
                     stream_takers.push(identity.clone());
                 }
