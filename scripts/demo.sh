@@ -8,7 +8,7 @@
 #   scripts/demo.sh [--port 8080] [--vehicle-port 5557] [--method cv|dl]
 #                   [--track oval|s-bends|long] [--seconds N]
 #
-# The vehicle publishes on 127.0.0.1:5557 and takes actions on :5558 (the vehicle port + 1),
+# The vehicle publishes on 127.0.0.1:5557 and takes actions on :5558 (the vehicle port + 1), video on :5559 (+ 2),
 # so a second viewer or tests/python/ads_client.py can join.
 #
 # Environment: ADS_DEMO_PROFILE=dev uses debug builds (faster to build, slower to run);
@@ -44,7 +44,7 @@ fi
 
 # Our own ring names, so a demo never touches a vehicle service running on this machine.
 frames="demo$$-frames" detections="demo$$-detections"
-pub_port=$vehicle_port action_port=$((vehicle_port + 1))
+pub_port=$vehicle_port action_port=$((vehicle_port + 1)) video_port=$((vehicle_port + 2))
 declare -A pids=()
 log() { printf 'demo: %s\n' "$*" >&2; }
 
@@ -89,11 +89,12 @@ trap 'stop_all; exit 143' TERM
 
 start vehicle "$bin/ads-vehicle" --track "$track" --control detections \
   --broadcast "tcp://127.0.0.1:$pub_port" --actions "tcp://127.0.0.1:$action_port" \
+  --video-endpoint "tcp://127.0.0.1:$video_port" \
   --frames-ring "$frames" --detections-ring "$detections"
 start detection "$bin/ads-detection" --method "$method" \
   --frames-ring "$frames" --detections-ring "$detections"
 start viewer "$bin/ads-viewer" --vehicle "tcp://127.0.0.1:$pub_port" \
-  --actions "tcp://127.0.0.1:$action_port" --port "$port"
+  --actions "tcp://127.0.0.1:$action_port" --video "tcp://127.0.0.1:$video_port" --port "$port"
 
 url="http://127.0.0.1:$port/"
 for _ in $(seq 1 100); do

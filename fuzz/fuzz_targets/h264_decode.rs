@@ -26,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
             reduced: false,
             codec: ads_protocol::CODEC_H264.into(),
             keyframe: flags & (4 << i.min(4)) != 0,
+            source_width: 0,
+            source_height: 0,
         };
         if let Ok(picture) = decoder.decode(&info, unit) {
             assert_eq!((picture.width, picture.height), (width, height));

@@ -35,6 +35,12 @@ pub struct FrameInfo {
     /// first). An H.264 frame without it needs the frames before it since the last key.
     #[serde(default)]
     pub keyframe: bool,
+    /// Size of the captured frame (the ring's), which detections and truth refer to; the
+    /// JPEG is smaller on a reduced tier. 0 from older vehicles: the same as `width`/`height`.
+    #[serde(default)]
+    pub source_width: u32,
+    #[serde(default)]
+    pub source_height: u32,
 }
 
 fn default_codec() -> String {

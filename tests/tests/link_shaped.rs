@@ -3,6 +3,8 @@
 //! for behaviour, never for a speed. Needs root and `ip netns`; skipped with a printed reason
 //! elsewhere.
 
+#![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
+
 mod common;
 
 use common::bin;

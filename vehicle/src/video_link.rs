@@ -302,6 +302,8 @@ impl VideoLink {
                 reduced: session.reduced(&self.rules, now),
                 codec: e.codec.to_string(),
                 keyframe: e.keyframe,
+                source_width: geometry.width,
+                source_height: geometry.height,
             };
             let seq = self.seqs.entry(identity.clone()).or_insert(0);
             *seq += 1;

@@ -6,7 +6,8 @@
 //! whichever is later; its bytes over that time are one sample. The estimate is the largest
 //! sample of the last second (timing only ever makes samples too low), except that a frame
 //! which took far longer than the target age resets it at once: a link that got slower is
-//! believed immediately, one that got faster within a second.
+//! believed immediately, one that got faster step by step (at most x1.25 a frame, and only
+//! from frames big enough to have tested it, since a small one can slip through in a burst).
 
 use crate::tiers::Ladder;
 use std::collections::VecDeque;
@@ -16,12 +17,16 @@ const NS_PER_S: f64 = 1e9;
 const UTILISATION: f64 = 0.85;
 /// Goodput assumed for a new session until its first credit, bit/s.
 const INITIAL_BPS: f64 = 2e6;
+/// The most one credit may raise the estimate by (x1.25: 20x in about 14 frames).
+const MAX_RISE: f64 = 1.25;
+/// A frame smaller than this share of what the target age carries cannot raise it.
+const PROBE_SHARE: f64 = 0.3;
 /// How long a goodput sample counts for the estimate.
 const SAMPLE_WINDOW_NS: u64 = 1_000_000_000;
 
 /// How many tier steps halving the frame rate is worth: below the full rate, a lower rate is
 /// chosen only when it buys clearly better pictures.
-const TIER_STEPS_PER_HALVING: f64 = 1.5;
+const TIER_STEPS_PER_HALVING: f64 = 2.5;
 
 /// The tier and frame rate for a paced rate of `bps`: for each candidate rate from the
 /// maximum down to the minimum, the best tier whose frames fit both the target age and the
@@ -227,17 +232,25 @@ impl Session {
         self.last_credit_ns = now_ns;
         let busy_ns = now_ns.saturating_sub(busy_from).max(100_000);
         self.last_delivery_ns = now_ns.saturating_sub(frame.sent_ns);
-        let sample = frame.bytes as f64 * 8.0 / (busy_ns as f64 / NS_PER_S);
-        self.samples.push_back((now_ns, sample));
-        while self.samples.front().is_some_and(|&(t, _)| now_ns.saturating_sub(t) > SAMPLE_WINDOW_NS) {
-            self.samples.pop_front();
-        }
-        let slow = self.last_delivery_ns > rules.target_age_ns * 3 / 2 && sample < self.estimate_bps;
+        let measured = frame.bytes as f64 * 8.0 / (busy_ns as f64 / NS_PER_S);
+        let slow = self.last_delivery_ns > rules.target_age_ns * 3 / 2 && measured < self.estimate_bps;
         if slow {
             // The link got slower: believe it now, not a second from now.
             self.samples.clear();
-            self.samples.push_back((now_ns, sample));
             self.pace_tokens = self.pace_tokens.min(0.0);
+        }
+        // Upwards only step by step, and only from frames big enough to have tested the link:
+        // a small frame can pass in one burst of a shaper or an aggregate of the radio and
+        // look infinitely fast.
+        let probe_bytes = self.estimate_bps / 8.0 * (rules.target_age_ns as f64 / NS_PER_S) * PROBE_SHARE;
+        let sample = if frame.bytes as f64 >= probe_bytes {
+            measured.min(self.estimate_bps * MAX_RISE)
+        } else {
+            measured.min(self.estimate_bps)
+        };
+        self.samples.push_back((now_ns, sample));
+        while self.samples.front().is_some_and(|&(t, _)| now_ns.saturating_sub(t) > SAMPLE_WINDOW_NS) {
+            self.samples.pop_front();
         }
         self.estimate_bps = self.samples.iter().map(|&(_, s)| s).fold(f64::MIN, f64::max);
     }

@@ -33,7 +33,9 @@ impl Client {
         socket.set_rcvtimeo(200).unwrap();
         socket.connect(endpoint).unwrap();
         let api = openh264::OpenH264API::from_source();
-        let decoder = openh264::decoder::Decoder::with_api_config(api, openh264::decoder::DecoderConfig::new()).unwrap();
+        let decoder =
+            openh264::decoder::Decoder::with_api_config(api, openh264::decoder::DecoderConfig::new())
+                .unwrap();
         let mut client = Self {
             socket,
             codecs: codecs.iter().map(|c| (*c).to_string()).collect(),
@@ -158,7 +160,10 @@ fn h264_and_jpeg_viewers_side_by_side_with_keyframes_on_demand() {
         assert!(Instant::now() < deadline, "B got only {b_frames} frames; moves so far {moves:?}");
         if let Some((info, unit)) = b.try_frame() {
             if b_last.is_none() {
-                assert!(info.keyframe && nal_types(&unit).contains(&5), "the newcomer's first frame: {info:?}");
+                assert!(
+                    info.keyframe && nal_types(&unit).contains(&5),
+                    "the newcomer's first frame: {info:?}"
+                );
             }
             assert!(b.decodes(&unit), "B's frame {} does not decode", info.frame_id);
             if let Some((last_id, last_tier)) = b_last.filter(|&(_, tier)| tier != info.tier) {

@@ -56,6 +56,7 @@ struct Vehicle {
     child: Child,
     name: String,
     pub_port: u16,
+    video_port: u16,
     action_port: u16,
     log: Arc<Mutex<Log>>,
     _context: zmq::Context,
@@ -64,10 +65,10 @@ struct Vehicle {
 impl Vehicle {
     fn start(test: &str, endpoint_host: &str, extra: &[&str]) -> Vehicle {
         let name = format!("h{}-{test}", std::process::id());
-        let (pub_port, action_port) = (free_port(), free_port());
+        let (pub_port, action_port, video_port) = (free_port(), free_port(), free_port());
         let child = Process::new(env!("CARGO_BIN_EXE_ads-vehicle"))
             .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
-            .args(["--video-endpoint", "tcp://127.0.0.1:0"])
+            .args(["--video-endpoint", &format!("tcp://127.0.0.1:{video_port}")])
             .args(["--actions", &format!("tcp://{endpoint_host}:{action_port}")])
             .args(["--frames-ring", &format!("{name}-frames"), "--detections-ring", &format!("{name}-det")])
             .args(["--vehicle-id", "car", "--control", "truth"])
@@ -118,7 +119,7 @@ impl Vehicle {
                 Err(_) => return,
             }
         });
-        Vehicle { child, name, pub_port, action_port, log, _context: context }
+        Vehicle { child, name, pub_port, video_port, action_port, log, _context: context }
     }
 
     fn last_state_where(&mut self, what: &str, accept: impl Fn(&Seen) -> bool) -> Seen {
@@ -493,6 +494,8 @@ fn a_python_client_signs_actions_as_the_protocol_doc_says() {
                 &format!("tcp://127.0.0.1:{}", v.pub_port),
                 "--actions",
                 &format!("tcp://127.0.0.1:{}", v.action_port),
+                "--video",
+                &format!("tcp://127.0.0.1:{}", v.video_port),
             ])
             .args(["--seconds", "2", "--send", "pause", "--sender", "py", "--seq", seq])
             .args(["--action-key", key.to_str().unwrap()])

@@ -200,17 +200,23 @@ fn frames_state_and_truth_flow_with_increasing_ids() {
     let mut v = Vehicle::start("flow", &["--control", "truth"]);
     let mut ids = Vec::new();
     while ids.len() < 10 {
-        let (id, jpeg) = v.next_where(|r| match &r.message {
-            Message::Frame(f) => Some((f.frame_id, r.payload.clone().unwrap())),
+        let (id, size, jpeg) = v.next_where(|r| match &r.message {
+            Message::Frame(f) => Some((f.frame_id, (f.width, f.height), r.payload.clone().unwrap())),
             _ => None,
         });
         let image = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::BGR).unwrap();
-        assert_eq!((image.width, image.height), (800, 600));
+        // A new session starts on a reduced tier and climbs; the envelope says which size.
+        assert_eq!((image.width as u32, image.height as u32), size);
+        assert!(size.0 <= 800 && size.0 * 3 == size.1 * 4, "{size:?}");
         let mean = image.pixels.iter().map(|&p| u64::from(p)).sum::<u64>() / image.pixels.len() as u64;
         assert!((30..230).contains(&mean), "a real picture, not a blank one: mean {mean}");
         ids.push(id);
     }
     assert!(ids.windows(2).all(|w| w[1] > w[0]), "{ids:?}");
+    // On loopback the session soon gets the full picture.
+    v.next_where(|r| {
+        matches!(&r.message, Message::Frame(f) if f.width == 800 && f.height == 600).then_some(())
+    });
     let truth = v.next_where(|r| match &r.message {
         Message::Truth(t) => Some(t.clone()),
         _ => None,

@@ -310,6 +310,8 @@ mod tests {
             reduced: false,
             codec: ads_protocol::CODEC_H264.into(),
             keyframe,
+            source_width: 0,
+            source_height: 0,
         }
     }
 

@@ -260,11 +260,17 @@ impl Hub {
                         _ => return,
                     },
                 };
+                // Detections and truth are in the captured frame's pixels; a reduced tier's
+                // picture is smaller.
+                let source = match (info.source_width, info.source_height) {
+                    (0, _) | (_, 0) => (info.width, info.height),
+                    size => size,
+                };
                 self.on_frame(
                     inner,
                     info.frame_id,
-                    info.width,
-                    info.height,
+                    source,
+                    (info.width, info.height),
                     message.capture_ns,
                     recv_ns,
                     (jpeg, unit),
@@ -315,8 +321,8 @@ impl Hub {
         &self,
         inner: &mut Inner,
         frame_id: u64,
-        width: u32,
-        height: u32,
+        (width, height): (u32, u32),
+        jpeg_size: (u32, u32),
         capture_ns: u64,
         recv_ns: u64,
         (jpeg, h264): (Vec<u8>, Option<crate::h264::ForwardUnit>),
@@ -347,7 +353,8 @@ impl Hub {
             state: inner.state.as_ref(),
             stale_detection_ms: self.config.stale_detection_ms,
             link_lost: false,
-        });
+        })
+        .scaled_to(jpeg_size.0, jpeg_size.1);
         let overlay_json = serde_json::to_string(&overlay).unwrap_or_else(|_| "null".into());
         inner.packet_seq += 1;
         let packet = FramePacket {

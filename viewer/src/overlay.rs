@@ -59,6 +59,29 @@ pub struct Hud {
     pub fps: f32,
 }
 
+impl Overlay {
+    /// The overlay for a picture of `width` x `height` (a reduced tier's JPEG), from one
+    /// computed in the captured frame's coordinates.
+    pub fn scaled_to(mut self, width: u32, height: u32) -> Self {
+        if (width, height) == (self.width, self.height) || self.width == 0 || self.height == 0 {
+            return self;
+        }
+        let (sx, sy) = (width as f32 / self.width as f32, height as f32 / self.height as f32);
+        let scale = |points: &mut Vec<Point>| points.iter_mut().for_each(|p| *p = [p[0] * sx, p[1] * sy]);
+        if let Some(l) = &mut self.lanes {
+            for points in [&mut l.left, &mut l.right, &mut l.area, &mut l.centre] {
+                scale(points);
+            }
+        }
+        self.truth.iter_mut().for_each(scale);
+        for b in &mut self.objects {
+            (b.x, b.y, b.w, b.h) = (b.x * sx, b.y * sy, b.w * sx, b.h * sy);
+        }
+        (self.width, self.height) = (width, height);
+        self
+    }
+}
+
 impl Hud {
     pub fn lines(&self) -> [String; 3] {
         [
@@ -249,6 +272,22 @@ mod tests {
             }),
             objects: vec![],
         }
+    }
+
+    #[test]
+    fn an_overlay_scales_to_a_reduced_picture() {
+        let overlay = Overlay {
+            width: 800,
+            height: 600,
+            truth: vec![vec![[400.0, 300.0], [800.0, 600.0]]],
+            objects: vec![ObjectBox { x: 80.0, y: 60.0, w: 40.0, h: 20.0, label: "car".into(), score: 0.9 }],
+            ..Overlay::default()
+        };
+        let half = overlay.clone().scaled_to(400, 300);
+        assert_eq!((half.width, half.height), (400, 300));
+        assert_eq!(half.truth, vec![vec![[200.0, 150.0], [400.0, 300.0]]]);
+        assert_eq!((half.objects[0].x, half.objects[0].w, half.objects[0].h), (40.0, 20.0, 10.0));
+        assert_eq!(overlay.clone().scaled_to(800, 600), overlay);
     }
 
     #[test]

@@ -115,7 +115,12 @@ async fn the_page_decodes_h264_with_webcodecs_and_draws_the_overlays_on_it() {
     // 127.0.0.1 is a secure context: the page has WebCodecs and asks for H.264.
     let note = browser.wait_js("the codec probe", "return h264Probe.then(() => h264.note)").await;
     assert_eq!(note, "H.264 (WebCodecs)", "Chromium here decodes avc1.42E01E");
-    browser.wait_js("H.264 pictures painted", "return window.adsStats.paints.filter(p => p.codec === 'h264').length > 10").await;
+    browser
+        .wait_js(
+            "H.264 pictures painted",
+            "return window.adsStats.paints.filter(p => p.codec === 'h264').length > 10",
+        )
+        .await;
     let first = browser
         .js("return [window.adsStats.lastFrameId, document.getElementById('video').toDataURL()]")
         .await;
@@ -123,12 +128,14 @@ async fn the_page_decodes_h264_with_webcodecs_and_draws_the_overlays_on_it() {
     let later = browser.js("return document.getElementById('video').toDataURL()").await;
     assert_ne!(first[1], later, "the canvas did not change between H.264 frames");
     browser
-        .wait_js("lane lines drawn on H.264 frames", &format!("{{ {LANE_PIXELS} }}").replace("return n;", "return n > 500;"))
+        .wait_js(
+            "lane lines drawn on H.264 frames",
+            &format!("{{ {LANE_PIXELS} }}").replace("return n;", "return n > 500;"),
+        )
         .await;
     let h264 = browser.js("return window.adsStats.h264").await;
     assert_eq!(h264["errors"], 0, "the browser's decoder failed: {h264}");
-    let decode_ms: Vec<f64> =
-        h264["decodeMs"].as_array().unwrap().iter().filter_map(Value::as_f64).collect();
+    let decode_ms: Vec<f64> = h264["decodeMs"].as_array().unwrap().iter().filter_map(Value::as_f64).collect();
     let mut sorted = decode_ms.clone();
     sorted.sort_by(f64::total_cmp);
     eprintln!("browser H.264 decode: {} frames, p50 {:.2} ms", sorted.len(), sorted[sorted.len() / 2]);

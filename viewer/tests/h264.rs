@@ -65,6 +65,8 @@ impl FakeVehicle {
             reduced: false,
             codec: CODEC_H264.into(),
             keyframe,
+            source_width: 0,
+            source_height: 0,
         };
         let now = ads_viewer::hub::wall_ns();
         let envelope = encode("car", self.frame_id, now, now, &Message::Frame(info));

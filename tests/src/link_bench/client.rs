@@ -79,7 +79,14 @@ impl Originals {
     }
 
     /// (PSNR dB, SSIM) of a delivered picture (packed BGR) against the original frame.
-    fn score_bgr(&self, frame_id: u64, pixels: &[u8], width: usize, height: usize, pitch: usize) -> Option<(f64, f64)> {
+    fn score_bgr(
+        &self,
+        frame_id: u64,
+        pixels: &[u8],
+        width: usize,
+        height: usize,
+        pitch: usize,
+    ) -> Option<(f64, f64)> {
         let (w, h, stride) = (*self.geometry.lock().ok()?)?;
         let original = {
             let frames = self.frames.lock().ok()?;
@@ -144,7 +151,7 @@ fn percentile(values: &[f64], q: f64) -> f64 {
 }
 
 impl CaseRecord {
-    pub fn summary(&self, seconds: f64, link_kbps: u32, step_ns: Option<u64>) -> Value {
+    pub fn summary(&self, seconds: f64, link_kbps: f64, step_ns: Option<u64>) -> Value {
         let ages: Vec<f64> =
             self.frames.iter().map(|f| (f.recv_ns as f64 - f.capture_ns as f64) / 1e6).collect();
         let bytes: usize = self.frames.iter().map(|f| f.bytes).sum();
@@ -162,7 +169,8 @@ impl CaseRecord {
                 .fold(0.0, f64::max)
         });
         let mean = |v: Vec<f64>| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
-        let decode_ms: Vec<f64> = self.frames.iter().filter_map(|f| f.decode_us).map(|us| f64::from(us) / 1e3).collect();
+        let decode_ms: Vec<f64> =
+            self.frames.iter().filter_map(|f| f.decode_us).map(|us| f64::from(us) / 1e3).collect();
         json!({
             "frames": self.frames.len(),
             "fps": self.frames.len() as f64 / seconds,
@@ -170,7 +178,7 @@ impl CaseRecord {
             "age_p99_ms": percentile(&ages, 0.99),
             "age_max_ms": percentile(&ages, 1.0),
             "goodput_kbps": goodput_kbps,
-            "goodput_share_pct": 100.0 * goodput_kbps / f64::from(link_kbps),
+            "goodput_share_pct": 100.0 * goodput_kbps / link_kbps,
             "state_age_p99_ms": percentile(&self.state_ages_ms, 0.99),
             "states": self.state_ages_ms.len(),
             "estop_ack_p50_ms": percentile(&self.ack_ms, 0.5),

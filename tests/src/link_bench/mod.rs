@@ -53,9 +53,12 @@ pub struct LinkArgs {
     pub in_private_netns: bool,
 }
 
+/// A namespace whose only interface is `lo` (what `ip netns add` makes; `ip netns exec`
+/// mounts its /sys): shaping its loopback touches nobody else.
 fn in_own_netns() -> bool {
-    let link = |p: &str| std::fs::read_link(p).ok();
-    matches!((link("/proc/self/ns/net"), link("/proc/1/ns/net")), (Some(a), Some(b)) if a != b)
+    let Ok(entries) = std::fs::read_dir("/sys/class/net") else { return false };
+    let names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    names == ["lo"]
 }
 
 /// One case: the link rate of each viewer address, and a step of the first one.
@@ -86,7 +89,7 @@ fn parse_case(text: &str) -> anyhow::Result<Case> {
 pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
     anyhow::ensure!(
         args.in_private_netns && in_own_netns(),
-        "ads-bench link shapes `lo`: run it in a network namespace of its own (scripts/bench-link.sh), with --in-private-netns"
+        "ads-bench link shapes `lo`: run it with --in-private-netns in a network namespace with nothing but `lo` (scripts/bench-link.sh)"
     );
     let cases: Vec<Case> = args.cases.iter().map(|c| parse_case(c)).collect::<anyhow::Result<_>>()?;
     for codec in &args.codecs {
@@ -181,7 +184,10 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
             .zip(&case.rates_kbps)
             .map(|(r, &rate)| {
                 let r = r.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let link_kbps = case.step.map_or(rate, |(_, after)| after.min(rate));
+                // The link's mean rate over the measured time (before and after a step).
+                let link_kbps = case.step.map_or(f64::from(rate), |(at, after)| {
+                    f64::from(rate) * at + f64::from(after) * (1.0 - at)
+                });
                 r.summary(args.seconds as f64, link_kbps, step_ns)
             })
             .collect();

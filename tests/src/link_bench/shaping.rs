@@ -32,6 +32,9 @@ impl Shaper {
     pub fn new(ports: &[u16], rates_kbps: &[u32]) -> anyhow::Result<Self> {
         run(&["ip", "link", "set", "lo", "up"])?;
         run(&["ip", "link", "set", "lo", "mtu", "1500"])?;
+        // Packets as a radio sends them: without this, loopback hands htb 64 KB super-packets
+        // that pass in one go and make every frame look instantaneous.
+        run(&["ip", "link", "set", "dev", "lo", "gso_max_size", "1500", "gso_max_segs", "1"])?;
         // Whatever is left from an earlier run in this namespace.
         let _ = run(&["tc", "qdisc", "del", "dev", "lo", "root"]);
         run(&[
