@@ -192,16 +192,10 @@ impl H264Receiver {
 /// WebCodecs decoder is configured), and whether it is in step. A browser that skipped a
 /// frame (it was slower than the stream: newest wins) or whose decoder failed gets JPEG until
 /// the next keyframe, so its canvas never freezes.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct BrowserStream {
     accepts_h264: bool,
     in_step: bool,
-}
-
-impl Default for BrowserStream {
-    fn default() -> Self {
-        Self { accepts_h264: false, in_step: false }
-    }
 }
 
 impl BrowserStream {
