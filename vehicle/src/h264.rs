@@ -498,10 +498,10 @@ mod tests {
         tiers.plan(&a, 10e6, 0);
         let pixels = road(160, 120, 0);
         let image = SourceImage { pixels: &pixels, width: 160, height: 120, stride: 480 };
-        let first = tiers.encode(image, &[a.clone()], 0);
+        let first = tiers.encode(image, std::slice::from_ref(&a), 0);
         assert_eq!(first.len(), 1);
         assert!(first[0].2.keyframe);
-        let second = tiers.encode(image, &[a.clone()], 33);
+        let second = tiers.encode(image, std::slice::from_ref(&a), 33);
         assert!(!second[0].2.keyframe, "in step: a P frame");
         // b joins the same tier mid-stream: the next frame is a keyframe, sent to both.
         tiers.join(&b);
@@ -511,8 +511,8 @@ mod tests {
         assert!(third.iter().all(|(_, _, e)| e.keyframe));
         // b has no room: a waits for it, then goes on without it; b is then out of step and
         // gets nothing until a keyframe.
-        assert!(tiers.encode(image, &[a.clone()], 100).is_empty());
-        let on = tiers.encode(image, &[a.clone()], 100 + WAIT_FOR_PEERS_NS);
+        assert!(tiers.encode(image, std::slice::from_ref(&a), 100).is_empty());
+        let on = tiers.encode(image, std::slice::from_ref(&a), 100 + WAIT_FOR_PEERS_NS);
         assert_eq!(on.len(), 1);
         let back = tiers.encode(image, &[a.clone(), b.clone()], 300_000_000);
         assert_eq!(back.len(), 2, "b's return forces a keyframe for the tier");
