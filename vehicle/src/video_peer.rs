@@ -173,7 +173,9 @@ impl Session {
         let (tier, fps) = choose(rules, ladder, self.pace_bps());
         self.tier = tier;
         self.fps_target = fps;
-        let min_interval_ns = (NS_PER_S / fps * 0.9) as u64;
+        // Loose: frames are picked up a few ms after capture and encodes vary, so a frame that
+        // comes a little early must not be lost for it (the source's own rate is the ceiling).
+        let min_interval_ns = (NS_PER_S / fps * 0.7) as u64;
         let too_soon = self.last_sent_ns.is_some_and(|t| now_ns.saturating_sub(t) < min_interval_ns);
         let no_credit = self.in_flight.len() >= rules.frames_in_flight;
         let over_rate = self.pace_tokens < 0.0 || (self.cap_bps.is_some() && self.cap_tokens < 0.0);

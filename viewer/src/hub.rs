@@ -78,6 +78,7 @@ pub struct Sample {
 struct Inner {
     vehicle_id: Option<String>,
     other_vehicles_warned: bool,
+    video_port_warned: bool,
     detection: Option<Detections>,
     truth: VecDeque<LaneTruthMsg>,
     state: Option<VehicleState>,
@@ -135,6 +136,7 @@ impl Hub {
             inner: Mutex::new(Inner {
                 vehicle_id: (!config.vehicle_id.is_empty()).then(|| config.vehicle_id.clone()),
                 other_vehicles_warned: false,
+                video_port_warned: false,
                 detection: None,
                 truth: VecDeque::new(),
                 state: None,
@@ -385,6 +387,14 @@ impl Hub {
         let previous = inner.state.as_ref().map_or(0, |s| s.started_ns);
         if previous != 0 && state.started_ns != 0 && state.started_ns != previous {
             self.on_restart(inner, "its start time changed".into(), recv_ns);
+        }
+        let port = state.link.video_port;
+        if port != 0 && !inner.video_port_warned && !self.config.video.ends_with(&format!(":{port}")) {
+            inner.video_port_warned = true;
+            tracing::warn!(
+                ours = %self.config.video,
+                "the vehicle's video socket is on port {port}, not where we look for it: pass --video"
+            );
         }
         let t_ms = recv_ns / 1_000_000;
         let sample = Sample {

@@ -165,6 +165,16 @@ async fn the_page_shows_live_video_with_overlays_and_its_buttons_drive_the_car()
     browser.wait_js("newer frames", &format!("return window.adsStats.lastFrameId > {}", first[0])).await;
     let later = browser.js("return document.getElementById('video').toDataURL()").await;
     assert_ne!(first[1], later, "the canvas did not change between frames");
+    // The video-link panel shows what this viewer gets; on loopback the full picture, so the
+    // "link slow" badge goes away once the session has climbed to the best tier.
+    browser
+        .wait_js(
+            "the link panel at full size",
+            "const v = window.adsStats.videoLink; return !!v && v.fps > 0 && v.width === 800 \
+             && document.getElementById('video-link').rows.length > 3 \
+             && document.getElementById('link-slow').classList.contains('hidden')",
+        )
+        .await;
     browser
         .wait_js(
             "the link shown live",
