@@ -193,7 +193,8 @@ impl Session {
         self.refill_to((frame_bytes * 2.0).max(1.0), now_ns);
         self.tier = tier;
         self.fps_target = rules.max_fps;
-        let min_interval_ns = (NS_PER_S / rules.max_fps * 0.9) as u64;
+        // Loose, as in `want`: a frame a little early must not be lost for it.
+        let min_interval_ns = (NS_PER_S / rules.max_fps * 0.7) as u64;
         let too_soon = self.last_sent_ns.is_some_and(|t| now_ns.saturating_sub(t) < min_interval_ns);
         let no_credit = self.in_flight.len() >= rules.frames_in_flight;
         let over_rate = self.pace_tokens < 0.0 || (self.cap_bps.is_some() && self.cap_tokens < 0.0);
