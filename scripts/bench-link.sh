@@ -4,7 +4,7 @@
 # with htb on its loopback (20, 8, 4, 2, 1 Mbit/s, a step from 20 to 2 Mbit/s, two viewers on
 # 20 and 2 Mbit/s at once). Needs root (ip netns, tc). Prints a table; never fails on a number.
 #
-#   scripts/bench-link.sh [--seconds 10] [--warmup 3] [--cases 20,8,4,2,1,step,two] [--stingy]
+#   scripts/bench-link.sh [--seconds 10] [--warmup 3] [--cases 20,8,4,2,1,step,two] [--codecs jpeg,h264] [--stingy]
 #
 # Writes target/bench/link.json.
 set -euo pipefail

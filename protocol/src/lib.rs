@@ -25,8 +25,8 @@ pub use auth::{
 };
 pub use messages::*;
 pub use video::{
-    decode_video_request, encode_video_request, Credit, VideoHello, VideoRequest, CODEC_JPEG, CREDIT_TOPIC,
-    HELLO_TOPIC,
+    decode_video_request, encode_video_request, Credit, KeyframeRequest, VideoHello, VideoRequest,
+    CODEC_H264, CODEC_JPEG, CREDIT_TOPIC, HELLO_TOPIC, KEYFRAME_TOPIC,
 };
 pub use wire::{
     decode, decode_record, encode, encode_action, encode_record, peek_action_identity, ActionIdentity,

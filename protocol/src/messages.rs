@@ -27,12 +27,24 @@ pub struct FrameInfo {
     /// True when the link holds this viewer below the best tier or the full frame rate.
     #[serde(default)]
     pub reduced: bool,
+    /// Codec of the payload: `jpeg` (one JPEG) or `h264` (one Annex B access unit); a frame
+    /// without the key is JPEG.
+    #[serde(default = "default_codec")]
+    pub codec: String,
+    /// The payload decodes on its own: every JPEG; an H.264 IDR access unit (SPS and PPS
+    /// first). An H.264 frame without it needs the frames before it since the last key.
+    #[serde(default)]
+    pub keyframe: bool,
     /// Size of the captured frame (the ring's), which detections and truth refer to; the
     /// JPEG is smaller on a reduced tier. 0 from older vehicles: the same as `width`/`height`.
     #[serde(default)]
     pub source_width: u32,
     #[serde(default)]
     pub source_height: u32,
+}
+
+fn default_codec() -> String {
+    crate::video::CODEC_JPEG.to_string()
 }
 
 /// One lane line in image coordinates, TuSimple style: `xs[i]` is the column at row
@@ -258,6 +270,14 @@ pub struct LinkState {
     /// JPEG encodes per second over the last second, all tiers together.
     pub encodes_per_s: f32,
     pub viewers: Vec<ViewerLink>,
+    /// Time the last H.264 encode took (all its tiers together), µs; 0 before any.
+    #[serde(default)]
+    pub h264_encode_us: u32,
+    /// H.264 keyframes sent, and keyframe requests received, since the vehicle started.
+    #[serde(default)]
+    pub h264_keyframes: u64,
+    #[serde(default)]
+    pub h264_key_requests: u64,
 }
 
 /// What one viewer's session gets, as the vehicle sees it.
@@ -265,6 +285,9 @@ pub struct LinkState {
 pub struct ViewerLink {
     /// The session, as the vehicle numbers them (1, 2, ...).
     pub session: u64,
+    /// The codec this viewer gets (`jpeg`, `h264`).
+    #[serde(default)]
+    pub codec: String,
     /// Estimated goodput of the viewer's link, kbit/s (from credit timing).
     pub goodput_kbps: u32,
     /// Video actually sent over the last second, kbit/s.

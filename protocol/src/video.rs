@@ -10,19 +10,27 @@ use crate::wire::{DecodeError, Envelope};
 use crate::{MAX_ENVELOPE_BYTES, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 
-/// The one codec this vehicle speaks (the name in [`VideoHello::codec`]).
+/// Codec names in a hello and in [`crate::FrameInfo::codec`]: every vehicle speaks JPEG.
 pub const CODEC_JPEG: &str = "jpeg";
+/// H.264, constrained baseline, one Annex B access unit per frame (`docs/protocol.md` 2.2).
+pub const CODEC_H264: &str = "h264";
 
 /// Topic of a hello, client → vehicle.
 pub const HELLO_TOPIC: &str = "hello";
 /// Topic of a credit, client → vehicle.
 pub const CREDIT_TOPIC: &str = "credit";
+/// Topic of a keyframe request, client → vehicle (H.264 sessions).
+pub const KEYFRAME_TOPIC: &str = "keyframe";
 
 /// Client → vehicle: start or keep a video session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VideoHello {
     /// Codec wanted; [`CODEC_JPEG`] (a hello for a codec the vehicle lacks gets no frames).
     pub codec: String,
+    /// Codecs the client accepts, best first (added within v2): the vehicle uses the first it
+    /// speaks and allows, else `codec`. Empty: `codec` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codecs: Vec<String>,
     /// The client's own cap on its video, kbit/s (a metered link); `None`: the vehicle's cap.
     /// It can only lower the vehicle's configured cap, never raise it.
     #[serde(default)]
@@ -38,11 +46,21 @@ pub struct Credit {
     pub bytes: u32,
 }
 
+/// Client → vehicle: the H.264 stream cannot be decoded (a frame lost, skipped or corrupt):
+/// send a keyframe. Rate-limited by the vehicle; meaningless for JPEG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyframeRequest {
+    /// The last frame the client decoded (0: none); informational.
+    #[serde(default)]
+    pub after_frame_id: u64,
+}
+
 /// A message a client sends on the video socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VideoRequest {
     Hello(VideoHello),
     Credit(Credit),
+    Keyframe(KeyframeRequest),
 }
 
 impl VideoRequest {
@@ -50,6 +68,7 @@ impl VideoRequest {
         match self {
             VideoRequest::Hello(_) => HELLO_TOPIC,
             VideoRequest::Credit(_) => CREDIT_TOPIC,
+            VideoRequest::Keyframe(_) => KEYFRAME_TOPIC,
         }
     }
 }
@@ -70,6 +89,7 @@ pub fn encode_video_request(vehicle: &str, seq: u64, now_ns: u64, request: &Vide
     let envelope = match request {
         VideoRequest::Hello(b) => pack(vehicle, seq, now_ns, b),
         VideoRequest::Credit(b) => pack(vehicle, seq, now_ns, b),
+        VideoRequest::Keyframe(b) => pack(vehicle, seq, now_ns, b),
     };
     vec![request.topic().as_bytes().to_vec(), envelope]
 }
@@ -83,6 +103,7 @@ pub fn decode_video_request(parts: &[&[u8]]) -> Result<VideoRequest, DecodeError
     let name: &'static str = match *topic {
         b"hello" => HELLO_TOPIC,
         b"credit" => CREDIT_TOPIC,
+        b"keyframe" => KEYFRAME_TOPIC,
         other => {
             let shown: String = String::from_utf8_lossy(other).chars().take(64).collect();
             return Err(DecodeError::UnknownTopic(shown));
@@ -98,6 +119,9 @@ pub fn decode_video_request(parts: &[&[u8]]) -> Result<VideoRequest, DecodeError
     Ok(if name == HELLO_TOPIC {
         let e: Envelope<VideoHello> = rmp_serde::from_slice(envelope).map_err(malformed)?;
         VideoRequest::Hello(e.body)
+    } else if name == KEYFRAME_TOPIC {
+        let e: Envelope<KeyframeRequest> = rmp_serde::from_slice(envelope).map_err(malformed)?;
+        VideoRequest::Keyframe(e.body)
     } else {
         let e: Envelope<Credit> = rmp_serde::from_slice(envelope).map_err(malformed)?;
         VideoRequest::Credit(e.body)
@@ -110,9 +134,16 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_garbage_is_an_error() {
-        let hello = VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), max_kbps: Some(900) });
+        let hello =
+            VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), codecs: vec![], max_kbps: Some(900) });
+        let both = VideoHello {
+            codec: CODEC_JPEG.into(),
+            codecs: vec![CODEC_H264.into(), CODEC_JPEG.into()],
+            max_kbps: None,
+        };
         let credit = VideoRequest::Credit(Credit { frame_id: 42, bytes: 12_345 });
-        for request in [hello, credit] {
+        let key = VideoRequest::Keyframe(KeyframeRequest { after_frame_id: 7 });
+        for request in [hello, VideoRequest::Hello(both), credit, key] {
             let parts = encode_video_request("car", 3, 7, &request);
             let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
             assert_eq!(decode_video_request(&refs), Ok(request));

@@ -42,6 +42,8 @@ fn samples() -> Vec<Message> {
             tier: 4,
             goodput_kbps: 1900,
             reduced: true,
+            codec: "h264".into(),
+            keyframe: true,
             source_width: 800,
             source_height: 600,
         }),
@@ -80,6 +82,9 @@ fn samples() -> Vec<Message> {
             link: LinkState {
                 video_port: 5559,
                 encodes_per_s: 42.0,
+                h264_encode_us: 6100,
+                h264_keyframes: 3,
+                h264_key_requests: 1,
                 viewers: vec![ViewerLink {
                     session: 1,
                     goodput_kbps: 1900,

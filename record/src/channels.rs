@@ -307,6 +307,8 @@ mod tests {
             reduced: false,
             source_width: 800,
             source_height: 600,
+            codec: ads_protocol::CODEC_JPEG.into(),
+            keyframe: false,
         };
         let out = entries(&received(Message::Frame(info.clone()), Some(vec![0xff, 0xd8, 1, 2])));
         assert_eq!(out.iter().map(|e| e.channel).collect::<Vec<_>>(), [Channel::Frame, Channel::Image]);

@@ -9,7 +9,7 @@
 //! take in time are skipped (and counted), never queued. Small messages are drained before
 //! every frame and travel on their own connection, so video never stands in front of them.
 
-use crate::config::{BroadcastSection, LinkSection};
+use crate::config::{BroadcastSection, H264Section, LinkSection};
 use crate::tiers::JpegEncoder;
 use crate::video_link::{Overrun, VideoLink, VideoStats};
 use ads_protocol::{encode, Message, Topic};
@@ -78,6 +78,9 @@ pub struct BroadcastSettings {
     pub frame_size: (u32, u32),
     pub broadcast: BroadcastSection,
     pub link: LinkSection,
+    pub h264: H264Section,
+    /// The source's frame rate (what the H.264 rate control budgets frames for).
+    pub fps: f64,
 }
 
 /// Binds both sockets (errors surface here, before the thread starts) and runs the
@@ -106,7 +109,13 @@ pub fn spawn(
         settings.frame_size,
         encoder,
         Arc::clone(&stats.video),
-    )?;
+    )?
+    .with_h264(crate::h264::H264Tiers::new(
+        &settings.h264,
+        settings.frame_size,
+        settings.fps,
+        crate::h264::OpenH264Encoder::boxed,
+    ));
     let handle = std::thread::Builder::new().name("broadcaster".into()).spawn(move || {
         let mut broadcaster = Broadcaster { socket, video, settings, stats, seq: [0; 6], not_taken: 0 };
         broadcaster.run(&outbox, &stop);

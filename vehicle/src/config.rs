@@ -53,6 +53,7 @@ pub struct VehicleConfig {
     pub carla: CarlaSection,
     pub broadcast: BroadcastSection,
     pub link: LinkSection,
+    pub h264: H264Section,
     pub actions: ActionsSection,
     pub drive: DriveSection,
 }
@@ -137,6 +138,43 @@ pub struct LinkSection {
     pub session_timeout_ms: u32,
 }
 
+/// H.264 on the video link, for viewers whose hello accepts it (`docs/protocol.md` 2.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct H264Section {
+    /// Offer H.264 at all; off: every viewer gets JPEG.
+    pub enabled: bool,
+    /// Frames between periodic keyframes (besides those on demand), 1..=600.
+    pub keyframe_interval_frames: u32,
+    /// Bit-rate bounds of the H.264 ladder, kbit/s (its rungs run 250..=6000).
+    pub max_kbps: u32,
+    pub min_kbps: u32,
+}
+
+impl Default for H264Section {
+    fn default() -> Self {
+        Self { enabled: true, keyframe_interval_frames: 60, max_kbps: 6000, min_kbps: 250 }
+    }
+}
+
+impl H264Section {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key, value: u32, problem| Err(ConfigError::Invalid { key, value: value.to_string(), problem });
+        let g = self.keyframe_interval_frames;
+        if !(1..=600).contains(&g) {
+            return invalid("h264.keyframe_interval_frames", g, "must be in 1..=600");
+        }
+        if !(100..=50_000).contains(&self.max_kbps) {
+            return invalid("h264.max_kbps", self.max_kbps, "must be in 100..=50000");
+        }
+        if self.min_kbps == 0 || self.min_kbps > self.max_kbps {
+            return invalid("h264.min_kbps", self.min_kbps, "must be in 1..=h264.max_kbps");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActionsSection {
@@ -189,6 +227,7 @@ impl Default for VehicleConfig {
             carla: CarlaSection::default(),
             broadcast: BroadcastSection::default(),
             link: LinkSection::default(),
+            h264: H264Section::default(),
             actions: ActionsSection::default(),
             drive: DriveSection::default(),
         }
@@ -456,6 +495,7 @@ impl VehicleConfig {
             "must be in 4096..=16777216",
         )?;
         self.link.validate()?;
+        self.h264.validate()?;
         let s = self.drive.target_speed_mps;
         check((0.0..=40.0).contains(&s), "drive.target_speed_mps", s, "must be in 0..=40")?;
         let l = self.drive.lookahead_m;

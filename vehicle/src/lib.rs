@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod detections;
 pub mod latch;
+pub mod h264;
 pub mod run;
 pub mod source;
 pub mod tiers;

@@ -57,6 +57,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         frame_size: (config.width, config.height),
         broadcast: config.broadcast.clone(),
         link: config.link.clone(),
+        h264: config.h264.clone(),
+        fps: config.fps,
     };
     let broadcaster = broadcast::spawn(
         &context,

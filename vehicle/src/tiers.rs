@@ -123,6 +123,10 @@ pub struct Encoded {
     pub height: u32,
     pub quality: u8,
     pub encode_us: u32,
+    /// `jpeg` or `h264` (the frame's codec field).
+    pub codec: &'static str,
+    /// Decodable on its own (every JPEG; an H.264 IDR).
+    pub keyframe: bool,
 }
 
 /// A codec behind the tiers. JPEG today; a stateful codec (H.264) keeps one stream per tier.
@@ -177,7 +181,15 @@ impl TierEncoder for JpegEncoder {
             format: turbojpeg::PixelFormat::BGR,
         })?;
         let encode_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-        Ok(Encoded { bytes, width, height, quality: tier.quality, encode_us })
+        Ok(Encoded {
+            bytes,
+            width,
+            height,
+            quality: tier.quality,
+            encode_us,
+            codec: ads_protocol::CODEC_JPEG,
+            keyframe: true,
+        })
     }
 }
 

@@ -9,6 +9,7 @@
 //! reaches another's session.
 
 use crate::config::LinkSection;
+use crate::h264::H264Tiers;
 use crate::tiers::{Encoded, Ladder, SourceImage, TierEncoder};
 use crate::video_peer::{Session, SessionRules};
 use ads_protocol::{decode_video_request, encode, FrameInfo, LinkState, Message, VideoRequest, ViewerLink};
@@ -44,6 +45,9 @@ pub struct VideoLink {
     encodes: std::collections::VecDeque<u64>,
     stats: Arc<VideoStats>,
     last_stats_ns: u64,
+    /// Sessions on H.264 and their streams; `None`: JPEG only.
+    h264: Option<H264Tiers>,
+    h264_encode_us: u32,
 }
 
 impl std::fmt::Debug for VideoLink {
@@ -110,7 +114,31 @@ impl VideoLink {
             encodes: std::collections::VecDeque::new(),
             stats,
             last_stats_ns: 0,
+            h264: None,
+            h264_encode_us: 0,
         })
+    }
+
+    /// Offers H.264 to viewers whose hello accepts it (unless `[h264] enabled = false`).
+    pub fn with_h264(mut self, tiers: H264Tiers) -> Self {
+        self.h264 = tiers.enabled().then_some(tiers);
+        self
+    }
+
+    /// The codec a hello gets: the first of its list this vehicle speaks, else its `codec`.
+    fn pick_codec(&self, hello: &ads_protocol::VideoHello) -> Option<&'static str> {
+        let speaks = |c: &str| match c {
+            ads_protocol::CODEC_JPEG => Some(ads_protocol::CODEC_JPEG),
+            ads_protocol::CODEC_H264 if self.h264.is_some() => Some(ads_protocol::CODEC_H264),
+            _ => None,
+        };
+        hello.codecs.iter().find_map(|c| speaks(c)).or_else(|| speaks(&hello.codec))
+    }
+
+    fn forget(&mut self, identity: &[u8]) {
+        if let Some(h264) = self.h264.as_mut() {
+            h264.leave(identity);
+        }
     }
 
     /// Whether some viewer has a frame in flight (its credit may arrive any moment).
@@ -131,8 +159,9 @@ impl VideoLink {
             let refs: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
             match decode_video_request(&refs) {
                 Ok(VideoRequest::Hello(hello)) => {
-                    if hello.codec != self.encoder.codec() {
-                        self.refuse(format_args!("a hello for codec {:?}", hello.codec));
+                    let codec = self.pick_codec(&hello);
+                    if codec.is_none() {
+                        self.refuse(format_args!("a hello for codec {:?} {:?}", hello.codec, hello.codecs));
                     } else if let Some(session) = self.sessions.get_mut(identity) {
                         session.hello(&self.rules, hello.max_kbps, now);
                     } else if self.sessions.len() >= self.max_viewers {
@@ -144,24 +173,40 @@ impl VideoLink {
                         self.sessions
                             .insert(identity.clone(), Session::new(number, &self.rules, hello.max_kbps, now));
                     }
+                    if let (Some(codec), Some(h264)) = (codec, self.h264.as_mut()) {
+                        if codec != ads_protocol::CODEC_H264 {
+                            h264.leave(identity);
+                        } else if self.sessions.contains_key(identity) {
+                            h264.join(identity);
+                        }
+                    }
                 }
                 Ok(VideoRequest::Credit(credit)) => match self.sessions.get_mut(identity) {
                     Some(session) => session.credit(&self.rules, credit.frame_id, now),
                     None => self.refuse(format_args!("a credit without a session")),
+                },
+                Ok(VideoRequest::Keyframe(_)) => match self.h264.as_mut() {
+                    Some(h264) if h264.is_member(identity) => h264.request_keyframe(identity, now),
+                    _ => self.refuse(format_args!("a keyframe request outside an H.264 session")),
                 },
                 Err(e) => self.refuse(format_args!("a malformed request: {e}")),
             }
         }
         let now = clock::monotonic_ns();
         let rules = &self.rules;
+        let mut gone = Vec::new();
         self.sessions.retain(|identity, s| {
             let keep = !s.expired(rules, now);
             if !keep {
                 tracing::info!(session = s.number, "video viewer silent: session closed");
                 self.seqs.remove(identity);
+                gone.push(identity.clone());
             }
             keep
         });
+        for identity in gone {
+            self.forget(&identity);
+        }
     }
 
     fn refuse(&self, what: std::fmt::Arguments<'_>) {
@@ -177,13 +222,19 @@ impl VideoLink {
     pub fn offer(&mut self, frame: ads_shmem_ipc::Frame<'_>) -> Result<Option<SendReport>, Overrun> {
         let now = clock::monotonic_ns();
         let mut takers: Vec<(Vec<u8>, usize)> = Vec::new();
+        let mut stream_takers: Vec<Vec<u8>> = Vec::new();
         for (identity, session) in &mut self.sessions {
-            if let Some(want) = session.want(&self.rules, &self.ladder, now) {
+            if let Some(h264) = self.h264.as_mut().filter(|h| h.is_member(identity)) {
+                let tier = h264.plan(identity, session.pace_bps(), now);
+                if session.want_stream(&self.rules, tier, h264.frame_bytes(tier), now) {
+                    stream_takers.push(identity.clone());
+                }
+            } else if let Some(want) = session.want(&self.rules, &self.ladder, now) {
                 takers.push((identity.clone(), want.tier));
             }
         }
         self.refresh_stats(now);
-        if takers.is_empty() {
+        if takers.is_empty() && stream_takers.is_empty() {
             return Ok(None);
         }
         let geometry = frame.geometry();
@@ -207,15 +258,38 @@ impl VideoLink {
                 Err(e) => tracing::warn!("encoding tier {tier}: {e}"),
             }
         }
-        // Torn while we read it: nothing of it goes out.
-        let info = frame.finish().map_err(|_| Overrun)?;
+        let streamed = match self.h264.as_mut() {
+            Some(h264) if !stream_takers.is_empty() => {
+                let started = std::time::Instant::now();
+                let units = h264.encode(image, &stream_takers, now);
+                if !units.is_empty() {
+                    self.h264_encode_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+                    encode_us += u64::from(self.h264_encode_us);
+                }
+                units
+            }
+            _ => Vec::new(),
+        };
+        // Torn while we read it: nothing of it goes out (an H.264 tier that encoded it is
+        // out of step for its viewers, so they get a keyframe next).
+        let info = match frame.finish() {
+            Ok(info) => info,
+            Err(_) => {
+                if let Some(h264) = self.h264.as_mut() {
+                    streamed.iter().for_each(|(id, _, _)| h264.missed(id));
+                }
+                return Err(Overrun);
+            }
+        };
         for (tier, e) in &encoded {
             self.ladder.observe(*tier, e.bytes.len());
             self.encodes.push_back(now);
         }
         let mut report = SendReport { encode_us, sent: 0 };
-        for (identity, tier) in takers {
-            let Some(e) = encoded.get(&tier) else { continue };
+        let jpeg = takers.into_iter().filter_map(|(id, tier)| encoded.get(&tier).map(|e| (id, tier, e)));
+        let h264 = streamed.iter().map(|(id, tier, e)| (id.clone(), *tier, e));
+        let mut lost = Vec::new();
+        for (identity, tier, e) in jpeg.chain(h264) {
             let Some(session) = self.sessions.get_mut(&identity) else { continue };
             let meta = FrameInfo {
                 frame_id: info.stamp.id,
@@ -226,6 +300,8 @@ impl VideoLink {
                 tier: u8::try_from(tier).unwrap_or(u8::MAX),
                 goodput_kbps: (session.estimate_bps() / 1000.0) as u32,
                 reduced: session.reduced(&self.rules, now),
+                codec: e.codec.to_string(),
+                keyframe: e.keyframe,
                 source_width: geometry.width,
                 source_height: geometry.height,
             };
@@ -248,12 +324,21 @@ impl VideoLink {
                     tracing::info!(session = session.number, "video viewer gone: session closed");
                     self.sessions.remove(&identity);
                     self.seqs.remove(&identity);
+                    lost.push((identity, true));
                 }
                 Err(e) => {
                     // Its pipe is full although its credits said there was room: skip it.
                     session.frames_skipped += 1;
                     tracing::trace!("video send: {e}");
+                    lost.push((identity, false));
                 }
+            }
+        }
+        for (identity, gone) in lost {
+            match self.h264.as_mut() {
+                Some(h264) if gone => h264.leave(&identity),
+                Some(h264) => h264.missed(&identity),
+                None => {}
             }
         }
         Ok(Some(report))
@@ -276,6 +361,7 @@ impl VideoLink {
                 let (width, height) = self.ladder.size_of(s.tier);
                 ViewerLink {
                     session: s.number,
+                    codec: ads_protocol::CODEC_JPEG.into(),
                     goodput_kbps: (s.estimate_bps() / 1000.0) as u32,
                     sent_kbps: kbps as u32,
                     fps: fps as f32,
@@ -293,8 +379,16 @@ impl VideoLink {
             })
             .collect();
         viewers.sort_by_key(|v| v.session);
-        let state =
-            LinkState { video_port: self.video_port, encodes_per_s: self.encodes.len() as f32, viewers };
+        let mut state = LinkState {
+            video_port: self.video_port,
+            encodes_per_s: self.encodes.len() as f32,
+            viewers,
+            ..LinkState::default()
+        };
+        if let Some(h264) = &self.h264 {
+            crate::h264::describe(h264, &self.sessions, &mut state);
+            state.h264_encode_us = self.h264_encode_us;
+        }
         *self.stats.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
     }
 }

@@ -147,16 +147,19 @@ impl Session {
     }
 
     /// The rate the video is paced to: a share of the goodput, never above the cap.
-    fn pace_bps(&self) -> f64 {
+    pub fn pace_bps(&self) -> f64 {
         let pace = self.estimate_bps * UTILISATION;
         self.cap_bps.map_or(pace, |cap| pace.min(cap))
     }
 
     fn refill(&mut self, ladder: &Ladder, now_ns: u64) {
+        // Up to one frame of the chosen tier may be saved up: pacing, not bursts.
+        self.refill_to(ladder.expected_bytes(self.tier).max(1.0), now_ns);
+    }
+
+    fn refill_to(&mut self, ceiling: f64, now_ns: u64) {
         let dt = now_ns.saturating_sub(self.last_refill_ns) as f64 / NS_PER_S;
         self.last_refill_ns = now_ns;
-        // Up to one frame of the chosen tier may be saved up: pacing, not bursts.
-        let ceiling = ladder.expected_bytes(self.tier).max(1.0);
         self.pace_tokens = (self.pace_tokens + dt * self.pace_bps() / 8.0).min(ceiling);
         if let Some(cap) = self.cap_bps {
             self.cap_tokens = (self.cap_tokens + dt * cap / 8.0).min(ceiling);
@@ -181,6 +184,25 @@ impl Session {
             return None;
         }
         Some(Want { tier: self.tier })
+    }
+
+    /// For a stream codec (H.264, [`crate::h264`]): whether this session takes a frame now on
+    /// `tier`, whose frames are typically `frame_bytes`. The tier's bit rate already fits the
+    /// paced rate, so the frame rate stays at the maximum; pacing only absorbs keyframes.
+    pub fn want_stream(&mut self, rules: &SessionRules, tier: usize, frame_bytes: f64, now_ns: u64) -> bool {
+        self.refill_to((frame_bytes * 2.0).max(1.0), now_ns);
+        self.tier = tier;
+        self.fps_target = rules.max_fps;
+        // Loose, as in `want`: a frame a little early must not be lost for it.
+        let min_interval_ns = (NS_PER_S / rules.max_fps * 0.7) as u64;
+        let too_soon = self.last_sent_ns.is_some_and(|t| now_ns.saturating_sub(t) < min_interval_ns);
+        let no_credit = self.in_flight.len() >= rules.frames_in_flight;
+        let over_rate = self.pace_tokens < 0.0 || (self.cap_bps.is_some() && self.cap_tokens < 0.0);
+        if no_credit || over_rate || too_soon {
+            self.frames_skipped += 1;
+            return false;
+        }
+        true
     }
 
     /// A frame of `bytes` went out to this session.

@@ -99,7 +99,7 @@ impl Client {
     }
 
     fn hello(&self, max_kbps: Option<u32>) {
-        self.send(VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), max_kbps }));
+        self.send(VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), codecs: vec![], max_kbps }));
     }
 
     fn credit(&self, frame_id: u64) {

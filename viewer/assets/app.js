@@ -68,7 +68,7 @@ function connect(delay) {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   ws = new WebSocket(proto + "//" + location.host + "/ws" + (token ? "?token=" + encodeURIComponent(token) : ""));
   ws.binaryType = "arraybuffer";
-  ws.onopen = () => { wsOpen = true; delay = 250; refreshControls(); if (estopWaiting) sendEstop(); };
+  ws.onopen = () => { wsOpen = true; delay = 250; refreshControls(); offerCodecs(); if (estopWaiting) sendEstop(); };
   ws.onclose = () => {
     wsOpen = false;
     setLink("offline");
@@ -91,6 +91,7 @@ function onFrame(buffer) {
   const headerLen = view.getUint32(0, true);
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, headerLen)));
   header.browser_recv_ns = nowNs();
+  if (header.codec === "h264") { onH264(header, new Uint8Array(buffer, 4 + headerLen)); return; }
   const jpeg = new Blob([new Uint8Array(buffer, 4 + headerLen)], { type: "image/jpeg" });
   // Newest wins: a frame that arrives while another decodes replaces any waiting one.
   if (pendingFrame) stats.skippedDecode++;
@@ -104,23 +105,87 @@ async function decodeNext() {
     const { header, jpeg } = pendingFrame;
     pendingFrame = null;
     try {
-      const bitmap = await createImageBitmap(jpeg);
-      if (lastFrame) lastFrame.bitmap.close();
-      lastFrame = { bitmap, header };
-      draw();
-      requestAnimationFrame(() => {
-        const painted = nowNs();
-        unreported.push([header.recv_ns, header.capture_ns, painted]);
-        stats.paints.push({ frame_id: header.frame_id, capture_ns: header.capture_ns, recv_ns: header.recv_ns,
-          browser_recv_ns: header.browser_recv_ns, painted_ns: painted, dropped: header.dropped,
-          skipped: stats.skippedDecode });
-        if (stats.paints.length > 20000) stats.paints.splice(0, 10000);
-      });
+      show(await createImageBitmap(jpeg), header);
     } catch (err) {
       console.warn("undecodable frame", err);
     }
   }
   decoding = false;
+}
+
+// A decoded picture (JPEG or H.264): drawn with its overlay, its paint time reported.
+function show(bitmap, header) {
+  if (lastFrame) lastFrame.bitmap.close();
+  lastFrame = { bitmap, header };
+  draw();
+  requestAnimationFrame(() => {
+    const painted = nowNs();
+    unreported.push([header.recv_ns, header.capture_ns, painted]);
+    stats.paints.push({ frame_id: header.frame_id, capture_ns: header.capture_ns, recv_ns: header.recv_ns,
+      browser_recv_ns: header.browser_recv_ns, painted_ns: painted, dropped: header.dropped,
+      skipped: stats.skippedDecode, codec: header.codec || "jpeg", decode_ms: header.decode_ms });
+    if (stats.paints.length > 20000) stats.paints.splice(0, 10000);
+  });
+}
+
+// H.264 through WebCodecs. Chromium exposes VideoDecoder only in a secure context (https,
+// or http on 127.0.0.1/localhost); elsewhere the page asks for JPEG and says why. The viewer
+// has decoded every access unit once already, so only sound bitstreams arrive here; if the
+// decoder fails anyway, the page asks for a keyframe and gets JPEG until then.
+const H264_CODEC = "avc1.42E01E";
+const h264 = { supported: false, decoder: null, headers: [], note: "JPEG" };
+stats.h264 = { decoded: 0, errors: 0, decodeMs: [] };
+
+async function probeH264() {
+  if (!window.isSecureContext) { h264.note = "JPEG: H.264 needs a secure context (https or 127.0.0.1)"; return; }
+  if (!("VideoDecoder" in window)) { h264.note = "JPEG: this browser has no WebCodecs"; return; }
+  try {
+    const r = await VideoDecoder.isConfigSupported({ codec: H264_CODEC, optimizeForLatency: true });
+    h264.supported = !!r.supported;
+  } catch (err) { h264.supported = false; }
+  h264.note = h264.supported ? "H.264 (WebCodecs)" : "JPEG: this browser cannot decode " + H264_CODEC;
+}
+const h264Probe = probeH264();
+
+async function offerCodecs() {
+  await h264Probe;
+  if (wsOpen) ws.send(JSON.stringify({ type: "codecs", accept: h264.supported ? ["h264", "jpeg"] : ["jpeg"] }));
+}
+
+function resetH264() {
+  if (h264.decoder && h264.decoder.state !== "closed") h264.decoder.close();
+  h264.decoder = null;
+  h264.headers = [];
+  if (wsOpen) ws.send(JSON.stringify({ type: "keyframe" }));
+}
+
+function onH264(header, data) {
+  if (!h264.decoder) {
+    if (!header.keyframe) return;
+    h264.decoder = new VideoDecoder({
+      output: onH264Picture,
+      error: (err) => { console.warn("H.264 decoder", err); stats.h264.errors++; resetH264(); },
+    });
+    h264.decoder.configure({ codec: H264_CODEC, optimizeForLatency: true });
+  }
+  // Every access unit is decoded (the next ones refer to it); only the newest is painted.
+  header.decode_start = performance.now();
+  h264.headers.push(header);
+  if (h264.headers.length > 64) h264.headers.shift();
+  try {
+    h264.decoder.decode(new EncodedVideoChunk({ type: header.keyframe ? "key" : "delta", timestamp: header.frame_id, data }));
+  } catch (err) { console.warn("H.264 chunk", err); stats.h264.errors++; resetH264(); }
+}
+
+async function onH264Picture(frame) {
+  const at = h264.headers.findIndex((h) => h.frame_id === frame.timestamp);
+  const header = at >= 0 ? h264.headers.splice(0, at + 1).pop() : null;
+  if (!header || !h264.decoder || h264.decoder.decodeQueueSize > 0) { frame.close(); if (header) stats.skippedDecode++; return; }
+  header.decode_ms = performance.now() - header.decode_start;
+  stats.h264.decoded++;
+  stats.h264.decodeMs.push(header.decode_ms);
+  if (stats.h264.decodeMs.length > 20000) stats.h264.decodeMs.splice(0, 10000);
+  try { show(await createImageBitmap(frame), header); } finally { frame.close(); }
 }
 
 function draw() {
@@ -135,7 +200,8 @@ function draw() {
   stats.lastFrameId = header.frame_id;
   stats.lastHeader = header;
   stats.dropped = header.dropped;
-  $("frame-info").textContent = `frame ${header.frame_id} · ${bitmap.width}×${bitmap.height} · dropped here ${header.dropped}`;
+  const codec = header.codec === "h264" ? "H.264" : (h264.supported ? "JPEG" : h264.note);
+  $("frame-info").textContent = `frame ${header.frame_id} · ${bitmap.width}×${bitmap.height} · ${codec} · dropped here ${header.dropped}`;
   $("banner").classList.toggle("hidden", link === "live");
 }
 

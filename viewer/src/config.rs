@@ -61,6 +61,9 @@ pub struct ViewerConfig {
     pub foxglove_origins: Vec<String>,
     /// Where the page's Record button writes recordings (created when needed).
     pub recordings_dir: PathBuf,
+    /// Codec asked of the vehicle: `jpeg` (the default) or `h264` (JPEG if the vehicle lacks
+    /// it; browsers without WebCodecs get JPEG made here from the decoded pictures).
+    pub codec: String,
 }
 
 impl Default for ViewerConfig {
@@ -90,6 +93,7 @@ impl Default for ViewerConfig {
             foxglove_port: None,
             foxglove_origins: Vec::new(),
             recordings_dir: PathBuf::from("recordings"),
+            codec: ads_protocol::CODEC_JPEG.into(),
         }
     }
 }
@@ -158,6 +162,9 @@ pub struct Overrides {
     /// Directory the page's Record button writes into [default: recordings].
     #[arg(long, env = "ADS_VIEWER_RECORDINGS_DIR")]
     pub recordings_dir: Option<PathBuf>,
+    /// Codec asked of the vehicle: jpeg or h264 [default: jpeg].
+    #[arg(long, env = "ADS_VIEWER_CODEC")]
+    pub codec: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +231,9 @@ impl ViewerConfig {
         if let Some(v) = o.recordings_dir {
             config.recordings_dir = v;
         }
+        if let Some(v) = o.codec {
+            config.codec = v;
+        }
         if config.actions.is_empty() {
             config.actions = action_endpoint_for(&config.vehicle)?;
         }
@@ -255,6 +265,12 @@ impl ViewerConfig {
             return Err(ConfigError::Invalid(format!(
                 "mjpeg_quality = {} is outside 1..=100",
                 self.mjpeg_quality
+            )));
+        }
+        if ![ads_protocol::CODEC_JPEG, ads_protocol::CODEC_H264].contains(&self.codec.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "codec = {:?} is neither \"jpeg\" nor \"h264\"",
+                self.codec
             )));
         }
         if self.max_clients == 0 {

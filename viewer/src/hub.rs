@@ -35,7 +35,10 @@ pub struct FramePacket {
     pub frame_id: u64,
     pub capture_ns: u64,
     pub recv_ns: u64,
+    /// The picture as JPEG: as received, or made here from the decoded H.264 picture.
     pub jpeg: Vec<u8>,
+    /// The H.264 access unit it came as (already decoded here once, so known to be sound).
+    pub h264: Option<crate::h264::ForwardUnit>,
     pub overlay: Overlay,
     /// `overlay` as JSON, serialised once for all clients.
     pub overlay_json: String,
@@ -103,6 +106,8 @@ pub struct Hub {
     events: broadcast::Sender<Arc<str>>,
     actions_out: Mutex<std::sync::mpsc::Sender<Vec<Vec<u8>>>>,
     action_key: Option<ActionKey>,
+    /// Someone (this viewer's decoder, a browser's) needs an H.264 keyframe.
+    keyframe_wanted: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -129,6 +134,7 @@ impl Hub {
             events: broadcast::Sender::new(256),
             actions_out: Mutex::new(actions_tx),
             action_key,
+            keyframe_wanted: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 vehicle_id: (!config.vehicle_id.is_empty()).then(|| config.vehicle_id.clone()),
                 other_vehicles_warned: false,
@@ -204,8 +210,29 @@ impl Hub {
         let _ = self.events.send(text);
     }
 
+    /// Asks the vehicle for an H.264 keyframe (the link thread sends it, rate-limited).
+    pub fn want_keyframe(&self) {
+        self.keyframe_wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a keyframe was asked for since the last call.
+    pub fn take_keyframe_wish(&self) -> bool {
+        self.keyframe_wanted.swap(false, Ordering::Relaxed)
+    }
+
     /// One decoded message from the vehicle.
     pub fn on_message(&self, message: WireMessage<'_>, recv_ns: u64) {
+        self.on_message_with(message, recv_ns, None);
+    }
+
+    /// One message; for an H.264 frame, `h264` is what the decoder made of it (its JPEG
+    /// replaces the payload for every JPEG consumer).
+    pub fn on_message_with(
+        &self,
+        message: WireMessage<'_>,
+        recv_ns: u64,
+        h264: Option<crate::h264::Decoded>,
+    ) {
         self.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
         let mut guard = self.inner();
         let inner = &mut *guard;
@@ -231,16 +258,28 @@ impl Hub {
         }
         match message.message {
             Message::Frame(info) => {
-                let Some(jpeg) = message.payload else { return };
-                if let Err(e) =
-                    crate::burn::check_jpeg(jpeg, info.width, info.height, self.config.max_frame_pixels)
-                {
-                    self.metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!("frame {} refused: {e}", info.frame_id);
-                    return;
-                }
+                let (jpeg, unit) = match h264 {
+                    Some(decoded) => (decoded.jpeg, Some(decoded.unit)),
+                    None => match message.payload {
+                        // An H.264 unit that did not go through the decoder is never shown.
+                        Some(jpeg) if info.codec == ads_protocol::CODEC_JPEG => {
+                            if let Err(e) = crate::burn::check_jpeg(
+                                jpeg,
+                                info.width,
+                                info.height,
+                                self.config.max_frame_pixels,
+                            ) {
+                                self.metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!("frame {} refused: {e}", info.frame_id);
+                                return;
+                            }
+                            (jpeg.to_vec(), None)
+                        }
+                        _ => return,
+                    },
+                };
                 // Detections and truth are in the captured frame's pixels; a reduced tier's
-                // JPEG is smaller.
+                // picture is smaller.
                 let source = match (info.source_width, info.source_height) {
                     (0, _) | (_, 0) => (info.width, info.height),
                     size => size,
@@ -252,7 +291,7 @@ impl Hub {
                     (info.width, info.height),
                     message.capture_ns,
                     recv_ns,
-                    jpeg,
+                    (jpeg, unit),
                 );
             }
             Message::Detection(d) => {
@@ -304,7 +343,7 @@ impl Hub {
         jpeg_size: (u32, u32),
         capture_ns: u64,
         recv_ns: u64,
-        jpeg: &[u8],
+        (jpeg, h264): (Vec<u8>, Option<crate::h264::ForwardUnit>),
     ) {
         self.metrics.frames_received.fetch_add(1, Ordering::Relaxed);
         match inner.last_frame_id {
@@ -341,7 +380,8 @@ impl Hub {
             frame_id,
             capture_ns,
             recv_ns,
-            jpeg: jpeg.to_vec(),
+            jpeg,
+            h264,
             overlay,
             overlay_json,
         };

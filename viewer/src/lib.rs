@@ -11,6 +11,7 @@ pub mod burn;
 pub mod config;
 pub mod guard;
 pub mod foxglove;
+pub mod h264;
 pub mod hub;
 pub mod link;
 pub mod metrics;

@@ -58,8 +58,9 @@ pub fn spawn(
     publisher.set_linger(500).map_err(err("options of", &action_endpoint))?;
     publisher.connect(&action_endpoint).map_err(err("connecting to", &action_endpoint))?;
     let video_endpoint = hub.config.video.clone();
-    let mut video =
-        VideoClient::connect(&context, &video_endpoint).map_err(err("connecting to", &video_endpoint))?;
+    let mut video = VideoClient::connect(&context, &video_endpoint)
+        .map_err(err("connecting to", &video_endpoint))?
+        .with_codec(&hub.config.codec);
     tracing::info!(%vehicle, video = %video_endpoint, actions = %action_endpoint, "subscribed to the vehicle");
     std::thread::Builder::new()
         .name("vehicle-link".into())
@@ -79,6 +80,7 @@ fn run(
     let mut malformed_logged = 0u64;
     while !stop.load(Ordering::Relaxed) {
         video.tick(Instant::now());
+        video.request_keyframe_if_wanted(hub, Instant::now());
         let mut items = [sub.as_poll_item(zmq::POLLIN), video.socket().as_poll_item(zmq::POLLIN)];
         let polled = zmq::poll(&mut items, POLL_MS);
         // Frames first: their credit goes back before anything else is done.

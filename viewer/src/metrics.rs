@@ -65,6 +65,12 @@ pub struct Metrics {
     /// HTTP requests refused by the web guard (foreign Host, cross-origin, wrong content type).
     pub requests_refused: AtomicU64,
     pub link_losses: AtomicU64,
+    /// H.264 access units decoded, dropped as corrupt, dropped while waiting for a keyframe;
+    /// keyframes asked of the vehicle.
+    pub h264_decoded: AtomicU64,
+    pub h264_corrupt: AtomicU64,
+    pub h264_waiting: AtomicU64,
+    pub h264_key_requests: AtomicU64,
     pub clients: AtomicU64,
     pub mjpeg_clients: AtomicU64,
     /// Capture on the vehicle → received here (ZeroMQ over the network).
@@ -78,7 +84,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self, link_up: bool) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             ("ads_viewer_frames_received_total", "Frames received from the vehicle.", &self.frames_received),
             (
                 "ads_viewer_frames_missed_total",
@@ -129,6 +135,18 @@ impl Metrics {
                 &self.requests_refused,
             ),
             ("ads_viewer_link_losses_total", "Times the vehicle went silent.", &self.link_losses),
+            ("ads_viewer_h264_decoded_total", "H.264 access units decoded.", &self.h264_decoded),
+            ("ads_viewer_h264_corrupt_total", "H.264 access units dropped as corrupt.", &self.h264_corrupt),
+            (
+                "ads_viewer_h264_waiting_total",
+                "H.264 access units dropped until a keyframe.",
+                &self.h264_waiting,
+            ),
+            (
+                "ads_viewer_h264_key_requests_total",
+                "Keyframes asked of the vehicle.",
+                &self.h264_key_requests,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(

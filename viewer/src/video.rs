@@ -37,6 +37,10 @@ pub struct VideoClient {
     last_hello: Option<Instant>,
     /// (arrival, bytes) over the last second.
     recent: VecDeque<(Instant, usize)>,
+    /// Codec asked for (`jpeg`, `h264`), and the H.264 decoder.
+    codec: String,
+    h264: crate::h264::H264Receiver,
+    last_key_request: Option<Instant>,
 }
 
 impl std::fmt::Debug for VideoClient {
@@ -46,6 +50,12 @@ impl std::fmt::Debug for VideoClient {
 }
 
 impl VideoClient {
+    /// Asks the vehicle for `codec` (`jpeg` or `h264`; JPEG if the vehicle lacks it).
+    pub fn with_codec(mut self, codec: &str) -> Self {
+        self.codec = codec.to_string();
+        self
+    }
+
     pub fn connect(context: &zmq::Context, endpoint: &str) -> Result<Self, zmq::Error> {
         let socket = context.socket(zmq::DEALER)?;
         socket.set_rcvhwm(16)?;
@@ -58,7 +68,16 @@ impl VideoClient {
         socket.set_linger(0)?;
         socket.set_maxmsgsize((ads_protocol::MAX_PAYLOAD_BYTES + 1024) as i64)?;
         socket.connect(endpoint)?;
-        Ok(Self { socket, endpoint: endpoint.to_string(), seq: 0, last_hello: None, recent: VecDeque::new() })
+        Ok(Self {
+            socket,
+            endpoint: endpoint.to_string(),
+            seq: 0,
+            last_hello: None,
+            recent: VecDeque::new(),
+            codec: ads_protocol::CODEC_JPEG.into(),
+            h264: crate::h264::H264Receiver::default(),
+            last_key_request: None,
+        })
     }
 
     pub fn socket(&self) -> &zmq::Socket {
@@ -78,10 +97,25 @@ impl VideoClient {
     pub fn tick(&mut self, now: Instant) {
         if self.last_hello.is_none_or(|t| now.duration_since(t) >= HELLO_EVERY) {
             self.last_hello = Some(now);
-            self.send(&VideoRequest::Hello(VideoHello {
-                codec: ads_protocol::CODEC_JPEG.into(),
-                max_kbps: None,
-            }));
+            let codecs = if self.codec == ads_protocol::CODEC_H264 {
+                vec![ads_protocol::CODEC_H264.into(), ads_protocol::CODEC_JPEG.into()]
+            } else {
+                Vec::new()
+            };
+            let hello = VideoHello { codec: ads_protocol::CODEC_JPEG.into(), codecs, max_kbps: None };
+            self.send(&VideoRequest::Hello(hello));
+        }
+    }
+
+    /// Sends a keyframe request when one is wished for, at most one per 200 ms.
+    pub fn request_keyframe_if_wanted(&mut self, hub: &Hub, now: Instant) {
+        if self.last_key_request.is_some_and(|t| now.duration_since(t) < Duration::from_millis(200)) {
+            return;
+        }
+        if hub.take_keyframe_wish() {
+            self.last_key_request = Some(now);
+            hub.metrics.h264_key_requests.fetch_add(1, Ordering::Relaxed);
+            self.send(&VideoRequest::Keyframe(ads_protocol::KeyframeRequest { after_frame_id: 0 }));
         }
     }
 
@@ -121,7 +155,13 @@ impl VideoClient {
                             reduced: info.reduced,
                         });
                     }
-                    hub.on_message(message, recv_ns);
+                    match &message.message {
+                        ads_protocol::Message::Frame(info) if info.codec == ads_protocol::CODEC_H264 => {
+                            let decoded = self.h264.take(hub, info, message.payload.unwrap_or_default());
+                            hub.on_message_with(message, recv_ns, decoded);
+                        }
+                        _ => hub.on_message(message, recv_ns),
+                    }
                 }
                 Err(e) => {
                     let n = hub.metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);

@@ -33,6 +33,10 @@ enum ClientMessage {
     /// Frames the browser painted since its last report: `[recv_ns, capture_ns, painted_ns]`
     /// each, `painted_ns` on its wall clock.
     Painted { samples: Vec<[u64; 3]> },
+    /// Codecs the page decodes (`jpeg` always; `h264` with WebCodecs in a secure context).
+    Codecs { accept: Vec<String> },
+    /// The page's H.264 decoder failed: JPEG until the next keyframe.
+    Keyframe {},
 }
 
 /// An emergency stop, by the look of it: it passes the rate limit (see [`RateLimit::allow_command`]).
@@ -64,25 +68,28 @@ pub async fn serve(socket: WebSocket, state: AppState) {
     let mut dropped = 0u64;
     let mut limit = RateLimit::default();
     let mut refusals = 0u32;
+    let mut stream = crate::h264::BrowserStream::default();
     loop {
         let outgoing = tokio::select! {
             changed = frames.changed() => {
                 if changed.is_err() { break; }
                 let Some(packet) = frames.borrow_and_update().clone() else { continue };
+                let mut skipped = 0;
                 if let Some(last) = last_packet {
-                    let skipped = packet.packet_seq.saturating_sub(last + 1);
+                    skipped = packet.packet_seq.saturating_sub(last + 1);
                     dropped += skipped;
                     hub.metrics.frames_dropped_clients.fetch_add(skipped, Ordering::Relaxed);
                 }
                 last_packet = Some(packet.packet_seq);
+                let (codec, payload, keyframe) = stream.choose(&packet, skipped, &hub);
                 let header = format!(
-                    "{{\"frame_id\":{},\"capture_ns\":{},\"recv_ns\":{},\"sent_ns\":{},\"dropped\":{},\"overlay\":{}}}",
+                    "{{\"frame_id\":{},\"capture_ns\":{},\"recv_ns\":{},\"sent_ns\":{},\"dropped\":{},\"codec\":\"{codec}\",\"keyframe\":{keyframe},\"overlay\":{}}}",
                     packet.frame_id, packet.capture_ns, packet.recv_ns, wall_ns(), dropped, packet.overlay_json
                 );
-                let mut bytes = Vec::with_capacity(4 + header.len() + packet.jpeg.len());
+                let mut bytes = Vec::with_capacity(4 + header.len() + payload.len());
                 bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
                 bytes.extend_from_slice(header.as_bytes());
-                bytes.extend_from_slice(&packet.jpeg);
+                bytes.extend_from_slice(payload);
                 Message::Binary(bytes.into())
             }
             changed = states.changed() => {
@@ -113,7 +120,7 @@ pub async fn serve(socket: WebSocket, state: AppState) {
                     }
                     Message::Text(reply_error("too many messages; slow down"))
                 } else if let Some(text) = text {
-                    match handle(&state, text.as_str()) {
+                    match handle(&state, &mut stream, text.as_str()) {
                         Some(reply) => Message::Text(reply.into()),
                         None => continue,
                     }
@@ -137,7 +144,7 @@ fn reply_error(detail: &str) -> axum::extract::ws::Utf8Bytes {
 }
 
 /// Handles one message from the browser; returns an immediate reply if there is one.
-fn handle(state: &AppState, text: &str) -> Option<String> {
+fn handle(state: &AppState, stream: &mut crate::h264::BrowserStream, text: &str) -> Option<String> {
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(m) => m,
         Err(e) => {
@@ -169,6 +176,14 @@ fn handle(state: &AppState, text: &str) -> Option<String> {
             for [recv_ns, capture_ns, painted_ns] in samples {
                 state.hub.on_painted(recv_ns, capture_ns, painted_ns);
             }
+            None
+        }
+        ClientMessage::Codecs { accept } => {
+            stream.set_accepts_h264(accept.iter().any(|c| c == ads_protocol::CODEC_H264), &state.hub);
+            None
+        }
+        ClientMessage::Keyframe {} => {
+            stream.resync(&state.hub);
             None
         }
     }

@@ -107,6 +107,50 @@ fn artifact(name: &str) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_decodes_h264_with_webcodecs_and_draws_the_overlays_on_it() {
+    let vehicle = Vehicle::start("browser-h264", true);
+    let viewer = Viewer::start_with(&vehicle, &["--codec", "h264"]);
+    let browser = Browser::start().await;
+    browser.client.goto(&viewer.url("/")).await.unwrap();
+    // 127.0.0.1 is a secure context: the page has WebCodecs and asks for H.264.
+    let note = browser.wait_js("the codec probe", "return h264Probe.then(() => h264.note)").await;
+    assert_eq!(note, "H.264 (WebCodecs)", "Chromium here decodes avc1.42E01E");
+    browser
+        .wait_js(
+            "H.264 pictures painted",
+            "return window.adsStats.paints.filter(p => p.codec === 'h264').length > 10",
+        )
+        .await;
+    let first = browser
+        .js("return [window.adsStats.lastFrameId, document.getElementById('video').toDataURL()]")
+        .await;
+    browser.wait_js("newer frames", &format!("return window.adsStats.lastFrameId > {}", first[0])).await;
+    let later = browser.js("return document.getElementById('video').toDataURL()").await;
+    assert_ne!(first[1], later, "the canvas did not change between H.264 frames");
+    browser
+        .wait_js(
+            "lane lines drawn on H.264 frames",
+            &format!("{{ {LANE_PIXELS} }}").replace("return n;", "return n > 500;"),
+        )
+        .await;
+    let h264 = browser.js("return window.adsStats.h264").await;
+    assert_eq!(h264["errors"], 0, "the browser's decoder failed: {h264}");
+    let decode_ms: Vec<f64> = h264["decodeMs"].as_array().unwrap().iter().filter_map(Value::as_f64).collect();
+    let mut sorted = decode_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    eprintln!("browser H.264 decode: {} frames, p50 {:.2} ms", sorted.len(), sorted[sorted.len() / 2]);
+    // The laptop's own consumers get JPEG made from the decoded pictures.
+    let (status, jpeg) = viewer.get("/snapshot.jpg").unwrap();
+    assert_eq!((status, &jpeg[..2]), (200, &[0xff, 0xd8][..]));
+    let (_, metrics) = viewer.get("/metrics").unwrap();
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert!(support::metric(&metrics, "ads_viewer_h264_decoded_total").unwrap() > 10.0, "{metrics}");
+    assert_eq!(support::metric(&metrics, "ads_viewer_h264_corrupt_total"), Some(0.0));
+    std::fs::write(artifact("viewer-h264.png"), browser.client.screenshot().await.unwrap()).unwrap();
+    browser.client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_live_video_with_overlays_and_its_buttons_drive_the_car() {
     let mut vehicle = Vehicle::start("browser", true);
     let viewer = Viewer::start(&vehicle);

@@ -128,6 +128,8 @@ fn nan_huge_coordinates_and_jpeg_bombs_leave_the_viewer_serving_with_bounded_mem
                     reduced: false,
                     source_width: w,
                     source_height: h,
+                    codec: CODEC_JPEG.into(),
+                    keyframe: false,
                 })
             };
             send(

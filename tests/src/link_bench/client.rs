@@ -6,8 +6,8 @@
 use super::quality;
 use super::{ACTION_PORT, PUB_PORT, VIDEO_PORT};
 use ads_protocol::{
-    decode, encode_action, encode_video_request, Action, ActionRun, Command, Credit, Event, Message, VideoHello,
-    VideoRequest, CODEC_JPEG,
+    decode, encode_action, encode_video_request, Action, ActionRun, Command, Credit, Event, Message,
+    VideoHello, VideoRequest, CODEC_H264, CODEC_JPEG,
 };
 use ads_shmem_ipc::{FrameReader, FrameReaderOptions, ReadMode, Wait};
 use serde_json::{json, Value};
@@ -74,14 +74,26 @@ impl Originals {
 
     /// (PSNR dB, SSIM) of a delivered JPEG against the original frame, if still kept.
     fn score(&self, frame_id: u64, jpeg: &[u8]) -> Option<(f64, f64)> {
+        let image = turbojpeg::decompress(jpeg, turbojpeg::PixelFormat::BGR).ok()?;
+        self.score_bgr(frame_id, &image.pixels, image.width, image.height, image.pitch)
+    }
+
+    /// (PSNR dB, SSIM) of a delivered picture (packed BGR) against the original frame.
+    fn score_bgr(
+        &self,
+        frame_id: u64,
+        pixels: &[u8],
+        width: usize,
+        height: usize,
+        pitch: usize,
+    ) -> Option<(f64, f64)> {
         let (w, h, stride) = (*self.geometry.lock().ok()?)?;
         let original = {
             let frames = self.frames.lock().ok()?;
             Arc::clone(&frames.iter().find(|(id, _)| *id == frame_id)?.1)
         };
-        let image = turbojpeg::decompress(jpeg, turbojpeg::PixelFormat::BGR).ok()?;
-        let got = quality::luma_bgr(&image.pixels, image.width, image.height, image.pitch);
-        let got = quality::resize(&got, image.width, image.height, w, h);
+        let got = quality::luma_bgr(pixels, width, height, pitch);
+        let got = quality::resize(&got, width, height, w, h);
         let want = quality::luma_bgr(&original, w, h, stride);
         Some((quality::psnr(&want, &got), quality::ssim(&want, &got, w, h)))
     }
@@ -96,6 +108,8 @@ pub struct ClientPlan {
     pub measure_from: Instant,
     /// False: a client that never returns a credit.
     pub credits: bool,
+    /// Codec asked for: `jpeg` or `h264` (decoded here with openh264, every unit).
+    pub codec: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +119,8 @@ pub struct FrameRecord {
     pub recv_ns: u64,
     pub bytes: usize,
     pub tier: u8,
+    /// Time this client took to decode it (H.264 only; JPEG is decoded only when scored).
+    pub decode_us: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +134,11 @@ pub struct CaseRecord {
     pub out_of_order: usize,
     /// Most frames in flight to any session, from the vehicle's state.
     pub max_in_flight: u8,
+    /// The vehicle's encode time per frame, µs, from its state (H.264: all its tiers).
+    pub encode_us: Vec<f64>,
+    /// H.264 units that did not decode here, and keyframes it asked for.
+    pub decode_errors: usize,
+    pub codec: String,
 }
 
 fn percentile(values: &[f64], q: f64) -> f64 {
@@ -148,6 +169,8 @@ impl CaseRecord {
                 .fold(0.0, f64::max)
         });
         let mean = |v: Vec<f64>| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+        let decode_ms: Vec<f64> =
+            self.frames.iter().filter_map(|f| f.decode_us).map(|us| f64::from(us) / 1e3).collect();
         json!({
             "frames": self.frames.len(),
             "fps": self.frames.len() as f64 / seconds,
@@ -172,6 +195,11 @@ impl CaseRecord {
             "recovery_ms": recovery_ms,
             "out_of_order": self.out_of_order,
             "max_in_flight": self.max_in_flight,
+            "codec": self.codec,
+            "encode_p50_ms": percentile(&self.encode_us, 0.5) / 1e3,
+            "encode_p99_ms": percentile(&self.encode_us, 0.99) / 1e3,
+            "decode_p50_ms": percentile(&decode_ms, 0.5),
+            "decode_errors": self.decode_errors,
         })
     }
 }
@@ -221,11 +249,18 @@ fn run(
         // Only an e-stop may go before a state was heard.
         None => ActionRun { run_id: String::new(), expires_run_ns: 0 },
     };
+    record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).codec = plan.codec.clone();
+    let mut h264 = openh264::decoder::Decoder::with_api_config(
+        openh264::OpenH264API::from_source(),
+        openh264::decoder::DecoderConfig::new(),
+    )?;
+    let mut picture: Vec<u8> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if last_hello.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
             last_hello = Some(now);
-            let hello = VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), max_kbps: None });
+            let codecs = if plan.codec == CODEC_H264 { vec![CODEC_H264.into()] } else { vec![] };
+            let hello = VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), codecs, max_kbps: None });
             video.send_multipart(encode_video_request("*", 0, wall_ns(), &hello), zmq::DONTWAIT)?;
         }
         // An emergency stop, then a resume, every 1.5 s; each acknowledgement timed.
@@ -266,6 +301,28 @@ fn run(
                     zmq::DONTWAIT,
                 )?;
             }
+            // Every H.264 unit is decoded (the next ones refer to it); a failure asks for a
+            // keyframe, as ads-viewer does.
+            let mut decode_us = None;
+            let mut decoded = None;
+            if info.codec == CODEC_H264 {
+                use openh264::formats::YUVSource as _;
+                let started = Instant::now();
+                match h264.decode(jpeg) {
+                    Ok(Some(yuv)) => {
+                        let (w, h) = yuv.dimensions();
+                        picture.resize(w * h * 3, 0);
+                        yuv.write_rgb8(&mut picture);
+                        decoded = Some((w, h));
+                    }
+                    _ => {
+                        record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).decode_errors += 1;
+                        let key = VideoRequest::Keyframe(ads_protocol::KeyframeRequest { after_frame_id: 0 });
+                        video.send_multipart(encode_video_request("*", 0, wall_ns(), &key), zmq::DONTWAIT)?;
+                    }
+                }
+                decode_us = Some(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+            }
             if Instant::now() < plan.measure_from {
                 continue;
             }
@@ -280,11 +337,21 @@ fn run(
                 recv_ns,
                 bytes: jpeg.len(),
                 tier: info.tier,
+                decode_us,
             });
             drop(r);
             delivered += 1;
             if delivered % SCORE_EVERY == 0 {
-                if let Some(score) = originals.score(info.frame_id, jpeg) {
+                let score = match decoded {
+                    Some((w, h)) => {
+                        // RGB from the decoder; the score reads BGR.
+                        picture.chunks_exact_mut(3).for_each(|px| px.swap(0, 2));
+                        originals.score_bgr(info.frame_id, &picture, w, h, w * 3)
+                    }
+                    None if info.codec == CODEC_JPEG => originals.score(info.frame_id, jpeg),
+                    None => None,
+                };
+                if let Some(score) = score {
                     record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).scores.push(score);
                 }
             }
@@ -303,6 +370,11 @@ fn run(
                     r.state_ages_ms.push((recv_ns as f64 - wire.capture_ns as f64) / 1e6);
                     let most = s.link.viewers.iter().map(|v| v.in_flight).max().unwrap_or(0);
                     r.max_in_flight = r.max_in_flight.max(most);
+                    let encode_us =
+                        if plan.codec == CODEC_H264 { s.link.h264_encode_us } else { s.timings.encode_us };
+                    if encode_us > 0 {
+                        r.encode_us.push(f64::from(encode_us));
+                    }
                 }
                 Message::Event(Event::Ack { action_id, .. }) => {
                     if let Some(sent) = pending.remove(&action_id) {

@@ -35,6 +35,9 @@ pub struct LinkArgs {
     /// `two` (viewers on 20 and 2 Mbit/s at once).
     #[arg(long, value_delimiter = ',', default_value = "20,8,4,2,1,step,two")]
     pub cases: Vec<String>,
+    /// Codecs the measuring viewers ask for; every case runs once per codec.
+    #[arg(long, value_delimiter = ',', default_value = "jpeg")]
+    pub codecs: Vec<String>,
     /// Also run a client that says hello and never returns a credit.
     #[arg(long)]
     pub stingy: bool,
@@ -89,6 +92,14 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
         "ads-bench link shapes `lo`: run it with --in-private-netns in a network namespace with nothing but `lo` (scripts/bench-link.sh)"
     );
     let cases: Vec<Case> = args.cases.iter().map(|c| parse_case(c)).collect::<anyhow::Result<_>>()?;
+    for codec in &args.codecs {
+        anyhow::ensure!(
+            [ads_protocol::CODEC_JPEG, ads_protocol::CODEC_H264].contains(&codec.as_str()),
+            "codec {codec:?}: jpeg or h264"
+        );
+    }
+    let runs: Vec<(String, Case)> =
+        args.codecs.iter().flat_map(|codec| cases.iter().map(move |c| (codec.clone(), c.clone()))).collect();
     let shaper = shaping::Shaper::new(&[PUB_PORT, VIDEO_PORT], &[1_000_000, 1_000_000])?;
     let bin = procs::bin_dir()?;
     let ring = format!("linkbench{}", std::process::id());
@@ -118,7 +129,7 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
     let mut vehicle = Proc::spawn("ads-vehicle", &bin.join("ads-vehicle"), &vehicle_args)?;
     let originals = client::Originals::follow(&format!("{ring}-frames"))?;
     let mut results = Vec::new();
-    for case in &cases {
+    for (codec, case) in &runs {
         vehicle.check_alive()?;
         for (i, &rate) in case.rates_kbps.iter().enumerate() {
             shaper.set_rate(i, rate)?;
@@ -136,6 +147,7 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
                 send_actions: i == 0,
                 measure_from,
                 credits: true,
+                codec: codec.clone(),
             };
             threads.push(client::spawn(plan, Arc::clone(record), Arc::clone(&originals), Arc::clone(&stop)));
         }
@@ -146,6 +158,7 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
                 send_actions: false,
                 measure_from: started,
                 credits: false,
+                codec: codec.clone(),
             };
             threads.push(client::spawn(plan, Arc::clone(&stingy), Arc::clone(&originals), Arc::clone(&stop)));
         }
@@ -184,6 +197,7 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
         let stingy_frames = stingy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).frames.len();
         let result = json!({
             "case": case.name,
+            "codec": codec,
             "rates_kbps": case.rates_kbps,
             "step_to_kbps": case.step.map(|(_, k)| k),
             "vehicle_cpu_pct": 100.0 * cpu / args.seconds as f64,
@@ -209,7 +223,8 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
 
 fn print_case(r: &Value) {
     println!(
-        "\n{}  (vehicle CPU {:.1}% of a core)",
+        "\n{} {}  (vehicle CPU {:.1}% of a core)",
+        r["codec"].as_str().unwrap_or(""),
         r["case"].as_str().unwrap_or(""),
         r["vehicle_cpu_pct"].as_f64().unwrap_or(0.0)
     );
@@ -235,6 +250,13 @@ fn print_case(r: &Value) {
             v["tiers"].as_str().unwrap_or(""),
             f("mean_frame_kb"),
             v["recovery_ms"].as_f64().map_or("–".to_string(), |ms| format!("{ms:.0} ms")),
+        );
+        println!(
+            "         encode p50/p99 {:.2}/{:.2} ms, decode here p50 {:.2} ms, undecodable {}",
+            f("encode_p50_ms"),
+            f("encode_p99_ms"),
+            f("decode_p50_ms"),
+            f("decode_errors"),
         );
     }
     if let Some(n) = r["stingy_frames"].as_u64() {

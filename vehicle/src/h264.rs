@@ -1,0 +1,526 @@
+//! H.264 on the video link: the encoder trait (so a hardware encoder — V4L2 M2M on a
+//! Raspberry Pi, NVENC on a Jetson — can stand in for the software one), openh264 behind it,
+//! and the H.264 tiers: one encoder per (scale, bit rate) rung, shared by every viewer on it.
+//!
+//! A stateful codec cannot skip frames per viewer the way JPEG can: a viewer that misses one
+//! access unit cannot decode the next ones. So a tier's encoder runs only on frames that all
+//! its viewers take (a viewer that holds the tier back for longer than [`WAIT_FOR_PEERS_NS`]
+//! is left behind instead, and catches up at the next keyframe); a viewer that joins a tier,
+//! missed a frame or asks for one gets a keyframe (IDR with SPS and PPS in front).
+
+use crate::config::H264Section;
+use crate::tiers::{downscale_bgr, Encoded, SourceImage};
+use std::collections::HashMap;
+
+/// How long viewers of a tier wait for a peer without a credit before the frame goes out
+/// without it.
+pub const WAIT_FOR_PEERS_NS: u64 = 100_000_000;
+/// A session moves to a better tier only when its rate carries it with this margin, and at
+/// most this often.
+const UPGRADE_MARGIN: f64 = 1.25;
+const UPGRADE_INTERVAL_NS: u64 = 2_000_000_000;
+/// Keyframes a viewer's own requests can force, at most one per this interval per tier (a
+/// client must not turn a shared stream into all-intra).
+const KEY_REQUEST_INTERVAL_NS: u64 = 500_000_000;
+
+/// One access unit out of an encoder.
+#[derive(Debug, Clone)]
+pub struct AccessUnit {
+    /// Annex B: NAL units each behind a `00 00 00 01` start code.
+    pub bytes: Vec<u8>,
+    pub keyframe: bool,
+}
+
+/// An H.264 encoder of one fixed picture size and bit rate. Constrained baseline, no B-frames
+/// (every access unit is decodable as soon as it arrives), SPS and PPS before every IDR.
+pub trait VideoEncoder: Send {
+    /// What it is, for logs and `state` (`openh264`, `v4l2m2m`, ...).
+    fn name(&self) -> &'static str;
+    /// Encodes one packed BGR picture (`width * 3` bytes a row) of the encoder's size;
+    /// `keyframe` forces an IDR.
+    fn encode(&mut self, bgr: &[u8], keyframe: bool) -> anyhow::Result<AccessUnit>;
+}
+
+/// What an encoder is made for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamSpec {
+    pub width: u32,
+    pub height: u32,
+    pub bitrate_bps: u32,
+    pub fps: f32,
+    /// Frames between periodic keyframes.
+    pub gop_frames: u32,
+}
+
+/// Makes an encoder for a tier; the software one is [`OpenH264Encoder::boxed`].
+pub type EncoderFactory = fn(StreamSpec) -> anyhow::Result<Box<dyn VideoEncoder>>;
+
+/// Cisco's OpenH264, built from source by the `openh264` crate.
+pub struct OpenH264Encoder {
+    encoder: openh264::encoder::Encoder,
+    yuv: openh264::formats::YUVBuffer,
+    spec: StreamSpec,
+    frames: u64,
+}
+
+impl std::fmt::Debug for OpenH264Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenH264Encoder").field("spec", &self.spec).finish_non_exhaustive()
+    }
+}
+
+impl OpenH264Encoder {
+    pub fn new(spec: StreamSpec) -> anyhow::Result<Self> {
+        use openh264::encoder::{
+            BitRate, EncoderConfig, FrameRate, IntraFramePeriod, Profile, RateControlMode, SpsPpsStrategy,
+            UsageType,
+        };
+        let config = EncoderConfig::new()
+            .bitrate(BitRate::from_bps(spec.bitrate_bps))
+            .max_frame_rate(FrameRate::from_hz(spec.fps))
+            .rate_control_mode(RateControlMode::Bitrate)
+            .usage_type(UsageType::CameraVideoRealTime)
+            .profile(Profile::Baseline)
+            // The rate control may skip a frame to hold the bit rate (an empty access unit,
+            // not sent: nothing refers to it); without skipping openh264 cannot hold it.
+            .skip_frames(true)
+            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(spec.gop_frames))
+            // One thread: the vehicle's CPU is shared with detection and control.
+            .num_threads(1);
+        let api = openh264::OpenH264API::from_source();
+        let encoder = openh264::encoder::Encoder::with_api_config(api, config)?;
+        let yuv = openh264::formats::YUVBuffer::new(spec.width as usize, spec.height as usize);
+        Ok(Self { encoder, yuv, spec, frames: 0 })
+    }
+
+    /// The [`EncoderFactory`] of the software encoder.
+    pub fn boxed(spec: StreamSpec) -> anyhow::Result<Box<dyn VideoEncoder>> {
+        Ok(Box::new(Self::new(spec)?))
+    }
+}
+
+impl VideoEncoder for OpenH264Encoder {
+    fn name(&self) -> &'static str {
+        "openh264"
+    }
+
+    fn encode(&mut self, bgr: &[u8], keyframe: bool) -> anyhow::Result<AccessUnit> {
+        let (w, h) = (self.spec.width as usize, self.spec.height as usize);
+        anyhow::ensure!(bgr.len() == w * h * 3, "picture of {} bytes for {w}x{h} BGR", bgr.len());
+        self.yuv.read_rgb(openh264::formats::BgrSliceU8::new(bgr, (w, h)));
+        // The first frame is an IDR anyway; forcing it again would make two.
+        if keyframe && self.frames > 0 {
+            self.encoder.force_intra_frame();
+        }
+        let ms = (self.frames as f64 * 1000.0 / f64::from(self.spec.fps.max(1.0))) as u64;
+        let stream = self.encoder.encode_at(&self.yuv, openh264::Timestamp::from_millis(ms))?;
+        let keyframe = matches!(stream.frame_type(), openh264::encoder::FrameType::IDR);
+        let bytes = stream.to_vec();
+        self.frames += 1;
+        Ok(AccessUnit { bytes, keyframe })
+    }
+}
+
+/// One rung of the H.264 ladder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct H264Rung {
+    pub scale: f64,
+    pub kbps: u32,
+}
+
+/// Bit rates and sizes, best first. At each rate the picture size that looks best on road
+/// frames at 30 fps: full size down to ~1 Mbit/s, then smaller.
+const RUNGS: [(f64, u32); 7] =
+    [(1.0, 6000), (1.0, 3500), (1.0, 2000), (1.0, 1300), (0.75, 800), (0.5, 450), (0.375, 250)];
+
+/// A viewer on the H.264 codec.
+#[derive(Debug, Default)]
+struct Member {
+    /// The tier chosen for it now.
+    tier: usize,
+    /// The tier whose stream it is in step with (got every frame since a keyframe).
+    in_step: Option<usize>,
+    /// Since when it wanted a frame its tier did not send.
+    waiting_since: Option<u64>,
+    /// When it last moved to a better tier.
+    last_upgrade_ns: Option<u64>,
+}
+
+/// One tier's running stream.
+struct Stream {
+    encoder: Box<dyn VideoEncoder>,
+    force_key: bool,
+    last_request_key_ns: Option<u64>,
+}
+
+/// The H.264 side of the link: its members, one stream per tier in use.
+pub struct H264Tiers {
+    config: H264Section,
+    rungs: Vec<H264Rung>,
+    width: u32,
+    height: u32,
+    fps: f32,
+    factory: EncoderFactory,
+    streams: HashMap<usize, Stream>,
+    members: HashMap<Vec<u8>, Member>,
+    scaled: Vec<u8>,
+    packed: Vec<u8>,
+    /// Keyframes sent, and requests for one that were honoured or folded into another.
+    pub keyframes: u64,
+    pub key_requests: u64,
+}
+
+impl std::fmt::Debug for H264Tiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H264Tiers").field("members", &self.members.len()).finish_non_exhaustive()
+    }
+}
+
+impl H264Tiers {
+    pub fn new(config: &H264Section, (width, height): (u32, u32), fps: f64, factory: EncoderFactory) -> Self {
+        let rungs = RUNGS
+            .iter()
+            .map(|&(scale, kbps)| H264Rung { scale, kbps })
+            .filter(|r| r.kbps <= config.max_kbps.max(250) && r.kbps >= config.min_kbps.min(6000))
+            .collect::<Vec<_>>();
+        let rungs = if rungs.is_empty() {
+            vec![H264Rung { scale: 1.0, kbps: config.max_kbps.max(100) }]
+        } else {
+            rungs
+        };
+        Self {
+            config: config.clone(),
+            rungs,
+            width,
+            height,
+            fps: fps as f32,
+            factory,
+            streams: HashMap::new(),
+            members: HashMap::new(),
+            scaled: Vec::new(),
+            packed: Vec::new(),
+            keyframes: 0,
+            key_requests: 0,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    pub fn rung(&self, tier: usize) -> H264Rung {
+        self.rungs[tier.min(self.rungs.len() - 1)]
+    }
+
+    /// Pixel size of a tier's pictures (even: 4:2:0 needs it).
+    pub fn size_of(&self, tier: usize) -> (u32, u32) {
+        let s = self.rung(tier).scale;
+        let side = |full: u32| (((f64::from(full) * s / 2.0).round() as u32) * 2).clamp(16, full.max(16));
+        (side(self.width) & !1, side(self.height) & !1)
+    }
+
+    /// Bytes a typical frame of the tier takes at the configured rate.
+    pub fn frame_bytes(&self, tier: usize) -> f64 {
+        f64::from(self.rung(tier).kbps) * 1000.0 / 8.0 / f64::from(self.fps.max(1.0))
+    }
+
+    /// The best tier a paced rate of `bps` carries.
+    pub fn choose(&self, bps: f64) -> usize {
+        (0..self.rungs.len())
+            .find(|&i| f64::from(self.rungs[i].kbps) * 1000.0 <= bps)
+            .unwrap_or(self.rungs.len() - 1)
+    }
+
+    pub fn is_member(&self, identity: &[u8]) -> bool {
+        self.members.contains_key(identity)
+    }
+
+    pub fn join(&mut self, identity: &[u8]) {
+        self.members.entry(identity.to_vec()).or_default();
+    }
+
+    pub fn leave(&mut self, identity: &[u8]) {
+        self.members.remove(identity);
+        let in_use: Vec<usize> = self.members.values().map(|m| m.tier).collect();
+        // A tier nobody is on stops; its encoder is made afresh when someone comes back.
+        self.streams.retain(|tier, _| in_use.contains(tier));
+    }
+
+    /// Sets the tier a member should be on now (from its paced rate). Down at once; up only
+    /// with a margin and at most every [`UPGRADE_INTERVAL_NS`]: every move costs a keyframe.
+    pub fn plan(&mut self, identity: &[u8], bps: f64, now_ns: u64) -> usize {
+        let fits = self.choose(bps);
+        let margin = self.choose(bps / UPGRADE_MARGIN);
+        let Some(m) = self.members.get_mut(identity) else { return fits };
+        if fits > m.tier {
+            m.tier = fits;
+        } else if margin < m.tier
+            && m.last_upgrade_ns.is_none_or(|t| now_ns.saturating_sub(t) >= UPGRADE_INTERVAL_NS)
+        {
+            m.tier = margin;
+            m.last_upgrade_ns = Some(now_ns);
+        }
+        let tier = m.tier;
+        let in_use: Vec<usize> = self.members.values().map(|m| m.tier).collect();
+        self.streams.retain(|t, _| in_use.contains(t));
+        tier
+    }
+
+    pub fn tier_of(&self, identity: &[u8]) -> Option<usize> {
+        self.members.get(identity).map(|m| m.tier)
+    }
+
+    /// The viewer cannot decode: the next frame of its tier is a keyframe (at most one such
+    /// per [`KEY_REQUEST_INTERVAL_NS`] per tier from requests).
+    pub fn request_keyframe(&mut self, identity: &[u8], now_ns: u64) {
+        let Some(member) = self.members.get_mut(identity) else { return };
+        self.key_requests += 1;
+        member.in_step = None;
+        if let Some(stream) = self.streams.get_mut(&member.tier) {
+            let recent = stream
+                .last_request_key_ns
+                .is_some_and(|t| now_ns.saturating_sub(t) < KEY_REQUEST_INTERVAL_NS);
+            if !recent {
+                stream.last_request_key_ns = Some(now_ns);
+                stream.force_key = true;
+            }
+        }
+    }
+
+    /// A frame the member should have had did not go out to it: it is out of step.
+    pub fn missed(&mut self, identity: &[u8]) {
+        if let Some(m) = self.members.get_mut(identity) {
+            m.in_step = None;
+        }
+    }
+
+    /// Encodes `image` for the tiers of `takers` (members that have room now) and says which
+    /// takers get which access unit. A tier is encoded only when all its members take the
+    /// frame, or one has waited for the others longer than [`WAIT_FOR_PEERS_NS`].
+    pub fn encode(
+        &mut self,
+        image: SourceImage<'_>,
+        takers: &[Vec<u8>],
+        now_ns: u64,
+    ) -> Vec<(Vec<u8>, usize, Encoded)> {
+        let mut tiers: Vec<usize> =
+            takers.iter().filter_map(|id| self.members.get(id).map(|m| m.tier)).collect();
+        tiers.sort_unstable();
+        tiers.dedup();
+        let mut out = Vec::new();
+        for tier in tiers {
+            let on_tier: Vec<&Vec<u8>> =
+                self.members.iter().filter(|(_, m)| m.tier == tier).map(|(id, _)| id).collect();
+            let taking: Vec<Vec<u8>> =
+                on_tier.iter().filter(|id| takers.contains(id)).map(|id| (*id).clone()).collect();
+            let everyone = taking.len() == on_tier.len();
+            let waited_long = taking.iter().any(|id| {
+                self.members[id].waiting_since.is_some_and(|t| now_ns.saturating_sub(t) >= WAIT_FOR_PEERS_NS)
+            });
+            if !everyone && !waited_long {
+                for id in &taking {
+                    let m = self.members.get_mut(id).expect("a member");
+                    m.waiting_since.get_or_insert(now_ns);
+                }
+                continue;
+            }
+            let stragglers: Vec<Vec<u8>> =
+                on_tier.iter().filter(|id| !takers.contains(id)).map(|id| (*id).clone()).collect();
+            let needs_key = taking.iter().any(|id| self.members[id].in_step != Some(tier));
+            match self.encode_tier(image, tier, needs_key) {
+                Ok(encoded) if encoded.bytes.is_empty() => {
+                    // Skipped by the rate control: nobody is out of step.
+                    for id in taking {
+                        self.members.get_mut(&id).expect("a member").waiting_since = None;
+                    }
+                }
+                Ok(encoded) => {
+                    if encoded.keyframe {
+                        self.keyframes += 1;
+                    }
+                    for id in &stragglers {
+                        self.missed(id);
+                    }
+                    for id in taking {
+                        let m = self.members.get_mut(&id).expect("a member");
+                        m.waiting_since = None;
+                        if m.in_step == Some(tier) || encoded.keyframe {
+                            m.in_step = Some(tier);
+                            out.push((id, tier, encoded.clone()));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("H.264 tier {tier}: {e}");
+                    // A failed encoder is made afresh, starting with a keyframe.
+                    self.streams.remove(&tier);
+                    for id in taking {
+                        self.missed(&id);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn encode_tier(
+        &mut self,
+        image: SourceImage<'_>,
+        tier: usize,
+        needs_key: bool,
+    ) -> anyhow::Result<Encoded> {
+        let started = std::time::Instant::now();
+        let (width, height) = self.size_of(tier);
+        if !self.streams.contains_key(&tier) {
+            let spec = StreamSpec {
+                width,
+                height,
+                bitrate_bps: self.rung(tier).kbps * 1000,
+                fps: self.fps,
+                gop_frames: self.config.keyframe_interval_frames,
+            };
+            let encoder = (self.factory)(spec)?;
+            tracing::info!(
+                tier,
+                width,
+                height,
+                kbps = spec.bitrate_bps / 1000,
+                encoder = encoder.name(),
+                "H.264 stream started"
+            );
+            self.streams.insert(tier, Stream { encoder, force_key: true, last_request_key_ns: None });
+        }
+        let packed: &[u8] = if (width, height) != (image.width, image.height) {
+            downscale_bgr(image, width, height, &mut self.scaled);
+            &self.scaled
+        } else if image.stride == image.width * 3 {
+            image.pixels
+        } else {
+            self.packed.clear();
+            for row in image.pixels.chunks(image.stride as usize).take(height as usize) {
+                self.packed.extend_from_slice(&row[..(width * 3) as usize]);
+            }
+            &self.packed
+        };
+        let stream = self.streams.get_mut(&tier).expect("just made");
+        let unit = stream.encoder.encode(packed, needs_key || stream.force_key)?;
+        if unit.keyframe {
+            stream.force_key = false;
+        }
+        let encode_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        Ok(Encoded {
+            bytes: unit.bytes,
+            width,
+            height,
+            quality: 0,
+            encode_us,
+            codec: ads_protocol::CODEC_H264,
+            keyframe: unit.keyframe,
+        })
+    }
+}
+
+/// Fills in what the H.264 viewers get in the vehicle's `state.link`.
+pub fn describe(
+    tiers: &H264Tiers,
+    sessions: &HashMap<Vec<u8>, crate::video_peer::Session>,
+    state: &mut ads_protocol::LinkState,
+) {
+    state.h264_keyframes = tiers.keyframes;
+    state.h264_key_requests = tiers.key_requests;
+    for (identity, session) in sessions {
+        let Some(tier) = tiers.tier_of(identity) else { continue };
+        let Some(view) = state.viewers.iter_mut().find(|v| v.session == session.number) else { continue };
+        let (width, height) = tiers.size_of(tier);
+        view.codec = ads_protocol::CODEC_H264.into();
+        view.tier = u8::try_from(tier).unwrap_or(u8::MAX);
+        (view.width, view.height, view.quality) = (width, height, 0);
+        view.reduced = tier > 0;
+    }
+}
+
+/// Whether `bytes` is an Annex B access unit with an IDR slice (NAL type 5), SPS (7) and PPS (8).
+pub fn is_idr_with_parameter_sets(bytes: &[u8]) -> bool {
+    let types: Vec<u8> = nal_types(bytes).collect();
+    types.contains(&5) && types.contains(&7) && types.contains(&8)
+}
+
+/// The NAL unit types of an Annex B stream, in order.
+pub fn nal_types(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    // Emulation prevention keeps `00 00 01` out of NAL payloads: every one starts a unit.
+    bytes.windows(4).filter(|w| w[..3] == [0, 0, 1]).map(|w| w[3] & 0x1f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn road(width: u32, height: u32, t: u32) -> Vec<u8> {
+        let mut px = vec![0u8; (width * height * 3) as usize];
+        for y in 0..height {
+            for x in 0..width {
+                let i = ((y * width + x) * 3) as usize;
+                let v = ((x + t * 4) % 64 * 4) as u8;
+                px[i..i + 3].copy_from_slice(&[v, (y % 200) as u8, 90]);
+            }
+        }
+        px
+    }
+
+    fn config() -> H264Section {
+        H264Section::default()
+    }
+
+    #[test]
+    fn openh264_makes_annex_b_with_parameter_sets_on_every_keyframe() {
+        let spec = StreamSpec { width: 160, height: 120, bitrate_bps: 500_000, fps: 30.0, gop_frames: 10 };
+        let mut encoder = OpenH264Encoder::new(spec).unwrap();
+        let mut keys = Vec::new();
+        for t in 0..25 {
+            let unit = encoder.encode(&road(160, 120, t), t == 13).unwrap();
+            assert_eq!(&unit.bytes[..4], &[0, 0, 0, 1], "Annex B start code");
+            assert_eq!(unit.keyframe, is_idr_with_parameter_sets(&unit.bytes), "frame {t}");
+            if unit.keyframe {
+                keys.push(t);
+            }
+        }
+        assert!(keys.contains(&0) && keys.contains(&13), "first and forced keyframes: {keys:?}");
+        assert!(keys.len() >= 3, "periodic keyframes too: {keys:?}");
+        assert!(encoder.encode(&[0; 10], false).is_err(), "a picture of the wrong size is an error");
+    }
+
+    #[test]
+    fn viewers_share_a_tier_and_a_newcomer_starts_with_a_keyframe() {
+        let mut tiers = H264Tiers::new(&config(), (160, 120), 30.0, OpenH264Encoder::boxed);
+        let (a, b) = (b"a".to_vec(), b"b".to_vec());
+        tiers.join(&a);
+        tiers.plan(&a, 10e6, 0);
+        let pixels = road(160, 120, 0);
+        let image = SourceImage { pixels: &pixels, width: 160, height: 120, stride: 480 };
+        let first = tiers.encode(image, std::slice::from_ref(&a), 0);
+        assert_eq!(first.len(), 1);
+        assert!(first[0].2.keyframe);
+        let second = tiers.encode(image, std::slice::from_ref(&a), 33);
+        assert!(!second[0].2.keyframe, "in step: a P frame");
+        // b joins the same tier mid-stream: the next frame is a keyframe, sent to both.
+        tiers.join(&b);
+        tiers.plan(&b, 10e6, 0);
+        let third = tiers.encode(image, &[a.clone(), b.clone()], 66);
+        assert_eq!(third.len(), 2);
+        assert!(third.iter().all(|(_, _, e)| e.keyframe));
+        // b has no room: a waits for it, then goes on without it; b is then out of step and
+        // gets nothing until a keyframe.
+        assert!(tiers.encode(image, std::slice::from_ref(&a), 100).is_empty());
+        let on = tiers.encode(image, std::slice::from_ref(&a), 100 + WAIT_FOR_PEERS_NS);
+        assert_eq!(on.len(), 1);
+        let back = tiers.encode(image, &[a.clone(), b.clone()], 300_000_000);
+        assert_eq!(back.len(), 2, "b's return forces a keyframe for the tier");
+        assert!(back[0].2.keyframe);
+        // A slow viewer gets a lower tier of its own.
+        tiers.plan(&b, 300_000.0, 400_000_000);
+        let split = tiers.encode(image, &[a.clone(), b.clone()], 400_000_000);
+        let sizes: Vec<(u32, u32)> = split.iter().map(|(_, _, e)| (e.width, e.height)).collect();
+        assert!(sizes.contains(&(160, 120)) && sizes.iter().any(|&(w, _)| w < 160), "{sizes:?}");
+    }
+}
