@@ -33,6 +33,9 @@ pub struct Args {
     /// The vehicle's PUB endpoint.
     #[arg(long, env = "ADS_RECORD_VEHICLE", default_value = "tcp://127.0.0.1:5557")]
     pub vehicle: String,
+    /// The vehicle's video socket [default: the vehicle's host, port 5559].
+    #[arg(long, env = "ADS_RECORD_VIDEO")]
+    pub video: Option<String>,
     /// Output file (with rotation, the pattern: drive.mcap → drive-0000.mcap, …).
     #[arg(short, long, default_value = "drive.mcap")]
     pub output: PathBuf,
@@ -75,10 +78,12 @@ pub enum Subcommand {
     },
 }
 
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+/// `tcp://HOST:PORT` → `tcp://HOST:5559`, the default video socket on the vehicle's host.
+fn video_endpoint_for(vehicle: &str) -> anyhow::Result<String> {
+    let host = vehicle.strip_prefix("tcp://").and_then(|rest| rest.rsplit_once(':')).map(|(host, _)| host);
+    let host =
+        host.ok_or_else(|| anyhow::anyhow!("cannot derive a video endpoint from {vehicle:?}; pass --video"))?;
+    Ok(format!("tcp://{host}:{}", ads_protocol::DEFAULT_VIDEO_PORT))
 }
 
 fn seconds(what: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
@@ -143,6 +148,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.flush_ms > 0, "--flush-ms must be positive");
     let options = recorder::RecordOptions {
         vehicle: args.vehicle.clone(),
+        video: match &args.video {
+            Some(video) => video.clone(),
+            None => video_endpoint_for(&args.vehicle)?,
+        },
         sink: sink::SinkOptions {
             path: args.output.clone(),
             rotate_bytes,

@@ -1,13 +1,18 @@
 //! The recorder's one network module: a stream of decoded vehicle messages with their receive
-//! times. Everything else in the recorder sees only [`Received`], so when the frame path moves
-//! to its own socket only this module changes.
+//! times. Everything else in the recorder sees only [`Received`].
 //!
-//! A SUB socket like the viewer's: it subscribes to everything, and ZeroMQ reconnects by
-//! itself. The recorder is one more subscriber: the vehicle's PUB drops for it at its
-//! high-water mark rather than wait, so a slow disk never slows the vehicle.
+//! Two sockets, like the viewer's: a SUB for the small topics (it subscribes to everything,
+//! and ZeroMQ reconnects by itself) and a DEALER session on the vehicle's video socket, which
+//! sends a hello every second and a credit for every frame it takes off the socket
+//! (docs/protocol.md 2.1). The recorder is one more viewer: the vehicle's PUB drops for it at
+//! its high-water mark, and its video session gets frames only as fast as it credits them, so
+//! a slow disk never slows the vehicle.
 
-use ads_protocol::{DecodeError, Message};
-use std::time::Duration;
+use ads_protocol::{encode_video_request, Credit, DecodeError, Message, VideoHello, VideoRequest};
+use std::time::{Duration, Instant};
+
+/// How often the video session is renewed (the vehicle closes a silent one after 3 s).
+const HELLO_EVERY: Duration = Duration::from_secs(1);
 
 const HEARTBEAT_IVL_MS: i32 = 500;
 const HEARTBEAT_TIMEOUT_MS: i32 = 2000;
@@ -48,6 +53,8 @@ pub enum Next {
 
 pub struct VehicleStream {
     socket: zmq::Socket,
+    video: zmq::Socket,
+    last_hello: Option<Instant>,
     _context: zmq::Context,
 }
 
@@ -58,7 +65,8 @@ impl std::fmt::Debug for VehicleStream {
 }
 
 impl VehicleStream {
-    pub fn connect(endpoint: &str) -> Result<Self, SubscribeError> {
+    /// `endpoint`: the vehicle's PUB socket; `video`: its video socket.
+    pub fn connect(endpoint: &str, video: &str) -> Result<Self, SubscribeError> {
         let err = |what| {
             let endpoint = endpoint.to_string();
             move |source| SubscribeError { what, endpoint, source }
@@ -74,24 +82,64 @@ impl VehicleStream {
         socket.set_maxmsgsize((ads_protocol::MAX_PAYLOAD_BYTES + 1024) as i64).map_err(err("options of"))?;
         socket.set_subscribe(b"").map_err(err("subscribing to"))?;
         socket.connect(endpoint).map_err(err("connecting to"))?;
-        Ok(Self { socket, _context: context })
+        let verr = |what| {
+            let endpoint = video.to_string();
+            move |source| SubscribeError { what, endpoint, source }
+        };
+        let dealer = context.socket(zmq::DEALER).map_err(verr("socket for"))?;
+        dealer.set_linger(0).map_err(verr("options of"))?;
+        dealer.set_reconnect_ivl(100).map_err(verr("options of"))?;
+        dealer.set_reconnect_ivl_max(2000).map_err(verr("options of"))?;
+        dealer.set_maxmsgsize((ads_protocol::MAX_PAYLOAD_BYTES + 1024) as i64).map_err(verr("options of"))?;
+        dealer.connect(video).map_err(verr("connecting to"))?;
+        Ok(Self { socket, video: dealer, last_hello: None, _context: context })
+    }
+
+    /// Renews the video session when due; never blocks (a full queue skips this hello).
+    fn hello(&mut self) {
+        if self.last_hello.is_some_and(|t| t.elapsed() < HELLO_EVERY) {
+            return;
+        }
+        self.last_hello = Some(Instant::now());
+        // JPEG: what a recording stores as foxglove.CompressedImage.
+        let hello = VideoRequest::Hello(VideoHello {
+            codec: ads_protocol::CODEC_JPEG.into(),
+            codecs: Vec::new(),
+            max_kbps: None,
+        });
+        let _ = self.video.send_multipart(encode_video_request("*", 0, wall_ns(), &hello), zmq::DONTWAIT);
     }
 
     /// The next message, waiting at most `timeout`.
     pub fn next(&mut self, timeout: Duration) -> Next {
-        let parts = match self.socket.recv_multipart(zmq::DONTWAIT) {
-            Ok(parts) => parts,
-            Err(_) => match self.socket.poll(zmq::POLLIN, timeout.as_millis() as i64) {
-                Ok(n) if n > 0 => match self.socket.recv_multipart(zmq::DONTWAIT) {
-                    Ok(parts) => parts,
-                    Err(_) => return Next::Idle,
-                },
-                _ => return Next::Idle,
-            },
+        self.hello();
+        let (parts, from_video) = match self.take() {
+            Some(taken) => taken,
+            None => {
+                let mut items = [self.socket.as_poll_item(zmq::POLLIN), self.video.as_poll_item(zmq::POLLIN)];
+                let wait = timeout.min(HELLO_EVERY).as_millis() as i64;
+                if zmq::poll(&mut items, wait).unwrap_or(0) == 0 {
+                    return Next::Idle;
+                }
+                match self.take() {
+                    Some(taken) => taken,
+                    None => return Next::Idle,
+                }
+            }
         };
         let recv_ns = wall_ns();
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        match ads_protocol::decode(&refs) {
+        let decoded = ads_protocol::decode(&refs);
+        // The credit first, before anything is done with the frame: it paces the session.
+        if let (true, Ok(wire)) = (from_video, &decoded) {
+            if let Message::Frame(info) = &wire.message {
+                let bytes = wire.payload.map_or(0, <[u8]>::len) as u32;
+                let credit = VideoRequest::Credit(Credit { frame_id: info.frame_id, bytes });
+                let credit = encode_video_request("*", 0, wall_ns(), &credit);
+                let _ = self.video.send_multipart(credit, zmq::DONTWAIT);
+            }
+        }
+        match decoded {
             Ok(wire) => Next::Message(Box::new(Received {
                 recv_ns,
                 vehicle: wire.vehicle,
@@ -103,6 +151,14 @@ impl VehicleStream {
             })),
             Err(e) => Next::Malformed(e),
         }
+    }
+
+    /// A message waiting on either socket, video first (frames are what paces the session).
+    fn take(&self) -> Option<(Vec<Vec<u8>>, bool)> {
+        if let Ok(parts) = self.video.recv_multipart(zmq::DONTWAIT) {
+            return Some((parts, true));
+        }
+        self.socket.recv_multipart(zmq::DONTWAIT).ok().map(|parts| (parts, false))
     }
 }
 

@@ -20,7 +20,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("file")
     parser.add_argument("--linear", action="store_true")
-    parser.add_argument("--image-out")
+    parser.add_argument("--image-out", help="write the last recorded image here")
     args = parser.parse_args()
 
     out = {"channels": {}, "counts": {}, "frame_ids": [], "frame_seqs": [], "states": [], "truncated": None}
@@ -56,10 +56,13 @@ def main() -> int:
                     out["frame_seqs"].append(body["envelope"]["seq"])
                 elif channel.topic == "/state":
                     drops = body["drops"]
+                    link_skipped = sum(v.get("frames_skipped", 0) for v in body.get("link", {}).get("viewers", []))
                     out["states"].append(
                         {"frame_id": body["frame_id"], "not_broadcast": drops["frames_not_broadcast"],
-                         "overrun": drops["frames_overrun"]})
-                elif channel.topic == "/camera/image" and args.image_out and not image_written:
+                         "overrun": drops["frames_overrun"], "link_skipped": link_skipped})
+                elif channel.topic == "/camera/image" and args.image_out:
+                    # The last image: the video link starts a new session on a small tier and
+                    # works up to the full frame as it learns the link.
                     if body["format"] != "jpeg" or message.publish_time > message.log_time:
                         raise SystemExit(f"bad image message: format {body['format']}, "
                                          f"publish {message.publish_time} > log {message.log_time}")

@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
 use ads_protocol::{
-    decode, encode, encode_video_request, Action, ActionRun, Command, Credit, Detections, DriveMode,
-    Event, LaneDetection, Message, RejectReason, VehicleState, VideoHello, VideoRequest, CODEC_JPEG,
+    decode, encode, encode_video_request, Action, ActionRun, Command, Credit, Detections, DriveMode, Event,
+    LaneDetection, Message, RejectReason, VehicleState, VideoHello, VideoRequest, CODEC_JPEG,
     PROTOCOL_VERSION,
 };
 use ads_shmem_ipc::{clock, shm_path, MessageWriter, Stamp};

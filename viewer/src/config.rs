@@ -238,8 +238,12 @@ impl ViewerConfig {
             config.actions = action_endpoint_for(&config.vehicle)?;
         }
         if config.video.is_empty() {
-            config.video =
-                endpoint_on_vehicle_host(&config.vehicle, ads_protocol::DEFAULT_VIDEO_PORT, "--video", false)?;
+            config.video = endpoint_on_vehicle_host(
+                &config.vehicle,
+                ads_protocol::DEFAULT_VIDEO_PORT,
+                "--video",
+                false,
+            )?;
             tracing::info!(video = %config.video, "no video endpoint given: the vehicle's host, default port");
         }
         config.validate()?;

@@ -9,9 +9,9 @@
 //! the access token (`?token=`). Read-only: actions never come this way.
 
 use crate::access::AccessToken;
+use crate::guard::Guard;
 use ads_record::channels::{self, Channel, Entry};
 use ads_record::subscribe::{Next, VehicleStream};
-use crate::guard::Guard;
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -66,6 +66,7 @@ fn advertise() -> String {
 /// The thread ends when `stop` is set.
 pub fn router(
     vehicle: &str,
+    video: &str,
     access: Option<AccessToken>,
     origins: Vec<String>,
     guard: Arc<Guard>,
@@ -73,7 +74,7 @@ pub fn router(
     stop: Arc<AtomicBool>,
 ) -> Result<Router, ads_record::subscribe::SubscribeError> {
     let (feed, _) = broadcast::channel(BACKLOG);
-    let mut stream = VehicleStream::connect(vehicle)?;
+    let mut stream = VehicleStream::connect(vehicle, video)?;
     let sender = feed.clone();
     std::thread::Builder::new()
         .name("foxglove-feed".into())

@@ -9,16 +9,16 @@ pub mod access;
 pub mod actions;
 pub mod burn;
 pub mod config;
-pub mod guard;
 pub mod foxglove;
+pub mod guard;
 pub mod h264;
 pub mod hub;
 pub mod link;
 pub mod metrics;
 pub mod overlay;
 pub mod raster;
-pub mod serve;
 pub mod recording;
+pub mod serve;
 pub mod video;
 pub mod web;
 mod ws;
@@ -100,6 +100,7 @@ async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
             .with_context(|| format!("listening for Foxglove on {address} (try another --foxglove-port)"))?;
         let router = foxglove::router(
             &hub.config.vehicle,
+            &hub.config.video,
             access.clone(),
             hub.config.foxglove_origins.clone(),
             guard::Guard::new(Arc::clone(&hub)),

@@ -30,6 +30,7 @@ struct Active {
 pub struct Recordings {
     dir: PathBuf,
     vehicle: String,
+    video: String,
     active: Mutex<Option<Active>>,
     /// The last finished recording, or why it failed.
     last: Mutex<Value>,
@@ -50,6 +51,7 @@ impl Recordings {
         Self {
             dir: config.recordings_dir.clone(),
             vehicle: config.vehicle.clone(),
+            video: config.video.clone(),
             active: Mutex::new(None),
             last: Mutex::new(Value::Null),
         }
@@ -67,6 +69,7 @@ impl Recordings {
         let name = format!("ads-{}.mcap", ads_record::subscribe::wall_ns() / 1_000_000);
         let options = RecordOptions {
             vehicle: self.vehicle.clone(),
+            video: self.video.clone(),
             sink: SinkOptions {
                 path: self.dir.join(name),
                 rotate_bytes: None,

@@ -140,7 +140,8 @@ fn nan_huge_coordinates_and_jpeg_bombs_leave_the_viewer_serving_with_bounded_mem
             send("detection", encode("evil", seq, 1, 1, &Message::Detection(huge_lanes(seq))), None);
             for viewer in &viewers {
                 for (info, jpeg) in [(frame(64, 48), &good), (frame(20_000, 20_000), &evil)] {
-                    let parts = [viewer.clone(), b"frame".to_vec(), encode("evil", seq, 1, 1, &info), jpeg.clone()];
+                    let parts =
+                        [viewer.clone(), b"frame".to_vec(), encode("evil", seq, 1, 1, &info), jpeg.clone()];
                     let _ = video.send_multipart(parts, zmq::DONTWAIT);
                 }
             }

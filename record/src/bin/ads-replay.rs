@@ -14,6 +14,9 @@ struct Args {
     /// Where to publish, like the vehicle's PUB socket.
     #[arg(long, default_value = "tcp://127.0.0.1:5557")]
     broadcast: String,
+    /// Where viewers take frames, like the vehicle's video socket.
+    #[arg(long, default_value = "tcp://127.0.0.1:5559")]
+    video_endpoint: String,
     /// Where to take actions (pause, resume, respawn = seek), like the vehicle's.
     #[arg(long, default_value = "tcp://127.0.0.1:5558")]
     actions: String,
@@ -40,6 +43,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let options = ads_record::replay::ReplayOptions {
         broadcast: args.broadcast,
+        video: args.video_endpoint,
         actions: args.actions,
         vehicle_id: args.vehicle_id,
         speed: args.speed,
@@ -51,7 +55,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    ads_record::init_tracing();
+    ads_service::init_tracing();
     match run(Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -112,6 +112,7 @@ impl Playlist {
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
     pub broadcast: String,
+    pub video: String,
     pub actions: String,
     pub vehicle_id: String,
     /// Recording seconds per real second.
@@ -314,13 +315,15 @@ pub fn replay(path: &Path, options: &ReplayOptions, stop: &AtomicBool) -> Result
             playlist.frames
         );
     }
-    let out = VehicleEndpoints::bind(&options.broadcast, &options.actions, &options.vehicle_id)?;
+    let out =
+        VehicleEndpoints::bind(&options.broadcast, &options.video, &options.actions, &options.vehicle_id)?;
     tracing::info!(
         path = %path.display(),
         frames = playlist.frames,
         seconds = playlist.duration_ns() as f64 / 1e9,
         speed = options.speed,
         broadcast = %options.broadcast,
+        video = %options.video,
         actions = %options.actions,
         "replaying"
     );

@@ -277,8 +277,12 @@ fn run(
             for command in commands {
                 action_seq += 1;
                 let id = format!("{sender}-{action_seq}");
-                let action =
-                    Action { id: id.clone(), sender: sender.clone(), run: stamp(&run), command: command.clone() };
+                let action = Action {
+                    id: id.clone(),
+                    sender: sender.clone(),
+                    run: stamp(&run),
+                    command: command.clone(),
+                };
                 actions.send_multipart(
                     encode_action("*", action_seq, wall_ns(), &action, None),
                     zmq::DONTWAIT,
@@ -390,8 +394,12 @@ fn run(
     if plan.send_actions && !estop_next {
         for command in [Command::Reset, Command::Resume] {
             action_seq += 1;
-            let action =
-                Action { id: format!("{sender}-{action_seq}"), sender: sender.clone(), run: stamp(&run), command };
+            let action = Action {
+                id: format!("{sender}-{action_seq}"),
+                sender: sender.clone(),
+                run: stamp(&run),
+                command,
+            };
             let _ = actions.send_multipart(encode_action("*", action_seq, wall_ns(), &action, None), 0);
         }
         std::thread::sleep(Duration::from_millis(100));
