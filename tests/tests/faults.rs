@@ -449,8 +449,10 @@ fn a_detector_stopped_for_five_seconds_resumes_on_the_newest_frame_not_a_backlog
     assert!(frames_while_stopped > 0);
 
     let now = p.drain(|_| {});
-    detector.signal(Signal::CONT);
+    // Stamped before the signal: on a loaded machine the detector may run (and stamp a read)
+    // before this thread is scheduled again.
     let cont_ns = wall_ns();
+    detector.signal(Signal::CONT);
     // A frame the detector had already read when it was stopped may still come out; what it
     // reads after SIGCONT must be the newest frame.
     let mut in_flight = Vec::new();
