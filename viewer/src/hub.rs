@@ -251,7 +251,10 @@ impl Hub {
             }
         }
         inner.last_heard = Some(Instant::now());
-        if inner.link != LinkStatus::Live {
+        // Live only once a state was heard: until then the vehicle's run is unknown, and an
+        // action (other than an e-stop, which goes anyway) could not name it.
+        let commandable = inner.run.is_some() || matches!(message.message, Message::State(_));
+        if inner.link != LinkStatus::Live && commandable {
             inner.link = LinkStatus::Live;
             tracing::info!("vehicle link up");
             self.publish_event(inner, json!({"type": "link", "status": LinkStatus::Live}).to_string());
