@@ -114,6 +114,9 @@ fn bad_arguments_raise_clear_python_exceptions() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout.trim(), "ok");
+    // A clean stop, so the writer removes its ring (dropping the Proc would SIGKILL it).
+    writer.signal(rustix::process::Signal::TERM);
+    assert!(writer.wait_exit().success());
 }
 
 /// `ads-vehicle` on the simulator, steering by the detections ring only.

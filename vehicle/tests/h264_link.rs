@@ -220,7 +220,9 @@ fn h264_and_jpeg_viewers_side_by_side_with_keyframes_on_demand() {
     assert_eq!(codecs.iter().filter(|c| **c == CODEC_H264).count(), 2, "{codecs:?}");
     assert_eq!(codecs.iter().filter(|c| **c == CODEC_JPEG).count(), 1, "{codecs:?}");
     assert!(state.link.h264_encode_us > 0 && state.link.h264_keyframes >= 2, "{:?}", state.link);
-    let _ = child.kill();
-    let _ = child.wait();
+    // SIGTERM, so the vehicle removes its rings (a SIGKILL would leave them in /dev/shm).
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(child.wait().unwrap().success(), "the vehicle did not stop cleanly");
     let _ = std::fs::remove_dir_all(&dir);
 }
