@@ -278,6 +278,9 @@ pub struct LinkState {
     pub h264_keyframes: u64,
     #[serde(default)]
     pub h264_key_requests: u64,
+    /// Pictures the H.264 encoders' rate control skipped (to hold its bit rate).
+    #[serde(default)]
+    pub h264_rate_skips: u64,
 }
 
 /// What one viewer's session gets, as the vehicle sees it.

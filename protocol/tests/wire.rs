@@ -85,6 +85,7 @@ fn samples() -> Vec<Message> {
                 h264_encode_us: 6100,
                 h264_keyframes: 3,
                 h264_key_requests: 1,
+                h264_rate_skips: 2,
                 viewers: vec![ViewerLink {
                     session: 1,
                     goodput_kbps: 1900,

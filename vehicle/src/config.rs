@@ -149,11 +149,22 @@ pub struct H264Section {
     /// Bit-rate bounds of the H.264 ladder, kbit/s (its rungs run 250..=6000).
     pub max_kbps: u32,
     pub min_kbps: u32,
+    /// Access units sent to an H.264 viewer and not yet credited, at most, 1..=4. The
+    /// encoder's rate control already holds the stream under the paced rate, so a second
+    /// unit in flight costs no queue; it lets the next frame leave while the previous one is
+    /// still on the air, where one at a time idles the link for an encode every frame.
+    pub frames_in_flight: u32,
 }
 
 impl Default for H264Section {
     fn default() -> Self {
-        Self { enabled: true, keyframe_interval_frames: 60, max_kbps: 6000, min_kbps: 250 }
+        Self {
+            enabled: true,
+            keyframe_interval_frames: 60,
+            max_kbps: 6000,
+            min_kbps: 250,
+            frames_in_flight: 2,
+        }
     }
 }
 
@@ -170,6 +181,9 @@ impl H264Section {
         }
         if self.min_kbps == 0 || self.min_kbps > self.max_kbps {
             return invalid("h264.min_kbps", self.min_kbps, "must be in 1..=h264.max_kbps");
+        }
+        if !(1..=4).contains(&self.frames_in_flight) {
+            return invalid("h264.frames_in_flight", self.frames_in_flight, "must be in 1..=4");
         }
         Ok(())
     }

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 /// without it.
 pub const WAIT_FOR_PEERS_NS: u64 = 100_000_000;
 /// A session moves to a better tier only when its rate carries it with this margin, and at
-/// most this often.
-const UPGRADE_MARGIN: f64 = 1.25;
+/// most this often (the rate rises slowly already; the margin keeps it from flapping).
+const UPGRADE_MARGIN: f64 = 1.1;
 const UPGRADE_INTERVAL_NS: u64 = 2_000_000_000;
 /// Keyframes a viewer's own requests can force, at most one per this interval per tier (a
 /// client must not turn a shared stream into all-intra).
@@ -36,9 +36,11 @@ pub struct AccessUnit {
 pub trait VideoEncoder: Send {
     /// What it is, for logs and `state` (`openh264`, `v4l2m2m`, ...).
     fn name(&self) -> &'static str;
-    /// Encodes one packed BGR picture (`width * 3` bytes a row) of the encoder's size;
-    /// `keyframe` forces an IDR.
-    fn encode(&mut self, bgr: &[u8], keyframe: bool) -> anyhow::Result<AccessUnit>;
+    /// Encodes one packed BGR picture (`width * 3` bytes a row) of the encoder's size taken
+    /// at `at_ns` (monotonic); `keyframe` forces an IDR. The rate control spends its budget
+    /// by these times: a stream fed fewer frames than its nominal rate gets more bits each.
+    /// An empty access unit: the rate control skipped the picture (nothing refers to it).
+    fn encode(&mut self, bgr: &[u8], keyframe: bool, at_ns: u64) -> anyhow::Result<AccessUnit>;
 }
 
 /// What an encoder is made for.
@@ -61,6 +63,9 @@ pub struct OpenH264Encoder {
     yuv: openh264::formats::YUVBuffer,
     spec: StreamSpec,
     frames: u64,
+    /// Time of the first picture, and the last timestamp given (ms since it).
+    first_ns: Option<u64>,
+    last_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for OpenH264Encoder {
@@ -91,7 +96,7 @@ impl OpenH264Encoder {
         let api = openh264::OpenH264API::from_source();
         let encoder = openh264::encoder::Encoder::with_api_config(api, config)?;
         let yuv = openh264::formats::YUVBuffer::new(spec.width as usize, spec.height as usize);
-        Ok(Self { encoder, yuv, spec, frames: 0 })
+        Ok(Self { encoder, yuv, spec, frames: 0, first_ns: None, last_ms: None })
     }
 
     /// The [`EncoderFactory`] of the software encoder.
@@ -105,7 +110,7 @@ impl VideoEncoder for OpenH264Encoder {
         "openh264"
     }
 
-    fn encode(&mut self, bgr: &[u8], keyframe: bool) -> anyhow::Result<AccessUnit> {
+    fn encode(&mut self, bgr: &[u8], keyframe: bool, at_ns: u64) -> anyhow::Result<AccessUnit> {
         let (w, h) = (self.spec.width as usize, self.spec.height as usize);
         anyhow::ensure!(bgr.len() == w * h * 3, "picture of {} bytes for {w}x{h} BGR", bgr.len());
         self.yuv.read_rgb(openh264::formats::BgrSliceU8::new(bgr, (w, h)));
@@ -113,7 +118,15 @@ impl VideoEncoder for OpenH264Encoder {
         if keyframe && self.frames > 0 {
             self.encoder.force_intra_frame();
         }
-        let ms = (self.frames as f64 * 1000.0 / f64::from(self.spec.fps.max(1.0))) as u64;
+        // The pictures' own times, so that frames the link skipped leave their bits to the
+        // next ones (counted frames at the nominal rate would starve a stream fed at 20 fps
+        // and make the rate control skip more). Strictly increasing, as openh264 wants.
+        let first = *self.first_ns.get_or_insert(at_ns);
+        let mut ms = at_ns.saturating_sub(first) / 1_000_000;
+        if let Some(last) = self.last_ms.filter(|&last| ms <= last) {
+            ms = last + 1;
+        }
+        self.last_ms = Some(ms);
         let stream = self.encoder.encode_at(&self.yuv, openh264::Timestamp::from_millis(ms))?;
         let keyframe = matches!(stream.frame_type(), openh264::encoder::FrameType::IDR);
         let bytes = stream.to_vec();
@@ -131,8 +144,8 @@ pub struct H264Rung {
 
 /// Bit rates and sizes, best first. At each rate the picture size that looks best on road
 /// frames at 30 fps: full size down to ~1 Mbit/s, then smaller.
-const RUNGS: [(f64, u32); 7] =
-    [(1.0, 6000), (1.0, 3500), (1.0, 2000), (1.0, 1300), (0.75, 800), (0.5, 450), (0.375, 250)];
+const RUNGS: [(f64, u32); 8] =
+    [(1.0, 6000), (1.0, 3500), (1.0, 2000), (1.0, 1300), (0.75, 800), (0.75, 600), (0.5, 400), (0.375, 250)];
 
 /// A viewer on the H.264 codec.
 #[derive(Debug, Default)]
@@ -169,6 +182,8 @@ pub struct H264Tiers {
     /// Keyframes sent, and requests for one that were honoured or folded into another.
     pub keyframes: u64,
     pub key_requests: u64,
+    /// Pictures the encoders' rate control skipped.
+    pub rate_skips: u64,
 }
 
 impl std::fmt::Debug for H264Tiers {
@@ -202,11 +217,25 @@ impl H264Tiers {
             packed: Vec::new(),
             keyframes: 0,
             key_requests: 0,
+            rate_skips: 0,
         }
     }
 
     pub fn enabled(&self) -> bool {
         self.config.enabled
+    }
+
+    /// Bounds of a viewer's stream rate, bit/s: the ladder's lowest and highest rung.
+    pub fn bps_range(&self) -> (f64, f64) {
+        let kbps = |r: &H264Rung| f64::from(r.kbps) * 1000.0;
+        let low = self.rungs.iter().map(kbps).fold(f64::MAX, f64::min);
+        let high = self.rungs.iter().map(kbps).fold(0.0, f64::max);
+        (low, high)
+    }
+
+    /// Access units a viewer may have in flight (`h264.frames_in_flight`).
+    pub fn frames_in_flight(&self) -> usize {
+        self.config.frames_in_flight as usize
     }
 
     pub fn rung(&self, tier: usize) -> H264Rung {
@@ -328,9 +357,10 @@ impl H264Tiers {
             let stragglers: Vec<Vec<u8>> =
                 on_tier.iter().filter(|id| !takers.contains(id)).map(|id| (*id).clone()).collect();
             let needs_key = taking.iter().any(|id| self.members[id].in_step != Some(tier));
-            match self.encode_tier(image, tier, needs_key) {
+            match self.encode_tier(image, tier, needs_key, now_ns) {
                 Ok(encoded) if encoded.bytes.is_empty() => {
                     // Skipped by the rate control: nobody is out of step.
+                    self.rate_skips += 1;
                     for id in taking {
                         self.members.get_mut(&id).expect("a member").waiting_since = None;
                     }
@@ -369,6 +399,7 @@ impl H264Tiers {
         image: SourceImage<'_>,
         tier: usize,
         needs_key: bool,
+        now_ns: u64,
     ) -> anyhow::Result<Encoded> {
         let started = std::time::Instant::now();
         let (width, height) = self.size_of(tier);
@@ -404,7 +435,7 @@ impl H264Tiers {
             &self.packed
         };
         let stream = self.streams.get_mut(&tier).expect("just made");
-        let unit = stream.encoder.encode(packed, needs_key || stream.force_key)?;
+        let unit = stream.encoder.encode(packed, needs_key || stream.force_key, now_ns)?;
         if unit.keyframe {
             stream.force_key = false;
         }
@@ -429,6 +460,7 @@ pub fn describe(
 ) {
     state.h264_keyframes = tiers.keyframes;
     state.h264_key_requests = tiers.key_requests;
+    state.h264_rate_skips = tiers.rate_skips;
     for (identity, session) in sessions {
         let Some(tier) = tiers.tier_of(identity) else { continue };
         let Some(view) = state.viewers.iter_mut().find(|v| v.session == session.number) else { continue };
@@ -437,6 +469,7 @@ pub fn describe(
         view.tier = u8::try_from(tier).unwrap_or(u8::MAX);
         (view.width, view.height, view.quality) = (width, height, 0);
         view.reduced = tier > 0;
+        view.goodput_kbps = (session.stream_link_bps() / 1000.0) as u32;
     }
 }
 
@@ -478,7 +511,7 @@ mod tests {
         let mut encoder = OpenH264Encoder::new(spec).unwrap();
         let mut keys = Vec::new();
         for t in 0..25 {
-            let unit = encoder.encode(&road(160, 120, t), t == 13).unwrap();
+            let unit = encoder.encode(&road(160, 120, t), t == 13, u64::from(t) * 33_333_333).unwrap();
             assert_eq!(&unit.bytes[..4], &[0, 0, 0, 1], "Annex B start code");
             assert_eq!(unit.keyframe, is_idr_with_parameter_sets(&unit.bytes), "frame {t}");
             if unit.keyframe {
@@ -487,7 +520,10 @@ mod tests {
         }
         assert!(keys.contains(&0) && keys.contains(&13), "first and forced keyframes: {keys:?}");
         assert!(keys.len() >= 3, "periodic keyframes too: {keys:?}");
-        assert!(encoder.encode(&[0; 10], false).is_err(), "a picture of the wrong size is an error");
+        assert!(
+            encoder.encode(&[0; 10], false, 10_000_000_000).is_err(),
+            "a picture of the wrong size is an error"
+        );
     }
 
     #[test]

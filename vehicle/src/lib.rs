@@ -15,6 +15,7 @@ pub mod h264;
 pub mod latch;
 pub mod run;
 pub mod source;
+pub mod stream_rate;
 pub mod tiers;
 pub mod video_link;
 pub mod video_peer;

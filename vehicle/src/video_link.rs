@@ -94,6 +94,9 @@ impl VideoLink {
             .unwrap_or(0);
         let rules = SessionRules {
             frames_in_flight: config.frames_in_flight as usize,
+            // H.264's own window comes with its tiers (`with_h264`).
+            stream_frames_in_flight: config.frames_in_flight as usize,
+            stream_bps: (250e3, 6e6),
             target_age_ns: u64::from(config.target_frame_age_ms) * 1_000_000,
             max_fps: config.max_fps,
             min_fps: config.min_fps,
@@ -121,6 +124,8 @@ impl VideoLink {
 
     /// Offers H.264 to viewers whose hello accepts it (unless `[h264] enabled = false`).
     pub fn with_h264(mut self, tiers: H264Tiers) -> Self {
+        self.rules.stream_frames_in_flight = tiers.frames_in_flight();
+        self.rules.stream_bps = tiers.bps_range();
         self.h264 = tiers.enabled().then_some(tiers);
         self
     }
@@ -225,7 +230,7 @@ impl VideoLink {
         let mut stream_takers: Vec<Vec<u8>> = Vec::new();
         for (identity, session) in &mut self.sessions {
             if let Some(h264) = self.h264.as_mut().filter(|h| h.is_member(identity)) {
-                let tier = h264.plan(identity, session.pace_bps(), now);
+                let tier = h264.plan(identity, session.stream_bps(), now);
                 if session.want_stream(&self.rules, tier, h264.frame_bytes(tier), now) {
                     stream_takers.push(identity.clone());
                 }
@@ -298,7 +303,11 @@ impl VideoLink {
                 quality: e.quality,
                 encode_us: e.encode_us,
                 tier: u8::try_from(tier).unwrap_or(u8::MAX),
-                goodput_kbps: (session.estimate_bps() / 1000.0) as u32,
+                goodput_kbps: (if e.codec == ads_protocol::CODEC_H264 {
+                    session.stream_link_bps()
+                } else {
+                    session.estimate_bps()
+                } / 1000.0) as u32,
                 reduced: session.reduced(&self.rules, now),
                 codec: e.codec.to_string(),
                 keyframe: e.keyframe,
@@ -317,7 +326,17 @@ impl VideoLink {
             let parts: [&[u8]; 4] = [&identity, b"frame", &envelope, &e.bytes];
             match self.socket.send_multipart(parts, zmq::DONTWAIT) {
                 Ok(()) => {
-                    session.sent(info.stamp.id, e.bytes.len(), clock::monotonic_ns());
+                    let encoder_bps = match (&self.h264, e.codec) {
+                        (Some(h264), ads_protocol::CODEC_H264) => f64::from(h264.rung(tier).kbps) * 1000.0,
+                        _ => 0.0,
+                    };
+                    session.sent(
+                        info.stamp.id,
+                        e.bytes.len(),
+                        e.keyframe,
+                        encoder_bps,
+                        clock::monotonic_ns(),
+                    );
                     report.sent += 1;
                 }
                 Err(zmq::Error::EHOSTUNREACH) => {

@@ -9,6 +9,7 @@
 //! believed immediately, one that got faster step by step (at most x1.25 a frame, and only
 //! from frames big enough to have tested it, since a small one can slip through in a burst).
 
+use crate::stream_rate::{Delivery, StreamRate};
 use crate::tiers::Ladder;
 use std::collections::VecDeque;
 
@@ -50,6 +51,10 @@ pub fn choose(rules: &SessionRules, ladder: &Ladder, bps: f64) -> (usize, f64) {
 #[derive(Debug, Clone)]
 pub struct SessionRules {
     pub frames_in_flight: usize,
+    /// The same for a stream codec (H.264: `h264.frames_in_flight`).
+    pub stream_frames_in_flight: usize,
+    /// Bounds of a stream's bit rate, bit/s (H.264: `h264.min_kbps`, `h264.max_kbps`).
+    pub stream_bps: (f64, f64),
     pub target_age_ns: u64,
     pub max_fps: f64,
     pub min_fps: f64,
@@ -63,6 +68,9 @@ struct InFlight {
     frame_id: u64,
     bytes: usize,
     sent_ns: u64,
+    keyframe: bool,
+    /// The bit rate its encoder was set to (stream codecs; 0 for JPEG).
+    encoder_bps: f64,
 }
 
 /// A frame the session would take now, and the tier it should be.
@@ -86,7 +94,9 @@ pub struct Session {
     pace_tokens: f64,
     cap_tokens: f64,
     last_refill_ns: u64,
-    last_sent_ns: Option<u64>,
+    /// When it last took a frame (offered, before the encode: the encode's time must not
+    /// make the next frame look early).
+    last_taken_ns: Option<u64>,
     pub tier: usize,
     /// The frame rate chosen with the tier.
     pub fps_target: f64,
@@ -96,6 +106,8 @@ pub struct Session {
     pub credits_ignored: u64,
     /// (sent_ns, bytes) of the last second, for the sent rate and fps.
     recent: VecDeque<(u64, usize)>,
+    /// The bit rate for a stream codec's frames (H.264), from their deliveries.
+    stream: StreamRate,
 }
 
 impl Session {
@@ -111,7 +123,7 @@ impl Session {
             pace_tokens: 0.0,
             cap_tokens: 0.0,
             last_refill_ns: now_ns,
-            last_sent_ns: None,
+            last_taken_ns: None,
             tier: 0,
             fps_target: rules.max_fps,
             last_delivery_ns: 0,
@@ -119,6 +131,7 @@ impl Session {
             frames_skipped: 0,
             credits_ignored: 0,
             recent: VecDeque::new(),
+            stream: StreamRate::new(rules.stream_bps.0, rules.stream_bps.1),
         };
         session.hello(rules, asked_kbps, now_ns);
         session
@@ -132,6 +145,9 @@ impl Session {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if let Some(cap) = self.cap_bps {
+            self.stream.cap(cap);
+        }
     }
 
     pub fn expired(&self, rules: &SessionRules, now_ns: u64) -> bool {
@@ -152,15 +168,26 @@ impl Session {
         self.cap_bps.map_or(pace, |cap| pace.min(cap))
     }
 
-    fn refill(&mut self, ladder: &Ladder, now_ns: u64) {
-        // Up to one frame of the chosen tier may be saved up: pacing, not bursts.
-        self.refill_to(ladder.expected_bytes(self.tier).max(1.0), now_ns);
+    /// The bit rate a stream codec should encode this viewer's frames at (never above the
+    /// cap).
+    pub fn stream_bps(&self) -> f64 {
+        self.stream.bps()
     }
 
-    fn refill_to(&mut self, ceiling: f64, now_ns: u64) {
+    /// The link rate the stream's rate assumes, bit/s (what its "goodput" is).
+    pub fn stream_link_bps(&self) -> f64 {
+        self.stream.link_bps()
+    }
+
+    fn refill(&mut self, ladder: &Ladder, now_ns: u64) {
+        // Up to one frame of the chosen tier may be saved up: pacing, not bursts.
+        self.refill_to(ladder.expected_bytes(self.tier).max(1.0), self.pace_bps(), now_ns);
+    }
+
+    fn refill_to(&mut self, ceiling: f64, pace_bps: f64, now_ns: u64) {
         let dt = now_ns.saturating_sub(self.last_refill_ns) as f64 / NS_PER_S;
         self.last_refill_ns = now_ns;
-        self.pace_tokens = (self.pace_tokens + dt * self.pace_bps() / 8.0).min(ceiling);
+        self.pace_tokens = (self.pace_tokens + dt * pace_bps / 8.0).min(ceiling);
         if let Some(cap) = self.cap_bps {
             self.cap_tokens = (self.cap_tokens + dt * cap / 8.0).min(ceiling);
         }
@@ -176,13 +203,14 @@ impl Session {
         // Loose: frames are picked up a few ms after capture and encodes vary, so a frame that
         // comes a little early must not be lost for it (the source's own rate is the ceiling).
         let min_interval_ns = (NS_PER_S / fps * 0.7) as u64;
-        let too_soon = self.last_sent_ns.is_some_and(|t| now_ns.saturating_sub(t) < min_interval_ns);
+        let too_soon = self.last_taken_ns.is_some_and(|t| now_ns.saturating_sub(t) < min_interval_ns);
         let no_credit = self.in_flight.len() >= rules.frames_in_flight;
         let over_rate = self.pace_tokens < 0.0 || (self.cap_bps.is_some() && self.cap_tokens < 0.0);
         if no_credit || over_rate || too_soon {
             self.frames_skipped += 1;
             return None;
         }
+        self.last_taken_ns = Some(now_ns);
         Some(Want { tier: self.tier })
     }
 
@@ -190,29 +218,33 @@ impl Session {
     /// `tier`, whose frames are typically `frame_bytes`. The tier's bit rate already fits the
     /// paced rate, so the frame rate stays at the maximum; pacing only absorbs keyframes.
     pub fn want_stream(&mut self, rules: &SessionRules, tier: usize, frame_bytes: f64, now_ns: u64) -> bool {
-        self.refill_to((frame_bytes * 2.0).max(1.0), now_ns);
+        // Paced to the link the stream's rate assumes: a keyframe's debt holds the next
+        // frames back for about the time the link is busy with it anyway.
+        let link = self.stream.link_bps();
+        self.refill_to((frame_bytes * 2.0).max(1.0), link, now_ns);
         self.tier = tier;
         self.fps_target = rules.max_fps;
         // Loose, as in `want`: a frame a little early must not be lost for it.
         let min_interval_ns = (NS_PER_S / rules.max_fps * 0.7) as u64;
-        let too_soon = self.last_sent_ns.is_some_and(|t| now_ns.saturating_sub(t) < min_interval_ns);
-        let no_credit = self.in_flight.len() >= rules.frames_in_flight;
+        let too_soon = self.last_taken_ns.is_some_and(|t| now_ns.saturating_sub(t) < min_interval_ns);
+        let no_credit = self.in_flight.len() >= rules.stream_frames_in_flight;
         let over_rate = self.pace_tokens < 0.0 || (self.cap_bps.is_some() && self.cap_tokens < 0.0);
         if no_credit || over_rate || too_soon {
             self.frames_skipped += 1;
             return false;
         }
+        self.last_taken_ns = Some(now_ns);
         true
     }
 
-    /// A frame of `bytes` went out to this session.
-    pub fn sent(&mut self, frame_id: u64, bytes: usize, now_ns: u64) {
-        self.in_flight.push_back(InFlight { frame_id, bytes, sent_ns: now_ns });
+    /// A frame of `bytes` went out to this session; `encoder_bps`: the bit rate of the
+    /// stream it belongs to (0 for JPEG).
+    pub fn sent(&mut self, frame_id: u64, bytes: usize, keyframe: bool, encoder_bps: f64, now_ns: u64) {
+        self.in_flight.push_back(InFlight { frame_id, bytes, sent_ns: now_ns, keyframe, encoder_bps });
         self.pace_tokens -= bytes as f64;
         if self.cap_bps.is_some() {
             self.cap_tokens -= bytes as f64;
         }
-        self.last_sent_ns = Some(now_ns);
         self.frames_sent += 1;
         self.recent.push_back((now_ns, bytes));
         while self.recent.front().is_some_and(|&(t, _)| now_ns.saturating_sub(t) > SAMPLE_WINDOW_NS) {
@@ -236,6 +268,16 @@ impl Session {
         let busy_ns = now_ns.saturating_sub(busy_from).max(100_000);
         self.last_delivery_ns = now_ns.saturating_sub(frame.sent_ns);
         let measured = frame.bytes as f64 * 8.0 / (busy_ns as f64 / NS_PER_S);
+        let (sent_kbps, _) = self.recent_rate(now_ns);
+        let delivery = Delivery {
+            bytes: frame.bytes,
+            delivery_ns: self.last_delivery_ns,
+            busy_ns,
+            keyframe: frame.keyframe,
+            sent_bps: sent_kbps * 1000.0,
+            encoder_bps: frame.encoder_bps,
+        };
+        self.stream.delivered(delivery, rules.target_age_ns, now_ns);
         let slow = self.last_delivery_ns > rules.target_age_ns * 3 / 2 && measured < self.estimate_bps;
         if slow {
             // The link got slower: believe it now, not a second from now.
@@ -282,6 +324,8 @@ mod tests {
     fn rules() -> SessionRules {
         SessionRules {
             frames_in_flight: 1,
+            stream_frames_in_flight: 2,
+            stream_bps: (250e3, 6e6),
             target_age_ns: 40_000_000,
             max_fps: 30.0,
             min_fps: 10.0,
@@ -314,7 +358,7 @@ mod tests {
             if let Some(want) = session.want(&rules, ladder, now) {
                 let bytes = ladder.expected_bytes(want.tier) as usize;
                 ladder.observe(want.tier, bytes);
-                session.sent(k, bytes, now);
+                session.sent(k, bytes, false, 0.0, now);
                 let start = link_free_ns.max(now);
                 link_free_ns = start + (bytes as f64 * 8.0 / bps * 1e9) as u64;
                 pending.push_back((k, link_free_ns));
@@ -360,7 +404,7 @@ mod tests {
         let mut s = Session::new(1, &rules, None, 0);
         let mut now = 1_000_000_000;
         assert!(s.want(&rules, &ladder, now).is_some());
-        s.sent(1, 1000, now);
+        s.sent(1, 1000, false, 0.0, now);
         for _ in 0..10 {
             now += 40_000_000;
             assert!(s.want(&rules, &ladder, now).is_none(), "a frame without a credit");
@@ -388,7 +432,7 @@ mod tests {
         for k in 0..300u64 {
             let now = k * 33_333_333;
             if s_want(&mut greedy, &rules, &ladder, now) {
-                greedy.sent(k, 20_000, now);
+                greedy.sent(k, 20_000, false, 0.0, now);
                 greedy.credit(&rules, k, now + 100_000);
                 bytes += 20_000;
             }

@@ -139,6 +139,10 @@ pub struct CaseRecord {
     /// H.264 units that did not decode here, and keyframes it asked for.
     pub decode_errors: usize,
     pub codec: String,
+    /// From the vehicle's state at the first and the last measured state: pictures the H.264
+    /// rate control skipped (all sessions), and frames the newest session's pacing skipped.
+    pub rate_skips: Option<(u64, u64)>,
+    pub pace_skips: Option<(u64, u64)>,
 }
 
 fn percentile(values: &[f64], q: f64) -> f64 {
@@ -200,6 +204,8 @@ impl CaseRecord {
             "encode_p99_ms": percentile(&self.encode_us, 0.99) / 1e3,
             "decode_p50_ms": percentile(&decode_ms, 0.5),
             "decode_errors": self.decode_errors,
+            "h264_rate_skips": self.rate_skips.map(|(a, b)| b.saturating_sub(a)),
+            "pacing_skips": self.pace_skips.map(|(a, b)| b.saturating_sub(a)),
         })
     }
 }
@@ -374,6 +380,17 @@ fn run(
                     r.state_ages_ms.push((recv_ns as f64 - wire.capture_ns as f64) / 1e6);
                     let most = s.link.viewers.iter().map(|v| v.in_flight).max().unwrap_or(0);
                     r.max_in_flight = r.max_in_flight.max(most);
+                    let skips = s.link.h264_rate_skips;
+                    r.rate_skips = Some(r.rate_skips.map_or((skips, skips), |(a, _)| (a, skips)));
+                    if std::env::var_os("ADS_BENCH_TRACE").is_some() {
+                        if let Some(v) = s.link.viewers.iter().max_by_key(|v| v.session) {
+                            eprintln!("TRACE goodput {} sent {} fps {} tier {} delivery {:.1} inflight {} skipped {}", v.goodput_kbps, v.sent_kbps, v.fps, v.tier, v.delivery_ms, v.in_flight, v.frames_skipped);
+                        }
+                    }
+                    if let Some(newest) = s.link.viewers.iter().max_by_key(|v| v.session) {
+                        let n = newest.frames_skipped;
+                        r.pace_skips = Some(r.pace_skips.map_or((n, n), |(a, _)| (a, n)));
+                    }
                     let encode_us =
                         if plan.codec == CODEC_H264 { s.link.h264_encode_us } else { s.timings.encode_us };
                     if encode_us > 0 {

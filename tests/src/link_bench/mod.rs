@@ -44,6 +44,14 @@ pub struct LinkArgs {
     /// The vehicle's link.frames_in_flight (default: its config's).
     #[arg(long)]
     pub frames_in_flight: Option<u32>,
+    /// Play this video file (looping) instead of the simulator, e.g. the dashcam footage of
+    /// scripts/fetch-data.sh: the simulator's per-pixel sensor noise caps what any codec can
+    /// score on SSIM against it, real footage does not.
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    /// The vehicle's configuration file (e.g. to compare `[h264]` settings).
+    #[arg(long)]
+    pub vehicle_config: Option<PathBuf>,
     /// Write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -104,9 +112,12 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
     let bin = procs::bin_dir()?;
     let ring = format!("linkbench{}", std::process::id());
     let s = |x: &str| x.to_string();
+    // Only the simulator has ground truth; a video "drives" from detections, of which there
+    // are none here, so it stands still, which changes nothing on the link.
+    let control = if args.video.is_some() { "detections" } else { "truth" };
     let mut vehicle_args = vec![
         s("--control"),
-        s("truth"),
+        s(control),
         s("--vehicle-id"),
         s("bench-car"),
         s("--broadcast"),
@@ -125,6 +136,19 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
     ];
     if let Some(n) = args.frames_in_flight {
         vehicle_args.extend([s("--frames-in-flight"), n.to_string()]);
+    }
+    if let Some(config) = &args.vehicle_config {
+        vehicle_args.extend([s("--config"), config.display().to_string()]);
+    }
+    if let Some(video) = &args.video {
+        anyhow::ensure!(video.is_file(), "--video {}: no such file", video.display());
+        vehicle_args.extend([
+            s("--source"),
+            s("video"),
+            s("--path"),
+            video.display().to_string(),
+            s("--loop"),
+        ]);
     }
     let mut vehicle = Proc::spawn("ads-vehicle", &bin.join("ads-vehicle"), &vehicle_args)?;
     let originals = client::Originals::follow(&format!("{ring}-frames"))?;
@@ -211,7 +235,9 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
     }
     vehicle.stop();
     drop(shaper);
-    let report = json!({ "seconds": args.seconds, "warmup": args.warmup, "cases": results });
+    let source = args.video.as_ref().map_or_else(|| "simulator".to_string(), |v| v.display().to_string());
+    let report =
+        json!({ "seconds": args.seconds, "warmup": args.warmup, "source": source, "cases": results });
     if let Some(path) = &args.json {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -252,11 +278,13 @@ fn print_case(r: &Value) {
             v["recovery_ms"].as_f64().map_or("–".to_string(), |ms| format!("{ms:.0} ms")),
         );
         println!(
-            "         encode p50/p99 {:.2}/{:.2} ms, decode here p50 {:.2} ms, undecodable {}",
+            "         encode p50/p99 {:.2}/{:.2} ms, decode here p50 {:.2} ms, undecodable {}, skipped by pacing {}, by the H.264 rate control {}",
             f("encode_p50_ms"),
             f("encode_p99_ms"),
             f("decode_p50_ms"),
             f("decode_errors"),
+            f("pacing_skips"),
+            f("h264_rate_skips"),
         );
     }
     if let Some(n) = r["stingy_frames"].as_u64() {

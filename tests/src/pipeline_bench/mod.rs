@@ -44,6 +44,10 @@ pub struct PipelineArgs {
     /// Where pipeline.json and pipeline.svg go [default: target/bench].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Codec the viewer asks the vehicle for (`jpeg` or `h264`; the page decodes H.264 with
+    /// WebCodecs, so the browser's decode is inside the capture → painted figures).
+    #[arg(long, default_value = "jpeg")]
+    pub codec: String,
     /// Skip the ZeroMQ-over-TCP comparison (it adds a reader and a 40 MB/s TCP stream).
     #[arg(long)]
     pub no_zmq_compare: bool,
@@ -161,6 +165,11 @@ struct ProcessReport {
 pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     let seconds = args.seconds.unwrap_or(if args.soak { 600 } else { 60 });
     let warmup = args.warmup.unwrap_or(if args.soak { 60 } else { 10 });
+    anyhow::ensure!(
+        [ads_protocol::CODEC_JPEG, ads_protocol::CODEC_H264].contains(&args.codec.as_str()),
+        "--codec {:?}: jpeg or h264",
+        args.codec
+    );
     let bin = procs::bin_dir()?;
     let tag = format!("bench{}", std::process::id());
     let (frames, detections) = (format!("{tag}-frames"), format!("{tag}-detections"));
@@ -213,6 +222,8 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
             format!("tcp://127.0.0.1:{action_port}"),
             s("--port"),
             web_port.to_string(),
+            s("--codec"),
+            args.codec.clone(),
         ],
     )?;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -314,6 +325,17 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     let metrics1 = http_get(web_port, "/metrics").unwrap_or_default();
     // Collect garbage first where the browser allows it, so the figure is what the page keeps.
     let heap1: Vec<Option<u64>> = browsers.iter().map(js_heap).collect();
+    // What each page decoded with WebCodecs (H.264 only): count, failures, decode times.
+    let h264_pages: Vec<(u64, u64, Vec<f64>)> = browsers
+        .iter()
+        .map(|b| {
+            let v = b
+                .js("const h = window.adsStats.h264 || {}; return [h.decoded || 0, h.errors || 0, (h.decodeMs || []).slice(-20000)]")
+                .unwrap_or(Value::Null);
+            let times = v[2].as_array().map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_f64).collect());
+            (v[0].as_u64().unwrap_or(0), v[1].as_u64().unwrap_or(0), times)
+        })
+        .collect();
     stop.store(true, Ordering::Relaxed);
     if let Some(c) = comparison.as_mut() {
         c.stop();
@@ -449,8 +471,8 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     // Output.
     let mut out = String::new();
     out.push_str(&format!(
-        "\nads pipeline benchmark: {seconds} s at {} fps, {} browser(s), track {}, measured after {} s warm-up\n\n",
-        args.fps, args.browsers, args.track, warmup
+        "\nads pipeline benchmark: {seconds} s at {} fps, {} browser(s), track {}, codec {}, measured after {} s warm-up\n\n",
+        args.fps, args.browsers, args.track, args.codec, warmup
     ));
     out.push_str(&report::hop_table(&hops));
     if let Some((shm, tcp, (extra50, extra99))) = zmq_table {
@@ -461,6 +483,24 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
             tcp.p50_us / 1e3, tcp.p99_us / 1e3, tcp.max_us / 1e3,
             tcp.p50_us / shm.p50_us.max(0.001), tcp.p99_us / shm.p99_us.max(0.001),
             extra50, extra99,
+        ));
+    }
+    for (i, (decoded, errors, times)) in h264_pages.iter().enumerate() {
+        let mut ms = times.clone();
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms.get(((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len().max(1)) - 1);
+        out.push_str(&format!(
+            "\nchromium #{} WebCodecs H.264: {decoded} frames decoded, {errors} decoder errors, decode p50/p99 {} ms{}\n",
+            i + 1,
+            match (at(0.5), at(0.99)) {
+                (Some(a), Some(b)) => format!("{a:.2}/{b:.2}"),
+                _ => "–".into(),
+            },
+            if args.codec == ads_protocol::CODEC_H264 && *decoded == 0 {
+                " (asked for H.264 but the page painted JPEG: no WebCodecs here?)"
+            } else {
+                ""
+            },
         ));
     }
     out.push_str("\nprocess            CPU % of one core   RSS MB start → end (max)\n");
@@ -558,8 +598,18 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     });
     std::fs::create_dir_all(&dir)?;
     let name = if args.soak { "soak" } else { "pipeline" };
+    let browser_h264: Vec<Value> = h264_pages
+        .iter()
+        .map(|(decoded, errors, times)| {
+            let mut ms = times.clone();
+            ms.sort_by(f64::total_cmp);
+            json!({"decoded": decoded, "errors": errors, "decode_ms_samples": ms.len(), "decode_ms_p50": ms.get(ms.len() / 2)})
+        })
+        .collect();
     let json_report = json!({
         "seconds": seconds, "warmup_s": warmup, "fps": args.fps, "browsers": args.browsers, "track": args.track,
+        "codec": args.codec,
+        "browser_h264": browser_h264,
         "hops": hops,
         "shm_vs_zmq_tcp": zmq_table.map(|(shm, tcp, (extra50, extra99))| json!({
             "ring": shm, "zmq_tcp": tcp, "ratio_p50": tcp.p50_us / shm.p50_us.max(0.001),
