@@ -3,9 +3,7 @@
 //! stages on Ctrl-C, reports a child that dies, and leaves nothing in /dev/shm.
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
-mod common;
-
-use common::free_port;
+use ads_testkit::free_port;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

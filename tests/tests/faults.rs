@@ -4,11 +4,8 @@
 //! all) and checks that /dev/shm holds nothing of its own.
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
-mod common;
-
-use common::{bin, free_port, Kill};
-
 use ads_protocol::{decode, Detections, DriveMode, Message, VehicleState};
+use ads_testkit::{bin, free_port, Kill, TestVehicle};
 use rustix::process::Signal;
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
@@ -85,73 +82,44 @@ impl Viewer {
 /// One vehicle (steering from detections alone), its detector and possibly a viewer, on ring
 /// names and ports of their own; states and detections heard over ZeroMQ like any client.
 struct Pipeline {
-    name: String,
-    rings: (String, String),
-    pub_port: u16,
-    video_port: u16,
-    action_port: u16,
-    vehicle: Option<Kill>,
-    detector: Option<Kill>,
+    car: TestVehicle,
     viewer: Option<Viewer>,
-    feed: Option<zmq::Socket>,
+    feed: zmq::Socket,
     context: zmq::Context,
 }
 
 impl Pipeline {
     fn start(test: &str) -> Self {
-        let name = common::unique_name(test);
-        let mut p = Pipeline {
-            rings: (format!("{name}-frames"), format!("{name}-det")),
-            name,
-            pub_port: free_port(),
-            video_port: free_port(),
-            action_port: free_port(),
-            vehicle: None,
-            detector: None,
-            viewer: None,
-            feed: None,
-            context: zmq::Context::new(),
-        };
-        p.start_vehicle();
-        p.start_detector();
-        p
+        let car = TestVehicle::build(test)
+            .args(["--track", "oval", "--control", "detections"])
+            .log("error")
+            .detector()
+            .spawn();
+        let context = zmq::Context::new();
+        let feed = Self::subscribe(&context, &car);
+        Pipeline { car, viewer: None, feed, context }
     }
 
-    /// Also the restart after a crash: same id, ports and rings, as systemd would do it.
-    fn start_vehicle(&mut self) {
-        let child = Command::new(bin("ads-vehicle"))
-            .args(["--track", "oval", "--control", "detections", "--vehicle-id", &self.name])
-            .args(["--broadcast", &format!("tcp://127.0.0.1:{}", self.pub_port)])
-            .args(["--video-endpoint", &format!("tcp://127.0.0.1:{}", self.video_port)])
-            .args(["--actions", &format!("tcp://127.0.0.1:{}", self.action_port)])
-            .args(["--frames-ring", &self.rings.0, "--detections-ring", &self.rings.1])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.vehicle = Some(Kill(child));
-        // A fresh subscription per vehicle process: nothing queued from a dead one can pass
-        // for news from the new one.
-        let feed = self.context.socket(zmq::SUB).unwrap();
+    /// A fresh subscription per vehicle process: nothing queued from a dead one can pass for
+    /// news from the new one.
+    fn subscribe(context: &zmq::Context, car: &TestVehicle) -> zmq::Socket {
+        let feed = context.socket(zmq::SUB).unwrap();
         feed.set_subscribe(b"state").unwrap();
         feed.set_subscribe(b"detection").unwrap();
         feed.set_rcvtimeo(1000).unwrap();
-        feed.connect(&format!("tcp://127.0.0.1:{}", self.pub_port)).unwrap();
-        self.feed = Some(feed);
+        feed.connect(&car.endpoint()).unwrap();
+        feed
     }
 
-    fn start_detector(&mut self) {
-        let child = Command::new(bin("ads-detection"))
-            .args(["--method", "cv", "--frames-ring", &self.rings.0, "--detections-ring", &self.rings.1])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.detector = Some(Kill(child));
+    /// The restart after a crash: same id, ports and rings, as systemd would do it.
+    fn restart_vehicle(&mut self) {
+        self.car.restart();
+        self.feed = Self::subscribe(&self.context, &self.car);
     }
 
     fn start_viewer(&mut self, port: u16) {
-        self.viewer = Some(Viewer::start(self.pub_port, self.video_port, self.action_port, port));
+        let car = &self.car;
+        self.viewer = Some(Viewer::start(car.pub_port(), car.video_port(), car.action_port(), port));
     }
 
     fn viewer(&self) -> &Viewer {
@@ -160,10 +128,10 @@ impl Pipeline {
 
     /// The next state or detection from the vehicle (`None`: a receive timed out).
     fn next(&mut self) -> Option<Message> {
-        if let Some(status) = self.vehicle.as_mut().and_then(|v| v.0.try_wait().unwrap()) {
+        if let Some(status) = self.car.process.0.try_wait().unwrap() {
             panic!("the vehicle exited: {status}");
         }
-        let parts = self.feed.as_ref().unwrap().recv_multipart(0).ok()?;
+        let parts = self.feed.recv_multipart(0).ok()?;
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         Some(decode(&refs).unwrap().message)
     }
@@ -214,9 +182,8 @@ impl Pipeline {
     /// What has queued up is old news: the newest state after taking everything waiting
     /// (`each` sees the detections among it).
     fn drain(&mut self, mut each: impl FnMut(&Detections)) -> VehicleState {
-        let feed = self.feed.as_ref().unwrap();
         let mut newest = None;
-        while let Ok(parts) = feed.recv_multipart(zmq::DONTWAIT) {
+        while let Ok(parts) = self.feed.recv_multipart(zmq::DONTWAIT) {
             let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
             match decode(&refs).unwrap().message {
                 Message::State(s) => newest = Some(s),
@@ -243,10 +210,10 @@ impl Pipeline {
     /// SIGTERM to every process at once, each must exit cleanly, and none of our rings may be
     /// left in /dev/shm.
     fn stop_all(mut self) {
-        let mut children: Vec<(&str, Kill)> = [
-            ("ads-viewer", self.viewer.take().map(|v| v.process)),
-            ("ads-detection", self.detector.take()),
-            ("ads-vehicle", self.vehicle.take()),
+        let mut children: Vec<(&str, &mut Kill)> = [
+            ("ads-viewer", self.viewer.as_mut().map(|v| &mut v.process)),
+            ("ads-detection", self.car.detector.as_mut()),
+            ("ads-vehicle", Some(&mut self.car.process)),
         ]
         .into_iter()
         .filter_map(|(name, child)| Some((name, child?)))
@@ -258,10 +225,10 @@ impl Pipeline {
             let status = child.wait_exit(name);
             assert!(status.success(), "{name} after SIGTERM: {status}");
         }
-        for ring in [&self.rings.0, &self.rings.1] {
-            assert!(!ads_shmem_ipc::shm_path(ring).exists(), "{ring} left behind in /dev/shm");
+        for ring in [self.car.frames_ring(), self.car.detections_ring()] {
+            assert!(!ads_shmem_ipc::shm_path(&ring).exists(), "{ring} left behind in /dev/shm");
         }
-        let prefix = format!("{}{}", ads_shmem_ipc::SHM_PREFIX, self.name);
+        let prefix = format!("{}{}", ads_shmem_ipc::SHM_PREFIX, self.car.name());
         let ours: Vec<String> = std::fs::read_dir("/dev/shm")
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -289,9 +256,9 @@ fn a_killed_detector_stops_the_car_safely_under_a_live_viewer_and_a_new_one_driv
     p.driving();
 
     let killed_at = p.state().frame_id;
-    p.detector.take().unwrap().crash();
+    p.car.detector.take().unwrap().crash();
     // SIGKILL left the detections ring behind: the next detector has to take it over.
-    assert!(ads_shmem_ipc::shm_path(&p.rings.1).exists());
+    assert!(ads_shmem_ipc::shm_path(&p.car.detections_ring()).exists());
     // The vehicle keeps publishing to the viewer all along, so its link never drops.
     let mut polled = Instant::now();
     let mut live_checks = 0u32;
@@ -330,7 +297,7 @@ fn a_killed_detector_stops_the_car_safely_under_a_live_viewer_and_a_new_one_driv
     assert!(later.speed_mps < 0.01);
 
     // A new detector takes over the dead one's detections ring and the car drives on.
-    p.start_detector();
+    p.car.start_detector();
     let again = p.state_where(
         "to drive again on the new detector's detections",
         |s| s.mode == DriveMode::Driving && s.speed_mps > 2.0,
@@ -390,19 +357,19 @@ fn a_killed_vehicle_restarted_on_its_rings_drives_again_and_the_viewer_shows_the
     let before = p.driving();
 
     let killed = Instant::now();
-    p.vehicle.take().unwrap().crash();
+    p.car.process.crash();
     // SIGKILL left the frames ring behind; nobody removes it by hand.
-    assert!(ads_shmem_ipc::shm_path(&p.rings.0).exists());
+    assert!(ads_shmem_ipc::shm_path(&p.car.frames_ring()).exists());
     p.viewer().wait_for_link("lost");
     let lost_after = killed.elapsed();
 
     let restarted_ns = wall_ns();
-    p.start_vehicle();
+    p.restart_vehicle();
     let restarted = Instant::now();
     // The new vehicle starts at rest, so driving means the surviving detector found its ring.
     let again = p.driving();
     let driving_after = restarted.elapsed();
-    assert!(p.detector.as_mut().unwrap().0.try_wait().unwrap().is_none(), "the detector exited");
+    assert!(p.car.detector.as_mut().unwrap().0.try_wait().unwrap().is_none(), "the detector exited");
     p.viewer().wait_for_link("live");
     eprintln!(
         "vehicle SIGKILLed at frame {}: viewer link lost after {:.1} s; restarted vehicle driving on \
@@ -432,7 +399,7 @@ fn a_detector_stopped_for_five_seconds_resumes_on_the_newest_frame_not_a_backlog
     while settle.elapsed() < Duration::from_secs(2) {
         p.state_with(|d| before.push(read_latency_us(d)));
     }
-    let detector = p.detector.take().unwrap();
+    let detector = p.car.detector.take().unwrap();
     let mut last_read = 0;
     let at_stop = p.drain(|d| last_read = d.frame_id);
     detector.signal(Signal::STOP);
@@ -493,6 +460,6 @@ fn a_detector_stopped_for_five_seconds_resumes_on_the_newest_frame_not_a_backlog
         p50(&mut after),
         after.len()
     );
-    p.detector = Some(detector);
+    p.car.detector = Some(detector);
     p.stop_all();
 }

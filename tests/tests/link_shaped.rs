@@ -5,9 +5,7 @@
 
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
-mod common;
-
-use common::bin;
+use ads_testkit::bin;
 use std::process::Command;
 
 fn skip_reason() -> Option<String> {

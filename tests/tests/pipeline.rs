@@ -2,12 +2,8 @@
 //! a killed detector stops it safely until a new one takes over.
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
-mod common;
-
-use common::{bin, free_port, Kill};
-
 use ads_protocol::{decode, DriveMode, Message, VehicleState};
-use std::process::{Command, Stdio};
+use ads_testkit::TestVehicle;
 use std::time::{Duration, Instant};
 
 /// Long enough for a slow CI machine; it measures nothing.
@@ -17,52 +13,28 @@ const FPS: u64 = 30;
 const HALF_LANE_M: f64 = 1.75;
 
 struct Pipeline {
-    vehicle: Kill,
-    detector: Option<Kill>,
-    rings: (String, String),
+    car: TestVehicle,
     states: zmq::Socket,
     _context: zmq::Context,
 }
 
 impl Pipeline {
-    fn start(name: &str, track: &str) -> Self {
-        let rings = (format!("{name}-frames"), format!("{name}-det"));
-        let port = free_port();
-        let vehicle = Command::new(bin("ads-vehicle"))
-            .args(["--track", track, "--control", "detections", "--vehicle-id", name])
-            .args(["--broadcast", &format!("tcp://127.0.0.1:{port}")])
-            .args(["--video-endpoint", "tcp://127.0.0.1:0"])
-            .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
-            .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+    fn start(test: &str, track: &str) -> Self {
+        let car =
+            TestVehicle::build(test).args(["--track", track, "--control", "detections"]).detector().spawn();
         let context = zmq::Context::new();
         let states = context.socket(zmq::SUB).unwrap();
         states.set_subscribe(b"state").unwrap();
         states.set_rcvtimeo(1000).unwrap();
-        states.connect(&format!("tcp://127.0.0.1:{port}")).unwrap();
-        let mut p = Pipeline { vehicle: Kill(vehicle), detector: None, rings, states, _context: context };
-        p.start_detector();
-        p
-    }
-
-    fn start_detector(&mut self) {
-        let child = Command::new(bin("ads-detection"))
-            .args(["--method", "cv", "--frames-ring", &self.rings.0, "--detections-ring", &self.rings.1])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.detector = Some(Kill(child));
+        states.connect(&car.endpoint()).unwrap();
+        Pipeline { car, states, _context: context }
     }
 
     fn state(&mut self) -> VehicleState {
         let deadline = Instant::now() + DEADLINE;
         loop {
             assert!(Instant::now() < deadline, "no state from the vehicle");
-            if let Ok(Some(status)) = self.vehicle.0.try_wait() {
+            if let Ok(Some(status)) = self.car.process.0.try_wait() {
                 panic!("the vehicle exited: {status}");
             }
             let Ok(parts) = self.states.recv_multipart(0) else { continue };
@@ -106,7 +78,7 @@ fn percentile(samples: &mut [u32], q: f64) -> u32 {
 }
 
 fn closed_loop(track: &str) {
-    let mut p = Pipeline::start(&common::unique_name(&format!("loop-{track}")), track);
+    let mut p = Pipeline::start(&format!("loop-{track}"), track);
     let (worst, distance, mut latency) = drive(&mut p, 60);
     println!(
         "{track}: 60 s on detections alone: {distance:.0} m, worst |offset from lane centre| {worst:.2} m"
@@ -121,34 +93,27 @@ fn closed_loop(track: &str) {
 
     // The detector dies (SIGKILL: no chance to clean up): a controlled stop, and the state
     // says why.
-    let mut crashed = p.detector.take().unwrap();
-    crashed.0.kill().unwrap();
-    crashed.0.wait().unwrap();
+    p.car.detector.take().unwrap().crash();
     let stopped = p.state_where(|s| s.mode == DriveMode::Failsafe && s.speed_mps == 0.0);
     let reason = stopped.health.stop_reason.clone().unwrap();
     println!("{track}: after SIGKILL of the detector: {reason}");
     assert!(!stopped.health.detections_fresh);
 
     // A new detector takes over the (stale) detections ring and the car drives on.
-    p.start_detector();
+    p.car.start_detector();
     p.state_where(|s| s.mode == DriveMode::Driving && s.speed_mps > 2.0);
     let (worst, _, _) = drive(&mut p, 5);
     assert!(worst < HALF_LANE_M);
 
     // SIGTERM: the detector exits cleanly and takes its ring with it.
-    let mut detector = p.detector.take().unwrap();
-    let pid = rustix::process::Pid::from_raw(detector.0.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = detector.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the detector ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let mut detector = p.car.detector.take().unwrap();
+    detector.signal(rustix::process::Signal::TERM);
+    let status = detector.wait_exit("the detector after SIGTERM");
     assert!(status.success(), "{status}");
-    assert!(!ads_shmem_ipc::shm_path(&p.rings.1).exists(), "the detections ring was left behind");
+    assert!(
+        !ads_shmem_ipc::shm_path(&p.car.detections_ring()).exists(),
+        "the detections ring was left behind"
+    );
 }
 
 #[test]

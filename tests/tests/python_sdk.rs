@@ -5,9 +5,10 @@
 
 mod common;
 
-use common::{ads_ring, bin, free_port, unique_name, Kill, DEADLINE};
+use common::ads_ring;
 
 use ads_protocol::{decode, DriveMode, Message, VehicleState};
+use ads_testkit::{unique_name, Kill, TestVehicle, DEADLINE};
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -121,52 +122,40 @@ fn bad_arguments_raise_clear_python_exceptions() {
 
 /// `ads-vehicle` on the simulator, steering by the detections ring only.
 struct Vehicle {
-    process: Kill,
-    rings: (String, String),
-    ports: (u16, u16),
+    car: TestVehicle,
     key_file: PathBuf,
     states: zmq::Socket,
     _context: zmq::Context,
 }
 
 impl Vehicle {
-    fn start(name: &str, track: &str) -> Self {
-        let rings = (format!("{name}-frames"), format!("{name}-det"));
-        let (port, action_port) = (free_port(), free_port());
+    fn start(test: &str, track: &str) -> Self {
         // Actions must be signed with this key: the Python client's signature is checked.
-        let key_file = std::env::temp_dir().join(format!("{name}.key"));
+        let key_file = std::env::temp_dir().join(format!("{}.key", unique_name(test)));
         std::fs::write(&key_file, format!("{}\n", "5a".repeat(32))).unwrap();
         std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        let process = Command::new(bin("ads-vehicle"))
-            .args(["--track", track, "--control", "detections", "--vehicle-id", name])
-            .args(["--broadcast", &format!("tcp://127.0.0.1:{port}")])
-            .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
-            .args(["--action-key", key_file.to_str().unwrap()])
-            .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let car = TestVehicle::build(test)
+            .args(["--track", track, "--control", "detections", "--action-key"])
+            .arg(&key_file)
+            .spawn();
         let context = zmq::Context::new();
         let states = context.socket(zmq::SUB).unwrap();
         states.set_subscribe(b"state").unwrap();
         states.set_rcvtimeo(1000).unwrap();
-        states.connect(&format!("tcp://127.0.0.1:{port}")).unwrap();
-        Vehicle {
-            process: Kill(process),
-            rings,
-            ports: (port, action_port),
-            key_file,
-            states,
-            _context: context,
-        }
+        states.connect(&car.endpoint()).unwrap();
+        Vehicle { car, key_file, states, _context: context }
     }
 
     fn python_detector(&self) -> Kill {
         let script = sdk_file("examples/lane_detector.py");
         let child = Command::new(python())
             .arg(script)
-            .args(["--frames-ring", &self.rings.0, "--detections-ring", &self.rings.1])
+            .args([
+                "--frames-ring",
+                &self.car.frames_ring(),
+                "--detections-ring",
+                &self.car.detections_ring(),
+            ])
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -177,7 +166,7 @@ impl Vehicle {
         let deadline = Instant::now() + DEADLINE * 3;
         loop {
             assert!(Instant::now() < deadline, "the vehicle never reached the expected state");
-            if let Ok(Some(status)) = self.process.0.try_wait() {
+            if let Ok(Some(status)) = self.car.process.0.try_wait() {
                 panic!("the vehicle exited: {status}");
             }
             let Ok(parts) = self.states.recv_multipart(0) else { continue };
@@ -210,7 +199,7 @@ impl Vehicle {
 #[test]
 fn the_python_example_detector_drives_the_oval_and_a_restarted_one_takes_over() {
     let python = python();
-    let mut vehicle = Vehicle::start(&unique_name("py-loop"), "oval");
+    let mut vehicle = Vehicle::start("py-loop", "oval");
     let mut detector = vehicle.python_detector();
     let (worst, distance, driving) = vehicle.drive(60);
     println!(
@@ -235,8 +224,7 @@ fn the_python_example_detector_drives_the_oval_and_a_restarted_one_takes_over() 
     let script = sdk_file("tests/client_roundtrip.py");
     let out = Command::new(python)
         .arg(script)
-        .args(["--pub", &format!("tcp://127.0.0.1:{}", vehicle.ports.0)])
-        .args(["--actions", &format!("tcp://127.0.0.1:{}", vehicle.ports.1)])
+        .args(["--pub", &vehicle.car.endpoint(), "--actions", &vehicle.car.action_endpoint()])
         .args(["--key-file", vehicle.key_file.to_str().unwrap()])
         .output()
         .unwrap();
@@ -252,5 +240,8 @@ fn the_python_example_detector_drives_the_oval_and_a_restarted_one_takes_over() 
     // SIGTERM: the detector exits cleanly and takes its ring with it.
     detector.signal(rustix::process::Signal::TERM);
     assert!(detector.wait_exit("the python detector").success());
-    assert!(!ads_shmem_ipc::shm_path(&vehicle.rings.1).exists(), "the detections ring was left behind");
+    assert!(
+        !ads_shmem_ipc::shm_path(&vehicle.car.detections_ring()).exists(),
+        "the detections ring was left behind"
+    );
 }

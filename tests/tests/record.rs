@@ -2,12 +2,10 @@
 //! independent reader: the Python `mcap` package (tests/python/check_recording.py).
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
-mod common;
-
-use common::{bin, free_port, Kill};
-
 use ads_protocol::{decode, Message, VehicleState};
+use ads_testkit::{bin, free_port, Kill, TestVehicle};
 use serde_json::Value;
+use std::ffi::OsStr;
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,8 +16,7 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(120);
 
 struct Drive {
-    vehicle: Kill,
-    _detector: Kill,
+    car: TestVehicle,
     endpoint: String,
     video: String,
     states: zmq::Socket,
@@ -27,40 +24,22 @@ struct Drive {
 }
 
 impl Drive {
-    fn start(name: &str) -> Self {
-        let rings =
-            (format!("t{}-{name}-f", std::process::id()), format!("t{}-{name}-d", std::process::id()));
-        let endpoint = format!("tcp://127.0.0.1:{}", free_port());
-        let video = format!("tcp://127.0.0.1:{}", free_port());
-        let vehicle = Command::new(bin("ads-vehicle"))
-            .args(["--control", "truth", "--vehicle-id", name, "--broadcast", &endpoint])
-            .args(["--video-endpoint", &video])
-            .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
-            .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let vehicle = Kill(vehicle);
-        let detector = Command::new(bin("ads-detection"))
-            .args(["--method", "cv", "--frames-ring", &rings.0, "--detections-ring", &rings.1])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+    fn start(test: &str) -> Self {
+        let car = TestVehicle::build(test).args(["--control", "truth"]).detector().spawn();
+        let (endpoint, video) = (car.endpoint(), car.video_endpoint());
         let context = zmq::Context::new();
         let states = context.socket(zmq::SUB).unwrap();
         states.set_subscribe(b"state").unwrap();
         states.set_rcvtimeo(1000).unwrap();
         states.connect(&endpoint).unwrap();
-        Drive { vehicle, _detector: Kill(detector), endpoint, video, states, _context: context }
+        Drive { car, endpoint, video, states, _context: context }
     }
 
     fn state(&mut self) -> VehicleState {
         let deadline = Instant::now() + DEADLINE;
         loop {
             assert!(Instant::now() < deadline, "no state from the vehicle");
-            if let Ok(Some(status)) = self.vehicle.0.try_wait() {
+            if let Ok(Some(status)) = self.car.process.0.try_wait() {
                 panic!("the vehicle exited: {status}");
             }
             let Ok(parts) = self.states.recv_multipart(0) else { continue };
@@ -221,7 +200,7 @@ fn a_killed_recorder_leaves_a_file_readable_up_to_its_last_chunk() {
     drive.frames_advance(5);
     let dir = workdir("kill");
     let file = dir.join("killed.mcap");
-    let recorder =
+    let mut recorder =
         Recorder::start(record_command(&drive.endpoint, &drive.video, &file).args(["--flush-ms", "200"]));
     let reported = recorder.progress_where(|p| p["frames"].as_u64().unwrap() >= 30);
     let reported_frames = reported["frames"].as_u64().unwrap();
@@ -297,31 +276,17 @@ fn a_full_disk_stops_the_recorder_with_a_clear_error_and_the_vehicle_drives_on()
 
 /// `ads-vehicle --source recording` with a detector (configured by `detector_config`, if any)
 /// and a recorder: the replay's detections, recorded.
-fn replay_through_the_detector(name: &str, baseline: &Path, detector_config: Option<&Path>, output: &Path) {
-    let rings = (format!("t{}-{name}-f", std::process::id()), format!("t{}-{name}-d", std::process::id()));
-    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
-    let video = format!("tcp://127.0.0.1:{}", free_port());
+fn replay_through_the_detector(test: &str, baseline: &Path, detector_config: Option<&Path>, output: &Path) {
+    let config: Vec<&OsStr> =
+        detector_config.into_iter().flat_map(|c| [OsStr::new("--config"), c.as_os_str()]).collect();
+    let setup = TestVehicle::build(test)
+        .args(["--source", "recording", "--control", "detections", "--path"])
+        .arg(baseline)
+        .detector_args(config);
+    let (endpoint, video) = (setup.endpoint(), setup.video_endpoint());
     // The recorder first, so it hears the replay from its first frame.
     let mut recorder = Recorder::start(record_command(&endpoint, &video, output).args(["--duration", "9"]));
-    let _vehicle = Kill(
-        Command::new(bin("ads-vehicle"))
-            .args(["--source", "recording", "--path"])
-            .arg(baseline)
-            .args(["--control", "detections", "--vehicle-id", name, "--broadcast", &endpoint])
-            .args(["--video-endpoint", &video])
-            .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
-            .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut detector = Command::new(bin("ads-detection"));
-    detector.args(["--method", "cv", "--frames-ring", &rings.0, "--detections-ring", &rings.1]);
-    if let Some(config) = detector_config {
-        detector.arg("--config").arg(config);
-    }
-    let _detector = Kill(detector.env("RUST_LOG", "warn").stdout(Stdio::null()).spawn().unwrap());
+    let _vehicle = setup.spawn();
     assert!(recorder.process.wait_exit("ads-record").success());
 }
 

@@ -4,7 +4,8 @@
 mod common;
 
 use ads_shmem_ipc::{clock, lock_path, readers_path, shm_path, FrameReader, FrameReaderOptions};
-use common::{ads_ring, ads_ring_under, u64_of, unique_name};
+use ads_testkit::unique_name;
+use common::{ads_ring, ads_ring_under, u64_of};
 use rustix::process::Signal;
 use std::time::Duration;
 

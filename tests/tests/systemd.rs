@@ -8,10 +8,7 @@
 //!   enable symlinks; `systemd-analyze verify` passes on the installed units.
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
-mod common;
-
-use common::{bin, free_port};
-
+use ads_testkit::{bin, unique_name, Kill, VehicleBuilder, DEADLINE};
 use std::io::BufRead as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixDatagram;
@@ -20,8 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-/// Only keeps a broken build from hanging; it measures nothing.
-const DEADLINE: Duration = Duration::from_secs(60);
 /// Short, so the test sees many pings quickly: the processes ping every quarter of it.
 const WATCHDOG: Duration = Duration::from_millis(400);
 
@@ -86,19 +81,15 @@ impl Drop for NotifySocket {
 
 /// A child stopped like systemd stops a unit (SIGTERM, a grace period, SIGKILL), resumed
 /// first if the test left it stopped, so nothing is left in /dev/shm.
-struct Service(Child);
+struct Service(Kill);
 
 impl Service {
-    fn pid(&self) -> rustix::process::Pid {
-        rustix::process::Pid::from_raw(self.0.id() as i32).unwrap()
-    }
-
     fn signal(&self, signal: rustix::process::Signal) {
-        rustix::process::kill_process(self.pid(), signal).unwrap();
+        self.0.signal(signal);
     }
 
     fn assert_running(&mut self) {
-        if let Some(status) = self.0.try_wait().unwrap() {
+        if let Some(status) = self.0 .0.try_wait().unwrap() {
             panic!("the process exited: {status}");
         }
     }
@@ -106,7 +97,7 @@ impl Service {
     /// SIGSTOP, and wait until the kernel reports the process stopped (`T` in /proc).
     fn stop(&self) {
         self.signal(rustix::process::Signal::STOP);
-        let stat_path = format!("/proc/{}/stat", self.0.id());
+        let stat_path = format!("/proc/{}/stat", self.0 .0.id());
         let deadline = Instant::now() + DEADLINE;
         loop {
             let stat = std::fs::read_to_string(&stat_path).unwrap();
@@ -121,25 +112,7 @@ impl Service {
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = rustix::process::kill_process(self.pid(), rustix::process::Signal::CONT);
-        let _ = rustix::process::kill_process(self.pid(), rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        self.0.wait().unwrap()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            self.terminate();
-        }
+        self.0.terminate()
     }
 }
 
@@ -152,17 +125,8 @@ fn under_systemd(command: &mut Command, notify: &NotifySocket, watchdog: Duratio
         .env_remove("WATCHDOG_PID");
 }
 
-fn vehicle(name: &str, frames_ring: &str, detections_ring: &str) -> Command {
-    let mut command = Command::new(bin("ads-vehicle"));
-    command
-        .args(["--control", "truth", "--vehicle-id", name])
-        .args(["--broadcast", &format!("tcp://127.0.0.1:{}", free_port())])
-        .args(["--video-endpoint", &format!("tcp://127.0.0.1:{}", free_port())])
-        .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
-        .args(["--frames-ring", frames_ring, "--detections-ring", detections_ring])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
-    command
+fn vehicle(test: &str) -> VehicleBuilder {
+    VehicleBuilder::new(test).args(["--control", "truth"])
 }
 
 /// `READY=1` carries a status line; it must come first, before any ping.
@@ -192,12 +156,12 @@ fn assert_pings_stop_while_stopped(service: &mut Service, notify: &NotifySocket)
 
 #[test]
 fn vehicle_says_ready_once_its_ring_exists_and_pings_from_its_control_loop() {
-    let name = common::unique_name("sdv");
-    let frames = format!("{name}-frames");
-    let notify = NotifySocket::bind(&name);
-    let mut command = vehicle(&name, &frames, &format!("{name}-det"));
+    let car = vehicle("sdv");
+    let frames = car.frames_ring();
+    let notify = NotifySocket::bind(car.name());
+    let mut command = car.command();
     under_systemd(&mut command, &notify, WATCHDOG);
-    let mut service = Service(command.spawn().unwrap());
+    let mut service = Service(Kill(command.spawn().unwrap()));
 
     expect_ready(&notify, &frames);
     notify.expect_pings(5);
@@ -210,9 +174,9 @@ fn vehicle_says_ready_once_its_ring_exists_and_pings_from_its_control_loop() {
 
 #[test]
 fn detection_pings_while_it_waits_for_the_ring_and_while_it_reads_frames() {
-    let name = common::unique_name("sdd");
-    let (frames, detections) = (format!("{name}-frames"), format!("{name}-det"));
-    let notify = NotifySocket::bind(&name);
+    let car = vehicle("sdd");
+    let (frames, detections) = (car.frames_ring(), car.detections_ring());
+    let notify = NotifySocket::bind(car.name());
     let mut command = Command::new(bin("ads-detection"));
     command
         .args(["--method", "cv", "--frames-ring", &frames, "--detections-ring", &detections])
@@ -220,8 +184,9 @@ fn detection_pings_while_it_waits_for_the_ring_and_while_it_reads_frames() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     under_systemd(&mut command, &notify, WATCHDOG);
-    let mut detector = Service(command.spawn().unwrap());
-    let log = log_lines(&mut detector.0, "ads-detection");
+    let mut child = command.spawn().unwrap();
+    let log = log_lines(&mut child, "ads-detection");
+    let mut detector = Service(Kill(child));
 
     // No vehicle yet: ready (its own ring exists) and alive while it waits.
     expect_ready(&notify, &detections);
@@ -230,7 +195,7 @@ fn detection_pings_while_it_waits_for_the_ring_and_while_it_reads_frames() {
     assert_pings_stop_while_stopped(&mut detector, &notify);
 
     // With frames to read, the pings come from the reading loop.
-    let _vehicle = Service(vehicle(&name, &frames, &detections).spawn().unwrap());
+    let _vehicle = car.spawn();
     let deadline = Instant::now() + DEADLINE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -247,16 +212,16 @@ fn detection_pings_while_it_waits_for_the_ring_and_while_it_reads_frames() {
 
 #[test]
 fn an_unreachable_notify_socket_does_not_stop_the_vehicle() {
-    let name = common::unique_name("sdx");
-    let frames = format!("{name}-frames");
-    let missing = std::env::temp_dir().join(format!("{name}-nobody-listens.notify"));
-    let mut service = Service(
-        vehicle(&name, &frames, &format!("{name}-det"))
+    let car = vehicle("sdx");
+    let frames = car.frames_ring();
+    let missing = std::env::temp_dir().join(format!("{}-nobody-listens.notify", car.name()));
+    let mut service = Service(Kill(
+        car.command()
             .env("NOTIFY_SOCKET", &missing)
             .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
             .spawn()
             .unwrap(),
-    );
+    ));
     let deadline = Instant::now() + DEADLINE;
     while !segment(&frames).exists() {
         service.assert_running();
@@ -350,7 +315,7 @@ fn verify(root: &TempRoot, units: &[&str]) -> std::process::Output {
 
 #[test]
 fn install_script_lays_out_a_vehicle_that_systemd_analyze_accepts() {
-    let root = TempRoot::new(&common::unique_name("install"));
+    let root = TempRoot::new(&unique_name("install"));
     // Not /usr/local: the prefix must reach the units' ExecStart=.
     install(&root, "/opt/ads");
 

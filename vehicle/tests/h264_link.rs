@@ -9,15 +9,8 @@ use ads_protocol::{
     decode, encode_video_request, Credit, FrameInfo, KeyframeRequest, Message, VehicleState, VideoHello,
     VideoRequest, CODEC_H264, CODEC_JPEG,
 };
-use std::process::{Child, Command, Stdio};
+use ads_testkit::{unique_name, TestVehicle, DEADLINE};
 use std::time::{Duration, Instant};
-
-/// Keeps a broken build from hanging; measures nothing.
-const DEADLINE: Duration = Duration::from_secs(90);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Client {
     socket: zmq::Socket,
@@ -99,26 +92,20 @@ fn nal_types(unit: &[u8]) -> Vec<u8> {
 
 #[test]
 fn h264_and_jpeg_viewers_side_by_side_with_keyframes_on_demand() {
-    let name = format!("h264{}", std::process::id());
-    let dir = std::env::temp_dir().join(&name);
+    let dir = std::env::temp_dir().join(unique_name("h264"));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("vehicle.toml");
     std::fs::write(&config, "[h264]\nkeyframe_interval_frames = 600\n").unwrap();
-    let (pub_port, video_port) = (free_port(), free_port());
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_ads-vehicle"))
+    let car = TestVehicle::build("h264")
+        .binary(env!("CARGO_BIN_EXE_ads-vehicle"))
+        .vehicle_id("car")
         .arg("--config")
         .arg(&config)
-        .args(["--control", "truth", "--vehicle-id", "car"])
-        .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
-        .args(["--video-endpoint", &format!("tcp://127.0.0.1:{video_port}")])
-        .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
-        .args(["--frames-ring", &format!("{name}-f"), "--detections-ring", &format!("{name}-d")])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .args(["--control", "truth"])
+        .log("error")
+        .spawn();
     let context = zmq::Context::new();
-    let endpoint = format!("tcp://127.0.0.1:{video_port}");
+    let endpoint = car.video_endpoint();
 
     // H.264: the first unit is a keyframe with its parameter sets, and the stream decodes.
     let mut a = Client::connect(&context, &endpoint, &[CODEC_H264, CODEC_JPEG]);
@@ -201,7 +188,7 @@ fn h264_and_jpeg_viewers_side_by_side_with_keyframes_on_demand() {
     let states = context.socket(zmq::SUB).unwrap();
     states.set_subscribe(b"state").unwrap();
     states.set_rcvtimeo(200).unwrap();
-    states.connect(&format!("tcp://127.0.0.1:{pub_port}")).unwrap();
+    states.connect(&car.endpoint()).unwrap();
     let deadline = Instant::now() + DEADLINE;
     let state: VehicleState = loop {
         assert!(Instant::now() < deadline, "no state");
@@ -221,8 +208,6 @@ fn h264_and_jpeg_viewers_side_by_side_with_keyframes_on_demand() {
     assert_eq!(codecs.iter().filter(|c| **c == CODEC_JPEG).count(), 1, "{codecs:?}");
     assert!(state.link.h264_encode_us > 0 && state.link.h264_keyframes >= 2, "{:?}", state.link);
     // SIGTERM, so the vehicle removes its rings (a SIGKILL would leave them in /dev/shm).
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    assert!(child.wait().unwrap().success(), "the vehicle did not stop cleanly");
+    car.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,18 +7,12 @@ use ads_protocol::{
     decode, encode, encode_action, Action, ActionKey, ActionRun, Command, DriveMode, Event, Message,
 };
 use ads_shmem_ipc::{clock, shm_path};
+use ads_testkit::{TestVehicle, VehicleBuilder, DEADLINE};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+use std::process::Command as Process;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Deadlines keep a broken build from hanging; they measure nothing.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn temp_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ads-hostile-{}-{test}", std::process::id()));
@@ -57,38 +51,28 @@ struct Log {
 }
 
 struct Vehicle {
-    child: Child,
-    name: String,
-    pub_port: u16,
-    video_port: u16,
-    action_port: u16,
+    car: TestVehicle,
     log: Arc<Mutex<Log>>,
     _context: zmq::Context,
 }
 
+fn setup(test: &str, endpoint_host: &str) -> VehicleBuilder {
+    TestVehicle::build(test)
+        .binary(env!("CARGO_BIN_EXE_ads-vehicle"))
+        .vehicle_id("car")
+        .action_host(endpoint_host)
+}
+
 impl Vehicle {
     fn start(test: &str, endpoint_host: &str, extra: &[&str]) -> Vehicle {
-        let name = format!("h{}-{test}", std::process::id());
-        let (pub_port, action_port, video_port) = (free_port(), free_port(), free_port());
-        let child = Process::new(env!("CARGO_BIN_EXE_ads-vehicle"))
-            .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
-            .args(["--video-endpoint", &format!("tcp://127.0.0.1:{video_port}")])
-            .args(["--actions", &format!("tcp://{endpoint_host}:{action_port}")])
-            .args(["--frames-ring", &format!("{name}-frames"), "--detections-ring", &format!("{name}-det")])
-            .args(["--vehicle-id", "car", "--control", "truth"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .env("ADS_VEHICLE_LATCH_FILE", temp_dir(test).join("estop.latch"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let car = setup(test, endpoint_host).args(["--control", "truth"]).args(extra).spawn();
         let context = zmq::Context::new();
         let sub = context.socket(zmq::SUB).unwrap();
         sub.set_subscribe(b"state").unwrap();
         sub.set_subscribe(b"event").unwrap();
         sub.set_rcvhwm(100_000).unwrap();
         sub.set_rcvtimeo(100).unwrap();
-        sub.connect(&format!("tcp://127.0.0.1:{pub_port}")).unwrap();
+        sub.connect(&car.endpoint()).unwrap();
         let log = Arc::new(Mutex::new(Log::default()));
         let sink = Arc::clone(&log);
         std::thread::spawn(move || loop {
@@ -126,13 +110,13 @@ impl Vehicle {
                 Err(_) => return,
             }
         });
-        Vehicle { child, name, pub_port, video_port, action_port, log, _context: context }
+        Vehicle { car, log, _context: context }
     }
 
     fn last_state_where(&mut self, what: &str, accept: impl Fn(&Seen) -> bool) -> Seen {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.car.process.0.try_wait() {
                 panic!("ads-vehicle exited: {status}");
             }
             if let Some(s) = self.log.lock().unwrap().states.last().filter(|s| accept(s)) {
@@ -144,7 +128,7 @@ impl Vehicle {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.car.process.0.id())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
@@ -158,42 +142,15 @@ impl Vehicle {
         socket.set_sndhwm(0).unwrap();
         socket.set_linger(0).unwrap();
         socket.set_rcvtimeo(DEADLINE.as_millis() as i32).unwrap();
-        socket.connect(&format!("tcp://{host}:{}", self.action_port)).unwrap();
+        socket.connect(&format!("tcp://{host}:{}", self.car.action_port())).unwrap();
         let subscription = socket.recv_bytes(0).expect("the vehicle never subscribed");
         assert_eq!(subscription, b"\x01action");
         socket
     }
 
-    fn stop(mut self) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "did not exit on SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(!shm_path(&format!("{}-frames", self.name)).exists(), "the frames ring was not unlinked");
-    }
-}
-
-impl Drop for Vehicle {
-    /// On a failed test: SIGTERM first so the vehicle removes its ring, SIGKILL if it hangs.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    /// SIGTERM: a clean exit that takes the frames ring with it.
+    fn stop(self) {
+        self.car.stop();
     }
 }
 
@@ -415,9 +372,10 @@ fn without_a_key_the_action_port_is_closed_to_the_network_but_open_on_loopback()
     };
     let mut v = Vehicle::start("nokey", "*", &[]);
     let running = v.last_state_where("running", |_| true);
-    let refused = std::net::TcpStream::connect_timeout(&(ip, v.action_port).into(), Duration::from_secs(5));
-    assert!(refused.is_err(), "port {} reachable on {ip} without a key", v.action_port);
-    assert!(std::net::TcpStream::connect(("127.0.0.1", v.action_port)).is_ok());
+    let refused =
+        std::net::TcpStream::connect_timeout(&(ip, v.car.action_port()).into(), Duration::from_secs(5));
+    assert!(refused.is_err(), "port {} reachable on {ip} without a key", v.car.action_port());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", v.car.action_port())).is_ok());
     // And an unsigned action from loopback is still carried out.
     let socket = v.action_socket("127.0.0.1");
     send(
@@ -467,15 +425,7 @@ fn without_a_key_the_action_port_is_closed_to_the_network_but_open_on_loopback()
 }
 
 fn start_fails(extra: &[&str], actions_host: &str) -> String {
-    let output = Process::new(env!("CARGO_BIN_EXE_ads-vehicle"))
-        .args(["--broadcast", &format!("tcp://127.0.0.1:{}", free_port())])
-        .args(["--video-endpoint", "tcp://127.0.0.1:0"])
-        .args(["--actions", &format!("tcp://{actions_host}:{}", free_port())])
-        .args(["--frames-ring", &format!("h{}-refused", std::process::id())])
-        .args(extra)
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
+    let output = setup("refused", actions_host).args(extra).command().output().unwrap();
     assert!(!output.status.success(), "the vehicle started");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -494,7 +444,7 @@ fn unusable_keys_and_network_endpoints_without_a_key_stop_the_start() {
         let err = start_fails(&[], &ip.to_string());
         assert!(err.contains("no action key"), "{err}");
     }
-    assert!(!shm_path(&format!("h{}-refused", std::process::id())).exists());
+    assert!(!shm_path(&setup("refused", "*").frames_ring()).exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -526,11 +476,11 @@ fn a_python_client_signs_actions_as_the_protocol_doc_says() {
             .arg(&client)
             .args([
                 "--pub",
-                &format!("tcp://127.0.0.1:{}", v.pub_port),
+                &v.car.endpoint(),
                 "--actions",
-                &format!("tcp://127.0.0.1:{}", v.action_port),
+                &v.car.action_endpoint(),
                 "--video",
-                &format!("tcp://127.0.0.1:{}", v.video_port),
+                &v.car.video_endpoint(),
             ])
             .args(["--seconds", "2", "--send", "pause", "--sender", "py", "--seq", seq])
             .args(["--action-key", key.to_str().unwrap()])

@@ -6,14 +6,12 @@ use ads_protocol::{
     LaneDetection, Message, RejectReason, VehicleState, VideoHello, VideoRequest, CODEC_JPEG,
     PROTOCOL_VERSION,
 };
-use ads_shmem_ipc::{clock, shm_path, MessageWriter, Stamp};
+use ads_shmem_ipc::{clock, MessageWriter, Stamp};
 use ads_sim::{SimConfig, Simulator, TrackKind};
-use std::process::{Child, Command as Process, Stdio};
+use ads_testkit::{TestVehicle, VehicleBuilder, DEADLINE};
+use std::process::Command as Process;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
-
-/// Deadlines keep a broken build from hanging; they measure nothing.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 struct Received {
     message: Message,
@@ -21,11 +19,7 @@ struct Received {
 }
 
 struct Vehicle {
-    child: Child,
-    name: String,
-    pub_endpoint: String,
-    video_endpoint: String,
-    action_endpoint: String,
+    car: TestVehicle,
     actions: zmq::Socket,
     incoming: Receiver<Received>,
     seq: u64,
@@ -34,47 +28,37 @@ struct Vehicle {
     _context: zmq::Context,
 }
 
-/// A latch file of this test's own (never the user's ~/.local/state).
+/// A latch file of this test's own (never the user's ~/.local/state), kept across vehicles.
 fn latch_for(test: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("ads-process-{}-{test}.latch", std::process::id()));
     let _ = std::fs::remove_file(&path);
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+fn setup(test: &str, extra: &[&str]) -> VehicleBuilder {
+    TestVehicle::build(test).binary(env!("CARGO_BIN_EXE_ads-vehicle")).vehicle_id("test-car").args(extra)
 }
 
 impl Vehicle {
     fn start(test: &str, extra: &[&str]) -> Vehicle {
-        Self::start_with_latch(test, extra, &latch_for(test))
+        Self::spawn(setup(test, extra))
     }
 
     fn start_with_latch(test: &str, extra: &[&str], latch: &std::path::Path) -> Vehicle {
-        let name = format!("v{}-{test}", std::process::id());
-        let (pub_port, action_port, video_port) = (free_port(), free_port(), free_port());
-        let frames = format!("{name}-frames");
-        let detections = format!("{name}-det");
-        let child = Process::new(env!("CARGO_BIN_EXE_ads-vehicle"))
-            .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
-            .args(["--video-endpoint", &format!("tcp://127.0.0.1:{video_port}")])
-            .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
-            .args(["--frames-ring", &frames, "--detections-ring", &detections, "--vehicle-id", "test-car"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .env("ADS_VEHICLE_LATCH_FILE", latch)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        Self::spawn(setup(test, extra).latch_file(latch))
+    }
+
+    fn spawn(setup: VehicleBuilder) -> Vehicle {
+        let car = setup.spawn();
         let context = zmq::Context::new();
         let sub = context.socket(zmq::SUB).unwrap();
         sub.set_subscribe(b"").unwrap();
-        sub.connect(&format!("tcp://127.0.0.1:{pub_port}")).unwrap();
+        sub.connect(&car.endpoint()).unwrap();
         // Frames come on the video socket, one per credit (docs/protocol.md 2.1).
         let video = context.socket(zmq::DEALER).unwrap();
-        video.connect(&format!("tcp://127.0.0.1:{video_port}")).unwrap();
+        video.connect(&car.video_endpoint()).unwrap();
         let actions = context.socket(zmq::PUB).unwrap();
-        actions.connect(&format!("tcp://127.0.0.1:{action_port}")).unwrap();
+        actions.connect(&car.action_endpoint()).unwrap();
         let (tx, incoming) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut hello_at: Option<Instant> = None;
@@ -109,11 +93,7 @@ impl Vehicle {
             }
         });
         let mut vehicle = Vehicle {
-            child,
-            name,
-            pub_endpoint: format!("tcp://127.0.0.1:{pub_port}"),
-            video_endpoint: format!("tcp://127.0.0.1:{video_port}"),
-            action_endpoint: format!("tcp://127.0.0.1:{action_port}"),
+            car,
             actions,
             incoming,
             seq: 0,
@@ -143,7 +123,7 @@ impl Vehicle {
     fn next_where<T>(&mut self, mut pick: impl FnMut(&Received) -> Option<T>) -> T {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.car.process.0.try_wait() {
                 panic!("ads-vehicle exited: {status}");
             }
             match self.incoming.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -182,7 +162,7 @@ impl Vehicle {
     fn act(&mut self, command: Command) -> (bool, Option<RejectReason>, String) {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let id = format!("{}-{}", self.name, self.seq + 1);
+            let id = format!("{}-{}", self.car.name(), self.seq + 1);
             let parts = self.action_parts(&id, self.run_stamp(Duration::from_secs(5)), command.clone());
             self.send_raw(&[&parts[0], &parts[1]]);
             let until = Instant::now() + Duration::from_millis(500);
@@ -200,29 +180,9 @@ impl Vehicle {
         }
     }
 
-    fn stop(mut self) {
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
-            rustix::process::Signal::TERM,
-        )
-        .unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "did not exit on SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(!shm_path(&format!("{}-frames", self.name)).exists(), "the frames ring was not unlinked");
-    }
-}
-
-impl Drop for Vehicle {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// SIGTERM: a clean exit that takes the frames ring with it.
+    fn stop(self) {
+        self.car.stop();
     }
 }
 
@@ -266,7 +226,7 @@ fn frames_are_not_compressed_while_nobody_watches() {
     let state_only = context.socket(zmq::SUB).unwrap();
     state_only.set_subscribe(b"state").unwrap();
     state_only.set_rcvtimeo(20_000).unwrap();
-    state_only.connect(&v.pub_endpoint).unwrap();
+    state_only.connect(&v.car.endpoint()).unwrap();
     v.next_where(|r| matches!(r.message, Message::Frame(_)).then_some(()));
     state_only.recv_multipart(0).unwrap();
     drop(std::mem::replace(&mut v.incoming, std::sync::mpsc::channel().1));
@@ -400,8 +360,7 @@ fn the_latch_survives_sigkill_and_a_restart() {
     v.state_where(|s| s.speed_mps > 3.0);
     assert!(v.act(Command::EmergencyStop).0);
     let first_run = v.state_where(|s| s.commands.estop_latched).commands.run_id;
-    let _ = v.child.kill();
-    let _ = v.child.wait();
+    v.car.process.crash();
     drop(v);
     // The same vehicle again, as systemd would restart it.
     let mut again = Vehicle::start_with_latch("restart", &["--control", "truth"], &latch);
@@ -433,7 +392,7 @@ fn with_an_operator_required_silence_stops_the_car_until_an_operator_resumes() {
     let beats = v.action_parts("beat-0", v.run_stamp(Duration::from_secs(1)), Command::Heartbeat);
     v.send_raw(&[&beats[0], &beats[1]]);
     let beating = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let (endpoint, run, flag) = (v.action_endpoint.clone(), v.run.clone(), std::sync::Arc::clone(&beating));
+    let (endpoint, run, flag) = (v.car.action_endpoint(), v.run.clone(), std::sync::Arc::clone(&beating));
     let beater = std::thread::spawn(move || {
         let context = zmq::Context::new();
         let socket = context.socket(zmq::PUB).unwrap();
@@ -630,7 +589,7 @@ fn drives_on_fresh_detections_and_stops_safely_when_they_stop() {
 
     // Play the detector: write records into the detections ring through real shared memory.
     let mut detector =
-        MessageWriter::create(&format!("{}-det", v.name), ads_protocol::MAX_DETECTION_RECORD, 8).unwrap();
+        MessageWriter::create(&v.car.detections_ring(), ads_protocol::MAX_DETECTION_RECORD, 8).unwrap();
     let feeding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let feed = std::sync::Arc::clone(&feeding);
     let feeder = std::thread::spawn(move || {
@@ -674,8 +633,8 @@ fn a_python_client_following_the_protocol_doc_reads_every_topic_and_pauses_the_c
     let sender = format!("python-{}", std::process::id());
     let out = Process::new(python)
         .arg(client)
-        .args(["--pub", &v.pub_endpoint, "--actions", &v.action_endpoint, "--seconds", "4"])
-        .args(["--video", &v.video_endpoint])
+        .args(["--pub", &v.car.endpoint(), "--actions", &v.car.action_endpoint(), "--seconds", "4"])
+        .args(["--video", &v.car.video_endpoint()])
         .args(["--send", "pause", "--sender", &sender])
         .output()
         .unwrap();

@@ -7,17 +7,15 @@
 use ads_protocol::{
     decode, encode_action, Action, ActionRun, Command, DriveMode, Event, Message, VehicleState,
 };
-use ads_shmem_ipc::clock;
+use ads_shmem_ipc::{clock, shm_path};
+use ads_testkit::{TestVehicle, VehicleBuilder, DEADLINE};
 use ads_vehicle::source::convert::Converter;
 use opencv::core::{Mat, Size};
 use opencv::prelude::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Output, Stdio};
+use std::process::Output;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
-
-/// Deadlines keep a broken build from hanging; they measure nothing.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -103,15 +101,13 @@ fn real_mjpeg_and_yuyv_frames_convert_to_the_rings_bgr() {
     assert!(err.contains("YUYV frame of 100 bytes is too short for 1280x720"), "{err}");
 }
 
+fn setup(test: &str) -> VehicleBuilder {
+    TestVehicle::build(test).binary(env!("CARGO_BIN_EXE_ads-vehicle")).vehicle_id("src-car")
+}
+
+/// `ads-vehicle` run to its exit, on the rings of the test `err`.
 fn run_vehicle(args: &[&str]) -> Output {
-    Process::new(env!("CARGO_BIN_EXE_ads-vehicle"))
-        .args(args)
-        .args(["--frames-ring", &format!("v{}-err-frames", std::process::id())])
-        .args(["--broadcast", "tcp://127.0.0.1:0", "--actions", "tcp://127.0.0.1:0"])
-        .args(["--video-endpoint", "tcp://127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+    setup("err").args(args).command().output().unwrap()
 }
 
 #[test]
@@ -134,65 +130,33 @@ fn source_errors_are_clear_and_leave_nothing_behind() {
     assert!(stderr(&o).contains("no video file given"), "{}", stderr(&o));
     let o = run_vehicle(&["--source", "video", "--path", root().join("Cargo.toml").to_str().unwrap()]);
     assert!(stderr(&o).contains("OpenCV cannot open"), "{}", stderr(&o));
-    let ring = format!("/dev/shm/ads.v{}-err-frames", std::process::id());
-    assert!(!Path::new(&ring).exists(), "a failed start left {ring}");
-}
-
-/// A process stopped with SIGTERM, then SIGKILL after a grace period.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Process::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let ring = shm_path(&setup("err").frames_ring());
+    assert!(!ring.exists(), "a failed start left {}", ring.display());
 }
 
 /// `ads-vehicle` with a ZeroMQ subscriber and action publisher.
 struct Vehicle {
-    proc: Proc,
+    car: TestVehicle,
     incoming: Receiver<Message>,
     actions: zmq::Socket,
     seq: u64,
     _context: zmq::Context,
-    rings: (String, String),
 }
 
 impl Vehicle {
     fn start(test: &str, args: &[&str], env: &[(&str, String)]) -> Vehicle {
-        let rings =
-            (format!("v{}-{test}-f", std::process::id()), format!("v{}-{test}-d", std::process::id()));
-        let (pub_port, action_port) = (free_port(), free_port());
-        let child = Process::new(env!("CARGO_BIN_EXE_ads-vehicle"))
-            .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
-            .args(["--video-endpoint", "tcp://127.0.0.1:0"])
-            .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
-            .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1, "--vehicle-id", "src-car"])
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        Self::spawn(env.iter().fold(setup(test).args(args), |setup, (k, v)| setup.env(k, v)))
+    }
+
+    fn spawn(setup: VehicleBuilder) -> Vehicle {
+        let car = setup.spawn();
         let context = zmq::Context::new();
         let sub = context.socket(zmq::SUB).unwrap();
         sub.set_subscribe(b"").unwrap();
         sub.set_rcvtimeo(100).unwrap();
-        sub.connect(&format!("tcp://127.0.0.1:{pub_port}")).unwrap();
+        sub.connect(&car.endpoint()).unwrap();
         let actions = context.socket(zmq::PUB).unwrap();
-        actions.connect(&format!("tcp://127.0.0.1:{action_port}")).unwrap();
+        actions.connect(&car.action_endpoint()).unwrap();
         let (tx, incoming) = std::sync::mpsc::channel();
         std::thread::spawn(move || loop {
             match sub.recv_multipart(0) {
@@ -206,13 +170,13 @@ impl Vehicle {
                 Err(_) => return,
             }
         });
-        Vehicle { proc: Proc(child), incoming, actions, seq: 0, _context: context, rings }
+        Vehicle { car, incoming, actions, seq: 0, _context: context }
     }
 
     fn next_where<T>(&mut self, what: &str, mut pick: impl FnMut(&Message) -> Option<T>) -> T {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            if let Ok(Some(status)) = self.proc.0.try_wait() {
+            if let Ok(Some(status)) = self.car.process.0.try_wait() {
                 panic!("ads-vehicle exited: {status}");
             }
             assert!(Instant::now() < deadline, "{what}: nothing within {DEADLINE:?}");
@@ -337,13 +301,10 @@ fn a_looping_video_plays_on() {
 #[test]
 fn dashcam_video_through_the_detector_gives_lanes_to_a_zeromq_client() {
     let video = footage("test_videos/project_video01.mp4");
-    let mut v = Vehicle::start("vlane", &["--source", "video", "--path", video.to_str().unwrap()], &[]);
-    let detector = Proc(
-        Process::new(sibling_binary("ads-detection"))
-            .args(["--frames-ring", &v.rings.0, "--detections-ring", &v.rings.1, "--lane-preset", "dashcam"])
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("ads-detection is built (cargo build -p ads-detection)"),
+    let mut v = Vehicle::spawn(
+        setup("vlane")
+            .args(["--source", "video", "--path", video.to_str().unwrap()])
+            .detector_args(["--lane-preset", "dashcam"]),
     );
     let (mut with_lanes, mut total, mut offsets) = (0u32, 0u32, Vec::new());
     while total < 60 {
@@ -371,16 +332,7 @@ fn dashcam_video_through_the_detector_gives_lanes_to_a_zeromq_client() {
     assert!(offsets.iter().all(|o| o.abs() < 1.5), "{offsets:?}");
     assert!((20.0..30.0).contains(&s.fps), "paced to the file's 25 fps: {}", s.fps);
     assert_eq!(s.source, "video");
-    drop(detector);
     drop(v);
-}
-
-/// A binary of another package, next to this test's (scripts/test.sh builds them all first).
-fn sibling_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(path.exists(), "{} missing: cargo build -p {name}", path.display());
-    path
 }
 
 fn standin_env(log: &Path, unreachable: bool) -> Vec<(&'static str, String)> {

@@ -8,43 +8,30 @@ use ads_protocol::{
     decode, encode_video_request, Credit, FrameInfo, Message, VehicleState, VideoHello, VideoRequest,
     CODEC_JPEG,
 };
-use std::process::{Child, Command, Stdio};
+use ads_testkit::{TestVehicle, DEADLINE};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Keeps a broken build from hanging; measures nothing.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct Vehicle {
-    child: Child,
-    video: String,
+    car: TestVehicle,
     states: zmq::Socket,
     context: zmq::Context,
 }
 
 impl Vehicle {
     fn start(test: &str) -> Self {
-        let name = format!("vl{}-{test}", std::process::id());
-        let (pub_port, video_port) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_ads-vehicle"))
-            .args(["--control", "truth", "--vehicle-id", "car"])
-            .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
-            .args(["--video-endpoint", &format!("tcp://127.0.0.1:{video_port}")])
-            .args(["--actions", &format!("tcp://127.0.0.1:{}", free_port())])
-            .args(["--frames-ring", &format!("{name}-f"), "--detections-ring", &format!("{name}-d")])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let car = TestVehicle::build(test)
+            .binary(env!("CARGO_BIN_EXE_ads-vehicle"))
+            .vehicle_id("car")
+            .args(["--control", "truth"])
+            .log("error")
+            .spawn();
         let context = zmq::Context::new();
         let states = context.socket(zmq::SUB).unwrap();
         states.set_subscribe(b"state").unwrap();
         states.set_rcvtimeo(1000).unwrap();
-        states.connect(&format!("tcp://127.0.0.1:{pub_port}")).unwrap();
-        Self { child, video: format!("tcp://127.0.0.1:{video_port}"), states, context }
+        states.connect(&car.endpoint()).unwrap();
+        Self { car, states, context }
     }
 
     /// The newest state (older queued ones are skipped).
@@ -59,7 +46,7 @@ impl Vehicle {
         };
         loop {
             assert!(Instant::now() < deadline, "no state");
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.car.process.0.try_wait() {
                 panic!("the vehicle exited: {status}");
             }
             let Ok(parts) = self.states.recv_multipart(0) else { continue };
@@ -74,18 +61,8 @@ impl Vehicle {
     fn client(&self) -> Client {
         let socket = self.context.socket(zmq::DEALER).unwrap();
         socket.set_linger(0).unwrap();
-        socket.connect(&self.video).unwrap();
+        socket.connect(&self.car.video_endpoint()).unwrap();
         Client { socket }
-    }
-}
-
-impl Drop for Vehicle {
-    fn drop(&mut self) {
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
-            rustix::process::Signal::TERM,
-        );
-        let _ = self.child.wait();
     }
 }
 
@@ -270,7 +247,7 @@ fn the_documented_python_example_watches_the_video() {
     std::fs::create_dir_all(&dir).unwrap();
     let out = Command::new(python())
         .arg(root.join("tests/python/video_example.py"))
-        .args([&v.video, "3"])
+        .args([&v.car.video_endpoint(), "3"])
         .current_dir(&dir)
         .output()
         .unwrap();

@@ -7,7 +7,9 @@
 
 pub mod access;
 pub mod actions;
+pub mod app_state;
 pub mod burn;
+pub mod command_check;
 pub mod config;
 pub mod foxglove;
 pub mod guard;
@@ -76,8 +78,9 @@ async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
         (None, true) => None,
         (None, false) => Some(access::AccessToken::generate()?),
     };
-    let app =
-        web::router(web::AppState::new(Arc::clone(&hub), shutdown_rx.clone()).with_access(access.clone()));
+    let app = web::router(
+        app_state::AppState::new(Arc::clone(&hub), shutdown_rx.clone()).with_access(access.clone()),
+    );
     tracing::info!("web UI on http://{local}/ (watching {})", hub.config.vehicle);
     match (&access, local.ip().is_loopback()) {
         (Some(token), false) if hub.config.access_token.is_none() => {

@@ -1,10 +1,12 @@
 //! The HTTP side: the page and its assets (embedded), the websocket, the MJPEG stream and
 //! snapshot, health and metrics, and a JSON endpoint for actions.
 
-use crate::access::{self, AccessToken};
+use crate::access;
+use crate::app_state::{AppState, BurnedFrame, ClientGuard};
 use crate::burn;
+use crate::command_check::validate_command;
 use crate::guard::{self, Guard};
-use crate::hub::{FramePacket, Hub, LinkStatus};
+use crate::hub::{FramePacket, LinkStatus};
 use crate::overlay::Layers;
 use crate::ws;
 use ads_protocol::Command;
@@ -18,8 +20,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use std::sync::Arc;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
@@ -27,85 +28,6 @@ const APP_CSS: &str = include_str!("../assets/app.css");
 
 /// Largest request body or websocket message a client may send.
 pub const MAX_CLIENT_MESSAGE: usize = 4096;
-
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub hub: Arc<Hub>,
-    pub shutdown: watch::Receiver<bool>,
-    /// `None`: no token needed (loopback without one configured).
-    pub access: Option<AccessToken>,
-    burned: Arc<Mutex<Option<BurnedFrame>>>,
-    /// Bounds the snapshot / MJPEG encodes running at once (each decodes and encodes a frame).
-    encodes: Arc<tokio::sync::Semaphore>,
-    /// `/api/action` has no per-client socket; its clients share one bucket.
-    http_actions: Arc<Mutex<RateLimit>>,
-}
-
-/// Messages a client may send per second, sustained, and in a burst.
-pub const CLIENT_RATE: f64 = 20.0;
-pub const CLIENT_BURST: f64 = 40.0;
-
-/// A token bucket: a flood of messages is refused without affecting others. Emergency stops
-/// are never counted against it (see [`RateLimit::allow_command`]).
-#[derive(Debug)]
-pub struct RateLimit {
-    tokens: f64,
-    last: std::time::Instant,
-}
-
-impl Default for RateLimit {
-    fn default() -> Self {
-        Self { tokens: CLIENT_BURST, last: std::time::Instant::now() }
-    }
-}
-
-impl RateLimit {
-    pub fn allow(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * CLIENT_RATE).min(CLIENT_BURST);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// An emergency stop always passes: it only ever stops the car, and the vehicle answers a
-    /// repeat with its first outcome; refusing one because of a flood would be the failure.
-    pub fn allow_command(&mut self, command: &Command) -> bool {
-        *command == Command::EmergencyStop || self.allow()
-    }
-}
-
-/// The last frame burned, shared by all MJPEG clients asking for the same layers.
-#[derive(Debug)]
-struct BurnedFrame {
-    packet_seq: u64,
-    layers: Layers,
-    jpeg: Bytes,
-}
-
-impl AppState {
-    pub fn new(hub: Arc<Hub>, shutdown: watch::Receiver<bool>) -> Self {
-        let encodes = Arc::new(tokio::sync::Semaphore::new(hub.config.max_encodes));
-        Self {
-            hub,
-            shutdown,
-            access: None,
-            burned: Arc::new(Mutex::new(None)),
-            encodes,
-            http_actions: Arc::new(Mutex::new(RateLimit::default())),
-        }
-    }
-
-    pub fn with_access(mut self, access: Option<AccessToken>) -> Self {
-        self.access = access;
-        self
-    }
-}
 
 pub fn router(state: AppState) -> Router {
     let guard = Guard::new(Arc::clone(&state.hub));
@@ -286,29 +208,6 @@ async fn stream(State(state): State<AppState>, Query(query): Query<LayerQuery>) 
         .into_response()
 }
 
-/// Counts a connected client for as long as it lives.
-#[derive(Debug)]
-pub struct ClientGuard {
-    hub: Arc<Hub>,
-    mjpeg: bool,
-}
-
-impl ClientGuard {
-    pub fn new(hub: &Arc<Hub>, mjpeg: bool) -> Self {
-        let gauge = if mjpeg { &hub.metrics.mjpeg_clients } else { &hub.metrics.clients };
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Self { hub: Arc::clone(hub), mjpeg }
-    }
-}
-
-impl Drop for ClientGuard {
-    fn drop(&mut self) {
-        let m = &self.hub.metrics;
-        let gauge = if self.mjpeg { &m.mjpeg_clients } else { &m.clients };
-        gauge.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// An action from a browser or any HTTP client.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -316,23 +215,6 @@ pub struct ActionRequest {
     pub command: Command,
     #[serde(default)]
     pub request_id: String,
-}
-
-/// Checks what the vehicle would refuse anyway, so the person gets the reason at once.
-pub fn validate_command(command: &Command, request_id: &str) -> Result<(), String> {
-    if request_id.len() > 64 {
-        return Err("request_id is longer than 64 characters".into());
-    }
-    match command {
-        Command::Heartbeat => Err("heartbeats come from the viewer itself, not from clients".into()),
-        Command::SetTargetSpeed { mps } if !(0.0..=40.0).contains(mps) => {
-            Err(format!("target speed {mps} m/s is outside 0..=40"))
-        }
-        Command::Respawn { spawn_point: Some(p) } if *p > 10_000 => {
-            Err(format!("spawn point {p} is not plausible"))
-        }
-        _ => Ok(()),
-    }
 }
 
 async fn action(State(state): State<AppState>, body: Bytes) -> Response {

@@ -8,8 +8,9 @@
 //! to take a frame, newer ones replace it (and are counted as dropped for this client); other
 //! clients and the vehicle link never wait for it.
 
+use crate::app_state::{AppState, ClientGuard};
+use crate::command_check::{validate_command, RateLimit};
 use crate::hub::wall_ns;
-use crate::web::{validate_command, AppState, ClientGuard, RateLimit};
 use ads_protocol::Command;
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};

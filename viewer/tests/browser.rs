@@ -7,13 +7,14 @@
 mod support;
 
 use ads_protocol::DriveMode;
+use ads_testkit::{free_port, Kill, DEADLINE};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, metric, Kill, Vehicle, Viewer, DEADLINE};
+use support::{metric, Vehicle, Viewer};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -269,7 +270,7 @@ async fn with_the_vehicle_silent_the_estop_stays_usable_and_a_press_is_delivered
     browser.client.goto(&viewer.url("/")).await.unwrap();
     browser.wait_js("enabled controls", "return !document.getElementById('btn-pause').disabled").await;
     // A frozen vehicle is silent like one behind a dead WiFi link.
-    vehicle.process.signal(rustix::process::Signal::STOP);
+    vehicle.car.process.signal(rustix::process::Signal::STOP);
     browser.wait_js("disabled controls", "return document.getElementById('btn-pause').disabled").await;
     let banner = browser.js("return document.getElementById('banner').textContent").await;
     assert!(banner.as_str().unwrap().contains("vehicle link lost"), "{banner}");
@@ -283,7 +284,7 @@ async fn with_the_vehicle_silent_the_estop_stays_usable_and_a_press_is_delivered
         )
         .await;
     eprintln!("while the vehicle is silent the page says: {status}");
-    vehicle.process.signal(rustix::process::Signal::CONT);
+    vehicle.car.process.signal(rustix::process::Signal::CONT);
     vehicle.state_where("the e-stop pressed while the link was down", |s| s.commands.estop_latched);
     browser.wait_ack("emergency_stop: accepted").await;
     browser

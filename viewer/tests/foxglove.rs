@@ -5,10 +5,11 @@
 
 mod support;
 
+use ads_testkit::{free_port, DEADLINE};
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use support::{free_port, Vehicle, Viewer, DEADLINE};
+use support::{Vehicle, Viewer};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;

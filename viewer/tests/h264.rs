@@ -7,10 +7,11 @@
 mod support;
 
 use ads_protocol::{decode_video_request, encode, FrameInfo, Message, VideoRequest, CODEC_H264};
+use ads_testkit::{bin, free_port, Kill, DEADLINE};
 use openh264::encoder::{Encoder, EncoderConfig};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{bin, free_port, metric, Kill, DEADLINE};
+use support::metric;
 
 struct FakeVehicle {
     video: zmq::Socket,

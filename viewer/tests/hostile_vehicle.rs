@@ -6,10 +6,11 @@
 mod support;
 
 use ads_protocol::*;
+use ads_testkit::{free_port, DEADLINE};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{free_port, metric, Viewer, DEADLINE};
+use support::{metric, Viewer};
 
 fn jpeg(width: usize, height: usize) -> Vec<u8> {
     let image = turbojpeg::Image {

@@ -6,10 +6,11 @@
 mod support;
 
 use ads_protocol::DriveMode;
+use ads_testkit::DEADLINE;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Instant;
-use support::{metric, Vehicle, Viewer, DEADLINE};
+use support::{metric, Vehicle, Viewer};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -75,7 +76,7 @@ async fn a_browser_socket_gets_frames_with_overlays_and_its_actions_reach_the_ve
     let viewer = Viewer::start(&vehicle);
     let mut socket = connect(&viewer).await;
     let hello = next_text(&mut socket, "hello", |v| v["type"] == "hello").await;
-    assert_eq!(hello["vehicle"], vehicle.name.as_str());
+    assert_eq!(hello["vehicle"], vehicle.car.vehicle_id());
 
     let (first, jpeg) = next_frame(&mut socket).await;
     assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "a JPEG");
@@ -224,9 +225,8 @@ async fn the_viewer_shows_the_vehicle_dying_and_recovers_when_it_returns() {
     let viewer = Viewer::start(&vehicle);
     let mut socket = connect(&viewer).await;
     next_frame(&mut socket).await;
-    let (pub_port, video_port, action_port, name) =
-        (vehicle.pub_port, vehicle.video_port, vehicle.action_port, vehicle.name.clone());
-    vehicle.process.signal(rustix::process::Signal::KILL);
+    let setup = vehicle.car.setup().clone();
+    vehicle.car.process.signal(rustix::process::Signal::KILL);
     let lost = next_text(&mut socket, "link lost", |v| v["type"] == "link" && v["status"] == "lost").await;
     assert_eq!(lost["status"], "lost");
     // Actions while the vehicle is gone are refused on the spot, not queued.
@@ -235,7 +235,7 @@ async fn the_viewer_shows_the_vehicle_dying_and_recovers_when_it_returns() {
     drop(vehicle);
     // The same ports and id again, as systemd would restart it; a killed writer's ring is
     // taken over.
-    let again = Vehicle::restart_on(&name, pub_port, video_port, action_port);
+    let again = Vehicle::spawn(setup);
     next_text(&mut socket, "link live again", |v| v["type"] == "link" && v["status"] == "live").await;
     next_text(&mut socket, "the restart notice", |v| {
         v["type"] == "notice" && v["text"].as_str().is_some_and(|t| t.contains("restarted"))

@@ -4,10 +4,11 @@
 
 mod support;
 
+use ads_testkit::DEADLINE;
 use serde_json::Value;
 use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
-use support::{Vehicle, Viewer, DEADLINE};
+use support::{Vehicle, Viewer};
 
 fn post(viewer: &Viewer, content_type: &str, origin: Option<&str>, body: &str) -> (u16, Value) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", viewer.port)).unwrap();

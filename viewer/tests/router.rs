@@ -2,9 +2,10 @@
 //! client gets when nothing is connected, and how bad requests are answered.
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
+use ads_viewer::app_state::AppState;
 use ads_viewer::config::ViewerConfig;
 use ads_viewer::hub::Hub;
-use ads_viewer::web::{router, AppState, MAX_CLIENT_MESSAGE};
+use ads_viewer::web::{router, MAX_CLIENT_MESSAGE};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt as _;

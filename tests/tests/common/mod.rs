@@ -2,24 +2,17 @@
 
 #![allow(dead_code)]
 
+use ads_testkit::DEADLINE;
 use serde_json::Value;
 use std::io::BufRead as _;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
-
-/// Generous deadlines: they only keep a broken test from hanging, they measure nothing.
-pub const DEADLINE: Duration = Duration::from_secs(60);
 
 pub struct Proc {
     pub child: Child,
     events: Receiver<Value>,
     pub role: String,
-}
-
-pub fn unique_name(test: &str) -> String {
-    format!("t{}-{test}", std::process::id())
 }
 
 pub fn ads_ring(role: &str, args: &[&str]) -> Proc {
@@ -110,74 +103,4 @@ impl Drop for Proc {
 
 pub fn u64_of(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
-}
-
-/// A workspace binary next to this test's own executable (scripts/test.sh builds them first
-/// with `cargo build --workspace --bins`).
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("own executable");
-    let path = exe.parent().and_then(|deps| deps.parent()).expect("target directory").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
-}
-
-/// A child stopped like a supervisor would at the end: SIGCONT (a stopped process would sit on
-/// SIGTERM forever), SIGTERM, a grace period, then SIGKILL, so even a failing test leaves
-/// nothing in /dev/shm.
-pub struct Kill(pub Child);
-
-impl Kill {
-    pub fn signal(&self, signal: rustix::process::Signal) {
-        self.try_signal(signal).expect("kill");
-    }
-
-    pub fn try_signal(&self, signal: rustix::process::Signal) -> rustix::io::Result<()> {
-        let pid = rustix::process::Pid::from_raw(self.0.id() as i32).expect("non-zero pid");
-        rustix::process::kill_process(pid, signal)
-    }
-
-    /// SIGKILL, and wait until it is gone, so what follows happens without it.
-    pub fn crash(mut self) {
-        self.signal(rustix::process::Signal::KILL);
-        self.0.wait().expect("wait");
-    }
-
-    pub fn wait_exit(&mut self, what: &str) -> ExitStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{what} did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.0.try_wait() {
-            return;
-        }
-        let _ = self.try_signal(rustix::process::Signal::CONT);
-        let _ = self.try_signal(rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -3,66 +3,14 @@
 #![allow(dead_code, reason = "each test file uses a different part")]
 
 use ads_protocol::{decode, Message, VehicleState};
+use ads_testkit::{bin, free_port, Kill, TestVehicle, VehicleBuilder, DEADLINE};
 use std::io::{Read as _, Write as _};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Generous: only keeps a broken test from hanging, it measures nothing.
-pub const DEADLINE: Duration = Duration::from_secs(90);
-
-/// A workspace binary next to this test's executable (scripts/test.sh builds them first).
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins`", path.display());
-    path
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A child stopped like a supervisor would: SIGTERM, a grace period, then SIGKILL.
-pub struct Kill(pub Child);
-
-impl Kill {
-    pub fn pid(&self) -> rustix::process::Pid {
-        rustix::process::Pid::from_raw(self.0.id() as i32).unwrap()
-    }
-
-    pub fn signal(&self, signal: rustix::process::Signal) {
-        let _ = rustix::process::kill_process(self.pid(), signal);
-    }
-}
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        // Already reaped: its pid may belong to another process by now.
-        if let Ok(Some(_)) = self.0.try_wait() {
-            return;
-        }
-        self.signal(rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// An `ads-vehicle` (and its detector, if it has one) and a subscription to its states.
 pub struct Vehicle {
-    pub name: String,
-    pub pub_port: u16,
-    pub video_port: u16,
-    pub action_port: u16,
-    pub rings: (String, String),
-    pub process: Kill,
-    pub detector: Option<Kill>,
+    pub car: TestVehicle,
     states: zmq::Socket,
     _context: zmq::Context,
 }
@@ -75,92 +23,29 @@ impl Vehicle {
 
     /// With more `ads-vehicle` flags.
     pub fn start_with(test: &str, detector: bool, extra: &[&str]) -> Self {
-        let name = format!("v{}-{test}", std::process::id());
-        Self::spawn(&name, free_port(), free_port(), free_port(), detector, extra)
-    }
-
-    /// Another vehicle process with the same name, ports and rings (as after a restart).
-    pub fn restart_on(name: &str, pub_port: u16, video_port: u16, action_port: u16) -> Self {
-        Self::spawn(name, pub_port, video_port, action_port, false, &[])
-    }
-
-    fn spawn(
-        name: &str,
-        pub_port: u16,
-        video_port: u16,
-        action_port: u16,
-        detector: bool,
-        extra: &[&str],
-    ) -> Self {
-        let name = name.to_string();
-        // The test's own e-stop latch, never the user's ~/.local/state.
-        let latch = std::env::temp_dir().join(format!("ads-viewer-test-{name}.latch"));
-        let rings = (format!("{name}-frames"), format!("{name}-det"));
-        let control = if detector { "detections" } else { "truth" };
-        let process = Command::new(bin("ads-vehicle"))
-            .args(["--control", control, "--vehicle-id", &name])
-            .args(["--broadcast", &format!("tcp://127.0.0.1:{pub_port}")])
-            .args(["--video-endpoint", &format!("tcp://127.0.0.1:{video_port}")])
-            .args(["--actions", &format!("tcp://127.0.0.1:{action_port}")])
-            .args(["--frames-ring", &rings.0, "--detections-ring", &rings.1])
+        let setup = TestVehicle::build(test)
+            .args(["--control", if detector { "detections" } else { "truth" }])
             .args(extra)
-            .env("ADS_VEHICLE_LATCH_FILE", &latch)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .log("error");
+        Self::spawn(if detector { setup.detector() } else { setup })
+    }
+
+    /// Started from `setup` (another vehicle's, for a restart on its id, ports and rings).
+    pub fn spawn(setup: VehicleBuilder) -> Self {
+        let car = setup.spawn();
         let context = zmq::Context::new();
         let states = context.socket(zmq::SUB).unwrap();
         states.set_subscribe(b"state").unwrap();
         states.set_rcvtimeo(1000).unwrap();
-        states.connect(&format!("tcp://127.0.0.1:{pub_port}")).unwrap();
-        let mut vehicle = Vehicle {
-            name,
-            pub_port,
-            video_port,
-            action_port,
-            rings,
-            process: Kill(process),
-            detector: None,
-            states,
-            _context: context,
-        };
-        if detector {
-            let child = Command::new(bin("ads-detection"))
-                .args([
-                    "--method",
-                    "cv",
-                    "--frames-ring",
-                    &vehicle.rings.0,
-                    "--detections-ring",
-                    &vehicle.rings.1,
-                ])
-                .env("RUST_LOG", "error")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            vehicle.detector = Some(Kill(child));
-        }
-        vehicle
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.pub_port)
-    }
-
-    pub fn video_endpoint(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.video_port)
-    }
-
-    pub fn action_endpoint(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.action_port)
+        states.connect(&car.endpoint()).unwrap();
+        Vehicle { car, states, _context: context }
     }
 
     pub fn state(&mut self) -> VehicleState {
         let deadline = Instant::now() + DEADLINE;
         loop {
             assert!(Instant::now() < deadline, "no state from the vehicle");
-            if let Ok(Some(status)) = self.process.0.try_wait() {
+            if let Ok(Some(status)) = self.car.process.0.try_wait() {
                 panic!("the vehicle exited: {status}");
             }
             let Ok(parts) = self.states.recv_multipart(0) else { continue };
@@ -195,8 +80,8 @@ impl Viewer {
     }
 
     pub fn start_with(vehicle: &Vehicle, extra: &[&str]) -> Self {
-        let viewer =
-            Self::spawn(&vehicle.endpoint(), &vehicle.video_endpoint(), &vehicle.action_endpoint(), extra);
+        let car = &vehicle.car;
+        let viewer = Self::spawn(&car.endpoint(), &car.video_endpoint(), &car.action_endpoint(), extra);
         viewer.wait_until("the viewer hears the vehicle", |v| {
             v.get("/healthz").is_some_and(|(_, body)| String::from_utf8_lossy(&body).contains("\"live\""))
         });
