@@ -195,7 +195,7 @@ def run(frames_ring: str, detections_ring: str, seconds: float) -> int:
         while not stop and (seconds <= 0 or time.monotonic() - started < seconds):
             try:
                 reader = ads.FrameReader(frames_ring, mode="latest")
-            except (ads.RingNotFound, ads.WriterGone):
+            except (ads.RingNotFound, ads.RingInitialising, ads.WriterGone):
                 writer.heartbeat()
                 time.sleep(0.05)
                 continue

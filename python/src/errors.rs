@@ -29,6 +29,12 @@ create_exception!(
     "The writer overwrote the frame while it was read (an overrun): discard what was computed."
 );
 create_exception!(ads, RingCorrupt, RingError, "The ring's segment is not a valid ads ring.");
+create_exception!(
+    ads,
+    RingInitialising,
+    RingError,
+    "The ring's writer is still creating it: try again in a moment (like RingNotFound)."
+);
 
 /// The Python exception for a ring error.
 pub(crate) fn ring_error(e: Error) -> PyErr {
@@ -40,6 +46,7 @@ pub(crate) fn ring_error(e: Error) -> PyErr {
         Error::WriterAlive { .. } => WriterAlive::new_err(message),
         Error::Overwritten { .. } => Overwritten::new_err(message),
         Error::Corrupt { .. } => RingCorrupt::new_err(message),
+        Error::Initialising { .. } => RingInitialising::new_err(message),
         Error::InvalidName { .. } | Error::InvalidConfig { .. } | Error::TooLarge { .. } => {
             PyValueError::new_err(message)
         }

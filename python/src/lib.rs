@@ -41,6 +41,7 @@ fn ads_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("WriterAlive", py.get_type::<errors::WriterAlive>())?;
     m.add("Overwritten", py.get_type::<errors::Overwritten>())?;
     m.add("RingCorrupt", py.get_type::<errors::RingCorrupt>())?;
+    m.add("RingInitialising", py.get_type::<errors::RingInitialising>())?;
     m.add("PROTOCOL_VERSION", ads_protocol::PROTOCOL_VERSION)?;
     m.add("FRAMES_RING", ads_protocol::FRAMES_RING)?;
     m.add("DETECTIONS_RING", ads_protocol::DETECTIONS_RING)?;

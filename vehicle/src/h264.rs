@@ -15,10 +15,14 @@ use std::collections::HashMap;
 /// How long viewers of a tier wait for a peer without a credit before the frame goes out
 /// without it.
 pub const WAIT_FOR_PEERS_NS: u64 = 100_000_000;
-/// A session moves to a better tier only when its rate carries it with this margin, and at
-/// most this often (the rate rises slowly already; the margin keeps it from flapping).
-const UPGRADE_MARGIN: f64 = 1.1;
-const UPGRADE_INTERVAL_NS: u64 = 2_000_000_000;
+/// Every move between tiers costs a keyframe (another encoder), several frames' worth on a
+/// slow link, so a session moves up only when its rate carries the better tier with this
+/// margin, and no sooner than this after any move...
+const UPGRADE_MARGIN: f64 = 1.15;
+const UPGRADE_INTERVAL_NS: u64 = 4_000_000_000;
+/// ...and down only when its rate is below this share of its tier's (a tier's rate control
+/// undershoots it, and a late frame has cut the rate already).
+const DOWNGRADE_SHARE: f64 = 0.85;
 /// Keyframes a viewer's own requests can force, at most one per this interval per tier (a
 /// client must not turn a shared stream into all-intra).
 const KEY_REQUEST_INTERVAL_NS: u64 = 500_000_000;
@@ -156,8 +160,8 @@ struct Member {
     in_step: Option<usize>,
     /// Since when it wanted a frame its tier did not send.
     waiting_since: Option<u64>,
-    /// When it last moved to a better tier.
-    last_upgrade_ns: Option<u64>,
+    /// When it last moved to another tier.
+    last_move_ns: Option<u64>,
 }
 
 /// One tier's running stream.
@@ -276,19 +280,21 @@ impl H264Tiers {
         self.streams.retain(|tier, _| in_use.contains(tier));
     }
 
-    /// Sets the tier a member should be on now (from its paced rate). Down at once; up only
-    /// with a margin and at most every [`UPGRADE_INTERVAL_NS`]: every move costs a keyframe.
+    /// Sets the tier a member should be on now (from its stream rate): down as soon as the
+    /// rate is clearly below the tier's, up only with a margin and at most every
+    /// [`UPGRADE_INTERVAL_NS`].
     pub fn plan(&mut self, identity: &[u8], bps: f64, now_ns: u64) -> usize {
-        let fits = self.choose(bps);
+        let fits = self.choose(bps / DOWNGRADE_SHARE);
         let margin = self.choose(bps / UPGRADE_MARGIN);
         let Some(m) = self.members.get_mut(identity) else { return fits };
         if fits > m.tier {
             m.tier = fits;
+            m.last_move_ns = Some(now_ns);
         } else if margin < m.tier
-            && m.last_upgrade_ns.is_none_or(|t| now_ns.saturating_sub(t) >= UPGRADE_INTERVAL_NS)
+            && m.last_move_ns.is_none_or(|t| now_ns.saturating_sub(t) >= UPGRADE_INTERVAL_NS)
         {
             m.tier = margin;
-            m.last_upgrade_ns = Some(now_ns);
+            m.last_move_ns = Some(now_ns);
         }
         let tier = m.tier;
         let in_use: Vec<usize> = self.members.values().map(|m| m.tier).collect();

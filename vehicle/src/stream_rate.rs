@@ -29,7 +29,11 @@ pub const START_BPS: f64 = 1e6;
 /// a stream cut by one late keyframe is back within seconds).
 const RISE_PER_S: f64 = 1.15;
 /// What a late unit cuts the rate to.
-const CUT: f64 = 0.75;
+const CUT: f64 = 0.85;
+/// A unit this many target ages late: the link is saturated (see `delivered`).
+const DEEP_LATE: u64 = 3;
+/// Window of the delivered rate a deep cut goes to.
+const DELIVERED_WINDOW_NS: u64 = 500_000_000;
 /// After a cut, no other cut and no rise for this long.
 const CUT_HOLD_NS: u64 = 300_000_000;
 /// A unit carrying this many seconds of the stream's rate is a probe...
@@ -70,6 +74,8 @@ pub struct StreamRate {
     last_cut_ns: Option<u64>,
     last_rise_ns: Option<u64>,
     probes: VecDeque<(u64, f64)>,
+    /// (credited at, bytes) of the last [`DELIVERED_WINDOW_NS`].
+    credited: VecDeque<(u64, usize)>,
     pub cuts: u64,
 }
 
@@ -82,6 +88,7 @@ impl StreamRate {
             last_cut_ns: None,
             last_rise_ns: None,
             probes: VecDeque::new(),
+            credited: VecDeque::new(),
             cuts: 0,
         }
     }
@@ -113,14 +120,26 @@ impl StreamRate {
         while self.probes.front().is_some_and(|&(t, _)| now_ns.saturating_sub(t) > PROBE_WINDOW_NS) {
             self.probes.pop_front();
         }
+        self.credited.push_back((now_ns, unit.bytes));
+        while self.credited.front().is_some_and(|&(t, _)| now_ns.saturating_sub(t) > DELIVERED_WINDOW_NS) {
+            self.credited.pop_front();
+        }
         let holding = self.last_cut_ns.is_some_and(|t| now_ns.saturating_sub(t) < CUT_HOLD_NS);
         let airtime_ns = unit.bytes as f64 * 8.0 / self.link_bps() * NS_PER_S;
         let late = unit.delivery_ns as f64 > airtime_ns + target_age_ns as f64;
         if late {
             if !holding {
-                // Multiplicative only: one unit's sample may include others' bytes ahead of
-                // it in the queue (the state, another viewer's frames) and read far too low.
+                // Multiplicative: one unit's sample may include others' bytes ahead of it in
+                // the queue (the state, another viewer's frames) and read far too low...
                 self.bps *= CUT;
+                // ...but a queue this long means the link is saturated, so what it delivered
+                // lately is its rate: a link that dropped from 20 to 2 Mbit/s is followed in
+                // one step, not in five.
+                if unit.delivery_ns as f64 > airtime_ns + (DEEP_LATE * target_age_ns) as f64 {
+                    let delivered: usize = self.credited.iter().map(|&(_, b)| b).sum();
+                    let rate = delivered as f64 * 8.0 / (DELIVERED_WINDOW_NS as f64 / NS_PER_S);
+                    self.bps = self.bps.min(rate * UTILISATION);
+                }
                 self.last_cut_ns = Some(now_ns);
                 self.cuts += 1;
             }
@@ -154,16 +173,22 @@ mod tests {
     /// of five; at most two units in flight. Returns the mean rate over the last 10 s and the
     /// worst delivery of the last second, ms.
     fn run(rate: &mut StreamRate, bps: f64, burst: f64, seconds: u64) -> (f64, f64) {
+        run_from(rate, bps, burst, 0, seconds)
+    }
+
+    /// [`run`] from `from_s` seconds on (to go on with a rate from an earlier run).
+    fn run_from(rate: &mut StreamRate, bps: f64, burst: f64, from_s: u64, seconds: u64) -> (f64, f64) {
         let mut rates = Vec::new();
         let period = 33_333_333u64;
-        let (mut tokens, mut last) = (burst, 0u64);
-        let mut link_free = 0u64;
+        let origin = from_s * 1_000_000_000;
+        let (mut tokens, mut last) = (burst, origin);
+        let mut link_free = origin;
         let mut in_flight: VecDeque<(u64, usize, bool, u64)> = VecDeque::new(); // sent, bytes, key, arrives
-        let mut last_credit = 0u64;
+        let mut last_credit = origin;
         let mut sent: VecDeque<(u64, usize)> = VecDeque::new();
         let mut worst = 0.0f64;
         for k in 0..seconds * 30 {
-            let now = k * period;
+            let now = origin + k * period;
             while let Some(&(sent_ns, bytes, key, at)) = in_flight.front() {
                 if at > now {
                     break;
@@ -184,11 +209,11 @@ mod tests {
                     encoder_bps: rate.bps(),
                 };
                 rate.delivered(unit, 40_000_000, at);
-                if now + 1_000_000_000 >= seconds * 30 * period {
+                if now + 1_000_000_000 >= origin + seconds * 30 * period {
                     worst = worst.max((at - sent_ns) as f64 / 1e6);
                 }
             }
-            if now + 10_000_000_000 >= seconds * 30 * period {
+            if now + 10_000_000_000 >= origin + seconds * 30 * period {
                 rates.push(rate.bps());
             }
             if in_flight.len() >= 2 {
@@ -248,6 +273,19 @@ mod tests {
         rate.delivered(unit, 40_000_000, 21_000_000_000);
         assert!(rate.bps() <= before * CUT + 1.0, "{} after {before}", rate.bps());
         assert_eq!(rate.cuts, cuts + 1);
+    }
+
+    #[test]
+    fn a_step_down_is_followed_within_a_second() {
+        let mut rate = StreamRate::new(250e3, 6e6);
+        run(&mut rate, 20e6, 3000.0, 20);
+        assert!(rate.bps() > 5e6, "{}", rate.bps());
+        let cuts = rate.cuts;
+        run_from(&mut rate, 2e6, 3000.0, 20, 1);
+        assert!(rate.bps() < 2e6, "a second after 20 -> 2 Mbit/s: {}", rate.bps());
+        assert!(rate.cuts - cuts <= 3, "{} cuts", rate.cuts - cuts);
+        let (_, worst) = run_from(&mut rate, 2e6, 3000.0, 21, 5);
+        assert!(worst < 200.0, "still late after 5 s: {worst} ms");
     }
 
     #[test]
