@@ -16,7 +16,7 @@ fi
 for tool in ip tc; do
   command -v "$tool" >/dev/null || { echo "bench-link.sh needs $tool (iproute2)" >&2; exit 2; }
 done
-cargo build --release --locked -p ads-vehicle -p ads-tests --bins
+cargo build --release --locked -p ads-vehicle -p ads-tools --bins
 target_dir="${CARGO_TARGET_DIR:-target}"
 ns="ads-link-$$"
 ip netns add "$ns"

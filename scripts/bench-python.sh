@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=$(scripts/python-env.sh | tail -n1)
 target="${CARGO_TARGET_DIR:-target}"
-# The dev profile builds ads-tests and ads-shmem-ipc optimised (root Cargo.toml), and spares a
+# The dev profile builds ads-tools and ads-shmem-ipc optimised (root Cargo.toml), and spares a
 # release build of everything ads-ring links (iceoryx2, libzmq).
-cargo build --locked -p ads-tests --bin ads-ring
+cargo build --locked -p ads-tools --bin ads-ring
 exec "$py" python/bench/handoff.py --ads-ring "$target/debug/ads-ring" "$@"

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --locked -p ads-tests --bin ads-ring
+cargo build --release --locked -p ads-tools --bin ads-ring
 exec target/release/ads-ring bench "$@"

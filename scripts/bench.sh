@@ -12,5 +12,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --locked -p ads-vehicle -p ads-detection -p ads-viewer -p ads-tests --bins
+cargo build --release --locked -p ads-vehicle -p ads-detection -p ads-viewer -p ads-tools --bins
 exec "${CARGO_TARGET_DIR:-target}/release/ads-bench" pipeline "$@"

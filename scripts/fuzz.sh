@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target in fuzz/ for a fixed time (default 60 s each).
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: decode action_gate ring_header
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: decode action_gate ring_header h264_decode
 #
 # Needs the nightly toolchain and cargo-fuzz (installed here if missing). Not part of
 # scripts/test.sh: it is slow and needs nightly. The committed seeds are in fuzz/seeds/<target>;
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(decode action_gate ring_header)
+[[ ${#targets[@]} -gt 0 ]] || targets=(decode action_gate ring_header h264_decode)
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked

@@ -64,7 +64,7 @@ fi
 
 binaries=(ads-vehicle ads-detection ads-ring)
 if ((build)); then
-  cargo build --release --locked -p ads-vehicle -p ads-detection -p ads-tests --bins \
+  cargo build --release --locked -p ads-vehicle -p ads-detection -p ads-tools --bins \
     ${CARGO_BUILD_TARGET:+--target "$CARGO_BUILD_TARGET"}
 fi
 for b in "${binaries[@]}"; do

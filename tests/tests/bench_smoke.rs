@@ -9,7 +9,7 @@ use std::process::Command;
 #[test]
 fn a_short_benchmark_run_measures_every_hop_and_writes_its_reports() {
     let out = std::env::temp_dir().join(format!("ads-bench-smoke-{}", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_ads-bench"))
+    let status = Command::new(ads_testkit::bin("ads-bench"))
         .args(["pipeline", "--seconds", "6", "--warmup", "4", "--out"])
         .arg(&out)
         .env("RUST_LOG", "error")

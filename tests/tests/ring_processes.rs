@@ -176,7 +176,7 @@ fn a_writer_in_another_pid_namespace_is_alive_to_readers_and_keeps_its_name() {
     let mut second_args = write_args.clone();
     second_args.extend(["--frames", "5"]);
     let second =
-        std::process::Command::new(env!("CARGO_BIN_EXE_ads-ring")).args(&second_args).output().unwrap();
+        std::process::Command::new(ads_testkit::bin("ads-ring")).args(&second_args).output().unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
     println!("second writer: {stderr}");
     assert!(!second.status.success(), "a second writer took the name of a live writer in another namespace");

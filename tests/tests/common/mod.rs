@@ -21,7 +21,7 @@ pub fn ads_ring(role: &str, args: &[&str]) -> Proc {
 
 /// `ads-ring` started through a wrapper command, e.g. `["unshare", "--pid", "--fork"]`.
 pub fn ads_ring_under(role: &str, wrapper: &[&str], args: &[&str]) -> Proc {
-    let bin = env!("CARGO_BIN_EXE_ads-ring");
+    let bin = ads_testkit::bin("ads-ring");
     let mut command = match wrapper.split_first() {
         Some((program, wrapper_args)) => {
             let mut c = Command::new(program);

@@ -1,4 +1,4 @@
-//! Harness code shared by the multi-process tests, the `ads-ring` demo and the benchmarks.
+//! The `ads-ring` tool and the `ads-bench` benchmarks: what their binaries run.
 
 pub mod latency;
 pub mod link_bench;

@@ -52,6 +52,10 @@ pub struct LinkArgs {
     /// The vehicle's configuration file (e.g. to compare `[h264]` settings).
     #[arg(long)]
     pub vehicle_config: Option<PathBuf>,
+    /// Print the vehicle's view of the newest session (goodput, tier, delivery) with every
+    /// state it sends, to stderr: how the rate control moves.
+    #[arg(long)]
+    pub trace: bool,
     /// Write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -172,6 +176,7 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
                 measure_from,
                 credits: true,
                 codec: codec.clone(),
+                trace: args.trace,
             };
             threads.push(client::spawn(plan, Arc::clone(record), Arc::clone(&originals), Arc::clone(&stop)));
         }
@@ -183,6 +188,7 @@ pub fn run(args: LinkArgs) -> anyhow::Result<bool> {
                 measure_from: started,
                 credits: false,
                 codec: codec.clone(),
+                trace: false,
             };
             threads.push(client::spawn(plan, Arc::clone(&stingy), Arc::clone(&originals), Arc::clone(&stop)));
         }

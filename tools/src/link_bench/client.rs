@@ -110,6 +110,8 @@ pub struct ClientPlan {
     pub credits: bool,
     /// Codec asked for: `jpeg` or `h264` (decoded here with openh264, every unit).
     pub codec: String,
+    /// Print the vehicle's view of the newest session with every state.
+    pub trace: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -382,9 +384,12 @@ fn run(
                     r.max_in_flight = r.max_in_flight.max(most);
                     let skips = s.link.h264_rate_skips;
                     r.rate_skips = Some(r.rate_skips.map_or((skips, skips), |(a, _)| (a, skips)));
-                    if std::env::var_os("ADS_BENCH_TRACE").is_some() {
+                    if plan.trace {
                         if let Some(v) = s.link.viewers.iter().max_by_key(|v| v.session) {
-                            eprintln!("TRACE goodput {} sent {} fps {} tier {} delivery {:.1} inflight {} skipped {}", v.goodput_kbps, v.sent_kbps, v.fps, v.tier, v.delivery_ms, v.in_flight, v.frames_skipped);
+                            eprintln!(
+                                "link {}: goodput {} kbit/s, sent {} kbit/s, {} fps, tier {}, delivery {:.1} ms, in flight {}, skipped {}",
+                                plan.address, v.goodput_kbps, v.sent_kbps, v.fps, v.tier, v.delivery_ms, v.in_flight, v.frames_skipped
+                            );
                         }
                     }
                     if let Some(newest) = s.link.viewers.iter().max_by_key(|v| v.session) {

@@ -6,9 +6,9 @@ use clap::Parser as _;
 #[command(name = "ads-bench", version, about = "Latency of every hop of the ads pipeline, CPU, drops, soak")]
 enum Cli {
     /// Run vehicle, detection, viewer and headless Chromium, and measure every hop.
-    Pipeline(ads_tests::pipeline_bench::PipelineArgs),
+    Pipeline(ads_tools::pipeline_bench::PipelineArgs),
     /// The video link over shaped links, in a private network namespace (scripts/bench-link.sh).
-    Link(ads_tests::link_bench::LinkArgs),
+    Link(ads_tools::link_bench::LinkArgs),
     /// (internal) The receiving end of the ZeroMQ-over-TCP comparison.
     #[command(hide = true)]
     ZmqSink {
@@ -20,9 +20,9 @@ enum Cli {
 fn main() -> std::process::ExitCode {
     ads_service::init_tracing();
     let result = match Cli::parse() {
-        Cli::Pipeline(args) => ads_tests::pipeline_bench::run(args),
-        Cli::Link(args) => ads_tests::link_bench::run(args),
-        Cli::ZmqSink { endpoint } => ads_tests::pipeline_bench::zmq_compare::sink(&endpoint).map(|()| true),
+        Cli::Pipeline(args) => ads_tools::pipeline_bench::run(args),
+        Cli::Link(args) => ads_tools::link_bench::run(args),
+        Cli::ZmqSink { endpoint } => ads_tools::pipeline_bench::zmq_compare::sink(&endpoint).map(|()| true),
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

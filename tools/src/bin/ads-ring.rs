@@ -2,7 +2,7 @@ use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
     ads_service::init_tracing();
-    match ads_tests::ring_tool::run(ads_tests::ring_tool::Args::parse()) {
+    match ads_tools::ring_tool::run(ads_tools::ring_tool::Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ads-ring: {e:#}");
