@@ -60,10 +60,14 @@ pub struct ClientGuard {
 }
 
 impl ClientGuard {
-    pub fn new(hub: &Arc<Hub>, mjpeg: bool) -> Self {
+    /// Takes one of the `max_clients` places, or `None` when all are taken. Check and count
+    /// are one atomic step: a burst of upgrades each seeing a free place before any counted
+    /// itself got more browsers in than the limit.
+    pub fn try_new(hub: &Arc<Hub>, mjpeg: bool) -> Option<Self> {
         let gauge = if mjpeg { &hub.metrics.mjpeg_clients } else { &hub.metrics.clients };
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Self { hub: Arc::clone(hub), mjpeg }
+        let max = u64::try_from(hub.config.max_clients).unwrap_or(u64::MAX);
+        gauge.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Self { hub: Arc::clone(hub), mjpeg })
     }
 }
 

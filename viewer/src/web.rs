@@ -66,13 +66,14 @@ async fn websocket(
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    if state.hub.metrics.clients.load(Ordering::Relaxed) >= state.hub.config.max_clients as u64 {
+    // The place is taken before the answer, not once the upgraded connection runs.
+    let Some(guard) = ClientGuard::try_new(&state.hub, false) else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "too many browsers connected to this viewer");
-    }
+    };
     upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| ws::serve(socket, state))
+        .on_upgrade(move |socket| ws::serve(socket, state, guard))
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
@@ -166,11 +167,10 @@ async fn stream(State(state): State<AppState>, Query(query): Query<LayerQuery>) 
         Ok(l) => l,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if state.hub.metrics.mjpeg_clients.load(Ordering::Relaxed) >= state.hub.config.max_clients as u64 {
+    let Some(guard) = ClientGuard::try_new(&state.hub, true) else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "too many MJPEG clients connected to this viewer");
-    }
+    };
     let frames = state.hub.frames();
-    let guard = ClientGuard::new(&state.hub, true);
     let parts =
         futures_util::stream::unfold((state, frames, guard), move |(state, mut frames, guard)| async move {
             let mut shutdown = state.shutdown.clone();

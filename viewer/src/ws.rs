@@ -48,9 +48,10 @@ fn is_estop(text: &str) -> bool {
     )
 }
 
-pub async fn serve(socket: WebSocket, state: AppState) {
+/// Serves one upgraded browser connection; `_place` is its counted place among
+/// `max_clients`, held until it ends.
+pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard) {
     let hub = state.hub.clone();
-    let _guard = ClientGuard::new(&hub, false);
     let (mut tx, mut rx) = socket.split();
     let mut frames = hub.frames();
     let mut states = hub.states();

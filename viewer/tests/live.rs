@@ -288,11 +288,14 @@ async fn a_flooding_browser_is_bounded_and_the_others_keep_their_stream() {
     let (_, metrics) = viewer.get("/metrics").unwrap();
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(metric(&metrics, "ads_viewer_actions_sent_total").unwrap() <= 40.0 + 1.0, "{metrics}");
-    // Connections are bounded too: past --max-clients, upgrades are refused.
+    // Connections are bounded too: past --max-clients, upgrades are refused, also when they
+    // all come at once (each must take its place before it is answered).
+    let url = format!("ws://127.0.0.1:{}/ws", viewer.port);
+    let attempts = (0..6).map(|_| tokio_tungstenite::connect_async(url.clone()));
     let mut extra = Vec::new();
     let mut refused = 0;
-    for _ in 0..6 {
-        match tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", viewer.port)).await {
+    for attempt in futures_util::future::join_all(attempts).await {
+        match attempt {
             Ok((s, _)) => extra.push(s),
             Err(e) => {
                 assert!(e.to_string().contains("503"), "{e}");
@@ -301,6 +304,7 @@ async fn a_flooding_browser_is_bounded_and_the_others_keep_their_stream() {
         }
     }
     assert!(refused >= 3, "only {refused} of 6 connections past the limit were refused");
+    assert!(extra.len() < 4, "{} more browsers let in beside the watcher with --max-clients 4", extra.len());
     assert!(viewer.get("/healthz").unwrap().0 == 200);
 }
 
