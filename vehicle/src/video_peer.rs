@@ -94,9 +94,9 @@ pub struct Session {
     pace_tokens: f64,
     cap_tokens: f64,
     last_refill_ns: u64,
-    /// When it last took a frame (offered, before the encode: the encode's time must not
-    /// make the next frame look early).
-    last_taken_ns: Option<u64>,
+    /// When the next frame is due at the chosen frame rate (offer times, before the
+    /// encode: the encode's time must not make the next frame look early).
+    next_due_ns: Option<u64>,
     pub tier: usize,
     /// The frame rate chosen with the tier.
     pub fps_target: f64,
@@ -123,7 +123,7 @@ impl Session {
             pace_tokens: 0.0,
             cap_tokens: 0.0,
             last_refill_ns: now_ns,
-            last_taken_ns: None,
+            next_due_ns: None,
             tier: 0,
             fps_target: rules.max_fps,
             last_delivery_ns: 0,
@@ -200,18 +200,36 @@ impl Session {
         let (tier, fps) = choose(rules, ladder, self.pace_bps());
         self.tier = tier;
         self.fps_target = fps;
-        // Loose: frames are picked up a few ms after capture and encodes vary, so a frame that
-        // comes a little early must not be lost for it (the source's own rate is the ceiling).
-        let min_interval_ns = (NS_PER_S / fps * 0.7) as u64;
-        let too_soon = self.last_taken_ns.is_some_and(|t| now_ns.saturating_sub(t) < min_interval_ns);
+        let too_soon = self.too_soon(rules, now_ns);
         let no_credit = self.in_flight.len() >= rules.frames_in_flight;
         let over_rate = self.pace_tokens < 0.0 || (self.cap_bps.is_some() && self.cap_tokens < 0.0);
         if no_credit || over_rate || too_soon {
             self.frames_skipped += 1;
             return None;
         }
-        self.last_taken_ns = Some(now_ns);
+        self.taken(fps, now_ns);
         Some(Want { tier: self.tier })
+    }
+
+    /// Whether a frame offered now comes before the next one is due. Loose by a third of a
+    /// source frame: frames are picked up a few ms after capture, and one a little early must
+    /// not be lost for it.
+    fn too_soon(&self, rules: &SessionRules, now_ns: u64) -> bool {
+        let slack_ns = (NS_PER_S / rules.max_fps.max(1.0) / 3.0) as u64;
+        self.next_due_ns.is_some_and(|due| now_ns + slack_ns < due)
+    }
+
+    /// A frame was taken at `now_ns`: the next is due one interval of `fps` after this one
+    /// was due, not after now, so a rate that is no multiple of the source's comes out right
+    /// on average (20 fps from a 30 fps source takes two frames in three, not one in two).
+    fn taken(&mut self, fps: f64, now_ns: u64) {
+        let interval_ns = (NS_PER_S / fps.max(0.1)) as u64;
+        self.next_due_ns = Some(match self.next_due_ns {
+            // On schedule (or a little late): keep the schedule.
+            Some(due) if now_ns < due + interval_ns => due + interval_ns,
+            // After a pause (no credit, no viewer): start afresh.
+            _ => now_ns + interval_ns,
+        });
     }
 
     /// For a stream codec (H.264, [`crate::h264`]): whether this session takes a frame now on
@@ -224,16 +242,14 @@ impl Session {
         self.refill_to((frame_bytes * 2.0).max(1.0), link, now_ns);
         self.tier = tier;
         self.fps_target = rules.max_fps;
-        // Loose, as in `want`: a frame a little early must not be lost for it.
-        let min_interval_ns = (NS_PER_S / rules.max_fps * 0.7) as u64;
-        let too_soon = self.last_taken_ns.is_some_and(|t| now_ns.saturating_sub(t) < min_interval_ns);
+        let too_soon = self.too_soon(rules, now_ns);
         let no_credit = self.in_flight.len() >= rules.stream_frames_in_flight;
         let over_rate = self.pace_tokens < 0.0 || (self.cap_bps.is_some() && self.cap_tokens < 0.0);
         if no_credit || over_rate || too_soon {
             self.frames_skipped += 1;
             return false;
         }
-        self.last_taken_ns = Some(now_ns);
+        self.taken(rules.max_fps, now_ns);
         true
     }
 
@@ -418,6 +434,35 @@ mod tests {
         assert_eq!((s.in_flight(), s.credits_ignored), (0, 21));
         now += 40_000_000;
         assert!(s.want(&rules, &ladder, now).is_some());
+    }
+
+    #[test]
+    fn a_rate_below_the_source_is_kept_on_average() {
+        // 20 fps chosen from a 30 fps source, frames offered with a few ms of jitter: two in
+        // three taken, not one in two (an interval measured from the last frame taken would
+        // skip every other one, 15 fps).
+        let rules = rules();
+        let mut s = Session::new(1, &rules, None, 0);
+        let mut taken = 0;
+        for k in 0..300u64 {
+            let now = k * 33_333_333 + (k * 7919 % 5) * 1_000_000;
+            if !s.too_soon(&rules, now) {
+                s.taken(20.0, now);
+                taken += 1;
+            }
+        }
+        assert!((195..=205).contains(&taken), "{taken} of 300 frames at 20 fps from 30");
+        // At the source's own rate every frame is taken, however late one came.
+        let mut s = Session::new(2, &rules, None, 0);
+        let late = (0..300u64).filter(|&k| {
+            let now = k * 33_333_333 + if k % 7 == 0 { 9_000_000 } else { 0 };
+            let take = !s.too_soon(&rules, now);
+            if take {
+                s.taken(30.0, now);
+            }
+            !take
+        });
+        assert_eq!(late.count(), 0);
     }
 
     #[test]
