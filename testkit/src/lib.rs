@@ -38,6 +38,27 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("its address").port()
 }
 
+/// `n` consecutive TCP ports free on loopback just now, for a program that binds them a
+/// while later (`scripts/demo.sh` derives its action and video ports from the first). Taken
+/// below the kernel's ephemeral range (32768–60999 here), where [`free_port`] of other tests
+/// and outgoing connections never land, so the wait before the program binds them cannot
+/// hand them to someone else.
+pub fn free_port_block(n: u16) -> u16 {
+    let seed = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    for attempt in 0..200u64 {
+        let first = 20_000 + ((seed.wrapping_add(attempt.wrapping_mul(7919)) % 12_000) as u16);
+        let held: Vec<_> =
+            (first..first + n).map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok()).collect();
+        if held.len() == usize::from(n) {
+            return first;
+        }
+    }
+    panic!("no {n} consecutive free ports in 20000..32000");
+}
+
 /// A name no other test process uses: `t<pid>-<test>` (ring names, vehicle ids).
 pub fn unique_name(test: &str) -> String {
     format!("t{}-{test}", std::process::id())

@@ -3,7 +3,7 @@
 //! stages on Ctrl-C, reports a child that dies, and leaves nothing in /dev/shm.
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
-use ads_testkit::free_port;
+use ads_testkit::free_port_block;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,7 +26,10 @@ struct Demo {
 
 impl Demo {
     fn start() -> Self {
-        let (port, vehicle_port) = (free_port(), free_port());
+        // The demo builds before it binds (seconds, waiting for cargo's lock): its ports
+        // come from outside the range other tests' `free_port` draws from.
+        let vehicle_port = free_port_block(4);
+        let port = vehicle_port + 3;
         let mut child = Command::new(repo().join("scripts/demo.sh"))
             .args(["--port", &port.to_string(), "--vehicle-port", &vehicle_port.to_string()])
             .env("ADS_DEMO_PROFILE", "dev")
