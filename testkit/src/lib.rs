@@ -32,10 +32,12 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A TCP port free on loopback just now.
+/// A TCP port free on loopback just now, for a process to bind a moment later. Drawn below
+/// the kernel's ephemeral range: a port the kernel hands out (`bind(0)`) is also what it
+/// gives the next outgoing connection as its source port, and the many ZeroMQ clients of
+/// parallel tests took such a port before the vehicle meant to bind it could.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
+    free_port_block(1)
 }
 
 /// `n` consecutive TCP ports free on loopback just now, for a program that binds them a

@@ -126,12 +126,15 @@ impl Vehicle {
             if let Ok(Some(status)) = self.car.process.0.try_wait() {
                 panic!("ads-vehicle exited: {status}");
             }
-            match self.incoming.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            // In slices, so a vehicle that died is reported as such, not as silence.
+            let slice = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(500));
+            match self.incoming.recv_timeout(slice) {
                 Ok(r) => {
                     if let Some(t) = pick(&r) {
                         return t;
                     }
                 }
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
                 Err(RecvTimeoutError::Timeout) => panic!("nothing matching within {DEADLINE:?}"),
                 Err(RecvTimeoutError::Disconnected) => panic!("subscriber thread ended"),
             }
