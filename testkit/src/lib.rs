@@ -437,3 +437,50 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// A SUB socket on a test vehicle's `state` topic.
+pub struct StateSubscriber {
+    socket: zmq::Socket,
+    _context: zmq::Context,
+}
+
+impl std::fmt::Debug for StateSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateSubscriber").finish_non_exhaustive()
+    }
+}
+
+impl StateSubscriber {
+    pub fn connect(vehicle: &TestVehicle) -> Self {
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::SUB).expect("a SUB socket");
+        socket.set_subscribe(b"state").expect("subscribe");
+        socket.set_rcvtimeo(1000).expect("receive timeout");
+        socket.connect(&vehicle.endpoint()).expect("connect");
+        Self { socket, _context: context }
+    }
+
+    /// The socket, for tests that read it their own way.
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.socket
+    }
+
+    /// The next state `vehicle` sends; panics if it exits first or nothing comes within
+    /// [`DEADLINE`].
+    pub fn next(&self, vehicle: &mut TestVehicle) -> ads_protocol::VehicleState {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            assert!(std::time::Instant::now() < deadline, "no state from the vehicle");
+            if let Ok(Some(status)) = vehicle.process.0.try_wait() {
+                panic!("the vehicle exited: {status}");
+            }
+            let Ok(parts) = self.socket.recv_multipart(0) else { continue };
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            if let ads_protocol::Message::State(s) =
+                ads_protocol::decode(&refs).expect("a valid message").message
+            {
+                return s;
+            }
+        }
+    }
+}

@@ -2,8 +2,8 @@
 //! a killed detector stops it safely until a new one takes over.
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
-use ads_protocol::{decode, DriveMode, Message, VehicleState};
-use ads_testkit::TestVehicle;
+use ads_protocol::{DriveMode, VehicleState};
+use ads_testkit::{StateSubscriber, TestVehicle};
 use std::time::{Duration, Instant};
 
 /// Long enough for a slow CI machine; it measures nothing.
@@ -14,35 +14,19 @@ const HALF_LANE_M: f64 = 1.75;
 
 struct Pipeline {
     car: TestVehicle,
-    states: zmq::Socket,
-    _context: zmq::Context,
+    states: StateSubscriber,
 }
 
 impl Pipeline {
     fn start(test: &str, track: &str) -> Self {
         let car =
             TestVehicle::build(test).args(["--track", track, "--control", "detections"]).detector().spawn();
-        let context = zmq::Context::new();
-        let states = context.socket(zmq::SUB).unwrap();
-        states.set_subscribe(b"state").unwrap();
-        states.set_rcvtimeo(1000).unwrap();
-        states.connect(&car.endpoint()).unwrap();
-        Pipeline { car, states, _context: context }
+        let states = StateSubscriber::connect(&car);
+        Pipeline { car, states }
     }
 
     fn state(&mut self) -> VehicleState {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            assert!(Instant::now() < deadline, "no state from the vehicle");
-            if let Ok(Some(status)) = self.car.process.0.try_wait() {
-                panic!("the vehicle exited: {status}");
-            }
-            let Ok(parts) = self.states.recv_multipart(0) else { continue };
-            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-            if let Message::State(s) = decode(&refs).unwrap().message {
-                return s;
-            }
-        }
+        self.states.next(&mut self.car)
     }
 
     fn state_where(&mut self, accept: impl Fn(&VehicleState) -> bool) -> VehicleState {

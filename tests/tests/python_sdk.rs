@@ -7,8 +7,8 @@ mod common;
 
 use common::ads_ring;
 
-use ads_protocol::{decode, DriveMode, Message, VehicleState};
-use ads_testkit::{unique_name, Kill, TestVehicle, DEADLINE};
+use ads_protocol::{DriveMode, VehicleState};
+use ads_testkit::{unique_name, Kill, StateSubscriber, TestVehicle, DEADLINE};
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -124,8 +124,7 @@ fn bad_arguments_raise_clear_python_exceptions() {
 struct Vehicle {
     car: TestVehicle,
     key_file: PathBuf,
-    states: zmq::Socket,
-    _context: zmq::Context,
+    states: StateSubscriber,
 }
 
 impl Vehicle {
@@ -138,12 +137,8 @@ impl Vehicle {
             .args(["--track", track, "--control", "detections", "--action-key"])
             .arg(&key_file)
             .spawn();
-        let context = zmq::Context::new();
-        let states = context.socket(zmq::SUB).unwrap();
-        states.set_subscribe(b"state").unwrap();
-        states.set_rcvtimeo(1000).unwrap();
-        states.connect(&car.endpoint()).unwrap();
-        Vehicle { car, key_file, states, _context: context }
+        let states = StateSubscriber::connect(&car);
+        Vehicle { car, key_file, states }
     }
 
     fn python_detector(&self) -> Kill {
@@ -166,15 +161,9 @@ impl Vehicle {
         let deadline = Instant::now() + DEADLINE * 3;
         loop {
             assert!(Instant::now() < deadline, "the vehicle never reached the expected state");
-            if let Ok(Some(status)) = self.car.process.0.try_wait() {
-                panic!("the vehicle exited: {status}");
-            }
-            let Ok(parts) = self.states.recv_multipart(0) else { continue };
-            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-            if let Message::State(s) = decode(&refs).unwrap().message {
-                if accept(&s) {
-                    return s;
-                }
+            let s = self.states.next(&mut self.car);
+            if accept(&s) {
+                return s;
             }
         }
     }

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
 use ads_protocol::{decode, Message, VehicleState};
-use ads_testkit::{bin, free_port, Kill, TestVehicle};
+use ads_testkit::{bin, free_port, Kill, StateSubscriber, TestVehicle};
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::io::BufRead as _;
@@ -19,35 +19,19 @@ struct Drive {
     car: TestVehicle,
     endpoint: String,
     video: String,
-    states: zmq::Socket,
-    _context: zmq::Context,
+    states: StateSubscriber,
 }
 
 impl Drive {
     fn start(test: &str) -> Self {
         let car = TestVehicle::build(test).args(["--control", "truth"]).detector().spawn();
         let (endpoint, video) = (car.endpoint(), car.video_endpoint());
-        let context = zmq::Context::new();
-        let states = context.socket(zmq::SUB).unwrap();
-        states.set_subscribe(b"state").unwrap();
-        states.set_rcvtimeo(1000).unwrap();
-        states.connect(&endpoint).unwrap();
-        Drive { car, endpoint, video, states, _context: context }
+        let states = StateSubscriber::connect(&car);
+        Drive { car, endpoint, video, states }
     }
 
     fn state(&mut self) -> VehicleState {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            assert!(Instant::now() < deadline, "no state from the vehicle");
-            if let Ok(Some(status)) = self.car.process.0.try_wait() {
-                panic!("the vehicle exited: {status}");
-            }
-            let Ok(parts) = self.states.recv_multipart(0) else { continue };
-            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-            if let Message::State(s) = decode(&refs).unwrap().message {
-                return s;
-            }
-        }
+        self.states.next(&mut self.car)
     }
 
     /// Waits until the vehicle has produced `frames` more frames than now.
