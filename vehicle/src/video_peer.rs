@@ -284,16 +284,19 @@ impl Session {
         let busy_ns = now_ns.saturating_sub(busy_from).max(100_000);
         self.last_delivery_ns = now_ns.saturating_sub(frame.sent_ns);
         let measured = frame.bytes as f64 * 8.0 / (busy_ns as f64 / NS_PER_S);
-        let (sent_kbps, _) = self.recent_rate(now_ns);
-        let delivery = Delivery {
-            bytes: frame.bytes,
-            delivery_ns: self.last_delivery_ns,
-            busy_ns,
-            keyframe: frame.keyframe,
-            sent_bps: sent_kbps * 1000.0,
-            encoder_bps: frame.encoder_bps,
-        };
-        self.stream.delivered(delivery, rules.target_age_ns, now_ns);
+        // Only a stream codec's frames (those with an encoder rate) drive the stream rate.
+        if frame.encoder_bps > 0.0 {
+            let (sent_kbps, _) = self.recent_rate(now_ns);
+            let delivery = Delivery {
+                bytes: frame.bytes,
+                delivery_ns: self.last_delivery_ns,
+                busy_ns,
+                keyframe: frame.keyframe,
+                sent_bps: sent_kbps * 1000.0,
+                encoder_bps: frame.encoder_bps,
+            };
+            self.stream.delivered(delivery, rules.target_age_ns, now_ns);
+        }
         let slow = self.last_delivery_ns > rules.target_age_ns * 3 / 2 && measured < self.estimate_bps;
         if slow {
             // The link got slower: believe it now, not a second from now.
