@@ -5,7 +5,7 @@
 #![no_main]
 
 use ads_protocol::{verify_action, ActionKey, Command};
-use ads_vehicle::actions::{ActionGate, SharedOutcomes, Verdict};
+use ads_protocol::gate::{ActionGate, SharedOutcomes, Verdict};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Mutex, OnceLock};
 
@@ -37,6 +37,9 @@ fuzz_target!(|data: &[u8]| {
     let mut gate = gate().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     match gate.judge(&parts, now_ns) {
         Verdict::Accept(accepted) => {
+            // As the listener does: every other input is handed on, the rest find a full queue.
+            let handed = flags & 2 == 0;
+            let _ = gate.hand_off(accepted.clone(), |_| if handed { Ok(()) } else { Err(()) });
             // Nothing is accepted without a valid MAC over exactly what was judged.
             assert!(verify_action(&parts, &key()).is_ok(), "accepted an unauthenticated action");
             // Only an emergency stop is carried out whatever its run and expiry.

@@ -15,6 +15,7 @@
 
 mod auth;
 mod finite;
+pub mod gate;
 mod messages;
 mod msgpack_check;
 mod video;

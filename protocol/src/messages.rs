@@ -260,6 +260,10 @@ pub struct CommandStatus {
     pub operator_required: bool,
     /// Milliseconds since the last operator heartbeat of this run; `None` if none yet.
     pub operator_heartbeat_age_ms: Option<u32>,
+    /// Why the latch's last state could not be persisted; `None` while what the vehicle does
+    /// is what its latch file says. An unpersisted e-stop keeps the car braked and held.
+    #[serde(default)]
+    pub latch_error: Option<String>,
 }
 
 /// `state.link`: the video socket and one entry per viewer session.
@@ -335,6 +339,9 @@ pub enum RejectReason {
     Unauthenticated,
     /// The action's MAC does not verify: another key, or the message was altered.
     BadMac,
+    /// The vehicle's queue for actions is full (a burst): nothing of the action was recorded,
+    /// so sending it again (same id, same seq) is judged afresh. Never given to an e-stop.
+    Busy,
 }
 
 /// Topic `event`: acknowledgements and notable happenings.
@@ -350,6 +357,12 @@ pub enum Event {
         accepted: bool,
         reason: Option<RejectReason>,
         detail: String,
+        /// Only on the acks of `emergency_stop` and `reset`: whether the latch's new state is on
+        /// disk (fsynced) as the ack is sent. An e-stop is carried out (`accepted`) even when it
+        /// could not be persisted; the car then stays braked and `state.commands.latch_error`
+        /// says why. Absent from older vehicles and on other acks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        persisted: Option<bool>,
     },
     /// Something an operator should know (fail-safe engaged, detector back, ...).
     Notice { level: NoticeLevel, text: String },

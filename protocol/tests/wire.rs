@@ -102,6 +102,16 @@ fn samples() -> Vec<Message> {
             accepted: false,
             reason: Some(RejectReason::Expired),
             detail: "too late".into(),
+            persisted: None,
+        }),
+        Message::Event(Event::Ack {
+            action_id: "a2".into(),
+            sender: "me".into(),
+            seq: 4,
+            accepted: true,
+            reason: None,
+            detail: "latched".into(),
+            persisted: Some(false),
         }),
         Message::Event(Event::Notice { level: NoticeLevel::Warning, text: "hi".into() }),
         Message::Action(Action {

@@ -205,9 +205,14 @@ pub struct ActionsSection {
     /// Where the emergency-stop latch is persisted; `None`: [`crate::latch::default_path`]
     /// (systemd's `StateDirectory=`, else `~/.local/state/ads/`).
     pub latch_file: Option<PathBuf>,
-    /// Drive only while an operator's heartbeat arrives (a viewer with a browser open).
-    /// Off by default: see docs/security.md ("Operator heartbeat").
-    pub require_operator: bool,
+    /// Drive only while an operator's heartbeat arrives (a viewer whose page is visible and
+    /// used). `None`: on for real cars (camera, CARLA), off for the simulator and files; see
+    /// docs/security.md ("Operator heartbeat").
+    pub require_operator: Option<bool>,
+    /// Drive right after start when the latch holds nothing. `None`: yes for the simulator
+    /// and file sources unless an operator is required; a real car (camera, CARLA) always
+    /// starts held and drives only after an operator's `resume`, and `true` there is an error.
+    pub drive_on_start: Option<bool>,
     /// With `require_operator`: no heartbeat for this long → controlled stop until `resume`.
     pub operator_timeout_ms: u64,
 }
@@ -308,7 +313,8 @@ impl Default for ActionsSection {
             key_file: None,
             max_expiry_s: 60,
             latch_file: None,
-            require_operator: false,
+            require_operator: None,
+            drive_on_start: None,
             operator_timeout_ms: 1000,
         }
     }
@@ -404,9 +410,13 @@ pub struct Overrides {
     /// File persisting the emergency-stop latch [default: $STATE_DIRECTORY or ~/.local/state/ads].
     #[arg(long, env = "ADS_VEHICLE_LATCH_FILE")]
     pub latch_file: Option<PathBuf>,
-    /// Drive only while an operator's heartbeat arrives (dead-man).
-    #[arg(long, env = "ADS_VEHICLE_REQUIRE_OPERATOR")]
-    pub require_operator: bool,
+    /// Drive only while an operator's heartbeat arrives (dead-man) [default: true for camera
+    /// and CARLA, false for the simulator and files].
+    #[arg(long, env = "ADS_VEHICLE_REQUIRE_OPERATOR", num_args = 0..=1, default_missing_value = "true")]
+    pub require_operator: Option<bool>,
+    /// Drive right after start (simulator and files only) [default: unless an operator is required].
+    #[arg(long, env = "ADS_VEHICLE_DRIVE_ON_START", num_args = 0..=1, default_missing_value = "true")]
+    pub drive_on_start: Option<bool>,
     /// No operator heartbeat for this long → controlled stop [default: 1000].
     #[arg(long, env = "ADS_VEHICLE_OPERATOR_TIMEOUT_MS")]
     pub operator_timeout_ms: Option<u64>,
@@ -468,7 +478,8 @@ impl VehicleConfig {
         set!(config.detections_ring, o.detections_ring);
         set!(config.drive.target_speed_mps, o.target_speed);
         config.actions.latch_file = o.latch_file.or(config.actions.latch_file);
-        config.actions.require_operator |= o.require_operator;
+        config.actions.require_operator = o.require_operator.or(config.actions.require_operator);
+        config.actions.drive_on_start = o.drive_on_start.or(config.actions.drive_on_start);
         set!(config.actions.operator_timeout_ms, o.operator_timeout_ms);
         if config.vehicle_id.is_empty() {
             config.vehicle_id = default_vehicle_id();
@@ -518,6 +529,12 @@ impl VehicleConfig {
         check((1..=3600).contains(&e), "actions.max_expiry_s", e, "must be in 1..=3600")?;
         let ot = self.actions.operator_timeout_ms;
         check((100..=60_000).contains(&ot), "actions.operator_timeout_ms", ot, "must be in 100..=60000")?;
+        check(
+            !(self.is_real_car() && self.actions.drive_on_start == Some(true)),
+            "actions.drive_on_start",
+            true,
+            "a real car (camera, CARLA) always starts held and drives only after an operator's resume",
+        )?;
         let t = self.drive.detection_timeout_ms;
         check(t > 0, "drive.detection_timeout_ms", t, "must be positive")?;
         check(
@@ -538,6 +555,23 @@ pub fn default_vehicle_id() -> String {
     match host.trim() {
         "" | "localhost" => "ads-vehicle".into(),
         name => format!("ads-{name}"),
+    }
+}
+
+impl VehicleConfig {
+    /// A source that moves a real (or fully simulated third-party) car: camera, CARLA.
+    pub fn is_real_car(&self) -> bool {
+        matches!(self.source, SourceKind::Camera | SourceKind::Carla)
+    }
+
+    /// Whether the dead-man applies: as configured, else on for real cars only.
+    pub fn require_operator(&self) -> bool {
+        self.actions.require_operator.unwrap_or(self.is_real_car())
+    }
+
+    /// Whether the car may drive right after start when nothing holds it.
+    pub fn drive_on_start(&self) -> bool {
+        !self.is_real_car() && self.actions.drive_on_start.unwrap_or(!self.require_operator())
     }
 }
 

@@ -3,16 +3,19 @@
 //!
 //! Threads: the control loop (this crate's `run`, paced at the source's frame rate) owns the
 //! simulator and the ring writer; the broadcaster owns the PUB socket and the video socket; the action listener owns
-//! the SUB socket. They talk through bounded, non-blocking queues only, so neither a viewer nor
-//! the detector can make the control loop wait.
+//! the SUB socket; the latch thread owns the e-stop latch file. They talk through bounded,
+//! non-blocking queues only, so neither a viewer, the detector nor the disk can make the
+//! control loop wait; an e-stop reaches the loop through a mailbox of its own.
 
 pub mod actions;
 pub mod broadcast;
+pub mod commands;
 pub mod config;
 pub mod control;
 pub mod detections;
 pub mod h264;
 pub mod latch;
+pub mod latch_writer;
 pub mod run;
 pub mod source;
 pub mod stream_rate;

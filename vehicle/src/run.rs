@@ -1,19 +1,23 @@
 //! The vehicle process: wiring, the control loop, and staged shutdown.
 
-use crate::actions::{self, AcceptedAction, ActionStats, ListenerLinks, SharedOutcomes};
+use crate::actions::{self, AcceptedAction, ActionStats, EstopMailbox, ListenerLinks};
 use crate::broadcast::{self, BroadcastSettings, BroadcastStats, Outbox};
+use crate::commands::{Commands, Rules, Step};
 use crate::config::{Overrides, SourceKind, SteerFrom, VehicleConfig};
 use crate::control::{Controller, LaneEstimate, FAILSAFE_BRAKE};
 use crate::detections::{DetectionInput, DetectorChange};
-use crate::latch::EstopLatch;
+use crate::latch::{EstopLatch, LatchState};
+use crate::latch_writer::{LatchJob, LatchWriter};
 use crate::source::{self, FrameSource, Next, Pacing};
+use ads_protocol::gate::SharedOutcomes;
 use ads_protocol::{
-    Command, CommandStatus, ControlSource, DriveMode, DropCounters, Event, Health, LaneTruthMsg, Message,
+    Action, Command, ControlSource, DriveMode, DropCounters, Event, Health, LaneTruthMsg, Message,
     NoticeLevel, PoseMsg, RejectReason, StageTimings, VehicleState,
 };
 use ads_shmem_ipc::{clock, FrameGeometry, FrameWriter, PixelFormat, Stamp};
 use ads_sim::Controls;
 use anyhow::Context as _;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -35,9 +39,12 @@ pub struct Args {
 /// Runs until SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = VehicleConfig::load(&args.overrides)?;
+    raise_descriptor_limit();
     // Before anything is created: a missing camera or file is an error with nothing to undo,
-    // and a latch that cannot be kept would make an e-stop forgettable.
-    let (latch, latched) = EstopLatch::open(&config.actions.latch_path(&config.vehicle_id))?;
+    // and a latch that cannot be kept would make an e-stop forgettable, so the vehicle does not
+    // start without one it has just written and fsynced.
+    let (latch, on_disk) = EstopLatch::open(&config.actions.latch_path(&config.vehicle_id))
+        .context("the vehicle does not start without an e-stop latch it can persist")?;
     let source = source::open(&config).with_context(|| format!("opening the {:?} source", config.source))?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
@@ -71,8 +78,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let action_stats = Arc::new(ActionStats::default());
     let run = RunClock::start()?;
     let outcomes = SharedOutcomes::default();
+    let estops = Arc::new(EstopMailbox::default());
+    let latch_writer = LatchWriter::spawn(latch, outbox.clone(), Arc::clone(&outcomes))
+        .context("starting the latch thread")?;
     let links = ListenerLinks {
         to_control: action_tx,
+        estops: Arc::clone(&estops),
         outbox: outbox.clone(),
         stats: Arc::clone(&action_stats),
         outcomes: Arc::clone(&outcomes),
@@ -109,8 +120,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let commands = Commands::new(latch, latched, run, outcomes, action_stats, &config);
-    let mut vehicle = Vehicle::new(config, source, writer, outbox, broadcast_stats, commands);
+    let rules = Rules {
+        require_operator: config.require_operator(),
+        operator_timeout_ns: config.actions.operator_timeout_ms * 1_000_000,
+        drive_on_start: config.drive_on_start(),
+    };
+    let commands = Commands::new(rules, on_disk);
+    match (on_disk, commands.held()) {
+        (LatchState::Latched, _) => tracing::warn!(
+            "the emergency stop is latched (from {}): the car stays stopped until a reset, then a resume",
+            config.actions.latch_path(&config.vehicle_id).display()
+        ),
+        (_, Some(why)) => tracing::info!("the car holds: {why}"),
+        _ => {}
+    }
+    let links = CommandLinks { run, outcomes, stats: action_stats, estops, latch: latch_writer };
+    let mut vehicle = Vehicle::new(config, source, writer, outbox, broadcast_stats, commands, links);
     ads_service::ready("running: frames ring created, sockets bound");
     vehicle.run_until(&stop, &action_rx);
 
@@ -138,7 +163,9 @@ struct Vehicle {
     detections: DetectionInput,
     broadcast_stats: Arc<BroadcastStats>,
     commands: Commands,
-    paused: bool,
+    links: CommandLinks,
+    /// Resets waiting for their hold to reach the disk, in the order their jobs were queued.
+    pending_resets: VecDeque<(Action, u64)>,
     target_speed: f64,
     frame_id: u64,
     controls: Controls,
@@ -158,6 +185,7 @@ impl Vehicle {
         outbox: Outbox,
         broadcast_stats: Arc<BroadcastStats>,
         commands: Commands,
+        links: CommandLinks,
     ) -> Self {
         Self {
             target_speed: config.drive.target_speed_mps,
@@ -170,7 +198,8 @@ impl Vehicle {
             controller: Controller::default(),
             broadcast_stats,
             commands,
-            paused: false,
+            links,
+            pending_resets: VecDeque::new(),
             frame_id: 0,
             controls: Controls::default(),
             mode: DriveMode::Driving,
@@ -188,9 +217,7 @@ impl Vehicle {
         let mut next_tick = clock::monotonic_ns();
         while !stop.load(Ordering::Relaxed) {
             ads_service::watchdog();
-            while let Ok(accepted) = actions.try_recv() {
-                self.apply(accepted);
-            }
+            self.take_commands(actions);
             self.tick(tick_ns as f64 / 1e9);
             next_tick += tick_ns;
             let now = clock::monotonic_ns();
@@ -213,10 +240,10 @@ impl Vehicle {
         let mut last = clock::monotonic_ns();
         while !stop.load(Ordering::Relaxed) {
             ads_service::watchdog();
-            while let Ok(accepted) = actions.try_recv() {
-                self.apply(accepted);
-            }
+            self.take_commands(actions);
             self.source.wait_frame(clock::monotonic_ns() + IDLE_TICK_NS);
+            // An e-stop that arrived during the wait brakes in this tick.
+            self.take_commands(actions);
             let now = clock::monotonic_ns();
             // The time the controls will have been applied for, bounded after a stall.
             let dt = (now.saturating_sub(last) as f64 / 1e9).clamp(0.001, 0.2);
@@ -250,11 +277,11 @@ impl Vehicle {
             self.outbox.send(Message::Detection(d), capture);
         }
         let now_mono = clock::monotonic_ns();
-        if let Some(text) = self.commands.check_operator(now_mono) {
+        if let Some(text) = self.commands.check_operator(self.links.heartbeat_age_ns(now_mono)) {
             self.notice(NoticeLevel::Warning, text);
         }
         // An emergency stop dominates a pause: the car brakes and the state says so.
-        if self.paused && !self.commands.estop {
+        if self.commands.paused() && !self.commands.estop() {
             self.set_mode(DriveMode::Paused, None);
             self.writer.heartbeat();
         } else {
@@ -268,14 +295,10 @@ impl Vehicle {
 
     /// Controls for this tick, and the mode they put the car in.
     fn decide(&mut self, now_mono: u64, dt: f64) -> Controls {
-        if self.commands.estop {
-            let reason = "emergency stop latched (send reset, then resume)".to_string();
-            self.set_mode(DriveMode::EmergencyStop, Some(reason));
-            return self.controller.stop(1.0);
-        }
-        if let Some(reason) = self.commands.held.clone() {
-            self.set_mode(DriveMode::Stopped, Some(reason));
-            return self.controller.stop(FAILSAFE_BRAKE);
+        if let Some((mode, reason)) = self.commands.overriding_mode() {
+            let brake = if mode == DriveMode::EmergencyStop { 1.0 } else { FAILSAFE_BRAKE };
+            self.set_mode(mode, Some(reason));
+            return self.controller.stop(brake);
         }
         let lookahead = self.config.drive.lookahead_m;
         let speed = self.source.motion().speed_mps;
@@ -378,37 +401,73 @@ impl Vehicle {
         self.outbox.send(Message::Truth(message), stamp.capture_wall_ns);
     }
 
+    /// Everything the command side has for the loop, e-stops first: what the latch thread
+    /// finished, raised e-stops, then queued actions.
+    fn take_commands(&mut self, actions: &Receiver<AcceptedAction>) {
+        for done in self.links.latch.finished() {
+            let outcome = self.commands.persisted(done.state, done.result.clone());
+            if let Err(e) = &done.result {
+                self.notice(NoticeLevel::Error, format!("the e-stop latch could not be persisted: {e}"));
+            }
+            if done.state == LatchState::Held {
+                if let Some((action, seq)) = self.pending_resets.pop_front() {
+                    self.acknowledge(action, seq, outcome, Some(done.result.is_ok()));
+                }
+            }
+        }
+        if self.links.estops.raised() {
+            self.emergency_stop(self.links.estops.take());
+        }
+        while let Ok(accepted) = actions.try_recv() {
+            self.apply(accepted);
+        }
+    }
+
+    /// Brakes now (this tick's controls are the full brake), then has the latch persisted; the
+    /// latch thread acknowledges `estops` once it is on disk.
+    fn emergency_stop(&mut self, estops: Vec<AcceptedAction>) {
+        let Step::Persist(state) = self.commands.emergency_stop() else { return };
+        self.controls = self.controller.stop(1.0);
+        // A paused source would freeze the car mid-stop: it keeps running so the brake acts.
+        self.source.set_paused(false);
+        let senders: Vec<&str> = estops.iter().map(|a| a.action.sender.as_str()).collect();
+        let why = format!("emergency stop from {senders:?}");
+        self.notice(NoticeLevel::Warning, why.clone());
+        self.links.latch.submit(LatchJob { state, why, estops });
+        self.publish_state();
+    }
+
     fn apply(&mut self, accepted: AcceptedAction) {
         let AcceptedAction { action, seq } = accepted;
-        let outcome: Result<String, String> = match action.command {
+        if action.command == Command::EmergencyStop {
+            // E-stops come through their mailbox; one here still stops.
+            return self.emergency_stop(vec![AcceptedAction { action, seq }]);
+        }
+        if let Err(why) = self.commands.allows(&action.command) {
+            return self.acknowledge(action, seq, Err(why), None);
+        }
+        let step = match action.command {
             Command::Pause => {
-                self.paused = true;
+                let step = self.commands.pause();
                 // Under an e-stop the source keeps running, so the brake acts.
-                self.source.set_paused(!self.commands.estop);
-                Ok("paused".into())
+                self.source.set_paused(!self.commands.estop());
+                step
             }
-            Command::Resume => self.commands.resume(clock::monotonic_ns()).map(|was_stopped| {
-                let was_paused = std::mem::replace(&mut self.paused, false);
-                self.source.set_paused(false);
-                match (was_paused, was_stopped) {
-                    (false, false) => "already running".into(),
-                    _ => "resumed".into(),
+            Command::Resume => {
+                let age = self.links.heartbeat_age_ns(clock::monotonic_ns());
+                let (step, persist) = self.commands.resume(age);
+                if matches!(step, Step::Done(Ok(_))) {
+                    self.source.set_paused(false);
                 }
-            }),
-            Command::EmergencyStop => {
-                self.controls = self.controller.stop(1.0);
-                self.source.set_paused(false);
-                Ok(self.commands.emergency_stop(&action.sender))
+                if let Some(state) = persist {
+                    let why = format!("resume from {:?}", action.sender);
+                    self.links.latch.submit(LatchJob { state, why, estops: Vec::new() });
+                }
+                step
             }
-            Command::Reset => {
-                let detail = self.commands.reset(&action.sender);
-                // A pause given during the e-stop takes effect again (the e-stop had unfrozen
-                // the source so that the brake acts).
-                self.source.set_paused(self.paused);
-                Ok(detail)
-            }
-            // Heartbeats are noted by the listener and never reach the loop.
-            Command::Heartbeat => Ok("heartbeat".into()),
+            Command::Reset => self.commands.reset(),
+            // E-stops are handled above; heartbeats are noted by the listener.
+            Command::EmergencyStop | Command::Heartbeat => Step::Done(Ok("heartbeat".into())),
             Command::Respawn { spawn_point } => {
                 let index = spawn_point.unwrap_or(0) as usize;
                 let outcome = self.source.respawn(index);
@@ -417,27 +476,52 @@ impl Vehicle {
                     self.controls = Controls::default();
                     self.source_ended = None;
                 }
-                outcome
+                Step::Done(outcome)
             }
-            Command::SetTargetSpeed { mps } => {
-                if (0.0..=40.0).contains(&mps) {
-                    self.target_speed = mps;
-                    Ok(format!("target speed {mps:.1} m/s"))
-                } else {
-                    Err(format!("target speed {mps} m/s is outside 0..=40"))
-                }
-            }
+            Command::SetTargetSpeed { mps } => Step::Done(if (0.0..=40.0).contains(&mps) {
+                self.target_speed = mps;
+                Ok(format!("target speed {mps:.1} m/s"))
+            } else {
+                Err(format!("target speed {mps} m/s is outside 0..=40"))
+            }),
         };
+        match step {
+            Step::Done(outcome) => self.acknowledge(action, seq, outcome, None),
+            Step::Persist(state) => {
+                // A reset: answered once its hold is on disk (take_commands).
+                let why = format!("reset from {:?}", action.sender);
+                self.links.latch.submit(LatchJob { state, why, estops: Vec::new() });
+                self.pending_resets.push_back((action, seq));
+            }
+        }
+    }
+
+    /// Acknowledges an action the loop decided, and records the outcome for retransmissions.
+    fn acknowledge(
+        &mut self,
+        action: Action,
+        seq: u64,
+        outcome: Result<String, String>,
+        persisted: Option<bool>,
+    ) {
         let (accepted, reason, detail) = match outcome {
             Ok(detail) => (true, None, detail),
             Err(detail) => {
-                self.commands.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.links.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 (false, Some(RejectReason::NotAllowed), detail)
             }
         };
         tracing::info!(id = %action.id, accepted, %detail, "action done");
-        let ack = Event::Ack { action_id: action.id, sender: action.sender, seq, accepted, reason, detail };
-        self.commands.record(&ack);
+        let ack = Event::Ack {
+            action_id: action.id,
+            sender: action.sender,
+            seq,
+            accepted,
+            reason,
+            detail,
+            persisted,
+        };
+        self.links.record(&ack);
         self.outbox.send(Message::Event(ack), clock::wall_ns());
         // The state right after an action reflects it, even while paused.
         self.publish_state();
@@ -482,7 +566,7 @@ impl Vehicle {
             throttle: self.controls.throttle,
             brake: self.controls.brake,
             mode: self.mode,
-            paused: self.paused,
+            paused: self.commands.paused(),
             control: match self.config.control {
                 SteerFrom::Detections => ControlSource::Detections,
                 SteerFrom::Truth => ControlSource::Truth,
@@ -495,9 +579,9 @@ impl Vehicle {
                 frames_overrun: self.broadcast_stats.frames_overrun.load(Ordering::Relaxed),
                 messages_dropped: self.outbox.dropped()
                     + self.broadcast_stats.send_failures.load(Ordering::Relaxed),
-                actions_rejected: self.commands.stats.rejected.load(Ordering::Relaxed),
-                actions_unauthenticated: self.commands.stats.unauthenticated.load(Ordering::Relaxed),
-                actions_replayed: self.commands.stats.replayed.load(Ordering::Relaxed),
+                actions_rejected: self.links.stats.rejected.load(Ordering::Relaxed),
+                actions_unauthenticated: self.links.stats.unauthenticated.load(Ordering::Relaxed),
+                actions_replayed: self.links.stats.replayed.load(Ordering::Relaxed),
             },
             health: Health {
                 detections_fresh: age.is_some_and(|a| a <= timeout_ns),
@@ -510,7 +594,7 @@ impl Vehicle {
                 .source
                 .lane_reference(self.config.drive.lookahead_m)
                 .map(|r| r.lateral_offset),
-            commands: self.commands.status(now_mono),
+            commands: self.links.status(&self.commands, now_mono),
             link: self
                 .broadcast_stats
                 .video
@@ -542,48 +626,18 @@ impl RunClock {
     }
 }
 
-/// The command side of the vehicle: the persisted e-stop latch, the hold after a reset or a
-/// lost operator, the operator's heartbeat, and the outcomes retransmissions are answered from.
-struct Commands {
-    latch: EstopLatch,
-    estop: bool,
-    /// Why the car stands still until an operator's `resume` (mode `stopped`).
-    held: Option<String>,
+/// What the control loop's command side is wired to: the run's identity, the outcomes
+/// retransmissions are answered from, the listener's counters and heartbeat, the e-stop
+/// mailbox and the latch thread.
+struct CommandLinks {
     run: RunClock,
     outcomes: SharedOutcomes,
     stats: Arc<ActionStats>,
-    require_operator: bool,
-    operator_timeout_ns: u64,
+    estops: Arc<EstopMailbox>,
+    latch: LatchWriter,
 }
 
-impl Commands {
-    fn new(
-        latch: EstopLatch,
-        latched: bool,
-        run: RunClock,
-        outcomes: SharedOutcomes,
-        stats: Arc<ActionStats>,
-        config: &VehicleConfig,
-    ) -> Self {
-        if latched {
-            tracing::warn!(
-                "the emergency stop is latched (from {}): the car stays stopped until a reset, then a resume",
-                latch.path().display()
-            );
-        }
-        let require_operator = config.actions.require_operator;
-        Self {
-            latch,
-            estop: latched,
-            held: require_operator.then(|| "waiting for an operator: open a viewer and send resume".into()),
-            run,
-            outcomes,
-            stats,
-            require_operator,
-            operator_timeout_ns: config.actions.operator_timeout_ms * 1_000_000,
-        }
-    }
-
+impl CommandLinks {
     /// Monotonic ns since the last operator heartbeat, if any.
     fn heartbeat_age_ns(&self, now_mono: u64) -> Option<u64> {
         match self.stats.last_heartbeat_mono_ns.load(Ordering::Relaxed) {
@@ -592,76 +646,31 @@ impl Commands {
         }
     }
 
-    fn operator_present(&self, now_mono: u64) -> bool {
-        self.heartbeat_age_ns(now_mono).is_some_and(|age| age <= self.operator_timeout_ns)
-    }
-
-    /// Dead-man: with an operator required, silence past the timeout holds the car; returns
-    /// the notice to give when that happens.
-    fn check_operator(&mut self, now_mono: u64) -> Option<String> {
-        if !self.require_operator || self.held.is_some() || self.operator_present(now_mono) {
-            return None;
-        }
-        let timeout_ms = self.operator_timeout_ns / 1_000_000;
-        let reason = format!(
-            "no operator heartbeat for more than {timeout_ms} ms (viewer gone?): stopped until an operator sends resume"
-        );
-        self.held = Some(reason.clone());
-        Some(reason)
-    }
-
-    /// Ok(whether the car was held): `resume` drives again, unless an e-stop is latched.
-    fn resume(&mut self, now_mono: u64) -> Result<bool, String> {
-        if self.estop {
-            return Err("the emergency stop is latched: send reset first, then resume".into());
-        }
-        if self.require_operator && !self.operator_present(now_mono) {
-            return Err("this vehicle requires an operator, and no operator heartbeat arrives".into());
-        }
-        Ok(self.held.take().is_some())
-    }
-
-    fn emergency_stop(&mut self, sender: &str) -> String {
-        self.estop = true;
-        let stored = self.latch.store(true, &format!("emergency stop from {sender:?}"));
-        match stored {
-            Ok(()) => "emergency stop: throttle cut, full brake, latched until reset".into(),
-            Err(e) => {
-                tracing::error!("{e}");
-                format!("emergency stop: throttle cut, full brake, latched until reset (NOT persisted: {e})")
-            }
-        }
-    }
-
-    fn reset(&mut self, sender: &str) -> String {
-        if !self.estop {
-            return "no emergency stop was latched".into();
-        }
-        if let Err(e) = self.latch.store(false, &format!("reset from {sender:?}")) {
-            // The car stays stopped; after a restart it is latched again, the safe side.
-            tracing::error!("{e}");
-        }
-        self.estop = false;
-        self.held = Some("emergency stop reset: send resume to drive".into());
-        "emergency stop released; the car stays stopped until resume".into()
-    }
-
     fn record(&self, ack: &Event) {
         if let Event::Ack { action_id, .. } = ack {
             self.outcomes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).decide(action_id, ack);
         }
     }
 
-    fn status(&self, now_mono: u64) -> CommandStatus {
-        CommandStatus {
-            run_id: self.run.id.clone(),
-            run_ns: now_mono.saturating_sub(self.run.start_mono_ns),
-            estop_latched: self.estop,
-            held: self.held.is_some(),
-            operator_required: self.require_operator,
-            operator_heartbeat_age_ms: self
-                .heartbeat_age_ns(now_mono)
-                .map(|a| u32::try_from(a / 1_000_000).unwrap_or(u32::MAX)),
+    fn status(&self, commands: &Commands, now_mono: u64) -> ads_protocol::CommandStatus {
+        let mut status = commands.status(self.heartbeat_age_ns(now_mono));
+        status.run_id = self.run.id.clone();
+        status.run_ns = now_mono.saturating_sub(self.run.start_mono_ns);
+        status
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard one: every TCP connection to the
+/// PUB or video port costs a descriptor, and 1,024 (the usual soft limit) is reached from the
+/// network without any key. The latch needs none (it stays open), but new viewers and the
+/// detector's ring do. The units set `LimitNOFILE=` for the same reason.
+fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!("could not raise the open-file limit: {e}");
         }
     }
 }

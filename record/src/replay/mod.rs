@@ -228,7 +228,15 @@ impl Player<'_> {
             }
         };
         let (accepted, reason, detail) = outcome;
-        let ack = Event::Ack { action_id: action.id, sender: action.sender, seq, accepted, reason, detail };
+        let ack = Event::Ack {
+            action_id: action.id,
+            sender: action.sender,
+            seq,
+            accepted,
+            reason,
+            detail,
+            persisted: None,
+        };
         self.out.publish(wall_ns(), &Message::Event(ack), None);
     }
 
