@@ -157,6 +157,8 @@ pub struct VehicleBuilder {
     env: Vec<(OsString, OsString)>,
     log: String,
     detector: Option<Vec<OsString>>,
+    /// A program (with its arguments) that runs `ads-vehicle`, e.g. `prlimit --nofile=..`.
+    wrapper: Vec<OsString>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -182,7 +184,16 @@ impl VehicleBuilder {
             env: Vec::new(),
             log: "warn".into(),
             detector: None,
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Runs `ads-vehicle` through this program and its arguments (the vehicle's path and
+    /// flags follow them). Signals go to the wrapper: use one that execs the vehicle
+    /// (`prlimit`, `setpriv`), or stop the vehicle yourself.
+    pub fn wrapper<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, wrapper: I) -> Self {
+        self.wrapper = wrapper.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+        self
     }
 
     /// The `ads-vehicle` executable [default: [`bin`]`("ads-vehicle")`]; the vehicle's own
@@ -289,7 +300,14 @@ impl VehicleBuilder {
     /// wrapper, to its exit). Its process and latch file are the caller's.
     pub fn command(&self) -> Command {
         let binary = self.binary.clone().unwrap_or_else(|| bin("ads-vehicle"));
-        let mut command = Command::new(binary);
+        let mut command = match self.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .args(["--vehicle-id", &self.vehicle_id])
             .args(["--broadcast", &self.endpoint()])

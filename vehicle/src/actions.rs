@@ -17,7 +17,7 @@
 use crate::broadcast::Outbox;
 use crate::config::ActionsSection;
 use ads_protocol::gate::{ActionGate, Rejection, SharedOutcomes, Verdict};
-use ads_protocol::{ActionKey, Command, Message, RejectReason, Topic, MAX_ACTION_BYTES};
+use ads_protocol::{ActionKey, Command, Event, Message, RejectReason, Topic, MAX_ACTION_BYTES};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -285,8 +285,13 @@ pub fn spawn_listener(
                 Verdict::Repeat(ack) => {
                     // Retransmissions (or replays of captured bytes) change nothing; their
                     // answers are bounded like rejections so that replays cannot crowd out state.
+                    // The answers of the stop chain (e-stop, reset: the acks that say whether the
+                    // latch is persisted) are never held back: the sender retransmits until it
+                    // hears one, and only an authentic id of the stop chain gets here.
                     stats.replayed.fetch_add(1, Ordering::Relaxed);
-                    if limiter.admit(now_ns, REPEAT_ACK_BYTES).1 {
+                    if matches!(ack, Event::Ack { persisted: Some(_), .. }) {
+                        outbox.send_urgent(Message::Event(ack), now_ns);
+                    } else if limiter.admit(now_ns, REPEAT_ACK_BYTES).1 {
                         outbox.send(Message::Event(ack), now_ns);
                     }
                 }

@@ -22,6 +22,9 @@ use std::time::Duration;
 
 /// Small messages waiting for the broadcaster; beyond this they are dropped.
 pub const OUTBOX_CAPACITY: usize = 256;
+/// Urgent messages (e-stop acknowledgements) waiting; they have a queue of their own, drained
+/// first, so a burst of other messages cannot push one out.
+pub const URGENT_CAPACITY: usize = 256;
 
 /// A small message on its way out.
 #[derive(Debug)]
@@ -31,25 +34,53 @@ pub struct Outgoing {
     pub capture_ns: u64,
 }
 
-/// The non-blocking entrance to the broadcaster's queue.
+/// The non-blocking entrance to the broadcaster's queues.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     tx: SyncSender<Outgoing>,
+    urgent: SyncSender<Outgoing>,
     dropped: Arc<AtomicU64>,
 }
 
+/// The broadcaster's end of the [`Outbox`].
+#[derive(Debug)]
+pub struct OutboxReceiver {
+    rx: Receiver<Outgoing>,
+    urgent: Receiver<Outgoing>,
+}
+
+impl OutboxReceiver {
+    /// The next message, urgent ones first; `Err(Disconnected)` once every sender is gone.
+    fn try_recv(&self) -> Result<Outgoing, TryRecvError> {
+        match self.urgent.try_recv() {
+            Ok(out) => Ok(out),
+            Err(_) => self.rx.try_recv(),
+        }
+    }
+}
+
 impl Outbox {
-    pub fn new() -> (Self, Receiver<Outgoing>) {
+    pub fn new() -> (Self, OutboxReceiver) {
         let (tx, rx) = std::sync::mpsc::sync_channel(OUTBOX_CAPACITY);
-        (Self { tx, dropped: Arc::new(AtomicU64::new(0)) }, rx)
+        let (urgent, urgent_rx) = std::sync::mpsc::sync_channel(URGENT_CAPACITY);
+        (Self { tx, urgent, dropped: Arc::new(AtomicU64::new(0)) }, OutboxReceiver { rx, urgent: urgent_rx })
     }
 
     /// Queues `message` unless the queue is full (then it is dropped and counted).
     pub fn send(&self, message: Message, capture_ns: u64) {
+        Self::queue(&self.tx, &self.dropped, message, capture_ns);
+    }
+
+    /// Queues `message` ahead of everything sent with [`Outbox::send`].
+    pub fn send_urgent(&self, message: Message, capture_ns: u64) {
+        Self::queue(&self.urgent, &self.dropped, message, capture_ns);
+    }
+
+    fn queue(tx: &SyncSender<Outgoing>, dropped: &AtomicU64, message: Message, capture_ns: u64) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.tx.try_send(Outgoing { message, capture_ns })
+            tx.try_send(Outgoing { message, capture_ns })
         {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -88,7 +119,7 @@ pub struct BroadcastSettings {
 pub fn spawn(
     context: &zmq::Context,
     settings: BroadcastSettings,
-    outbox: Receiver<Outgoing>,
+    outbox: OutboxReceiver,
     stats: Arc<BroadcastStats>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
@@ -133,7 +164,7 @@ struct Broadcaster {
 }
 
 impl Broadcaster {
-    fn run(&mut self, outbox: &Receiver<Outgoing>, stop: &AtomicBool) {
+    fn run(&mut self, outbox: &OutboxReceiver, stop: &AtomicBool) {
         let mut reader: Option<FrameReader> = None;
         loop {
             loop {

@@ -70,7 +70,7 @@ impl LatchWriter {
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .decide(action_id, &ack);
                     }
-                    outbox.send(Message::Event(ack), ads_shmem_ipc::clock::wall_ns());
+                    outbox.send_urgent(Message::Event(ack), ads_shmem_ipc::clock::wall_ns());
                 }
             }
         })?;

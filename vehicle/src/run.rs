@@ -418,8 +418,14 @@ impl Vehicle {
         if self.links.estops.raised() {
             self.emergency_stop(self.links.estops.take());
         }
+        let mut applied = false;
         while let Ok(accepted) = actions.try_recv() {
             self.apply(accepted);
+            applied = true;
+        }
+        // The state right after actions reflects them, even while paused; once for a burst.
+        if applied {
+            self.publish_state();
         }
     }
 
@@ -434,6 +440,9 @@ impl Vehicle {
         let why = format!("emergency stop from {senders:?}");
         self.notice(NoticeLevel::Warning, why.clone());
         self.links.latch.submit(LatchJob { state, why, estops });
+        if let Some((mode, reason)) = self.commands.overriding_mode() {
+            self.set_mode(mode, Some(reason));
+        }
         self.publish_state();
     }
 
@@ -523,8 +532,6 @@ impl Vehicle {
         };
         self.links.record(&ack);
         self.outbox.send(Message::Event(ack), clock::wall_ns());
-        // The state right after an action reflects it, even while paused.
-        self.publish_state();
     }
 
     fn set_mode(&mut self, mode: DriveMode, reason: Option<String>) {

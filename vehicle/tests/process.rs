@@ -658,3 +658,229 @@ fn a_python_client_following_the_protocol_doc_reads_every_topic_and_pauses_the_c
     v.state_where(|s| s.paused);
     v.stop();
 }
+
+// ---- The stop chain (docs/protocol.md 5.3) ----
+
+/// Sends one action as is (no retransmission) from this client.
+fn send_once(v: &mut Vehicle, id: &str, command: Command) {
+    let parts = v.action_parts(id, v.run_stamp(Duration::from_secs(30)), command);
+    v.send_raw(&[&parts[0], &parts[1]]);
+}
+
+/// The whole ack of `id`: (accepted, reason, detail, persisted).
+fn full_ack_for(v: &mut Vehicle, id: &str) -> (bool, Option<RejectReason>, String, Option<bool>) {
+    v.next_where(|r| match &r.message {
+        Message::Event(Event::Ack { action_id, accepted, reason, detail, persisted, .. })
+            if action_id == id =>
+        {
+            Some((*accepted, *reason, detail.clone(), *persisted))
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn a_burst_of_valid_actions_neither_delays_nor_loses_an_emergency_stop() {
+    let mut v = Vehicle::start("burst", &["--control", "truth"]);
+    assert!(v.act(Command::SetTargetSpeed { mps: 8.0 }).0, "connected");
+    v.state_where(|s| s.speed_mps > 3.0);
+    // Nothing dropped on the way out of this client: every action reaches the vehicle.
+    v.actions.set_sndhwm(0).unwrap();
+    let first_seq = v.seq + 1;
+    for i in 0..2000 {
+        send_once(&mut v, &format!("burst-{i}"), Command::SetTargetSpeed { mps: 8.0 });
+    }
+    send_once(&mut v, "the-stop", Command::EmergencyStop);
+    // Sent once: the next state after it is latched and braking (the acks of the burst may
+    // crowd the ack out of a subscriber's queue; the state says what the car does).
+    let mut busy = Vec::new();
+    let s = v.next_where(|r| match &r.message {
+        Message::Event(Event::Ack { action_id, reason: Some(RejectReason::Busy), .. }) => {
+            busy.push(action_id.clone());
+            None
+        }
+        Message::State(s) if s.commands.estop_latched => Some(s.clone()),
+        _ => None,
+    });
+    assert_eq!((s.mode, s.throttle, s.brake), (DriveMode::EmergencyStop, 0.0, 1.0), "{s:?}");
+    v.state_where(|s| s.speed_mps == 0.0);
+    // Sent again as a viewer would (same id, same seq): the original outcome, persisted.
+    let stop_seq = first_seq + 2000;
+    let stop = Action {
+        id: "the-stop".into(),
+        sender: "rust-test".into(),
+        command: Command::EmergencyStop,
+        run: v.run_stamp(Duration::from_secs(30)),
+    };
+    let envelope = encode("test-car", stop_seq, 0, 0, &Message::Action(stop));
+    v.send_raw(&[b"action", &envelope]);
+    let (accepted, _, detail, persisted) = full_ack_for(&mut v, "the-stop");
+    assert!(accepted && persisted == Some(true), "{detail}");
+    eprintln!("{} of the burst answered busy", busy.len());
+    assert!(!busy.is_empty(), "the burst never filled the action queue: this test tests nothing");
+    // That a busy action leaves no trace (its retransmission is judged afresh) is the
+    // gate's unit test: here the e-stop's retransmission moved the sender's sequence on.
+    v.stop();
+}
+
+#[test]
+fn respawn_and_a_new_speed_are_refused_while_latched_and_respawn_while_held() {
+    let mut v = Vehicle::start("respawn-latched", &["--control", "truth"]);
+    v.state_where(|s| s.speed_mps > 1.0);
+    assert!(v.act(Command::EmergencyStop).0);
+    let before = v.state_where(|s| s.commands.estop_latched && s.speed_mps == 0.0);
+    let (accepted, reason, detail) = v.act(Command::Respawn { spawn_point: Some(1) });
+    assert_eq!((accepted, reason), (false, Some(RejectReason::NotAllowed)), "{detail}");
+    let (accepted, _, _) = v.act(Command::SetTargetSpeed { mps: 5.0 });
+    assert!(!accepted, "a new speed under the latch");
+    let after = v.state_where(|_| true);
+    assert_eq!((after.pose.x_m, after.pose.y_m), (before.pose.x_m, before.pose.y_m), "the car moved");
+    assert!(v.act(Command::Reset).0);
+    v.state_where(|s| s.commands.held);
+    let (accepted, _, detail) = v.act(Command::Respawn { spawn_point: Some(1) });
+    assert!(!accepted, "respawn while held: {detail}");
+    assert!(v.act(Command::Resume).0);
+    assert!(v.act(Command::Respawn { spawn_point: Some(1) }).0);
+    v.stop();
+}
+
+#[test]
+fn reset_then_a_crash_restarts_held_not_driving() {
+    let latch = latch_for("reset-crash");
+    let mut v = Vehicle::start_with_latch("reset-crash", &["--control", "truth"], &latch);
+    v.state_where(|s| s.speed_mps > 1.0);
+    assert!(v.act(Command::EmergencyStop).0);
+    let (accepted, _, detail) = v.act(Command::Reset);
+    assert!(accepted, "{detail}");
+    let first_run = v.state_where(|s| s.commands.held && !s.commands.estop_latched).commands.run_id;
+    // Killed between reset and resume, restarted as Restart=on-failure would.
+    v.car.process.crash();
+    drop(v);
+    let mut again = Vehicle::start_with_latch("reset-crash", &["--control", "truth"], &latch);
+    again.state_where(|s| s.commands.run_id != first_run);
+    for _ in 0..60 {
+        let s = again.state_where(|_| true);
+        assert_eq!((s.mode, s.speed_mps), (DriveMode::Stopped, 0.0), "drove after a restart: {s:?}");
+        assert!(s.commands.held && !s.commands.estop_latched, "{s:?}");
+    }
+    assert!(again.act(Command::Resume).0);
+    again.state_where(|s| s.mode == DriveMode::Driving && s.speed_mps > 0.5);
+    // Resumed and persisted as released: the next restart may drive again (a simulator).
+    again.state_where(|_| true);
+    again.stop();
+    let _ = std::fs::remove_file(&latch);
+}
+
+#[test]
+fn a_vehicle_that_cannot_persist_its_latch_does_not_start() {
+    let dir = std::env::temp_dir().join(format!("ads-process-{}-readonly", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let latch = dir.join("estop.latch");
+    let mut setup = setup("no-latch", &["--control", "truth"]).latch_file(&latch);
+    if rustix::process::geteuid().is_root() {
+        // Root writes anywhere: run the vehicle as nobody, as the unit runs it as `ads`.
+        setup = setup.wrapper(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
+    }
+    let out = setup.command().stderr(std::process::Stdio::piped()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success(), "started without a latch it can write: {stderr}");
+    assert!(stderr.contains(&latch.display().to_string()), "the message names the file: {stderr}");
+}
+
+#[test]
+fn an_emergency_stop_brakes_before_the_disk_has_the_latch() {
+    // Every fsync takes a second, as on a slow SD card (strace's fault injection).
+    let latch = latch_for("slow-disk");
+    let strace = [
+        "strace",
+        "-f",
+        "-qq",
+        "--seccomp-bpf",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=fsync,fdatasync",
+        "-e",
+        "inject=fsync,fdatasync:delay_enter=1000000",
+    ];
+    let mut v =
+        Vehicle::spawn(setup("slow-disk", &["--control", "truth"]).latch_file(&latch).wrapper(strace));
+    assert!(v.act(Command::SetTargetSpeed { mps: 8.0 }).0, "connected");
+    v.state_where(|s| s.speed_mps > 3.0);
+    send_once(&mut v, "slow-stop", Command::EmergencyStop);
+    let sent = Instant::now();
+    // Every state and the ack, in arrival order, until the ack.
+    let mut states: Vec<(Instant, VehicleState)> = Vec::new();
+    let (accepted, persisted) = v.next_where(|r| match &r.message {
+        Message::State(s) => {
+            states.push((Instant::now(), s.clone()));
+            None
+        }
+        Message::Event(Event::Ack { action_id, accepted, persisted, .. }) if action_id == "slow-stop" => {
+            Some((*accepted, *persisted))
+        }
+        _ => None,
+    });
+    let acked = sent.elapsed();
+    assert!(accepted && persisted == Some(true), "{persisted:?}");
+    let braking: Vec<&(Instant, VehicleState)> =
+        states.iter().filter(|(_, s)| s.mode == DriveMode::EmergencyStop).collect();
+    assert!(braking.len() >= 2, "no braking before the latch reached the disk ({acked:?} to the ack)");
+    let (first, last) = (&braking[0].1, &braking[braking.len() - 1].1);
+    assert_eq!((first.throttle, first.brake), (0.0, 1.0));
+    assert!(
+        last.speed_mps < first.speed_mps,
+        "speed not falling: {} then {}",
+        first.speed_mps,
+        last.speed_mps
+    );
+    // The loop never stood still for the disk: no gap anywhere near the injected second.
+    let gaps = states.windows(2).map(|w| w[1].0 - w[0].0);
+    let largest = gaps.max().unwrap_or_default();
+    eprintln!("ack after {acked:?}, {} states meanwhile, largest gap {largest:?}", states.len());
+    assert!(largest < Duration::from_millis(700), "the state stopped for {largest:?}");
+    // strace does not pass SIGTERM on to the vehicle: stop the vehicle itself.
+    let tracer = v.car.process.pid();
+    let children =
+        std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children")).unwrap_or_default();
+    for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::TERM,
+        );
+    }
+    v.stop();
+    let _ = std::fs::remove_file(&latch);
+}
+
+#[test]
+fn with_its_descriptors_exhausted_from_the_network_an_emergency_stop_is_still_persisted() {
+    // A vehicle that cannot raise its limit, and more connections than it has descriptors.
+    let latch = latch_for("fd-flood");
+    let setup = setup("fd-flood", &["--control", "truth"])
+        .latch_file(&latch)
+        .wrapper(["prlimit", "--nofile=256:256"]);
+    let mut v = Vehicle::spawn(setup);
+    assert!(v.act(Command::SetTargetSpeed { mps: 8.0 }).0, "connected");
+    v.state_where(|s| s.speed_mps > 1.0);
+    let mut limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    limit.current = limit.maximum;
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).unwrap();
+    let address = format!("127.0.0.1:{}", v.car.pub_port());
+    let flood: Vec<std::net::TcpStream> =
+        (0..2000).filter_map(|_| std::net::TcpStream::connect(&address).ok()).collect();
+    eprintln!("{} connections open to the PUB port", flood.len());
+    assert!(flood.len() >= 300, "the flood did not reach the vehicle's limit");
+    send_once(&mut v, "fd-stop", Command::EmergencyStop);
+    let (accepted, _, detail, persisted) = full_ack_for(&mut v, "fd-stop");
+    assert!(accepted && persisted == Some(true), "{detail}");
+    v.state_where(|s| s.commands.estop_latched && s.speed_mps == 0.0);
+    drop(flood);
+    v.stop();
+    let _ = std::fs::remove_file(&latch);
+}
