@@ -15,6 +15,8 @@ packages=(
   python3-venv
   systemd          # systemd-analyze verify, systemd-sysusers, systemctl --root (tests of the units)
   procps           # pgrep/ps in scripts/systemd-smoke.sh
+  strace           # fault injection (a slow fsync) in the stop-chain test
+  util-linux       # prlimit, setpriv: the stop-chain tests run the vehicle with few descriptors, unprivileged
   iproute2         # ip netns + tc: the shaped-link test and scripts/bench-link.sh (skipped without)
   chromium         # the viewer's web UI is tested and benchmarked in a real headless browser
   chromium-driver  # WebDriver for it (fantoccini)

@@ -461,6 +461,19 @@ $("btn-resume").onclick = () => send({ type: "resume" });
 $("btn-reset").onclick = () => send({ type: "reset" });
 $("btn-respawn").onclick = () => send({ type: "respawn", spawn_point: Number($("spawn-point").value) });
 $("btn-speed").onclick = () => send({ type: "set_target_speed", mps: Number($("target-speed").value) });
+// Operator presence (the dead-man): the vehicle hears heartbeats only while this page is
+// visible and was used lately. A forgotten tab, a hidden one or a closed one stops them.
+let lastInput = performance.now();
+for (const kind of ["keydown", "pointerdown", "pointermove", "wheel", "touchstart"]) {
+  document.addEventListener(kind, () => { lastInput = performance.now(); }, { passive: true, capture: true });
+}
+function reportPresence() {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  const visible = document.visibilityState === "visible";
+  ws.send(JSON.stringify({ type: "presence", visible, input_age_ms: Math.round(performance.now() - lastInput) }));
+}
+document.addEventListener("visibilitychange", reportPresence);
+setInterval(reportPresence, 250);
 document.addEventListener("keydown", (e) => {
   if (e.code === "Space" && e.target.tagName !== "INPUT") {
     e.preventDefault();

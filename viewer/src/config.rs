@@ -52,8 +52,12 @@ pub struct ViewerConfig {
     pub max_encodes: usize,
     /// Frames larger than this many pixels (by their JPEG header) are refused, never decoded.
     pub max_frame_pixels: u64,
-    /// How often the operator heartbeat goes to the vehicle while a browser is connected, ms.
+    /// How often the operator heartbeat goes to the vehicle while an operator is present (a
+    /// page that is visible and was used lately reports so), ms.
     pub heartbeat_ms: u64,
+    /// A page counts as a present operator while it is visible and had input (a key, the
+    /// mouse, a touch) within this many ms.
+    pub operator_input_ms: u64,
     /// Port of the Foxglove WebSocket server (on `bind`; docs/recording.md); off when unset.
     pub foxglove_port: Option<u16>,
     /// Page origins besides the viewer's own allowed to open the Foxglove socket, e.g.
@@ -90,6 +94,7 @@ impl Default for ViewerConfig {
             max_encodes: 2,
             max_frame_pixels: 3840 * 2160,
             heartbeat_ms: 250,
+            operator_input_ms: 30_000,
             foxglove_port: None,
             foxglove_origins: Vec::new(),
             recordings_dir: PathBuf::from("recordings"),
@@ -290,6 +295,7 @@ impl ViewerConfig {
             ("max_encodes", self.max_encodes as u64),
             ("max_frame_pixels", self.max_frame_pixels),
             ("heartbeat_ms", self.heartbeat_ms),
+            ("operator_input_ms", self.operator_input_ms),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{key} must be positive")));

@@ -14,6 +14,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long one presence report from a page keeps the operator heartbeat going.
+pub const PRESENCE_HOLDS: Duration = Duration::from_millis(1000);
 use tokio::sync::{broadcast, watch};
 
 /// Telemetry kept for the plots.
@@ -94,6 +97,8 @@ struct Inner {
     /// The vehicle's run, from its newest state: what actions are addressed to.
     run: Option<RunView>,
     last_heartbeat: Option<Instant>,
+    /// Until when a page's last presence report holds (see [`Hub::note_presence`]).
+    operator_present_until: Option<Instant>,
     video: crate::video::VideoLinkView,
 }
 
@@ -153,6 +158,7 @@ impl Hub {
                 actions,
                 run: None,
                 last_heartbeat: None,
+                operator_present_until: None,
                 video: crate::video::VideoLinkView::default(),
             }),
             config,
@@ -483,10 +489,11 @@ impl Hub {
         }
         let mut out = inner.actions.due(now);
         self.metrics.actions_retransmitted.fetch_add(out.len() as u64, Ordering::Relaxed);
-        // Dead-man: someone is watching (a browser is connected) and the vehicle is heard.
+        // Dead-man: a person is there (a page reported itself visible and used, lately) and
+        // the vehicle is heard. An open websocket alone (a forgotten tab, a script) is not.
         let heartbeat_every = Duration::from_millis(self.config.heartbeat_ms);
-        let watched = self.metrics.clients.load(Ordering::Relaxed) > 0;
-        if watched
+        let present = inner.operator_present_until.is_some_and(|until| now < until);
+        if present
             && inner.link == LinkStatus::Live
             && inner.last_heartbeat.is_none_or(|t| now.saturating_duration_since(t) >= heartbeat_every)
         {
@@ -508,6 +515,15 @@ impl Hub {
             for parts in out {
                 let _ = sender.send(parts);
             }
+        }
+    }
+
+    /// A page's report of its operator: `visible` (Page Visibility API) and the time since its
+    /// last input. A present report holds for [`PRESENCE_HOLDS`]; pages send one every 250 ms,
+    /// so a hidden, closed or idle page stops the heartbeat within that time.
+    pub fn note_presence(&self, visible: bool, input_age_ms: u64, now: Instant) {
+        if visible && input_age_ms <= self.config.operator_input_ms {
+            self.inner().operator_present_until = Some(now + PRESENCE_HOLDS);
         }
     }
 

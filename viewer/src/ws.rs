@@ -2,7 +2,8 @@
 //!
 //! Server → browser: binary frames `[u32 LE header length][header JSON][JPEG]` (header: ids,
 //! times, this client's drop count and the overlay), and text JSON messages (`hello`, `state`,
-//! `ack`, `notice`, `link`, `error`). Browser → server: text JSON `action` and `painted`.
+//! `ack`, `notice`, `link`, `error`). Browser → server: text JSON `action`, `painted`,
+//! `codecs`, `keyframe` and `presence` (the operator is there: the dead-man's source).
 //!
 //! Newest wins: frames and state come through `watch` channels, so while this browser is slow
 //! to take a frame, newer ones replace it (and are counted as dropped for this client); other
@@ -38,6 +39,9 @@ enum ClientMessage {
     Codecs { accept: Vec<String> },
     /// The page's H.264 decoder failed: JPEG until the next keyframe.
     Keyframe {},
+    /// The operator is there: the page is `visible` and had input `input_age_ms` ago. Sent
+    /// every 250 ms; the operator heartbeat to the vehicle flows only while these arrive.
+    Presence { visible: bool, input_age_ms: u64 },
 }
 
 /// An emergency stop, by the look of it: it passes the rate limit (see [`RateLimit::allow_command`]).
@@ -186,6 +190,10 @@ fn handle(state: &AppState, stream: &mut crate::h264::BrowserStream, text: &str)
         }
         ClientMessage::Keyframe {} => {
             stream.resync(&state.hub);
+            None
+        }
+        ClientMessage::Presence { visible, input_age_ms } => {
+            state.hub.note_presence(visible, input_age_ms, std::time::Instant::now());
             None
         }
     }

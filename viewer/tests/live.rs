@@ -327,26 +327,36 @@ async fn a_freshly_started_viewers_first_action_is_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_an_operator_required_killing_the_viewer_stops_the_car_and_says_why() {
+async fn with_an_operator_required_only_a_present_page_keeps_the_car_driving() {
     let mut vehicle =
         Vehicle::start_with("deadman", false, &["--require-operator", "--operator-timeout-ms", "800"]);
     let waiting = vehicle.state_where("waiting for an operator", |s| s.mode == DriveMode::Stopped);
     assert!(waiting.commands.operator_required, "{waiting:?}");
     let viewer = Viewer::start(&vehicle);
-    // A browser is open: the viewer sends heartbeats, and a resume drives.
+    // A websocket without a present page (a script, a forgotten tab): no heartbeat at all.
     let mut socket = connect(&viewer).await;
+    let mut watched = 0;
+    while watched < 45 {
+        let s = vehicle.state();
+        assert_eq!(s.commands.operator_heartbeat_age_ms, None, "an open websocket alone beat: {s:?}");
+        watched += 1;
+    }
+    let ack = act(&mut socket, "too-soon", json!({"type": "resume"})).await;
+    assert_eq!(ack["outcome"]["status"], "rejected", "{ack}");
+    // A page reports its operator (visible, used): heartbeats, and a resume drives.
+    let presence = present_page(&viewer).await;
     vehicle.state_where("heartbeats", |s| s.commands.operator_heartbeat_age_ms.is_some_and(|a| a < 800));
     let ack = act(&mut socket, "go", json!({"type": "resume"})).await;
     assert_eq!(ack["outcome"]["status"], "accepted", "{ack}");
     vehicle.state_where("driving", |s| s.mode == DriveMode::Driving && s.speed_mps > 1.0);
-    viewer.process.signal(rustix::process::Signal::KILL);
+    // The page is hidden (another tab): a controlled stop, and state says why.
+    presence.hide();
     let stopped =
         vehicle.state_where("a controlled stop", |s| s.mode == DriveMode::Stopped && s.speed_mps == 0.0);
     let reason = stopped.health.stop_reason.clone().unwrap_or_default();
     assert!(reason.contains("operator heartbeat"), "{reason}");
-    // A new viewer's heartbeats alone do not drive: the operator must resume.
-    let again = Viewer::start(&vehicle);
-    let mut socket = connect(&again).await;
+    // Present again and resumed; then the viewer dies: stopped again.
+    presence.show();
     vehicle
         .state_where("heartbeats again", |s| s.commands.operator_heartbeat_age_ms.is_some_and(|a| a < 800));
     for _ in 0..20 {
@@ -356,6 +366,42 @@ async fn with_an_operator_required_killing_the_viewer_stops_the_car_and_says_why
     let ack = act(&mut socket, "go-again", json!({"type": "resume"})).await;
     assert_eq!(ack["outcome"]["status"], "accepted", "{ack}");
     vehicle.state_where("driving again", |s| s.mode == DriveMode::Driving);
+    viewer.process.signal(rustix::process::Signal::KILL);
+    vehicle.state_where("stopped with the viewer", |s| s.mode == DriveMode::Stopped && s.speed_mps == 0.0);
+}
+
+/// A page's presence reports (as app.js sends them every 250 ms), on a websocket of its own.
+struct PresentPage {
+    visible: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PresentPage {
+    fn hide(&self) {
+        self.visible.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn show(&self) {
+        self.visible.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn present_page(viewer: &Viewer) -> PresentPage {
+    let (mut sink, mut stream) = connect(viewer).await.split();
+    let visible = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = std::sync::Arc::clone(&visible);
+    // A page takes what it is sent (a socket nobody reads stalls the viewer's side of it).
+    tokio::spawn(async move { while stream.next().await.is_some() {} });
+    tokio::spawn(async move {
+        loop {
+            let visible = flag.load(std::sync::atomic::Ordering::Relaxed);
+            let report = json!({"type": "presence", "visible": visible, "input_age_ms": 100}).to_string();
+            if sink.send(Message::text(report)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    });
+    PresentPage { visible }
 }
 
 /// Slowloris: 1,100 connections that never finish their request must neither exhaust the
