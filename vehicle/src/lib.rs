@@ -7,6 +7,7 @@
 //! the detector can make the control loop wait.
 
 pub mod actions;
+pub mod actuator;
 pub mod broadcast;
 pub mod config;
 pub mod control;
