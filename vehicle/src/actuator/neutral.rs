@@ -9,6 +9,7 @@ use crate::config::{Overrides, VehicleConfig};
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "ads-vehicle neutral",
+    bin_name = "ads-vehicle neutral",
     version,
     about = "Writes neutral (steering centre, throttle neutral) to the configured actuator once, then exits"
 )]

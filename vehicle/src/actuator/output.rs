@@ -447,6 +447,7 @@ mod tests {
     #[test]
     fn a_hung_loop_gets_neutral_once_its_command_is_older_than_the_timeout() {
         let (output, record) = start(100, 20, None, false);
+        record.wait_for("the first neutral", |w| !w.is_empty());
         let stamp = clock::monotonic_ns();
         output.command(left(), stamp);
         // The loop hangs: no more commands. The thread refreshes every 20 ms, so writes keep
@@ -461,6 +462,12 @@ mod tests {
         let driving_after = after.iter().filter(|w| w.pulses == FULL_LEFT).count();
         assert!(driving_after <= 1, "still driving after the timeout: {after:?}");
         assert!(after.iter().skip(1).all(|w| w.neutral && w.pulses == NEUTRAL), "{after:?}");
+        // And no neutral before the deadline: once the command drove, every neutral was
+        // decided (and so recorded) after the deadline.
+        if let Some(first_drive) = writes.iter().position(|w| w.pulses == FULL_LEFT) {
+            let later = &writes[first_drive..];
+            assert!(later.iter().filter(|w| w.neutral).all(|w| w.at_ns > deadline), "{writes:?}");
+        }
         assert_eq!(output.status().state, OutputState::TimedOut);
         // And a fresh command drives again.
         output.command(left(), clock::monotonic_ns());
