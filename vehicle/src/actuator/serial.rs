@@ -11,7 +11,7 @@
 //! `<ck>` is the XOR of every byte before ` *`, two upper-case hex digits; lines end in `\n`.
 //! The board answers every line with the `seq` of the newest valid command, and goes to its
 //! neutral pulses by itself 100 ms after the last valid `D` or `N`: a dead host, a dead
-//! process or a cut cable all stop the car. [`firmware/ads_actuator`](../../../firmware) is the
+//! process or a cut cable all stop the car. `firmware/ads_actuator/ads_actuator.ino` is the
 //! reference implementation.
 
 use super::{Actuator, ActuatorError, DeviceStatus, Pulses};
