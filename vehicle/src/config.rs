@@ -56,6 +56,7 @@ pub struct VehicleConfig {
     pub h264: H264Section,
     pub actions: ActionsSection,
     pub drive: DriveSection,
+    pub actuator: ActuatorSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,6 +229,163 @@ pub struct DriveSection {
     pub lookahead_m: f64,
 }
 
+/// Where steering and throttle go on a real car (docs/actuators.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActuatorKind {
+    /// Nowhere: the simulator and CARLA actuate through their source.
+    None,
+    /// A PCA9685 PWM board on Linux I2C (Donkey Car's standard).
+    Pca9685,
+    /// A microcontroller on a serial port speaking docs/actuators.md's line protocol.
+    Serial,
+}
+
+/// The throttle pulse of a stop: the ESC's neutral, or its brake pulse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopThrottle {
+    Neutral,
+    Brake,
+}
+
+/// `[actuator]`: the steering servo and the ESC of a real car, and the limits on their way out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActuatorSection {
+    pub kind: ActuatorKind,
+    /// `/dev/i2c-N` (pca9685) or the serial port (serial); unset: `/dev/i2c-1` or
+    /// `/dev/ttyACM0`.
+    pub device: Option<PathBuf>,
+    /// I2C address of the PCA9685 (0x40 unless its address pads are bridged).
+    pub address: u8,
+    /// PCA9685 channels (0..=15) of the steering servo and the ESC.
+    pub steering_channel: u8,
+    pub throttle_channel: u8,
+    /// PWM frequency of the PCA9685, Hz (servos and ESCs: 50..=60).
+    pub frequency_hz: f64,
+    /// The PCA9685's internal oscillator, Hz (nominally 25 MHz; boards vary by a few %, which
+    /// the calibration in µs absorbs).
+    pub oscillator_hz: u32,
+    /// Serial port speed, baud.
+    pub baud: u32,
+    /// The output thread writes neutral when the loop's newest command is older than this.
+    pub command_timeout_ms: u64,
+    /// What a timeout writes on the throttle channel.
+    pub timeout_throttle: StopThrottle,
+    /// Largest throttle, of full (0..=1): 0.3 for a first drive.
+    pub max_throttle: f64,
+    /// How fast the throttle may rise, full range per second (it falls at once).
+    pub throttle_slew_per_s: f64,
+    /// The car's full steering lock, rad: the loop's wheel angle / this = full left or right.
+    pub max_steering_rad: f64,
+    /// Drive backwards when asked (the loop never asks today); off: a negative throttle is
+    /// neutral.
+    pub allow_reverse: bool,
+    /// The ESC's reverse sequence: the brake pulse for this long, then neutral for this long.
+    pub reverse_brake_ms: u64,
+    pub reverse_neutral_ms: u64,
+    pub calibration: crate::actuator::Calibration,
+}
+
+impl Default for ActuatorSection {
+    fn default() -> Self {
+        Self {
+            kind: ActuatorKind::None,
+            device: None,
+            address: 0x40,
+            steering_channel: 0,
+            throttle_channel: 1,
+            frequency_hz: 50.0,
+            oscillator_hz: 25_000_000,
+            baud: 115_200,
+            command_timeout_ms: 100,
+            timeout_throttle: StopThrottle::Neutral,
+            max_throttle: 0.3,
+            throttle_slew_per_s: 1.0,
+            max_steering_rad: 0.5,
+            allow_reverse: false,
+            reverse_brake_ms: 200,
+            reverse_neutral_ms: 200,
+            calibration: crate::actuator::Calibration::default(),
+        }
+    }
+}
+
+impl ActuatorSection {
+    /// The device to open: configured, else the usual one of the kind.
+    pub fn device_path(&self) -> PathBuf {
+        self.device.clone().unwrap_or_else(|| match self.kind {
+            ActuatorKind::Serial => "/dev/ttyACM0".into(),
+            ActuatorKind::None | ActuatorKind::Pca9685 => "/dev/i2c-1".into(),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, key: &'static str, value: String, problem: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid { key, value, problem })
+            }
+        };
+        self.calibration.validate().map_err(|(key, us, problem)| ConfigError::Invalid {
+            key,
+            value: us.to_string(),
+            problem,
+        })?;
+        let a = self.address;
+        check(
+            (0x08..=0x77).contains(&a) && a != 0x70,
+            "actuator.address",
+            format!("{a:#04x}"),
+            "must be a 7-bit I2C address in 0x08..=0x77, not 0x70 (the PCA9685's all-call)",
+        )?;
+        let (s, t) = (self.steering_channel, self.throttle_channel);
+        check(s <= 15, "actuator.steering_channel", s.to_string(), "must be in 0..=15")?;
+        check(t <= 15, "actuator.throttle_channel", t.to_string(), "must be in 0..=15")?;
+        check(
+            s != t,
+            "actuator.throttle_channel",
+            t.to_string(),
+            "must differ from actuator.steering_channel",
+        )?;
+        let f = self.frequency_hz;
+        check((24.0..=400.0).contains(&f), "actuator.frequency_hz", f.to_string(), "must be in 24..=400")?;
+        let period_us = 1e6 / f;
+        check(
+            f64::from(self.calibration.widest_us()) < 0.95 * period_us,
+            "actuator.frequency_hz",
+            f.to_string(),
+            "the widest calibrated pulse must fit in one PWM period",
+        )?;
+        let o = self.oscillator_hz;
+        check(
+            (20_000_000..=30_000_000).contains(&o),
+            "actuator.oscillator_hz",
+            o.to_string(),
+            "must be in 20000000..=30000000",
+        )?;
+        check(self.baud > 0, "actuator.baud", self.baud.to_string(), "must be positive")?;
+        let ct = self.command_timeout_ms;
+        check(
+            (20..=1000).contains(&ct),
+            "actuator.command_timeout_ms",
+            ct.to_string(),
+            "must be in 20..=1000",
+        )?;
+        let m = self.max_throttle;
+        check(m > 0.0 && m <= 1.0, "actuator.max_throttle", m.to_string(), "must be in (0, 1]")?;
+        let r = self.throttle_slew_per_s;
+        check(r > 0.0 && r <= 100.0, "actuator.throttle_slew_per_s", r.to_string(), "must be in (0, 100]")?;
+        let st = self.max_steering_rad;
+        check(st > 0.0 && st <= 1.5, "actuator.max_steering_rad", st.to_string(), "must be in (0, 1.5]")?;
+        let (b, n) = (self.reverse_brake_ms, self.reverse_neutral_ms);
+        check(b <= 5000, "actuator.reverse_brake_ms", b.to_string(), "must be in 0..=5000")?;
+        check(n <= 5000, "actuator.reverse_neutral_ms", n.to_string(), "must be in 0..=5000")
+    }
+}
+
 impl Default for VehicleConfig {
     fn default() -> Self {
         Self {
@@ -249,6 +407,7 @@ impl Default for VehicleConfig {
             h264: H264Section::default(),
             actions: ActionsSection::default(),
             drive: DriveSection::default(),
+            actuator: ActuatorSection::default(),
         }
     }
 }
@@ -420,6 +579,12 @@ pub struct Overrides {
     /// No operator heartbeat for this long → controlled stop [default: 1000].
     #[arg(long, env = "ADS_VEHICLE_OPERATOR_TIMEOUT_MS")]
     pub operator_timeout_ms: Option<u64>,
+    /// Steering and throttle outputs: none, pca9685 or serial (docs/actuators.md).
+    #[arg(long, value_enum, env = "ADS_VEHICLE_ACTUATOR")]
+    pub actuator: Option<ActuatorKind>,
+    /// I2C bus (/dev/i2c-1) or serial port (/dev/ttyACM0) of the actuator.
+    #[arg(long, env = "ADS_VEHICLE_ACTUATOR_DEVICE")]
+    pub actuator_device: Option<PathBuf>,
 }
 
 impl VehicleConfig {
@@ -481,6 +646,8 @@ impl VehicleConfig {
         config.actions.require_operator = o.require_operator.or(config.actions.require_operator);
         config.actions.drive_on_start = o.drive_on_start.or(config.actions.drive_on_start);
         set!(config.actions.operator_timeout_ms, o.operator_timeout_ms);
+        set!(config.actuator.kind, o.actuator);
+        config.actuator.device = o.actuator_device.or(config.actuator.device);
         if config.vehicle_id.is_empty() {
             config.vehicle_id = default_vehicle_id();
         }
@@ -545,6 +712,7 @@ impl VehicleConfig {
         )?;
         let ct = self.carla.timeout_s;
         check(ct > 0.0 && ct <= 600.0, "carla.timeout_s", ct, "must be in (0, 600]")?;
+        self.actuator.validate()?;
         Ok(())
     }
 }
@@ -691,6 +859,53 @@ mod tests {
         assert!(err.contains("control = truth") && err.contains("ground truth"), "{err}");
         assert_eq!(parse_resolution("1280x720"), Ok((1280, 720)));
         assert!(parse_resolution("1280:720").unwrap_err().contains("like 800x600"));
+    }
+
+    #[test]
+    fn actuator_section_file_then_flags_and_validation_names_the_key() {
+        let dir = std::env::temp_dir().join(format!("ads-config-actuator-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vehicle.toml");
+        std::fs::write(
+            &path,
+            "[actuator]\nkind = \"pca9685\"\naddress = 0x41\n[actuator.calibration]\nsteering_centre_us = 1480\n",
+        )
+        .unwrap();
+        let mut o = Overrides { config: Some(path.clone()), ..Overrides::default() };
+        let c = VehicleConfig::load(&o).unwrap();
+        assert_eq!((c.actuator.kind, c.actuator.address), (ActuatorKind::Pca9685, 0x41));
+        assert_eq!(c.actuator.calibration.steering_centre_us, 1480);
+        assert_eq!(c.actuator.device_path(), Path::new("/dev/i2c-1"));
+        assert_eq!((c.actuator.command_timeout_ms, c.actuator.max_throttle), (100, 0.3));
+        o.actuator = Some(ActuatorKind::Serial);
+        assert_eq!(VehicleConfig::load(&o).unwrap().actuator.device_path(), Path::new("/dev/ttyACM0"));
+        o.actuator_device = Some("/dev/ttyUSB3".into());
+        let c = VehicleConfig::load(&o).unwrap();
+        assert_eq!(
+            (c.actuator.kind, c.actuator.device_path()),
+            (ActuatorKind::Serial, "/dev/ttyUSB3".into())
+        );
+        for (toml, key) in [
+            ("[actuator]\nthrottle_channel = 0\n", "actuator.throttle_channel"),
+            ("[actuator]\nsteering_channel = 16\n", "actuator.steering_channel"),
+            ("[actuator]\naddress = 0x70\n", "actuator.address"),
+            ("[actuator]\nmax_throttle = 0.0\n", "actuator.max_throttle"),
+            ("[actuator]\ncommand_timeout_ms = 5000\n", "actuator.command_timeout_ms"),
+            ("[actuator]\nfrequency_hz = 500.0\n", "actuator.frequency_hz"),
+            (
+                "[actuator]\nfrequency_hz = 400.0\n[actuator.calibration]\nsteering_left_us = 2450\n",
+                "actuator.frequency_hz",
+            ),
+            ("[actuator.calibration]\nsteering_left_us = 3000\n", "actuator.calibration.steering_left_us"),
+        ] {
+            std::fs::write(&path, toml).unwrap();
+            let err = VehicleConfig::load(&o).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{toml}: {err}");
+        }
+        std::fs::write(&path, "[actuator]\nkind = \"i2c\"\n").unwrap();
+        let err = VehicleConfig::load(&o).unwrap_err().to_string();
+        assert!(err.contains("i2c") && err.contains("pca9685"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! control loop wait; an e-stop reaches the loop through a mailbox of its own.
 
 pub mod actions;
+pub mod actuator;
 pub mod broadcast;
 pub mod commands;
 pub mod config;
