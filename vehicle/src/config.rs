@@ -727,9 +727,11 @@ pub fn default_vehicle_id() -> String {
 }
 
 impl VehicleConfig {
-    /// A source that moves a real (or fully simulated third-party) car: camera, CARLA.
+    /// A car that moves in the world: a camera or CARLA source, or any hardware outputs
+    /// (a servo and an ESC driven from the simulator are still a real car on a stand).
     pub fn is_real_car(&self) -> bool {
         matches!(self.source, SourceKind::Camera | SourceKind::Carla)
+            || self.actuator.kind != ActuatorKind::None
     }
 
     /// Whether the dead-man applies: as configured, else on for real cars only.

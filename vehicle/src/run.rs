@@ -1,6 +1,8 @@
 //! The vehicle process: wiring, the control loop, and staged shutdown.
 
 use crate::actions::{self, AcceptedAction, ActionStats, EstopMailbox, ListenerLinks};
+use crate::actuator::output::{Output, OutputState};
+use crate::actuator::ActuatorCommand;
 use crate::broadcast::{self, BroadcastSettings, BroadcastStats, Outbox};
 use crate::commands::{Commands, Rules, Step};
 use crate::config::{Overrides, SourceKind, SteerFrom, VehicleConfig};
@@ -46,6 +48,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (latch, on_disk) = EstopLatch::open(&config.actions.latch_path(&config.vehicle_id))
         .context("the vehicle does not start without an e-stop latch it can persist")?;
     let source = source::open(&config).with_context(|| format!("opening the {:?} source", config.source))?;
+    // The outputs start at neutral and stay there until the loop drives them.
+    let output = Output::start(&config.actuator).context("opening the actuator (docs/actuators.md)")?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
@@ -136,6 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let links = CommandLinks { run, outcomes, stats: action_stats, estops, latch: latch_writer };
     let mut vehicle = Vehicle::new(config, source, writer, outbox, broadcast_stats, commands, links);
+    vehicle.output = output;
     ads_service::ready("running: frames ring created, sockets bound");
     vehicle.run_until(&stop, &action_rx);
 
@@ -155,6 +160,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 struct Vehicle {
     config: VehicleConfig,
     source: Box<dyn FrameSource>,
+    /// Steering servo and ESC of a real car (`None`: the source actuates, or nothing does).
+    output: Option<Output>,
     /// Why the source delivers no more frames (a video at its end), until a respawn.
     source_ended: Option<String>,
     writer: FrameWriter,
@@ -192,6 +199,7 @@ impl Vehicle {
             detections: DetectionInput::new(&config.detections_ring),
             config,
             source,
+            output: None,
             source_ended: None,
             writer,
             outbox,
@@ -283,9 +291,13 @@ impl Vehicle {
         // An emergency stop dominates a pause: the car brakes and the state says so.
         if self.commands.paused() && !self.commands.estop() {
             self.set_mode(DriveMode::Paused, None);
+            if let Some(output) = &self.output {
+                output.stop("paused", now_mono);
+            }
             self.writer.heartbeat();
         } else {
             self.controls = self.decide(now_mono, dt);
+            self.drive_outputs(now_mono);
             self.source.actuate(dt, self.controls);
             self.timings.control_us = elapsed_us(started);
             self.produce_frame();
@@ -299,6 +311,10 @@ impl Vehicle {
             let brake = if mode == DriveMode::EmergencyStop { 1.0 } else { FAILSAFE_BRAKE };
             self.set_mode(mode, Some(reason));
             return self.controller.stop(brake);
+        }
+        if let Some(reason) = self.output_problem() {
+            self.set_mode(DriveMode::Failsafe, Some(reason));
+            return self.controller.stop(FAILSAFE_BRAKE);
         }
         let lookahead = self.config.drive.lookahead_m;
         let speed = self.source.motion().speed_mps;
@@ -324,6 +340,34 @@ impl Vehicle {
                 self.controller.stop(FAILSAFE_BRAKE)
             }
         }
+    }
+
+    /// The outputs' command for this tick: the loop's controls while driving, the brake in
+    /// every other mode (the output thread goes to neutral by itself if the loop stops).
+    fn drive_outputs(&self, now_mono: u64) {
+        let Some(output) = &self.output else { return };
+        if self.mode == DriveMode::Driving {
+            let max_steering = self.config.actuator.max_steering_rad;
+            output.command(ActuatorCommand::from_controls(self.controls, max_steering), now_mono);
+        } else {
+            output.stop(self.stop_reason.as_deref().unwrap_or("stopped"), now_mono);
+        }
+    }
+
+    /// Why the outputs cannot be trusted to drive: a fault, an ended thread, or a serial board
+    /// that has not answered yet.
+    fn output_problem(&self) -> Option<String> {
+        let status = self.output.as_ref()?.status();
+        if let Some(fault) = status.fault.or(status.device.fault) {
+            return Some(format!("actuator ({}): {fault}", status.backend));
+        }
+        if status.state == OutputState::Ended {
+            return Some(format!("actuator ({}): its output thread has ended", status.backend));
+        }
+        if status.backend == "serial" && status.device.board.is_none() {
+            return Some("actuator (serial): the board has not answered yet".into());
+        }
+        None
     }
 
     fn lane_from_detections(&self, now_mono: u64, lookahead: f64) -> Result<LaneEstimate, String> {
@@ -434,6 +478,9 @@ impl Vehicle {
     fn emergency_stop(&mut self, estops: Vec<AcceptedAction>) {
         let Step::Persist(state) = self.commands.emergency_stop() else { return };
         self.controls = self.controller.stop(1.0);
+        if let Some(output) = &self.output {
+            output.stop("emergency stop", clock::monotonic_ns());
+        }
         // A paused source would freeze the car mid-stop: it keeps running so the brake acts.
         self.source.set_paused(false);
         let senders: Vec<&str> = estops.iter().map(|a| a.action.sender.as_str()).collect();
