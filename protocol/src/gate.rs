@@ -399,6 +399,51 @@ impl ActionGate {
     }
 }
 
+/// Why the action endpoint cannot be used as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error(
+        "actions endpoint {endpoint:?} is reachable from other machines but no action key is configured; \
+         set actions.key_file / --action-key (scripts/action-key.sh generate), or bind to 127.0.0.1"
+    )]
+    NetworkWithoutKey { endpoint: String },
+    #[error("actions endpoint {endpoint:?}: {problem}")]
+    Unparsable { endpoint: String, problem: &'static str },
+}
+
+/// The endpoint to bind: as configured with a key; without one, narrowed to loopback (a
+/// wildcard host becomes 127.0.0.1) or refused if it names a network address.
+pub fn bind_endpoint(endpoint: &str, keyed: bool) -> Result<String, EndpointError> {
+    if keyed {
+        return Ok(endpoint.to_string());
+    }
+    let unparsable = |problem| EndpointError::Unparsable { endpoint: endpoint.to_string(), problem };
+    let (transport, address) =
+        endpoint.split_once("://").ok_or_else(|| unparsable("expected transport://address"))?;
+    match transport {
+        // Local by nature: another machine cannot reach a Unix socket or another process's memory.
+        "ipc" | "inproc" => return Ok(endpoint.to_string()),
+        "tcp" => {}
+        _ => return Err(EndpointError::NetworkWithoutKey { endpoint: endpoint.to_string() }),
+    }
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| unparsable("expected tcp://host:port"))?;
+    let host_ip = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match host_ip {
+        "*" | "0.0.0.0" | "::" => true,
+        // A name could resolve anywhere (or be changed in /etc/hosts later): pin the address.
+        "localhost" => true,
+        other => match other.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_loopback() => return Ok(endpoint.to_string()),
+            _ => false,
+        },
+    };
+    if loopback {
+        Ok(format!("tcp://127.0.0.1:{port}"))
+    } else {
+        Err(EndpointError::NetworkWithoutKey { endpoint: endpoint.to_string() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -672,5 +717,23 @@ mod tests {
         assert_eq!((outcomes.lock().unwrap().len(), gate.senders.len()), (1, 1));
         let replay = signed(&key("aa"), 10, "real-2", 2_000, Command::Pause);
         assert_eq!(judge(&mut gate, &replay).unwrap_err().reason, RejectReason::Duplicate);
+    }
+
+    #[test]
+    fn without_a_key_the_endpoint_is_narrowed_to_loopback() {
+        let bind = |e: &str| bind_endpoint(e, false).map_err(|e| e.to_string());
+        assert_eq!(bind("tcp://*:5558").unwrap(), "tcp://127.0.0.1:5558");
+        assert_eq!(bind("tcp://0.0.0.0:5558").unwrap(), "tcp://127.0.0.1:5558");
+        assert_eq!(bind("tcp://[::]:5558").unwrap(), "tcp://127.0.0.1:5558");
+        assert_eq!(bind("tcp://localhost:5558").unwrap(), "tcp://127.0.0.1:5558");
+        assert_eq!(bind("tcp://127.0.0.2:5558").unwrap(), "tcp://127.0.0.2:5558");
+        assert_eq!(bind("tcp://[::1]:5558").unwrap(), "tcp://[::1]:5558");
+        assert_eq!(bind("ipc:///run/ads/actions").unwrap(), "ipc:///run/ads/actions");
+        for network in ["tcp://192.168.1.5:5558", "tcp://eth0:5558", "tcp://vehicle.local:5558", "pgm://x"] {
+            let err = bind(network).unwrap_err();
+            assert!(err.contains("no action key"), "{network}: {err}");
+        }
+        assert!(bind("5558").unwrap_err().contains("transport"));
+        assert_eq!(bind_endpoint("tcp://*:5558", true).unwrap(), "tcp://*:5558");
     }
 }

@@ -317,13 +317,17 @@ struct ReplayClient {
     last_hello: std::cell::Cell<Option<Instant>>,
     actions: zmq::Socket,
     seq: u64,
+    /// The replay's run id and run clock from its newest state, and when it was heard.
+    run: std::cell::RefCell<Option<(String, u64, Instant)>>,
+    /// Signs actions when set (a replay started with --action-key).
+    key: Option<ads_protocol::ActionKey>,
     _context: zmq::Context,
 }
 
 enum Heard {
     Frame(u64),
     State(Box<VehicleState>),
-    Ack { id: String, accepted: bool },
+    Ack { id: String, accepted: bool, reason: Option<ads_protocol::RejectReason> },
     Other,
 }
 
@@ -339,7 +343,16 @@ impl ReplayClient {
         let publisher = context.socket(zmq::PUB).unwrap();
         publisher.connect(actions).unwrap();
         let last_hello = std::cell::Cell::new(None);
-        ReplayClient { sub, video: dealer, last_hello, actions: publisher, seq: 0, _context: context }
+        ReplayClient {
+            sub,
+            video: dealer,
+            last_hello,
+            actions: publisher,
+            seq: 0,
+            run: std::cell::RefCell::new(None),
+            key: None,
+            _context: context,
+        }
     }
 
     fn hear(&self) -> Option<Heard> {
@@ -368,9 +381,12 @@ impl ReplayClient {
                 self.video.send_multipart(ads_protocol::encode_video_request("*", 0, 0, &credit), 0).unwrap();
                 Heard::Frame(info.frame_id)
             }
-            Message::State(s) => Heard::State(Box::new(s)),
-            Message::Event(ads_protocol::Event::Ack { action_id, accepted, .. }) => {
-                Heard::Ack { id: action_id, accepted }
+            Message::State(s) => {
+                *self.run.borrow_mut() = Some((s.commands.run_id.clone(), s.commands.run_ns, Instant::now()));
+                Heard::State(Box::new(s))
+            }
+            Message::Event(ads_protocol::Event::Ack { action_id, accepted, reason, .. }) => {
+                Heard::Ack { id: action_id, accepted, reason }
             }
             _ => Heard::Other,
         })
@@ -388,19 +404,41 @@ impl ReplayClient {
         ids
     }
 
+    /// The run stamp a viewer would give an action now: the replay's run, 30 s ahead.
+    fn run_stamp(&self) -> ads_protocol::ActionRun {
+        let deadline = Instant::now() + DEADLINE;
+        while self.run.borrow().is_none() {
+            assert!(Instant::now() < deadline, "no state from the replay");
+            self.hear();
+        }
+        let (run_id, run_ns, heard) = self.run.borrow().clone().unwrap();
+        let now = run_ns + heard.elapsed().as_nanos() as u64;
+        ads_protocol::ActionRun { run_id, expires_run_ns: now + 30_000_000_000 }
+    }
+
     /// Sends `command` until acknowledged (as the viewer retransmits); frames heard on the way
     /// come back too.
     fn act(&mut self, command: ads_protocol::Command) -> (bool, Vec<u64>) {
+        let key = self.key.clone();
+        let (accepted, _, frames) = self.act_signed(command, key.as_ref());
+        (accepted, frames)
+    }
+
+    /// As [`ReplayClient::act`], signed with `key`; also the rejection's reason.
+    fn act_signed(
+        &mut self,
+        command: ads_protocol::Command,
+        key: Option<&ads_protocol::ActionKey>,
+    ) -> (bool, Option<ads_protocol::RejectReason>, Vec<u64>) {
         self.seq += 1;
         let now = ads_shmem_ipc::clock::wall_ns();
         let action = ads_protocol::Action {
             id: format!("test-{}", self.seq),
             sender: "record-test".into(),
-            // A replay judges expiry on the replayed run's clock; this one never expires.
-            run: ads_protocol::ActionRun { run_id: String::new(), expires_run_ns: u64::MAX },
+            run: self.run_stamp(),
             command,
         };
-        let parts = ads_protocol::encode_action("replay", self.seq, now, &action, None);
+        let parts = ads_protocol::encode_action("replay", self.seq, now, &action, key);
         let deadline = Instant::now() + DEADLINE;
         let mut frames = Vec::new();
         let mut sent = Instant::now() - Duration::from_secs(1);
@@ -411,7 +449,9 @@ impl ReplayClient {
                 sent = Instant::now();
             }
             match self.hear() {
-                Some(Heard::Ack { id, accepted }) if id == action.id => return (accepted, frames),
+                Some(Heard::Ack { id, accepted, reason }) if id == action.id => {
+                    return (accepted, reason, frames)
+                }
                 Some(Heard::Frame(id)) => frames.push(id),
                 _ => {}
             }
@@ -522,4 +562,54 @@ fn a_replay_of_a_truncated_file_plays_what_it_holds_and_a_foreign_file_is_refuse
     std::io::BufReader::new(replay.0.stderr.take().unwrap()).read_line(&mut warning).unwrap();
     assert!(warning.contains("truncated"), "{warning}");
     assert_eq!(client.frames(10).len(), 10);
+}
+
+#[test]
+fn a_replay_says_it_is_one_and_takes_actions_only_under_its_key_and_run() {
+    let dir = workdir("honest");
+    let file = dir.join("drive.mcap");
+    let mut drive = Drive::start("rechonest");
+    let recorded_run = drive.frames_advance(5).commands.run_id;
+    let mut recorder =
+        Recorder::start(record_command(&drive.endpoint, &drive.video, &file).args(["--duration", "2"]));
+    assert!(recorder.process.wait_exit("ads-record").success());
+    drop(drive);
+    let key_file = dir.join("action.key");
+    let key = ads_protocol::ActionKey::from_bytes(&[0x42; 32]).unwrap();
+    std::fs::write(&key_file, format!("{}\n", key.to_hex())).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (broadcast, actions) =
+        (format!("tcp://127.0.0.1:{}", free_port()), format!("tcp://127.0.0.1:{}", free_port()));
+    let video = format!("tcp://127.0.0.1:{}", free_port());
+    let mut client = ReplayClient::connect(&broadcast, &video, &actions);
+    let _replay = Kill(
+        Command::new(bin("ads-replay"))
+            .arg(&file)
+            .args(["--broadcast", &broadcast, "--video-endpoint", &video, "--actions", &actions])
+            .arg("--action-key")
+            .arg(&key_file)
+            .args(["--loop"])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    // Every state says it is a replay, under a run id of its own (not the recorded car's).
+    for _ in 0..10 {
+        let state = loop {
+            if let Some(Heard::State(s)) = client.hear() {
+                break s;
+            }
+        };
+        assert_eq!(state.source, "replay", "{state:?}");
+        assert_ne!(state.commands.run_id, recorded_run, "the recorded car's run id");
+    }
+    // A bad MAC, and no MAC, are refused; the key's MAC is taken.
+    let wrong = ads_protocol::ActionKey::from_bytes(&[0x43; 32]).unwrap();
+    let (accepted, reason, _) = client.act_signed(ads_protocol::Command::EmergencyStop, Some(&wrong));
+    assert_eq!((accepted, reason), (false, Some(ads_protocol::RejectReason::BadMac)));
+    let (accepted, reason, _) = client.act_signed(ads_protocol::Command::Pause, None);
+    assert_eq!((accepted, reason), (false, Some(ads_protocol::RejectReason::Unauthenticated)));
+    let (accepted, reason, _) = client.act_signed(ads_protocol::Command::Pause, Some(&key));
+    assert!(accepted, "{reason:?}");
 }

@@ -329,10 +329,12 @@ function onState(m) {
   const s = m.state;
   if (link !== "live") setLink("live");
 
+  $("replay").hidden = s.source !== "replay";
   const c = s.commands || {};
   const rows = [
     ["mode", s.mode + (s.paused && s.mode !== "paused" ? " (paused)" : "")],
     ["e-stop", c.estop_latched ? "LATCHED (reset, then resume)" : (c.held ? "released, holding (resume)" : "–")],
+    ["latch on disk", c.latch_error ? `NOT PERSISTED: ${c.latch_error}` : "ok"],
     ["operator", c.operator_required ? (finite(c.operator_heartbeat_age_ms) ? `required · heard ${c.operator_heartbeat_age_ms} ms ago` : "required · none yet") : "not required"],
     ["speed", `${num(s.speed_mps * 3.6, 1)} km/h`],
     ["target", `${num(s.target_speed_mps, 1)} m/s`],

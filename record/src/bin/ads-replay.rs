@@ -29,6 +29,10 @@ struct Args {
     /// Start again at the end.
     #[arg(long = "loop")]
     looping: bool,
+    /// Key file actions must be signed with (as the vehicle's); without one, actions are taken
+    /// from this machine only.
+    #[arg(long)]
+    action_key: Option<PathBuf>,
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -48,6 +52,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         vehicle_id: args.vehicle_id,
         speed: args.speed,
         looping: args.looping,
+        key: args.action_key.as_deref().map(ads_protocol::ActionKey::load).transpose()?,
     };
     ads_record::replay::replay(&args.recording, &options, &stop)
         .with_context(|| format!("replaying {}", args.recording.display()))?;

@@ -5,7 +5,12 @@
 //!
 //! The viewer's own buttons drive it: `pause` (and `emergency_stop`) pause, `resume` resumes,
 //! `respawn` seeks: to the start, or with a spawn point N to N seconds into the recording.
-//! Every action is acknowledged on `event` like the vehicle does; repeats get the same answer.
+//!
+//! A replay is honest about being one: every state says `source: "replay"` and carries the
+//! replay's own run id and run clock (never the recorded car's), and actions pass the same gate
+//! as a vehicle's ([`ads_protocol::gate`]: the key, the vehicle id, this run, expiry, repeats),
+//! so a viewer pointed at a replay by mistake never sees a stop "accepted" by something that
+//! is not the car. Without a key the action socket is narrowed to loopback, as a vehicle's is.
 
 pub mod publish;
 
@@ -13,10 +18,10 @@ use crate::channels::{Channel, EnvelopeMeta, Recorded};
 use crate::frames::RecordedFrame;
 use crate::recover::{self, ReadError};
 use crate::subscribe::wall_ns;
-use ads_protocol::{Command, DriveMode, Event, Message, NoticeLevel, RejectReason, VehicleState};
-use publish::{Incoming, VehicleEndpoints};
+use ads_protocol::gate::{bind_endpoint, ActionGate, EndpointError, SharedOutcomes, Verdict};
+use ads_protocol::{ActionKey, Command, DriveMode, Event, Message, NoticeLevel, RejectReason, VehicleState};
+use publish::VehicleEndpoints;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -31,7 +36,14 @@ pub enum ReplayError {
     Empty { path: PathBuf },
     #[error(transparent)]
     Publish(#[from] publish::PublishError),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("reading random bytes for the run id: {0}")]
+    RunId(std::io::Error),
 }
+
+/// Actions expiring further ahead than this are refused, as by a vehicle's default.
+const MAX_EXPIRY_NS: u64 = 60_000_000_000;
 
 /// One message to send, at `at_ns` after the recording's first.
 #[derive(Debug, Clone)]
@@ -118,6 +130,8 @@ pub struct ReplayOptions {
     /// Recording seconds per real second.
     pub speed: f64,
     pub looping: bool,
+    /// The action key: actions must carry its MAC. `None`: the action socket is loopback only.
+    pub key: Option<ActionKey>,
 }
 
 /// Where in the recording playback stands.
@@ -150,8 +164,11 @@ struct Player<'a> {
     clock: Clock,
     next: usize,
     last_state: Option<VehicleState>,
-    /// Outcomes of actions by id, so a retransmission gets the same answer.
-    answered: HashMap<String, (bool, Option<RejectReason>, String)>,
+    /// The same gate as a vehicle's, for this replay's own run.
+    gate: ActionGate,
+    outcomes: SharedOutcomes,
+    run_id: String,
+    run_start: Instant,
     ended_said: bool,
 }
 
@@ -176,6 +193,7 @@ impl Player<'_> {
             }
             Message::State(s) => {
                 s.paused = self.clock.paused;
+                self.dress(s);
                 self.last_state = Some(s.clone());
             }
             _ => {}
@@ -196,6 +214,7 @@ impl Player<'_> {
                 state.mode = DriveMode::Paused;
             }
             state.fps = 0.0;
+            self.dress(&mut state);
             self.out.publish(wall_ns(), &Message::State(state), None);
         }
     }
@@ -205,37 +224,44 @@ impl Player<'_> {
         self.out.publish(wall_ns(), &Message::Event(Event::Notice { level: NoticeLevel::Info, text }), None);
     }
 
-    fn act(&mut self, seq: u64, action: ads_protocol::Action) {
-        // Heartbeats are noted by a vehicle, never answered; a replay moves nothing to stop.
-        if matches!(action.command, Command::Heartbeat) {
-            return;
-        }
-        // Expiry is judged on the run clock of the state being replayed, which is what the
-        // viewer addressed the action against (protocol.md 5).
-        let run_now_ns = self.last_state.as_ref().map_or(0, |s| s.commands.run_ns);
-        let outcome = match self.answered.get(&action.id) {
-            Some(outcome) => outcome.clone(),
-            None => {
-                let expired = action.run.expires_run_ns < run_now_ns
-                    && !matches!(action.command, Command::EmergencyStop);
-                let outcome = if expired {
-                    (false, Some(RejectReason::Expired), "expired before it arrived".to_string())
-                } else {
-                    self.carry_out(&action.command)
+    /// A recorded state as this replay's: its source, run id and run clock (what actions
+    /// must name), never the recorded car's.
+    fn dress(&self, state: &mut VehicleState) {
+        state.source = "replay".into();
+        state.commands.run_id = self.run_id.clone();
+        state.commands.run_ns = self.run_ns();
+    }
+
+    fn run_ns(&self) -> u64 {
+        u64::try_from(self.run_start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn act(&mut self, parts: &[Vec<u8>]) {
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let ack = match self.gate.judge(&refs, self.run_ns()) {
+            Verdict::Accept(accepted) => {
+                self.gate.record(&accepted);
+                let (accepted_now, reason, detail) = self.carry_out(&accepted.action.command);
+                let ack = Event::Ack {
+                    action_id: accepted.action.id.clone(),
+                    sender: accepted.action.sender.clone(),
+                    seq: accepted.seq,
+                    accepted: accepted_now,
+                    reason,
+                    detail,
+                    persisted: None,
                 };
-                self.answered.insert(action.id.clone(), outcome.clone());
-                outcome
+                let mut log = self.outcomes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                log.decide(&accepted.action.id, &ack);
+                ack
             }
-        };
-        let (accepted, reason, detail) = outcome;
-        let ack = Event::Ack {
-            action_id: action.id,
-            sender: action.sender,
-            seq,
-            accepted,
-            reason,
-            detail,
-            persisted: None,
+            // A replay moves nothing a dead-man would stop.
+            Verdict::Heartbeat | Verdict::InProgress => return,
+            Verdict::Repeat(ack) => ack,
+            Verdict::Reject(rejection) => {
+                tracing::warn!(reason = ?rejection.reason, detail = %rejection.detail, "action rejected");
+                rejection.into_event()
+            }
         };
         self.out.publish(wall_ns(), &Message::Event(ack), None);
     }
@@ -243,9 +269,17 @@ impl Player<'_> {
     fn carry_out(&mut self, command: &Command) -> (bool, Option<RejectReason>, String) {
         let position = self.clock.now_ns();
         match command {
-            Command::Pause | Command::EmergencyStop => {
+            Command::Pause => {
                 self.clock.set(position, true);
                 (true, None, format!("replay paused at {:.1} s", position as f64 / 1e9))
+            }
+            Command::EmergencyStop => {
+                self.clock.set(position, true);
+                let detail = format!(
+                    "THIS IS A REPLAY, not a car: paused at {:.1} s; no car was stopped",
+                    position as f64 / 1e9
+                );
+                (true, None, detail)
             }
             Command::Reset => (true, None, "a replay has no e-stop latch to release".into()),
             Command::Heartbeat => (true, None, String::new()),
@@ -304,10 +338,8 @@ impl Player<'_> {
                 }
                 _ => Duration::from_millis(50),
             };
-            match self.out.next_action(wait) {
-                Some(Incoming::Action { seq, action }) => self.act(seq, action),
-                Some(Incoming::Malformed(e)) => tracing::warn!("malformed action, ignored: {e}"),
-                None => {}
+            if let Some(parts) = self.out.next_action(wait) {
+                self.act(&parts);
             }
         }
     }
@@ -323,8 +355,17 @@ pub fn replay(path: &Path, options: &ReplayOptions, stop: &AtomicBool) -> Result
             playlist.frames
         );
     }
-    let out =
-        VehicleEndpoints::bind(&options.broadcast, &options.video, &options.actions, &options.vehicle_id)?;
+    let actions = bind_endpoint(&options.actions, options.key.is_some())?;
+    let out = VehicleEndpoints::bind(&options.broadcast, &options.video, &actions, &options.vehicle_id)?;
+    let run_id = random_run_id().map_err(ReplayError::RunId)?;
+    let outcomes = SharedOutcomes::default();
+    let gate = ActionGate::new(
+        &options.vehicle_id,
+        &run_id,
+        options.key.clone(),
+        MAX_EXPIRY_NS,
+        std::sync::Arc::clone(&outcomes),
+    );
     tracing::info!(
         path = %path.display(),
         frames = playlist.frames,
@@ -342,9 +383,20 @@ pub fn replay(path: &Path, options: &ReplayOptions, stop: &AtomicBool) -> Result
         clock,
         next: 0,
         last_state: None,
-        answered: HashMap::new(),
+        gate,
+        outcomes,
+        run_id,
+        run_start: Instant::now(),
         ended_said: false,
     };
     player.run(stop, options.looping);
     Ok(())
+}
+
+/// 16 hex digits from the kernel's random source: a run id no recording can hold.
+fn random_run_id() -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
