@@ -78,6 +78,7 @@ fn samples() -> Vec<Message> {
                 held: false,
                 operator_required: true,
                 operator_heartbeat_age_ms: Some(120),
+                latch_error: Some("No space left on device".into()),
             },
             link: LinkState {
                 video_port: 5559,
