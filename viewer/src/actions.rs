@@ -191,6 +191,11 @@ impl ActionBook {
         if sender != self.sender {
             return None;
         }
+        // `busy`: the vehicle's queue was full and nothing of the action stayed there; the
+        // same bytes, retransmitted as usual, are judged afresh. Not an answer.
+        if reason == Some(RejectReason::Busy) {
+            return None;
+        }
         let pending = self.pending.remove(action_id)?;
         Some(Outcome {
             request_id: pending.request_id,
@@ -282,5 +287,19 @@ mod tests {
         );
         assert_eq!(book.acknowledge(&stop.id, &sender, true, None, ""), None, "a repeat ack is not news");
         assert!(!book.estop_pending() && book.due(much_later + RETRANSMIT_EVERY).is_empty());
+    }
+
+    #[test]
+    fn a_busy_answer_is_not_an_answer_the_action_is_sent_again() {
+        let mut book = ActionBook::new("me", Duration::from_millis(0));
+        let t0 = Instant::now();
+        let (pause, _) = book.create(Command::Pause, Some(&run(t0)), t0);
+        book.track(&pause, "p".into(), vec![b"pause".to_vec()], t0);
+        let sender = book.sender().to_string();
+        assert_eq!(book.acknowledge(&pause.id, &sender, false, Some(RejectReason::Busy), "full"), None);
+        let later = t0 + RETRANSMIT_EVERY + Duration::from_millis(1);
+        assert_eq!(book.due(later), vec![vec![b"pause".to_vec()]], "still retransmitted");
+        let outcome = book.acknowledge(&pause.id, &sender, true, None, "paused").unwrap();
+        assert_eq!(outcome.status, "accepted");
     }
 }
