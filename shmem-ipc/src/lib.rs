@@ -23,6 +23,13 @@
 //!   being created (`Error::Initialising`, retry) and a full `/dev/shm` are each their own
 //!   error.
 //!
+//! # Why the zero-copy borrow is sound
+//! Pins and wake-ups are two store-buffering handshakes (store, `SeqCst` fence, load on each
+//! side) and every store a reader makes to its entry is `Release`. The argument, in the
+//! language's memory model and not leaning on loom's stronger `SeqCst` fence, is in the
+//! `protocol` module's docs; loom models of the shipped functions check the orderings around
+//! it (`RUSTFLAGS="--cfg loom" cargo test -p ads-shmem-ipc --release --lib loom`).
+//!
 //! # How long a pin may be held, and what it costs
 //! As long as you like: a held [`Frame`] (say, under a numpy view in Python) keeps its bytes
 //! and costs the writer exactly one slot, which it passes over until the frame is finished

@@ -319,7 +319,9 @@ impl RingReader {
         // A new epoch: whatever a dead predecessor left in the entry is ours to clear, and
         // the writer's reclaim of that predecessor can no longer touch us.
         let word = &readers.entries()[entry];
-        let idle = protocol::fresh_entry(word.load(Ordering::Relaxed));
+        // Acquire, then Release (like every entry store, see `protocol::unpin`): a claim that
+        // loads our first store is then ordered after the previous holder's last reads too.
+        let idle = protocol::fresh_entry(word.load(Ordering::Acquire));
         word.store(idle, Ordering::Release);
 
         let head = segment.header().writer.head.load(Ordering::Acquire);
