@@ -47,6 +47,11 @@ pub enum Error {
     )]
     ForeignOwner { name: String, path: std::path::PathBuf, owner_uid: u32, our_uid: u32 },
 
+    /// Something other than a regular file (a FIFO, a socket, a directory) sits at one of the
+    /// ring's paths. Refused before it is read, so it cannot block or feed anyone.
+    #[error("ring {name:?} is refused: {path} is {kind}, not a regular file")]
+    NotAFile { name: String, path: std::path::PathBuf, kind: &'static str },
+
     #[error("ring {name:?} is refused: {path} is writable by group or others (mode {mode:04o})")]
     UnsafeMode { name: String, path: std::path::PathBuf, mode: u32 },
 

@@ -18,7 +18,9 @@
 //!   (`Error::WriterGone`): liveness is the writer's lock, so it holds across pid namespaces
 //!   and pid reuse; a restarted writer takes over a dead writer's ring itself;
 //! - rings owned by another user, or whose files group or others may write, are refused
-//!   (`Error::ForeignOwner`, `Error::UnsafeMode`); readers map the payload read-only;
+//!   (`Error::ForeignOwner`, `Error::UnsafeMode`), and so is anything at a ring's path that
+//!   is not a regular file (`Error::NotAFile`), checked before it is read: a FIFO there
+//!   blocks nobody; readers map the payload read-only;
 //! - attaching to a ring of another layout version or geometry, a missing ring, one still
 //!   being created (`Error::Initialising`, retry) and a full `/dev/shm` are each their own
 //!   error.
