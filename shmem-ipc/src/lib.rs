@@ -7,7 +7,7 @@
 //!   holds for its life; any number of readers (up to [`MAX_READERS`]); nobody ever blocks
 //!   anybody;
 //! - a reader **pins** the slot it reads, and the writer never writes a pinned slot: it puts
-//!   the next message into the oldest unpinned one. So the `&[u8]` of a [`Frame`] or
+//!   the next message into the next unpinned one, round-robin. So the `&[u8]` of a [`Frame`] or
 //!   [`Sample`] is stable while you hold it, and no safe API hands out a reference to memory
 //!   anyone may write meanwhile. `finish()` re-checks the slot's sequence as a second line
 //!   of defence;
@@ -37,11 +37,12 @@
 //! and costs the writer exactly one slot, which it passes over until the frame is finished
 //! or dropped. Each reader holds at most one pin (a `Frame`/`Sample` borrows its reader).
 //! With `slots ≥ pinning readers + 2` the writer always has a free slot other than the
-//! newest frame, so it never drops a frame and latest readers always find a complete one;
-//! with fewer, a writer that finds every slot pinned drops that frame (counted in
-//! [`WriterStats::dropped`]; [`MessageWriter::publish`] returns `Error::NoFreeSlot`) rather
-//! than wait. In-order readers of a ring with pinned slots see fewer frames retained before
-//! they are lapped. A reader that dies holding a pin loses it within ~100 ms (the writer
+//! newest frame; it drops a frame (counted in [`WriterStats::dropped`];
+//! [`MessageWriter::publish`] returns `Error::NoFreeSlot`) rather than wait only when it
+//! finds every slot pinned, at its scan or at its claim, in two passes: with fewer slots,
+//! or when readers move their pins onto the very slots it tries, twice over. A claim that
+//! backs off from a pin costs no reader a frame: an in-order reader counts as dropped what
+//! it found overwritten, and, once lapped, what is more than a ring behind the head. A reader that dies holding a pin loses it within ~100 ms (the writer
 //! probes the entry locks of the reader table).
 //!
 //! ```no_run

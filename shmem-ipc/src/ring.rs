@@ -159,7 +159,7 @@ impl RingWriter {
         WriterStats { pinned_skips: self.chooser.pinned_skips, ..self.stats }
     }
 
-    /// Claims a slot for the next message: the one written longest ago that no reader pins.
+    /// Claims a slot for the next message: the next one round-robin that no reader pins.
     /// If every slot is pinned, the message goes to scratch memory and will be dropped.
     pub(crate) fn begin(&mut self) -> Target {
         let now = monotonic_ns();
