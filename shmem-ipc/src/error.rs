@@ -63,6 +63,15 @@ pub enum Error {
     #[error("every slot of ring {name:?} is pinned by a reader: message dropped")]
     NoFreeSlot { name: String },
 
+    /// The reader was attached in another process and this one is a `fork()` of it. Its
+    /// reader entry is the parent's, so pinning here would unpin the parent's frame (and the
+    /// writer could rewrite it under the parent): attach a new reader in this process.
+    #[error(
+        "the reader of ring {name:?} was attached in process {attached_pid}, and this is process \
+         {pid}, a fork of it: attach a new reader here"
+    )]
+    ForkedReader { name: String, attached_pid: u32, pid: u32 },
+
     #[error("the writer of ring {name:?} (pid {pid}) is gone: {cause:?}")]
     WriterGone { name: String, pid: u32, cause: WriterGoneCause },
 

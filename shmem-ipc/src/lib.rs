@@ -21,6 +21,10 @@
 //!   (`Error::ForeignOwner`, `Error::UnsafeMode`), and so is anything at a ring's path that
 //!   is not a regular file (`Error::NotAFile`), checked before it is read: a FIFO there
 //!   blocks nobody; readers map the payload read-only;
+//! - a reader belongs to the process that attached it: in a `fork()` of that process (a
+//!   PyTorch `DataLoader` worker, `multiprocessing` with fork) it refuses to read
+//!   (`Error::ForkedReader`) and leaves the reader entry, which is its parent's, alone;
+//!   attach a new reader in the child;
 //! - attaching to a ring of another layout version or geometry, a missing ring, one still
 //!   being created (`Error::Initialising`, retry) and a full `/dev/shm` are each their own
 //!   error.

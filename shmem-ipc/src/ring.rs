@@ -269,12 +269,17 @@ pub(crate) struct RingReader {
     writer_pid: u32,
     cursor: Cursor,
     last_liveness_ns: u64,
+    /// Our pid and `os::fork_generation` at attach: in a forked child both differ, and our
+    /// entry is the parent's (see `Error::ForkedReader`).
+    attached_pid: u32,
+    forks_at_attach: u64,
 }
 
 impl RingReader {
     pub(crate) fn attach(name: &str, kind: RingKind, mode: ReadMode) -> Result<Self> {
         files::validate_name(name)?;
         let not_found = || Error::NotFound { name: name.to_string() };
+        let forks_at_attach = os::fork_generation();
         let (file, meta) = files::open_trusted(name, &files::shm_path(name), false)?.ok_or_else(not_found)?;
         let segment = Segment::open(name, file, meta.len())?;
         let shape = segment.shape();
@@ -334,6 +339,8 @@ impl RingReader {
             writer_lock,
             writer_pid,
             last_liveness_ns: 0,
+            attached_pid: std::process::id(),
+            forks_at_attach,
         };
         // A ring whose writer died is not worth attaching to: say so now.
         reader.check_writer(monotonic_ns(), true)?;
@@ -366,6 +373,20 @@ impl RingReader {
         &self.readers.entries()[self.entry]
     }
 
+    /// True in a process `fork()` made of the one that attached (a load: see
+    /// `os::fork_generation`). Such a process must not store to our entry: it is the parent's.
+    fn forked(&self) -> bool {
+        os::fork_generation() != self.forks_at_attach
+    }
+
+    fn forked_error(&self) -> Error {
+        Error::ForkedReader {
+            name: self.segment.name().to_string(),
+            attached_pid: self.attached_pid,
+            pid: std::process::id(),
+        }
+    }
+
     /// Errors if the writer closed the ring or died. The liveness probe (the writer's lock,
     /// and whether our segment was unlinked under us) costs two syscalls, so it runs at most
     /// every `LIVENESS_INTERVAL_NS` unless `force`d.
@@ -384,6 +405,10 @@ impl RingReader {
         }
         if force || now.saturating_sub(self.last_liveness_ns) >= LIVENESS_INTERVAL_NS {
             self.last_liveness_ns = now;
+            // A child of a raw clone(2) runs no fork handlers; the pid (a syscall) tells.
+            if std::process::id() != self.attached_pid {
+                return Err(self.forked_error());
+            }
             // A lock we cannot probe tells us nothing: assume alive rather than give up a ring.
             let token = self.segment.config().created_wall_ns;
             let ours = files::writer_holds(&self.writer_lock, token).unwrap_or(true);
@@ -415,6 +440,9 @@ impl RingReader {
     /// Finds the next message and pins it, waiting as `wait` says. `Ok(None)` means the wait
     /// ran out. The caller must `settle` what it got.
     pub(crate) fn next(&mut self, wait: Wait) -> Result<Option<Located>> {
+        if self.forked() {
+            return Err(self.forked_error());
+        }
         let start = monotonic_ns();
         let limit = match wait {
             Wait::Poll => 0,
@@ -428,6 +456,9 @@ impl RingReader {
             };
             let now = monotonic_ns();
             if let Err(gone) = self.check_writer(now, false) {
+                if matches!(gone, Error::ForkedReader { .. }) {
+                    return Err(gone);
+                }
                 // The writer may have published more between our look and its close (or
                 // death): `closed` is stored after the last head, so one more look sees it.
                 return match self.look()? {
@@ -467,7 +498,10 @@ impl RingReader {
     /// read or overrun; returns whether it was intact.
     fn settle(&mut self, located: &Located) -> bool {
         let intact = self.is_intact(located);
-        protocol::unpin(self.entry(), self.idle);
+        // A sample that crossed a fork: in the child the pin is the parent's to release.
+        if !self.forked() {
+            protocol::unpin(self.entry(), self.idle);
+        }
         self.cursor.settle(intact);
         if !intact {
             tracing::warn!(
@@ -501,6 +535,11 @@ impl RingReader {
 
 impl Drop for RingReader {
     fn drop(&mut self) {
+        // In a forked child the entry (and its lock, shared with the parent's descriptor) is
+        // the parent's: leave both alone.
+        if self.forked() {
+            return;
+        }
         // Closing the table's descriptor (after this) releases our entry lock.
         self.entry().store(self.idle, Ordering::Release);
     }
