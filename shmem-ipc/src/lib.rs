@@ -29,6 +29,19 @@
 //!   being created (`Error::Initialising`, retry) and a full `/dev/shm` are each their own
 //!   error.
 //!
+//! # Whom a ring trusts
+//! Every process of the ring's user (uid). Any of them can kill the writer with a signal
+//! anyway, so the ring does not try to survive them: one can truncate the ring's files (the
+//! writer `fstat`s them at most every 100 ms and stops touching a shrunk ring, counting
+//! [`WriterStats::damaged`]; a truncation between two checks is a SIGBUS in the writer), pin
+//! slots in the reader table (the writer then drops frames) or write the segment (readers
+//! report it as `Error::Corrupt` or discard the frame; readers themselves map it
+//! read-only). Against every other user the files' owner and mode checks hold: another user
+//! can at most squat a name or put a FIFO at a path, and is refused by name.
+//! (Sealed memfds passed over a unix socket would make the files unshrinkable, but need a
+//! socket server in every writer and lose attach-by-name; not worth it against processes
+//! that can kill the writer.)
+//!
 //! # Why the zero-copy borrow is sound
 //! Pins and wake-ups are two store-buffering handshakes (store, `SeqCst` fence, load on each
 //! side) and every store a reader makes to its entry is `Release`. The argument, in the

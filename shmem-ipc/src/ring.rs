@@ -8,7 +8,7 @@ use crate::layout::{RingKind, Shape};
 use crate::os;
 use crate::protocol::{self, Cursor, Located, Look, ReadMode, ReaderStats, RingView as _, SampleInfo, Stamp};
 use crate::segment::{self, ReaderTable, Segment, READER_TABLE_BYTES};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use std::fs::File;
 use std::time::Duration;
 
@@ -51,6 +51,10 @@ pub struct WriterStats {
     pub dropped: u64,
     /// Times a slot was passed over because a reader had it pinned.
     pub pinned_skips: u64,
+    /// A ring file was found shorter than the writer made it (truncated by another process
+    /// of the ring's user, see the crate docs): the writer no longer touches the ring, every
+    /// message since is dropped, and readers see the writer stop. Restart the writer.
+    pub damaged: bool,
 }
 
 /// Where a loan's bytes go.
@@ -91,6 +95,10 @@ pub(crate) struct RingWriter {
     chooser: protocol::SlotChooser,
     scratch: Vec<u8>,
     last_sweep_ns: u64,
+    /// When the ring's file sizes were last checked (`check_files`), and whether one was
+    /// found truncated: then nothing touches the mappings again (they would raise SIGBUS).
+    last_file_check_ns: AtomicU64,
+    damaged: AtomicU32,
     stats: WriterStats,
     #[expect(dead_code, reason = "held for its Drop: removes the ring's files, then releases the name")]
     owned: Owned,
@@ -146,6 +154,8 @@ impl RingWriter {
             chooser: protocol::SlotChooser::new(slots),
             scratch: Vec::new(),
             last_sweep_ns: monotonic_ns(),
+            last_file_check_ns: AtomicU64::new(monotonic_ns()),
+            damaged: AtomicU32::new(0),
             stats: WriterStats::default(),
             owned,
         })
@@ -156,13 +166,55 @@ impl RingWriter {
     }
 
     pub(crate) fn stats(&self) -> WriterStats {
-        WriterStats { pinned_skips: self.chooser.pinned_skips, ..self.stats }
+        WriterStats { pinned_skips: self.chooser.pinned_skips, damaged: self.is_damaged(), ..self.stats }
+    }
+
+    fn is_damaged(&self) -> bool {
+        self.damaged.load(Ordering::Relaxed) != 0
+    }
+
+    /// At most every `SWEEP_INTERVAL_NS`: checks with `fstat` that the segment and the reader
+    /// table are still as long as the writer made them, and if not, marks the ring damaged
+    /// and returns false; after that nothing touches the mappings. Any process of the ring's
+    /// user can shrink them (readers open the table read-write) and the next access past the
+    /// end would kill the writer with SIGBUS. This narrows that to a truncation within the
+    /// last interval; it is no defence against the ring's own user, which can kill the writer
+    /// anyway (see the crate docs).
+    fn check_files(&self, now: u64) -> bool {
+        if self.is_damaged() {
+            return false;
+        }
+        if now.saturating_sub(self.last_file_check_ns.load(Ordering::Relaxed)) < SWEEP_INTERVAL_NS {
+            return true;
+        }
+        self.last_file_check_ns.store(now, Ordering::Relaxed);
+        let segment = self.segment.file_len();
+        let table = self.readers.file().metadata().map(|m| m.len());
+        let (segment_ok, table_ok) = (
+            segment.as_ref().map_or(true, |&len| len >= self.segment.config().total_size),
+            table.as_ref().map_or(true, |&len| len >= READER_TABLE_BYTES),
+        );
+        if segment_ok && table_ok {
+            return true;
+        }
+        self.damaged.store(1, Ordering::Relaxed);
+        tracing::error!(
+            ring = self.segment.name(),
+            segment_bytes = ?segment.ok(),
+            table_bytes = ?table.ok(),
+            "a ring file was truncated under its writer (by a process of the ring's user): \
+             the writer stops touching the ring and drops every message; restart it"
+        );
+        false
     }
 
     /// Claims a slot for the next message: the next one round-robin that no reader pins.
     /// If every slot is pinned, the message goes to scratch memory and will be dropped.
     pub(crate) fn begin(&mut self) -> Target {
         let now = monotonic_ns();
+        if !self.check_files(now) {
+            return Target::Scratch;
+        }
         if now.saturating_sub(self.last_sweep_ns) >= SWEEP_INTERVAL_NS {
             self.sweep_dead_readers(now);
         }
@@ -217,7 +269,9 @@ impl RingWriter {
     pub(crate) fn commit(&mut self, target: Target, stamp: Stamp, len: usize) -> Option<u64> {
         let Target::Slot(slot) = target else {
             self.stats.dropped += 1;
-            self.segment.header().writer.dropped.fetch_add(1, Ordering::Relaxed);
+            if !self.is_damaged() {
+                self.segment.header().writer.dropped.fetch_add(1, Ordering::Relaxed);
+            }
             tracing::trace!(ring = self.segment.name(), id = stamp.id, "every slot pinned: dropped");
             return None;
         };
@@ -236,16 +290,25 @@ impl RingWriter {
 
     pub(crate) fn abandon(&mut self) {
         self.stats.abandoned += 1;
-        self.segment.header().writer.abandoned.fetch_add(1, Ordering::Relaxed);
+        if !self.is_damaged() {
+            self.segment.header().writer.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn heartbeat(&self) {
-        self.segment.header().writer.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+        let now = monotonic_ns();
+        if self.check_files(now) {
+            self.segment.header().writer.heartbeat_ns.store(now, Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for RingWriter {
     fn drop(&mut self) {
+        if self.is_damaged() {
+            // The files are still removed (by `owned`); the mappings are not touched.
+            return;
+        }
         let writer = &self.segment.header().writer;
         writer.closed.store(1, Ordering::SeqCst);
         // Move the futex word so sleepers see a change, then wake them to notice `closed`.

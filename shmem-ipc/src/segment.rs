@@ -108,6 +108,12 @@ impl Segment {
         self.shape
     }
 
+    /// The segment file's current size (`fstat`), which another process of the ring's user
+    /// may have changed.
+    pub(crate) fn file_len(&self) -> std::io::Result<u64> {
+        self.file.metadata().map(|m| m.len())
+    }
+
     /// True once the segment's file has been unlinked: its writer closed it, or a new writer
     /// took the name over from a dead one. Either way no writer will touch it again.
     pub(crate) fn is_unlinked(&self) -> bool {
