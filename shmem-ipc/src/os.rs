@@ -1,6 +1,7 @@
 //! Thin safe wrappers over the two kernel facilities `rustix` does not cover here:
 //! open-file-description (OFD) byte-range locks and shared mappings of a file.
-//! With `segment.rs`, the only `unsafe` of the crate.
+//! With `segment.rs`, nearly all the `unsafe` of the crate (`ring.rs` calls two of `segment`'s
+//! `unsafe fn`s where it knows their contract holds).
 //!
 //! OFD locks (`F_OFD_SETLK`/`F_OFD_GETLK`) belong to an open file description, not to a
 //! process: they are released by the kernel when the last descriptor of it is closed, which

@@ -144,7 +144,7 @@ impl RingWriter {
         owned.segment = Some(segment_id);
         files::reserve(name, &segment_file, config.total_size)?;
         let segment = Segment::initialise(name, segment_file, config, shape)?;
-        segment.header().writer.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+        segment.writer().heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
         let slots = shape.slot_count as usize;
         tracing::debug!(ring = name, ?shape, generation, "ring created");
         Ok(Self {
@@ -251,10 +251,16 @@ impl RingWriter {
         }
     }
 
-    /// The bytes of a loan: the claimed slot's payload or the scratch buffer.
+    /// The bytes of a loan: the claimed slot's payload or the scratch buffer. `target` must
+    /// be what `begin` returned for the loan not yet committed or abandoned (the loan types
+    /// hold it privately and borrow the writer mutably, so no other loan exists meanwhile).
+    #[allow(unsafe_code, reason = "the claimed slot is the writer's to write: see SAFETY")]
     pub(crate) fn payload_mut(&mut self, target: Target) -> &mut [u8] {
         match target {
-            Target::Slot(slot) => self.segment.payload_mut(slot),
+            // SAFETY: `Target::Slot` comes only from `begin`, whose `claim` succeeded: no
+            // reader pins the slot, and readers touch no slot they have not pinned, until
+            // `commit` publishes it; the loan owns `target` and `&mut self` until then.
+            Target::Slot(slot) => unsafe { self.segment.payload_mut(slot) },
             Target::Scratch => {
                 let capacity = self.segment.shape().slot_capacity as usize;
                 if self.scratch.len() != capacity {
@@ -270,7 +276,7 @@ impl RingWriter {
         let Target::Slot(slot) = target else {
             self.stats.dropped += 1;
             if !self.is_damaged() {
-                self.segment.header().writer.dropped.fetch_add(1, Ordering::Relaxed);
+                self.segment.writer().dropped.fetch_add(1, Ordering::Relaxed);
             }
             tracing::trace!(ring = self.segment.name(), id = stamp.id, "every slot pinned: dropped");
             return None;
@@ -278,8 +284,8 @@ impl RingWriter {
         let n = self.next;
         protocol::commit(&self.segment, slot, n, stamp, len as u64, monotonic_ns());
         self.chooser.completed(slot, n);
-        if protocol::announce(&self.segment.header().writer, self.readers.entries(), n + 1) {
-            futex::wake_all(&self.segment.header().writer.notify);
+        if protocol::announce(self.segment.writer(), self.readers.entries(), n + 1) {
+            futex::wake_all(&self.segment.writer().notify);
             self.stats.wakeups += 1;
         }
         self.next = n + 1;
@@ -291,14 +297,14 @@ impl RingWriter {
     pub(crate) fn abandon(&mut self) {
         self.stats.abandoned += 1;
         if !self.is_damaged() {
-            self.segment.header().writer.abandoned.fetch_add(1, Ordering::Relaxed);
+            self.segment.writer().abandoned.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub(crate) fn heartbeat(&self) {
         let now = monotonic_ns();
         if self.check_files(now) {
-            self.segment.header().writer.heartbeat_ns.store(now, Ordering::Relaxed);
+            self.segment.writer().heartbeat_ns.store(now, Ordering::Relaxed);
         }
     }
 }
@@ -309,7 +315,7 @@ impl Drop for RingWriter {
             // The files are still removed (by `owned`); the mappings are not touched.
             return;
         }
-        let writer = &self.segment.header().writer;
+        let writer = self.segment.writer();
         writer.closed.store(1, Ordering::SeqCst);
         // Move the futex word so sleepers see a change, then wake them to notice `closed`.
         writer.notify.fetch_add(1, Ordering::SeqCst);
@@ -357,7 +363,7 @@ impl RingReader {
         let writer_pid = segment.config().writer_pid;
         let gone = |cause| Error::WriterGone { name: name.to_string(), pid: writer_pid, cause };
         let closed_or_died = || {
-            if segment.header().writer.closed.load(Ordering::Acquire) == 1 {
+            if segment.writer().closed.load(Ordering::Acquire) == 1 {
                 gone(WriterGoneCause::Closed)
             } else {
                 gone(WriterGoneCause::Died)
@@ -392,7 +398,7 @@ impl RingReader {
         let idle = protocol::fresh_entry(word.load(Ordering::Acquire));
         word.store(idle, Ordering::Release);
 
-        let head = segment.header().writer.head.load(Ordering::Acquire);
+        let head = segment.writer().head.load(Ordering::Acquire);
         let mut reader = Self {
             cursor: Cursor::new(mode, u64::from(shape.slot_count), head),
             segment,
@@ -424,11 +430,11 @@ impl RingReader {
     }
 
     pub(crate) fn published(&self) -> u64 {
-        self.segment.header().writer.head.load(Ordering::Acquire)
+        self.segment.writer().head.load(Ordering::Acquire)
     }
 
     pub(crate) fn heartbeat_age(&self) -> Duration {
-        let beat = self.segment.header().writer.heartbeat_ns.load(Ordering::Relaxed);
+        let beat = self.segment.writer().heartbeat_ns.load(Ordering::Relaxed);
         Duration::from_nanos(monotonic_ns().saturating_sub(beat))
     }
 
@@ -456,7 +462,7 @@ impl RingReader {
     fn check_writer(&mut self, now: u64, force: bool) -> Result<()> {
         let gone =
             |cause| Error::WriterGone { name: self.segment.name().to_string(), pid: self.writer_pid, cause };
-        match self.segment.header().writer.closed.load(Ordering::Acquire) {
+        match self.segment.writer().closed.load(Ordering::Acquire) {
             0 => {}
             1 => return Err(gone(WriterGoneCause::Closed)),
             other => {
@@ -536,7 +542,7 @@ impl RingReader {
                 Wait::Poll => return Ok(None),
                 Wait::Spin(_) => std::hint::spin_loop(),
                 Wait::Block(_) => {
-                    let writer = &self.segment.header().writer;
+                    let writer = self.segment.writer();
                     let entry = &self.readers.entries()[self.entry];
                     if let Some(word) = protocol::prepare_sleep(writer, entry, self.idle, seen_head) {
                         let nap = (deadline - now).min(LIVENESS_INTERVAL_NS);
@@ -549,8 +555,16 @@ impl RingReader {
     }
 
     /// The bytes of a message this reader has pinned (a `Located` from `next`, not settled).
+    /// Callers: `Sample` (which holds `&mut self` and settles once, on finish or drop, after
+    /// every borrow of the bytes ended) and `next_copy` (copies, then settles).
+    #[allow(unsafe_code, reason = "reading a slot this reader has pinned: see SAFETY")]
     fn bytes(&self, located: &Located) -> &[u8] {
-        self.segment.pinned_payload(located.slot, located.info.len)
+        // SAFETY: `located` came from `next` and has not been settled, so our entry pins its
+        // slot (confirmed by `protocol::pin`), and the borrow of the returned slice ends
+        // before `settle` unpins it (the callers above). In a forked child `next` refuses to
+        // run; a sample that crossed a fork keeps the parent's pin, which the child leaves
+        // alone (see `settle`), under `fork`'s own unsafe contract.
+        unsafe { self.segment.pinned_payload(located.slot, located.info.len) }
     }
 
     fn is_intact(&self, located: &Located) -> bool {
