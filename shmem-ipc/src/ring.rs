@@ -97,6 +97,7 @@ pub(crate) struct RingWriter {
     last_sweep_ns: u64,
     /// When the ring's file sizes were last checked (`check_files`), and whether one was
     /// found truncated: then nothing touches the mappings again (they would raise SIGBUS).
+    /// Atomics (process-local) because `heartbeat` checks too and takes `&self`.
     last_file_check_ns: AtomicU64,
     damaged: AtomicU32,
     stats: WriterStats,
@@ -190,6 +191,7 @@ impl RingWriter {
         self.last_file_check_ns.store(now, Ordering::Relaxed);
         let segment = self.segment.file_len();
         let table = self.readers.file().metadata().map(|m| m.len());
+        // An fstat that fails tells nothing: assume the file is intact.
         let (segment_ok, table_ok) = (
             segment.as_ref().map_or(true, |&len| len >= self.segment.config().total_size),
             table.as_ref().map_or(true, |&len| len >= READER_TABLE_BYTES),

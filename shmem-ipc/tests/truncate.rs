@@ -4,7 +4,9 @@
 //! ring instead. Alone in its binary: on a writer without the check, SIGBUS ends the process.
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
-use ads_shmem_ipc::{readers_path, shm_path, FrameGeometry, FrameWriter, PixelFormat, Stamp};
+use ads_shmem_ipc::{
+    readers_path, shm_path, Error, FrameGeometry, FrameWriter, MessageWriter, PixelFormat, Stamp,
+};
 use std::time::Duration;
 
 const SMALL: FrameGeometry = FrameGeometry::packed(8, 4, PixelFormat::Gray8);
@@ -36,4 +38,16 @@ fn a_truncated_reader_table_does_not_kill_the_writer() {
 #[test]
 fn a_truncated_segment_does_not_kill_the_writer() {
     truncate_then_publish("segment", shm_path);
+}
+
+#[test]
+fn a_message_writer_says_its_ring_is_damaged() {
+    let name = format!("t{}-message", std::process::id());
+    let mut writer = MessageWriter::create(&name, 64, 3).unwrap();
+    writer.publish(b"before", Stamp::default()).unwrap();
+    std::fs::OpenOptions::new().write(true).open(readers_path(&name)).unwrap().set_len(0).unwrap();
+    std::thread::sleep(PAST_THE_CHECK);
+    let err = writer.publish(b"after", Stamp::default()).expect_err("a damaged ring takes no message");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("truncated"), "{err}");
 }
