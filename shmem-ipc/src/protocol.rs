@@ -55,13 +55,15 @@
 //!   commit, which the reader acquired.)
 //!
 //! *Wake-ups* (`prepare_sleep` against `announce`) are the same pattern on the futex word and
-//! the sleeping flag: the reader stores the flag, fences, loads the word; the writer stores
-//! the word, fences, loads the flags. Reader's fence first: the writer sees the flag and
-//! wakes (or a later store of the entry: the reader is already past that sleep, and a later
-//! `prepare_sleep` of its own is ordered after the writer's fence, so it sees the new word).
-//! Writer's fence first: the reader sees the new word and does not sleep. The kernel compares
-//! the word and queues the sleeper atomically (`FUTEX_WAIT`), so no wake-up is lost between
-//! the check and the sleep.
+//! the sleeping flag: the reader stores the flag with the word it saw, fences, loads the word;
+//! the writer stores the next word, fences, loads the flags. Reader's fence first: the writer
+//! sees the flag and wakes (or a later store of the entry: the reader is already past that
+//! sleep, and a later `prepare_sleep` of its own is ordered after the writer's fence, so it
+//! sees the new word). Writer's fence first: the reader sees the new word and does not sleep.
+//! The kernel compares the word and queues the sleeper atomically (`FUTEX_WAIT`), so no
+//! wake-up is lost between the check and the sleep. The writer wakes only for flags carrying
+//! the word it just replaced: a flag with an older word belongs to a reader that the announce
+//! moving past that word already woke, or that saw the moved word and did not sleep.
 //!
 //! *Outside the model*: a reader's death (the writer clears its entry after probing its lock:
 //! a dead process reads nothing more); another process writing the segment (caught, not
@@ -133,14 +135,23 @@ pub(crate) struct WriterLine {
     pub(crate) dropped: AtomicU64,
 }
 
-/// One reader's word in the reader table: `epoch << 32 | WAITING? | pin`, where `pin` is the
-/// pinned slot + 1 (0: none). Only its reader writes it, except that the writer clears the
-/// pin and flag of a reader that died (its entry lock is free), by compare-and-swap so that a
-/// new reader of the entry (which bumps `epoch` first) is never touched.
+/// One reader's word in the reader table: `epoch << 32 | word << 17 | WAITING? | pin`, where
+/// `pin` is the pinned slot + 1 (0: none) and `word` the low 15 bits of the futex word the
+/// reader sleeps on (with `WAITING`). Only its reader writes it, except that the writer
+/// clears the pin and flag of a reader that died (its entry lock is free), by
+/// compare-and-swap so that a new reader of the entry (which bumps `epoch` first) is never
+/// touched.
 pub(crate) type ReaderEntry = AtomicU64;
 const PIN_MASK: u64 = 0xffff;
 const WAITING: u64 = 1 << 16;
+const WORD_SHIFT: u32 = 17;
+const WORD_BITS: u64 = 0x7fff << WORD_SHIFT;
 const EPOCH_SHIFT: u32 = 32;
+
+/// The `word` bits of an entry for a reader sleeping on futex word `head as u32`.
+fn sleep_word(head: u64) -> u64 {
+    (head << WORD_SHIFT) & WORD_BITS
+}
 
 /// The slot `entry` pins, if any and if it is a slot of this ring.
 pub(crate) fn pinned_slot(word: u64, slot_count: usize) -> Option<usize> {
@@ -164,7 +175,7 @@ pub(crate) fn claims_anything(word: u64) -> bool {
 /// `Relaxed`: the reader is dead (its entry lock is free), so it reads nothing more that the
 /// writer's next claim would have to be ordered after.
 pub(crate) fn reclaim_entry(entry: &ReaderEntry, seen: u64) -> bool {
-    let cleared = seen & !(PIN_MASK | WAITING);
+    let cleared = seen & !(PIN_MASK | WAITING | WORD_BITS);
     entry.compare_exchange(seen, cleared, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
@@ -376,13 +387,22 @@ pub(crate) fn commit<R: RingView + ?Sized>(
     writer.heartbeat_ns.store(now_ns, Ordering::Relaxed);
 }
 
-/// Writer: moves the futex word forward and says whether anybody may be asleep on it.
+/// Writer: moves the futex word forward to `head` (one more than at the previous call) and
+/// says whether anybody may be asleep on the old word and needs a wake.
+///
+/// Only sleepers on the previous word (`head - 1`) count. One flagged with an older word was
+/// woken by the announce that moved the word past it (or saw the moved word and did not
+/// sleep), and has not gone back to sleep since (it would have stored a newer word): it is
+/// stopped, or about to run. Without this, a reader stopped (SIGSTOP, a debugger) while
+/// asleep cost a futex wake per publish for as long as it stayed stopped; now it costs one.
+/// (The word is 15 bits: such a reader is woken again once every 32,768 messages.)
 pub(crate) fn announce(writer: &WriterLine, entries: &[ReaderEntry], head: u64) -> bool {
     writer.notify.store(head as u32, Ordering::Relaxed);
     // Sync point: Dekker handshake with `prepare_sleep`: either the writer sees the waiter's
-    // flag and wakes it, or the waiter sees the new word and does not sleep.
+    // flag (and its word) and wakes it, or the waiter sees the new word and does not sleep.
     fence(Ordering::SeqCst);
-    entries.iter().any(|e| e.load(Ordering::Relaxed) & WAITING != 0)
+    let asleep = WAITING | sleep_word(head.wrapping_sub(1));
+    entries.iter().any(|e| e.load(Ordering::Relaxed) & (WAITING | WORD_BITS) == asleep)
 }
 
 /// Reader: flags itself as about to sleep; returns the futex word to sleep on, or `None` if
@@ -394,7 +414,7 @@ pub(crate) fn prepare_sleep(
     seen_head: u64,
 ) -> Option<u32> {
     // Release, like every store to a reader entry: see `unpin`.
-    entry.store(idle | WAITING, Ordering::Release);
+    entry.store(idle | WAITING | sleep_word(seen_head), Ordering::Release);
     // Sync point: the reader's half of the handshake in `announce`.
     fence(Ordering::SeqCst);
     let word = writer.notify.load(Ordering::Relaxed);
@@ -867,6 +887,13 @@ mod tests {
         finish_sleep(&entries[1], 0);
         assert_eq!(prepare_sleep(&writer, &entries[1], 0, 1), None, "the head moved: do not sleep");
         assert!(!announce(&writer, &entries, 3));
+        // A sleeper that does not come back (stopped) is woken once, not on every publish.
+        assert_eq!(prepare_sleep(&writer, &entries[0], 0, 3), Some(3));
+        assert!(announce(&writer, &entries, 4));
+        assert!(!announce(&writer, &entries, 5), "it was woken for 4 already");
+        finish_sleep(&entries[0], 0);
+        assert_eq!(prepare_sleep(&writer, &entries[0], 0, 5), Some(5));
+        assert!(announce(&writer, &entries, 6), "back asleep on the new word: woken again");
     }
 }
 

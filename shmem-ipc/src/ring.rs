@@ -30,7 +30,8 @@ pub enum Wait {
 const LIVENESS_INTERVAL_NS: u64 = 20_000_000;
 
 /// How often the writer looks for readers that died holding a pin or a sleeping flag. Until
-/// then a dead reader costs one slot (its pin) or one futex wake per publish (its flag).
+/// then a dead reader costs one slot (its pin); its flag costs one futex wake in all (see
+/// `protocol::announce`).
 const SWEEP_INTERVAL_NS: u64 = 100_000_000;
 
 /// Where in the reader table file reader entry `k`'s lock byte is.
