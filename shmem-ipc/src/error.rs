@@ -47,6 +47,11 @@ pub enum Error {
     )]
     ForeignOwner { name: String, path: std::path::PathBuf, owner_uid: u32, our_uid: u32 },
 
+    /// Something other than a regular file (a FIFO, a socket, a directory) sits at one of the
+    /// ring's paths. Refused before it is read, so it cannot block or feed anyone.
+    #[error("ring {name:?} is refused: {path} is {kind}, not a regular file")]
+    NotAFile { name: String, path: std::path::PathBuf, kind: &'static str },
+
     #[error("ring {name:?} is refused: {path} is writable by group or others (mode {mode:04o})")]
     UnsafeMode { name: String, path: std::path::PathBuf, mode: u32 },
 
@@ -57,6 +62,15 @@ pub enum Error {
     /// overwrite a slot someone is reading.
     #[error("every slot of ring {name:?} is pinned by a reader: message dropped")]
     NoFreeSlot { name: String },
+
+    /// The reader was attached in another process and this one is a `fork()` of it. Its
+    /// reader entry is the parent's, so pinning here would unpin the parent's frame (and the
+    /// writer could rewrite it under the parent): attach a new reader in this process.
+    #[error(
+        "the reader of ring {name:?} was attached in process {attached_pid}, and this is process \
+         {pid}, a fork of it: attach a new reader here"
+    )]
+    ForkedReader { name: String, attached_pid: u32, pid: u32 },
 
     #[error("the writer of ring {name:?} (pid {pid}) is gone: {cause:?}")]
     WriterGone { name: String, pid: u32, cause: WriterGoneCause },

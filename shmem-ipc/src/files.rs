@@ -79,7 +79,9 @@ fn io_error<'a>(name: &'a str, context: &'static str) -> impl FnOnce(io::Error) 
 }
 
 /// Refuses a file that another user owns or that group or others may write: such a ring
-/// could be fed, or its header rewritten, by someone other than our writer.
+/// could be fed, or its header rewritten, by someone other than our writer. Refuses anything
+/// but a regular file too (a FIFO, socket or directory at a ring's path is someone's trap or
+/// mistake, never a ring).
 pub(crate) fn check_trusted(name: &str, path: &Path, meta: &Metadata) -> Result<()> {
     let ours = rustix::process::geteuid().as_raw();
     if meta.uid() != ours {
@@ -90,6 +92,13 @@ pub(crate) fn check_trusted(name: &str, path: &Path, meta: &Metadata) -> Result<
             our_uid: ours,
         });
     }
+    if !meta.file_type().is_file() {
+        return Err(Error::NotAFile {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            kind: kind_of(meta.file_type()),
+        });
+    }
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(Error::UnsafeMode { name: name.to_string(), path: path.to_path_buf(), mode });
@@ -97,10 +106,35 @@ pub(crate) fn check_trusted(name: &str, path: &Path, meta: &Metadata) -> Result<
     Ok(())
 }
 
-/// Opens an existing ring file (never following a symlink) and checks who owns it.
-/// `Ok(None)`: there is no such file.
+/// What a file that is not a regular file is, for messages.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "a device"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// How every existing ring file is opened: never through a symlink (`O_NOFOLLOW`), and never
+/// blocking (`O_NONBLOCK`): opening a FIFO for reading blocks until someone opens its other
+/// end, and any local user can make one at a ring's path in `/dev/shm` while the name is
+/// free. The file type is checked with `fstat` right after (`check_trusted`), before a byte
+/// is read or mapped. On a regular file `O_NONBLOCK` changes nothing.
+const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+
+/// Opens an existing ring file (never following a symlink, never blocking) and checks that
+/// it is a regular file and who owns it. `Ok(None)`: there is no such file.
 pub(crate) fn open_trusted(name: &str, path: &Path, write: bool) -> Result<Option<(File, Metadata)>> {
-    let opened = OpenOptions::new().read(true).write(write).custom_flags(libc::O_NOFOLLOW).open(path);
+    let opened = OpenOptions::new().read(true).write(write).custom_flags(OPEN_FLAGS).open(path);
     let file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -165,7 +199,7 @@ impl NameLock {
                 .write(true)
                 .create(true)
                 .mode(MODE)
-                .custom_flags(libc::O_NOFOLLOW)
+                .custom_flags(OPEN_FLAGS)
                 .open(&path)
                 .map_err(io_error(name, "opening the ring's lock file"))?;
             let meta = file.metadata().map_err(io_error(name, "fstat of the lock file"))?;

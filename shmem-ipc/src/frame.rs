@@ -103,8 +103,8 @@ impl FrameWriter {
         self.ring.segment().name()
     }
 
-    /// Lends the slot the next frame goes into (the oldest one no reader has pinned); render
-    /// into [`FrameLoan::pixels_mut`], then [`FrameLoan::publish`]. The slot's previous frame
+    /// Lends the slot the next frame goes into (the next one, round-robin, that no reader has
+    /// pinned); render into [`FrameLoan::pixels_mut`], then [`FrameLoan::publish`]. The slot's previous frame
     /// is invalidated from this moment. Never waits: if every slot is pinned, the loan renders
     /// into private memory and the frame is dropped at publish (counted in
     /// [`WriterStats::dropped`]).

@@ -16,7 +16,7 @@ use crate::Error;
 /// "ADSRING1" little-endian: the first word of every segment.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"ADSRING1");
 /// Bumped whenever the meaning or placement of any byte in the segment changes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Fewer slots than this cannot keep one slot for the writer, one stable for readers and one
 /// pinned by a reader.
 pub const MIN_SLOTS: u32 = 3;

@@ -7,7 +7,7 @@
 //!   holds for its life; any number of readers (up to [`MAX_READERS`]); nobody ever blocks
 //!   anybody;
 //! - a reader **pins** the slot it reads, and the writer never writes a pinned slot: it puts
-//!   the next message into the oldest unpinned one. So the `&[u8]` of a [`Frame`] or
+//!   the next message into the next unpinned one, round-robin. So the `&[u8]` of a [`Frame`] or
 //!   [`Sample`] is stable while you hold it, and no safe API hands out a reference to memory
 //!   anyone may write meanwhile. `finish()` re-checks the slot's sequence as a second line
 //!   of defence;
@@ -18,21 +18,48 @@
 //!   (`Error::WriterGone`): liveness is the writer's lock, so it holds across pid namespaces
 //!   and pid reuse; a restarted writer takes over a dead writer's ring itself;
 //! - rings owned by another user, or whose files group or others may write, are refused
-//!   (`Error::ForeignOwner`, `Error::UnsafeMode`); readers map the payload read-only;
+//!   (`Error::ForeignOwner`, `Error::UnsafeMode`), and so is anything at a ring's path that
+//!   is not a regular file (`Error::NotAFile`), checked before it is read: a FIFO there
+//!   blocks nobody; readers map the payload read-only;
+//! - a reader belongs to the process that attached it: in a `fork()` of that process (a
+//!   PyTorch `DataLoader` worker, `multiprocessing` with fork) it refuses to read
+//!   (`Error::ForkedReader`) and leaves the reader entry, which is its parent's, alone;
+//!   attach a new reader in the child;
 //! - attaching to a ring of another layout version or geometry, a missing ring, one still
 //!   being created (`Error::Initialising`, retry) and a full `/dev/shm` are each their own
 //!   error.
+//!
+//! # Whom a ring trusts
+//! Every process of the ring's user (uid). Any of them can kill the writer with a signal
+//! anyway, so the ring does not try to survive them: one can truncate the ring's files (the
+//! writer `fstat`s them at most every 100 ms and stops touching a shrunk ring, counting
+//! [`WriterStats::damaged`]; a truncation between two checks is a SIGBUS in the writer), pin
+//! slots in the reader table (the writer then drops frames) or write the segment (readers
+//! report it as `Error::Corrupt` or discard the frame; readers themselves map it
+//! read-only). Against every other user the files' owner and mode checks hold: another user
+//! can at most squat a name or put a FIFO at a path, and is refused by name.
+//! (Sealed memfds passed over a unix socket would make the files unshrinkable, but need a
+//! socket server in every writer and lose attach-by-name; not worth it against processes
+//! that can kill the writer.)
+//!
+//! # Why the zero-copy borrow is sound
+//! Pins and wake-ups are two store-buffering handshakes (store, `SeqCst` fence, load on each
+//! side) and every store a reader makes to its entry is `Release`. The argument, in the
+//! language's memory model and not leaning on loom's stronger `SeqCst` fence, is in the
+//! `protocol` module's docs; loom models of the shipped functions check the orderings around
+//! it (`RUSTFLAGS="--cfg loom" cargo test -p ads-shmem-ipc --release --lib loom`).
 //!
 //! # How long a pin may be held, and what it costs
 //! As long as you like: a held [`Frame`] (say, under a numpy view in Python) keeps its bytes
 //! and costs the writer exactly one slot, which it passes over until the frame is finished
 //! or dropped. Each reader holds at most one pin (a `Frame`/`Sample` borrows its reader).
 //! With `slots ≥ pinning readers + 2` the writer always has a free slot other than the
-//! newest frame, so it never drops a frame and latest readers always find a complete one;
-//! with fewer, a writer that finds every slot pinned drops that frame (counted in
-//! [`WriterStats::dropped`]; [`MessageWriter::publish`] returns `Error::NoFreeSlot`) rather
-//! than wait. In-order readers of a ring with pinned slots see fewer frames retained before
-//! they are lapped. A reader that dies holding a pin loses it within ~100 ms (the writer
+//! newest frame; it drops a frame (counted in [`WriterStats::dropped`];
+//! [`MessageWriter::publish`] returns `Error::NoFreeSlot`) rather than wait only when it
+//! finds every slot pinned, at its scan or at its claim, in two passes: with fewer slots,
+//! or when readers move their pins onto the very slots it tries, twice over. A claim that
+//! backs off from a pin costs no reader a frame: an in-order reader counts as dropped what
+//! it found overwritten, and, once lapped, what is more than a ring behind the head. A reader that dies holding a pin loses it within ~100 ms (the writer
 //! probes the entry locks of the reader table).
 //!
 //! ```no_run

@@ -29,7 +29,8 @@ impl MessageWriter {
 
     /// Copies `bytes` into the next slot and publishes it; returns its sequence number.
     /// `Err(NoFreeSlot)` (and counted in [`WriterStats::dropped`]) if every slot is pinned by
-    /// a reader: the writer never waits.
+    /// a reader: the writer never waits. `Err(Corrupt)` (counted the same way) once a ring
+    /// file was truncated under the writer ([`WriterStats::damaged`]).
     pub fn publish(&mut self, bytes: &[u8], stamp: Stamp) -> Result<u64> {
         let capacity = self.max_message_bytes();
         if bytes.len() as u64 > capacity {
@@ -38,6 +39,12 @@ impl MessageWriter {
         let target = self.ring.begin();
         if target == Target::Scratch {
             self.ring.commit(target, stamp, bytes.len());
+            if self.ring.stats().damaged {
+                return Err(Error::Corrupt {
+                    name: self.name().to_string(),
+                    reason: "a ring file was truncated under its writer: restart the writer".into(),
+                });
+            }
             return Err(Error::NoFreeSlot { name: self.name().to_string() });
         }
         self.ring.payload_mut(target)[..bytes.len()].copy_from_slice(bytes);

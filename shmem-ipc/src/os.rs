@@ -1,6 +1,7 @@
 //! Thin safe wrappers over the two kernel facilities `rustix` does not cover here:
 //! open-file-description (OFD) byte-range locks and shared mappings of a file.
-//! With `segment.rs`, the only `unsafe` of the crate.
+//! With `segment.rs`, nearly all the `unsafe` of the crate (`ring.rs` calls two of `segment`'s
+//! `unsafe fn`s where it knows their contract holds).
 //!
 //! OFD locks (`F_OFD_SETLK`/`F_OFD_GETLK`) belong to an open file description, not to a
 //! process: they are released by the kernel when the last descriptor of it is closed, which
@@ -10,10 +11,40 @@
 
 #![allow(unsafe_code)]
 
+use crate::sync::{AtomicU64, Ordering};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd as _;
 use std::ptr::NonNull;
+
+/// Forks of this process image so far, as seen by this process: each child `fork()` makes
+/// starts with one more than its parent had (counted by a `pthread_atfork` child handler).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+static COUNTING_FORKS: std::sync::Once = std::sync::Once::new();
+
+extern "C" fn count_fork_in_child() {
+    // Runs in the child right after fork(2): only async-signal-safe work, and an atomic add
+    // is that.
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A number that differs in every process `fork()` makes of this one (after the first call),
+/// for as cheap a check as a load: a reader compares it with what it saw at attach, because
+/// its reader entry is its parent's in a child. `getpid()` would be a syscall on every read.
+/// A child made by a raw `clone(2)` runs no fork handlers; readers compare pids too, on their
+/// slower liveness path.
+pub(crate) fn fork_generation() -> u64 {
+    COUNTING_FORKS.call_once(|| {
+        // SAFETY: registers a plain `extern "C"` function that lives as long as the program
+        // and does only an atomic add; no prepare or parent handler.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+        if rc != 0 {
+            // Then forks go uncounted here; the pid check on the liveness path still holds.
+            tracing::warn!("pthread_atfork failed ({rc}): forked readers are caught later");
+        }
+    });
+    FORKS.load(Ordering::Relaxed)
+}
 
 fn flock_for(kind: libc::c_short, start: u64, len: u64) -> io::Result<libc::flock> {
     let out_of_range = || io::Error::new(io::ErrorKind::InvalidInput, "lock range out of range");

@@ -8,7 +8,7 @@ use crate::layout::{RingKind, Shape};
 use crate::os;
 use crate::protocol::{self, Cursor, Located, Look, ReadMode, ReaderStats, RingView as _, SampleInfo, Stamp};
 use crate::segment::{self, ReaderTable, Segment, READER_TABLE_BYTES};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use std::fs::File;
 use std::time::Duration;
 
@@ -30,7 +30,8 @@ pub enum Wait {
 const LIVENESS_INTERVAL_NS: u64 = 20_000_000;
 
 /// How often the writer looks for readers that died holding a pin or a sleeping flag. Until
-/// then a dead reader costs one slot (its pin) or one futex wake per publish (its flag).
+/// then a dead reader costs one slot (its pin); its flag costs one futex wake in all (see
+/// `protocol::announce`).
 const SWEEP_INTERVAL_NS: u64 = 100_000_000;
 
 /// Where in the reader table file reader entry `k`'s lock byte is.
@@ -51,6 +52,10 @@ pub struct WriterStats {
     pub dropped: u64,
     /// Times a slot was passed over because a reader had it pinned.
     pub pinned_skips: u64,
+    /// A ring file was found shorter than the writer made it (truncated by another process
+    /// of the ring's user, see the crate docs): the writer no longer touches the ring, every
+    /// message since is dropped, and readers see the writer stop. Restart the writer.
+    pub damaged: bool,
 }
 
 /// Where a loan's bytes go.
@@ -91,6 +96,11 @@ pub(crate) struct RingWriter {
     chooser: protocol::SlotChooser,
     scratch: Vec<u8>,
     last_sweep_ns: u64,
+    /// When the ring's file sizes were last checked (`check_files`), and whether one was
+    /// found truncated: then nothing touches the mappings again (they would raise SIGBUS).
+    /// Atomics (process-local) because `heartbeat` checks too and takes `&self`.
+    last_file_check_ns: AtomicU64,
+    damaged: AtomicU32,
     stats: WriterStats,
     #[expect(dead_code, reason = "held for its Drop: removes the ring's files, then releases the name")]
     owned: Owned,
@@ -136,7 +146,7 @@ impl RingWriter {
         owned.segment = Some(segment_id);
         files::reserve(name, &segment_file, config.total_size)?;
         let segment = Segment::initialise(name, segment_file, config, shape)?;
-        segment.header().writer.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+        segment.writer().heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
         let slots = shape.slot_count as usize;
         tracing::debug!(ring = name, ?shape, generation, "ring created");
         Ok(Self {
@@ -146,6 +156,8 @@ impl RingWriter {
             chooser: protocol::SlotChooser::new(slots),
             scratch: Vec::new(),
             last_sweep_ns: monotonic_ns(),
+            last_file_check_ns: AtomicU64::new(monotonic_ns()),
+            damaged: AtomicU32::new(0),
             stats: WriterStats::default(),
             owned,
         })
@@ -156,13 +168,56 @@ impl RingWriter {
     }
 
     pub(crate) fn stats(&self) -> WriterStats {
-        WriterStats { pinned_skips: self.chooser.pinned_skips, ..self.stats }
+        WriterStats { pinned_skips: self.chooser.pinned_skips, damaged: self.is_damaged(), ..self.stats }
     }
 
-    /// Claims a slot for the next message: the one written longest ago that no reader pins.
+    fn is_damaged(&self) -> bool {
+        self.damaged.load(Ordering::Relaxed) != 0
+    }
+
+    /// At most every `SWEEP_INTERVAL_NS`: checks with `fstat` that the segment and the reader
+    /// table are still as long as the writer made them, and if not, marks the ring damaged
+    /// and returns false; after that nothing touches the mappings. Any process of the ring's
+    /// user can shrink them (readers open the table read-write) and the next access past the
+    /// end would kill the writer with SIGBUS. This narrows that to a truncation within the
+    /// last interval; it is no defence against the ring's own user, which can kill the writer
+    /// anyway (see the crate docs).
+    fn check_files(&self, now: u64) -> bool {
+        if self.is_damaged() {
+            return false;
+        }
+        if now.saturating_sub(self.last_file_check_ns.load(Ordering::Relaxed)) < SWEEP_INTERVAL_NS {
+            return true;
+        }
+        self.last_file_check_ns.store(now, Ordering::Relaxed);
+        let segment = self.segment.file_len();
+        let table = self.readers.file().metadata().map(|m| m.len());
+        // An fstat that fails tells nothing: assume the file is intact.
+        let (segment_ok, table_ok) = (
+            segment.as_ref().map_or(true, |&len| len >= self.segment.config().total_size),
+            table.as_ref().map_or(true, |&len| len >= READER_TABLE_BYTES),
+        );
+        if segment_ok && table_ok {
+            return true;
+        }
+        self.damaged.store(1, Ordering::Relaxed);
+        tracing::error!(
+            ring = self.segment.name(),
+            segment_bytes = ?segment.ok(),
+            table_bytes = ?table.ok(),
+            "a ring file was truncated under its writer (by a process of the ring's user): \
+             the writer stops touching the ring and drops every message; restart it"
+        );
+        false
+    }
+
+    /// Claims a slot for the next message: the next one round-robin that no reader pins.
     /// If every slot is pinned, the message goes to scratch memory and will be dropped.
     pub(crate) fn begin(&mut self) -> Target {
         let now = monotonic_ns();
+        if !self.check_files(now) {
+            return Target::Scratch;
+        }
         if now.saturating_sub(self.last_sweep_ns) >= SWEEP_INTERVAL_NS {
             self.sweep_dead_readers(now);
         }
@@ -199,10 +254,16 @@ impl RingWriter {
         }
     }
 
-    /// The bytes of a loan: the claimed slot's payload or the scratch buffer.
+    /// The bytes of a loan: the claimed slot's payload or the scratch buffer. `target` must
+    /// be what `begin` returned for the loan not yet committed or abandoned (the loan types
+    /// hold it privately and borrow the writer mutably, so no other loan exists meanwhile).
+    #[allow(unsafe_code, reason = "the claimed slot is the writer's to write: see SAFETY")]
     pub(crate) fn payload_mut(&mut self, target: Target) -> &mut [u8] {
         match target {
-            Target::Slot(slot) => self.segment.payload_mut(slot),
+            // SAFETY: `Target::Slot` comes only from `begin`, whose `claim` succeeded: no
+            // reader pins the slot, and readers touch no slot they have not pinned, until
+            // `commit` publishes it; the loan owns `target` and `&mut self` until then.
+            Target::Slot(slot) => unsafe { self.segment.payload_mut(slot) },
             Target::Scratch => {
                 let capacity = self.segment.shape().slot_capacity as usize;
                 if self.scratch.len() != capacity {
@@ -217,15 +278,17 @@ impl RingWriter {
     pub(crate) fn commit(&mut self, target: Target, stamp: Stamp, len: usize) -> Option<u64> {
         let Target::Slot(slot) = target else {
             self.stats.dropped += 1;
-            self.segment.header().writer.dropped.fetch_add(1, Ordering::Relaxed);
+            if !self.is_damaged() {
+                self.segment.writer().dropped.fetch_add(1, Ordering::Relaxed);
+            }
             tracing::trace!(ring = self.segment.name(), id = stamp.id, "every slot pinned: dropped");
             return None;
         };
         let n = self.next;
         protocol::commit(&self.segment, slot, n, stamp, len as u64, monotonic_ns());
         self.chooser.completed(slot, n);
-        if protocol::announce(&self.segment.header().writer, self.readers.entries(), n + 1) {
-            futex::wake_all(&self.segment.header().writer.notify);
+        if protocol::announce(self.segment.writer(), self.readers.entries(), n + 1) {
+            futex::wake_all(&self.segment.writer().notify);
             self.stats.wakeups += 1;
         }
         self.next = n + 1;
@@ -236,17 +299,26 @@ impl RingWriter {
 
     pub(crate) fn abandon(&mut self) {
         self.stats.abandoned += 1;
-        self.segment.header().writer.abandoned.fetch_add(1, Ordering::Relaxed);
+        if !self.is_damaged() {
+            self.segment.writer().abandoned.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn heartbeat(&self) {
-        self.segment.header().writer.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+        let now = monotonic_ns();
+        if self.check_files(now) {
+            self.segment.writer().heartbeat_ns.store(now, Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for RingWriter {
     fn drop(&mut self) {
-        let writer = &self.segment.header().writer;
+        if self.is_damaged() {
+            // The files are still removed (by `owned`); the mappings are not touched.
+            return;
+        }
+        let writer = self.segment.writer();
         writer.closed.store(1, Ordering::SeqCst);
         // Move the futex word so sleepers see a change, then wake them to notice `closed`.
         writer.notify.fetch_add(1, Ordering::SeqCst);
@@ -269,12 +341,17 @@ pub(crate) struct RingReader {
     writer_pid: u32,
     cursor: Cursor,
     last_liveness_ns: u64,
+    /// Our pid and `os::fork_generation` at attach: in a forked child both differ, and our
+    /// entry is the parent's (see `Error::ForkedReader`).
+    attached_pid: u32,
+    forks_at_attach: u64,
 }
 
 impl RingReader {
     pub(crate) fn attach(name: &str, kind: RingKind, mode: ReadMode) -> Result<Self> {
         files::validate_name(name)?;
         let not_found = || Error::NotFound { name: name.to_string() };
+        let forks_at_attach = os::fork_generation();
         let (file, meta) = files::open_trusted(name, &files::shm_path(name), false)?.ok_or_else(not_found)?;
         let segment = Segment::open(name, file, meta.len())?;
         let shape = segment.shape();
@@ -289,7 +366,7 @@ impl RingReader {
         let writer_pid = segment.config().writer_pid;
         let gone = |cause| Error::WriterGone { name: name.to_string(), pid: writer_pid, cause };
         let closed_or_died = || {
-            if segment.header().writer.closed.load(Ordering::Acquire) == 1 {
+            if segment.writer().closed.load(Ordering::Acquire) == 1 {
                 gone(WriterGoneCause::Closed)
             } else {
                 gone(WriterGoneCause::Died)
@@ -319,10 +396,12 @@ impl RingReader {
         // A new epoch: whatever a dead predecessor left in the entry is ours to clear, and
         // the writer's reclaim of that predecessor can no longer touch us.
         let word = &readers.entries()[entry];
-        let idle = protocol::fresh_entry(word.load(Ordering::Relaxed));
+        // Acquire, then Release (like every entry store, see `protocol::unpin`): a claim that
+        // loads our first store is then ordered after the previous holder's last reads too.
+        let idle = protocol::fresh_entry(word.load(Ordering::Acquire));
         word.store(idle, Ordering::Release);
 
-        let head = segment.header().writer.head.load(Ordering::Acquire);
+        let head = segment.writer().head.load(Ordering::Acquire);
         let mut reader = Self {
             cursor: Cursor::new(mode, u64::from(shape.slot_count), head),
             segment,
@@ -332,6 +411,8 @@ impl RingReader {
             writer_lock,
             writer_pid,
             last_liveness_ns: 0,
+            attached_pid: std::process::id(),
+            forks_at_attach,
         };
         // A ring whose writer died is not worth attaching to: say so now.
         reader.check_writer(monotonic_ns(), true)?;
@@ -352,16 +433,30 @@ impl RingReader {
     }
 
     pub(crate) fn published(&self) -> u64 {
-        self.segment.header().writer.head.load(Ordering::Acquire)
+        self.segment.writer().head.load(Ordering::Acquire)
     }
 
     pub(crate) fn heartbeat_age(&self) -> Duration {
-        let beat = self.segment.header().writer.heartbeat_ns.load(Ordering::Relaxed);
+        let beat = self.segment.writer().heartbeat_ns.load(Ordering::Relaxed);
         Duration::from_nanos(monotonic_ns().saturating_sub(beat))
     }
 
     fn entry(&self) -> &protocol::ReaderEntry {
         &self.readers.entries()[self.entry]
+    }
+
+    /// True in a process `fork()` made of the one that attached (a load: see
+    /// `os::fork_generation`). Such a process must not store to our entry: it is the parent's.
+    fn forked(&self) -> bool {
+        os::fork_generation() != self.forks_at_attach
+    }
+
+    fn forked_error(&self) -> Error {
+        Error::ForkedReader {
+            name: self.segment.name().to_string(),
+            attached_pid: self.attached_pid,
+            pid: std::process::id(),
+        }
     }
 
     /// Errors if the writer closed the ring or died. The liveness probe (the writer's lock,
@@ -370,7 +465,7 @@ impl RingReader {
     fn check_writer(&mut self, now: u64, force: bool) -> Result<()> {
         let gone =
             |cause| Error::WriterGone { name: self.segment.name().to_string(), pid: self.writer_pid, cause };
-        match self.segment.header().writer.closed.load(Ordering::Acquire) {
+        match self.segment.writer().closed.load(Ordering::Acquire) {
             0 => {}
             1 => return Err(gone(WriterGoneCause::Closed)),
             other => {
@@ -382,6 +477,10 @@ impl RingReader {
         }
         if force || now.saturating_sub(self.last_liveness_ns) >= LIVENESS_INTERVAL_NS {
             self.last_liveness_ns = now;
+            // A child of a raw clone(2) runs no fork handlers; the pid (a syscall) tells.
+            if std::process::id() != self.attached_pid {
+                return Err(self.forked_error());
+            }
             // A lock we cannot probe tells us nothing: assume alive rather than give up a ring.
             let token = self.segment.config().created_wall_ns;
             let ours = files::writer_holds(&self.writer_lock, token).unwrap_or(true);
@@ -413,6 +512,9 @@ impl RingReader {
     /// Finds the next message and pins it, waiting as `wait` says. `Ok(None)` means the wait
     /// ran out. The caller must `settle` what it got.
     pub(crate) fn next(&mut self, wait: Wait) -> Result<Option<Located>> {
+        if self.forked() {
+            return Err(self.forked_error());
+        }
         let start = monotonic_ns();
         let limit = match wait {
             Wait::Poll => 0,
@@ -426,6 +528,9 @@ impl RingReader {
             };
             let now = monotonic_ns();
             if let Err(gone) = self.check_writer(now, false) {
+                if matches!(gone, Error::ForkedReader { .. }) {
+                    return Err(gone);
+                }
                 // The writer may have published more between our look and its close (or
                 // death): `closed` is stored after the last head, so one more look sees it.
                 return match self.look()? {
@@ -440,7 +545,7 @@ impl RingReader {
                 Wait::Poll => return Ok(None),
                 Wait::Spin(_) => std::hint::spin_loop(),
                 Wait::Block(_) => {
-                    let writer = &self.segment.header().writer;
+                    let writer = self.segment.writer();
                     let entry = &self.readers.entries()[self.entry];
                     if let Some(word) = protocol::prepare_sleep(writer, entry, self.idle, seen_head) {
                         let nap = (deadline - now).min(LIVENESS_INTERVAL_NS);
@@ -453,8 +558,16 @@ impl RingReader {
     }
 
     /// The bytes of a message this reader has pinned (a `Located` from `next`, not settled).
+    /// Callers: `Sample` (which holds `&mut self` and settles once, on finish or drop, after
+    /// every borrow of the bytes ended) and `next_copy` (copies, then settles).
+    #[allow(unsafe_code, reason = "reading a slot this reader has pinned: see SAFETY")]
     fn bytes(&self, located: &Located) -> &[u8] {
-        self.segment.pinned_payload(located.slot, located.info.len)
+        // SAFETY: `located` came from `next` and has not been settled, so our entry pins its
+        // slot (confirmed by `protocol::pin`), and the borrow of the returned slice ends
+        // before `settle` unpins it (the callers above). In a forked child `next` refuses to
+        // run; a sample that crossed a fork keeps the parent's pin, which the child leaves
+        // alone (see `settle`), under `fork`'s own unsafe contract.
+        unsafe { self.segment.pinned_payload(located.slot, located.info.len) }
     }
 
     fn is_intact(&self, located: &Located) -> bool {
@@ -465,7 +578,10 @@ impl RingReader {
     /// read or overrun; returns whether it was intact.
     fn settle(&mut self, located: &Located) -> bool {
         let intact = self.is_intact(located);
-        protocol::unpin(self.entry(), self.idle);
+        // A sample that crossed a fork: in the child the pin is the parent's to release.
+        if !self.forked() {
+            protocol::unpin(self.entry(), self.idle);
+        }
         self.cursor.settle(intact);
         if !intact {
             tracing::warn!(
@@ -499,6 +615,11 @@ impl RingReader {
 
 impl Drop for RingReader {
     fn drop(&mut self) {
+        // In a forked child the entry (and its lock, shared with the parent's descriptor) is
+        // the parent's: leave both alone.
+        if self.forked() {
+            return;
+        }
         // Closing the table's descriptor (after this) releases our entry lock.
         self.entry().store(self.idle, Ordering::Release);
     }

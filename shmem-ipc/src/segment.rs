@@ -1,5 +1,7 @@
 //! Typed access to a mapped ring: the segment (header, slot metadata, payloads) and the
-//! reader table. With `os.rs`, the only `unsafe` of the crate.
+//! reader table. With `os.rs`, nearly all the `unsafe` of the crate. Only atomics of shared
+//! memory are handed out as references; plain bytes a foreign process may write are copied
+//! out (volatile), or handed out by `unsafe fn`s whose callers know a pin or a claim holds.
 
 #![allow(unsafe_code)]
 
@@ -7,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::layout::{self, RawConfig, RingHeader, Shape, MAGIC, MAX_READERS};
 use crate::os::Mapping;
 use crate::protocol::{ReaderEntry, RingView, SlotMeta, WriterLine};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt as _;
 
@@ -53,7 +55,7 @@ impl Segment {
         }
         let segment = Self { map, file, name: name.to_string(), writable: true, config, shape };
         // Sync point: publishes the config; pairs with the Acquire load of `magic` in `open`.
-        segment.header().magic.store(MAGIC, Ordering::Release);
+        segment.magic().store(MAGIC, Ordering::Release);
         Ok(segment)
     }
 
@@ -108,6 +110,12 @@ impl Segment {
         self.shape
     }
 
+    /// The segment file's current size (`fstat`), which another process of the ring's user
+    /// may have changed.
+    pub(crate) fn file_len(&self) -> std::io::Result<u64> {
+        self.file.metadata().map(|m| m.len())
+    }
+
     /// True once the segment's file has been unlinked: its writer closed it, or a new writer
     /// took the name over from a dead one. Either way no writer will touch it again.
     pub(crate) fn is_unlinked(&self) -> bool {
@@ -119,7 +127,7 @@ impl Segment {
     /// any difference means something else wrote into the segment.
     pub(crate) fn check_header(&self) -> Result<()> {
         let corrupt = |reason| Err(Error::Corrupt { name: self.name.clone(), reason });
-        let magic = self.header().magic.load(Ordering::Relaxed);
+        let magic = self.magic().load(Ordering::Relaxed);
         if magic != MAGIC {
             return corrupt(format!("header magic overwritten with {magic:#018x} after attach"));
         }
@@ -134,12 +142,24 @@ impl Segment {
         Ok(())
     }
 
-    pub(crate) fn header(&self) -> &RingHeader {
+    /// The header's magic word. Only atomics of the header are handed out as references: the
+    /// plain `config` bytes may be written by a foreign process at any time, and a `&` over
+    /// bytes that change is undefined behaviour (so they are only ever copied out, volatile).
+    fn magic(&self) -> &AtomicU64 {
+        let header = self.map.as_ptr().cast::<RingHeader>();
         // SAFETY: checked at create/open that the mapping holds a header at offset 0 and is
-        // aligned for it; the mapping lives as long as `self`. Shared fields are atomics (and
-        // atomics in a read-only mapping are only ever loaded by readers); the plain `config`
-        // is never written after initialisation.
-        unsafe { &*self.map.as_ptr().cast::<RingHeader>() }
+        // aligned for it; the mapping lives as long as `self`. `addr_of!` makes no reference
+        // to the whole header, only to this atomic, and any bit pattern is a valid AtomicU64.
+        unsafe { &*std::ptr::addr_of!((*header).magic) }
+    }
+
+    /// The writer's line of the header: head, futex word, closed flag, heartbeat, counters.
+    pub(crate) fn writer(&self) -> &WriterLine {
+        let header = self.map.as_ptr().cast::<RingHeader>();
+        // SAFETY: as in `magic`: in bounds and aligned, no reference to the plain `config`;
+        // `WriterLine` is made only of atomics (any bit pattern valid; in a reader's
+        // read-only mapping they are only ever loaded).
+        unsafe { &*std::ptr::addr_of!((*header).writer) }
     }
 
     fn payload_ptr(&self, slot: usize) -> *mut u8 {
@@ -152,32 +172,38 @@ impl Segment {
 
     /// Payload bytes of `slot`, as a reader sees them. `len` is clamped to the slot capacity.
     ///
-    /// Call only for a slot that this reader has pinned (`protocol::pin` returned true and
-    /// `protocol::unpin` has not run): the writer never writes a pinned slot, so these bytes
-    /// do not change while the returned borrow lives. `ring.rs` is the only caller and ties
-    /// the borrow to the pinned `Sample`.
-    pub(crate) fn pinned_payload(&self, slot: usize, len: usize) -> &[u8] {
+    /// # Safety
+    /// This process's reader entry of this ring must pin `slot` (`protocol::pin` returned
+    /// true) for as long as the returned borrow lives: `protocol::unpin` (or any other store
+    /// to the entry) must not run before the borrow ends. The writer never writes a pinned
+    /// slot, so the bytes do not change meanwhile; without the pin they may, and a `&[u8]`
+    /// over bytes that change is undefined behaviour even if the result is discarded.
+    pub(crate) unsafe fn pinned_payload(&self, slot: usize, len: usize) -> &[u8] {
         let len = len.min(self.config.slot_capacity as usize);
-        // SAFETY: in bounds (see `payload_ptr`); u8 has no invalid bit patterns; and per the
-        // contract above the writer does not write these bytes while the slot is pinned.
+        // SAFETY: in bounds (see `payload_ptr`); u8 has no invalid bit patterns; and by the
+        // caller's contract the writer does not write these bytes while the borrow lives.
         unsafe { std::slice::from_raw_parts(self.payload_ptr(slot), len) }
     }
 
-    /// Payload bytes of `slot`, for the writer, which has claimed the slot (`protocol::claim`:
-    /// no reader pins it). `&mut self` makes this the only live view in this process.
-    pub(crate) fn payload_mut(&mut self, slot: usize) -> &mut [u8] {
+    /// Payload bytes of `slot`, for the writer. `&mut self` makes this the only live view in
+    /// this process. Panics on a reader's (read-only) segment.
+    ///
+    /// # Safety
+    /// The writer must have claimed `slot` (`protocol::claim` returned true) and not yet
+    /// published it: no reader pins it, and readers read no slot they have not pinned, so
+    /// nobody else reads these bytes while the borrow lives.
+    pub(crate) unsafe fn payload_mut(&mut self, slot: usize) -> &mut [u8] {
         assert!(self.writable, "payload_mut on a read-only mapping");
         let len = self.config.slot_capacity as usize;
-        // SAFETY: in bounds (see `payload_ptr`) and mapped writable; the single writer holds
-        // `&mut self`, so no other view exists in this process; readers in other processes do
-        // not read a slot they have not pinned, and the writer claimed this one unpinned.
+        // SAFETY: in bounds (see `payload_ptr`) and mapped writable; `&mut self` means no
+        // other view in this process; by the caller's contract no reader reads the slot.
         unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(slot), len) }
     }
 }
 
 impl RingView for Segment {
     fn writer_line(&self) -> &WriterLine {
-        &self.header().writer
+        self.writer()
     }
 
     fn slot_count(&self) -> usize {

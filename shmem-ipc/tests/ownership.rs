@@ -201,6 +201,52 @@ fn a_reader_killed_while_asleep_stops_costing_the_writer_wakeups() {
     assert_eq!(writer.stats().wakeups, before, "publishing still wakes a reader that is dead");
 }
 
+/// Whether `pid` is stopped (state `T` in /proc): `kill(SIGSTOP)` returns before it is.
+fn is_stopped(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // "pid (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+}
+
+fn signal(child: &Child, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+#[test]
+fn a_reader_stopped_while_asleep_costs_the_writer_one_wakeup_not_one_per_publish() {
+    use rustix::process::Signal;
+    let n = name("stopped");
+    let mut writer = MessageWriter::create(&n, 64, 4).unwrap();
+    let sleeper = child("child_sleep_on_a_ring", &n, None);
+    // Stop the reader until a publish finds it flagged asleep (it sleeps nearly all the time,
+    // in 20 ms slices; a stop between two slices finds it awake: let it go and try again).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "never caught the reader asleep");
+        std::thread::sleep(Duration::from_millis(100));
+        signal(&sleeper, Signal::STOP);
+        while !is_stopped(sleeper.id()) {
+            assert!(Instant::now() < deadline, "the reader never stopped");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let before = writer.stats().wakeups;
+        writer.publish(b"ping", stamp(0)).unwrap();
+        if writer.stats().wakeups > before {
+            break;
+        }
+        signal(&sleeper, Signal::CONT);
+    }
+    // Woken once (it stays stopped): the next publishes have nobody left to wake.
+    let before = writer.stats().wakeups;
+    for id in 1..=50 {
+        writer.publish(b"ping", stamp(id)).unwrap();
+    }
+    let extra = writer.stats().wakeups - before;
+    kill(sleeper);
+    assert_eq!(extra, 0, "a stopped reader cost a futex wake on {extra} of 50 publishes");
+}
+
 /// Child of `a_ring_created_by_another_user_is_refused_naming_its_owner`.
 #[test]
 #[ignore = "run by another test as a child process"]
