@@ -361,10 +361,18 @@ fn carla_source_against_the_stand_in_server() {
         "64x48",
         "--fps",
         "20",
+        // No viewer here to hold the dead-man (on by default for CARLA).
+        "--require-operator=false",
     ];
     let mut v = Vehicle::start("vcarla", &args, &standin_env(&log, false));
     let s = v.state_where("carla frames", |s| s.frame_id >= 5);
     assert_eq!((s.source.as_str(), s.truth_lateral_offset_m), ("carla", None));
+    // A real car starts held, braking, until an operator's resume.
+    assert_eq!(s.mode, DriveMode::Stopped, "{s:?}");
+    assert!(s.health.stop_reason.as_deref().unwrap_or_default().contains("waiting for resume"), "{s:?}");
+    let (accepted, detail) = v.act(Command::Resume);
+    assert!(accepted, "{detail}");
+    let s = v.state_where("resumed", |s| s.mode != DriveMode::Stopped);
     // No detector: fail-safe, full brake sent to CARLA as brake, with steer mapped.
     assert_eq!(s.mode, DriveMode::Failsafe);
     let calls = std::fs::read_to_string(&log).unwrap();
@@ -388,6 +396,8 @@ fn carla_source_against_the_stand_in_server() {
 
     let log = std::env::temp_dir().join(format!("ads-vcarla-u-{}.jsonl", std::process::id()));
     let mut v = Vehicle::start("vcarlau", &args, &standin_env(&log, true));
+    let (accepted, detail) = v.act(Command::Resume);
+    assert!(accepted, "{detail}");
     let s = v.state_where("unreachable", |s| {
         s.health.stop_reason.as_deref().is_some_and(|r| r.contains("retrying"))
     });
