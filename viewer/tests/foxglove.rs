@@ -1,6 +1,9 @@
 //! The viewer's Foxglove WebSocket server against a client written from the public protocol
 //! spec (foxglove/ws-protocol, `foxglove.websocket.v1`): serverInfo, advertise, subscribe, and
-//! binary messageData carrying a `foxglove.CompressedImage` of a real vehicle's frame.
+//! binary messageData carrying a `foxglove.CompressedImage` of a real vehicle's frame; and
+//! against the ecosystem's own tools (tests/node/foxglove_check.js, installed by
+//! scripts/node-env.sh): the official `@foxglove/ws-protocol` client, every message validated
+//! with ajv against the official `@foxglove/schemas`.
 #![allow(clippy::unwrap_used, reason = "a test helper failing is a test failing")]
 
 mod support;
@@ -9,6 +12,8 @@ use ads_testkit::{free_port, DEADLINE};
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use support::{Vehicle, Viewer};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -31,6 +36,54 @@ async fn next_op(socket: &mut Socket, op: &str) -> Value {
             if v["op"] == op {
                 return v;
             }
+        }
+    }
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// scripts/node-env.sh's node_modules: the pinned npm packages, installed on first use.
+fn node_modules() -> PathBuf {
+    let out = Command::new(root().join("scripts/node-env.sh")).stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "scripts/node-env.sh failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim())
+}
+
+/// tests/node/foxglove_check.js with these arguments: what the official client saw. It ends
+/// itself (its own time limits are the deadline).
+fn node_check(args: &[&str]) -> Value {
+    let out = Command::new("node")
+        .arg(root().join("tests/node/foxglove_check.js"))
+        .args(args)
+        .env("NODE_PATH", node_modules())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("node (scripts/setup.sh installs it)");
+    assert!(out.status.success(), "foxglove_check.js failed: {}", String::from_utf8_lossy(&out.stdout));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn the_official_client_finds_every_message_of_every_channel_valid_against_the_official_schemas() {
+    let vehicle = Vehicle::start("foxajv", true);
+    let port = free_port();
+    let _viewer = Viewer::start_with(&vehicle, &["--foxglove-port", &port.to_string()]);
+    // 20 messages of every channel (events come only when something happens), 90 s at most.
+    let seen = node_check(&["validate", &format!("ws://127.0.0.1:{port}/"), "90", "20", "/event"]);
+    eprintln!("the official client saw: {seen}");
+    assert_eq!(seen["errors"], json!([]), "{seen}");
+    // The advertised schemas of foxglove.* channels are the official ones, not a variant.
+    assert_eq!(seen["schema_mismatches"], json!([]), "{seen}");
+    let channels = seen["channels"].as_object().unwrap();
+    assert_eq!(channels.len(), 8, "{seen}");
+    assert_eq!(channels["/detection/annotations"], "foxglove.ImageAnnotations");
+    for (topic, _) in channels {
+        assert_eq!(seen["invalid"][topic], 0, "{topic}: {seen}");
+        if topic != "/event" {
+            assert!(seen["counts"][topic].as_u64().unwrap() >= 20, "{topic}: {seen}");
         }
     }
 }
