@@ -173,3 +173,27 @@ async fn a_page_from_another_origin_is_refused() {
         other => panic!("expected 403, got {other:?}"),
     }
 }
+
+#[test]
+fn what_the_server_cannot_do_is_answered_with_a_status_and_another_subprotocol_is_refused() {
+    let vehicle = Vehicle::start("foxstatus", false);
+    let port = free_port();
+    let _viewer = Viewer::start_with(&vehicle, &["--foxglove-port", &port.to_string()]);
+    let seen = node_check(&["status", &format!("ws://127.0.0.1:{port}/")]);
+    assert_eq!(seen["errors"], json!([]), "{seen}");
+    // The official client's own requests: a channel never advertised, the same channel
+    // twice, and getParameters (no `parameters` capability).
+    for (request, says) in [
+        ("unknown_channel", "no channel"),
+        ("second_subscription", "already subscribed"),
+        ("unsupported_operation", "\"getParameters\" is not supported"),
+    ] {
+        let statuses = seen[request].as_array().unwrap();
+        assert_eq!(statuses.len(), 1, "{request}: one status, got {seen}");
+        let level = statuses[0]["level"].as_u64().unwrap();
+        assert!(level == 1 || level == 2, "{request}: a warning or an error, got {seen}");
+        assert!(statuses[0]["message"].as_str().unwrap().contains(says), "{request}: {seen}");
+    }
+    // Offering only another subprotocol: refused before any upgrade.
+    assert_eq!(seen["other_subprotocol"], json!({ "refused": true, "status": 400 }), "{seen}");
+}
