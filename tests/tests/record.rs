@@ -176,6 +176,15 @@ fn ten_seconds_of_the_simulator_read_back_by_an_independent_reader() {
     let jpeg = std::fs::read(&image).unwrap();
     let decoded = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::RGB).unwrap();
     assert_eq!((decoded.width, decoded.height), (800, 600));
+
+    // Every image whole from the first: the recorder's session asks for the full picture
+    // (`full_size`, docs/protocol.md 2.1), never a rate-adapted small tier; so the annotations,
+    // drawn in the source's pixels, lie inside the image they annotate.
+    eprintln!("{frames} frames, image sizes {}, annotations {}", found["image_sizes"], found["annotations"]);
+    assert_eq!(found["image_sizes"], serde_json::json!({ "800x600": frames }), "{}", found["image_sizes"]);
+    let annotations = &found["annotations"];
+    assert!(annotations["checked"].as_u64().unwrap() >= 50, "{annotations}");
+    assert_eq!(annotations["outside"], 0, "annotations outside their image: {annotations}");
 }
 
 #[test]
@@ -362,6 +371,7 @@ impl ReplayClient {
                 codec: ads_protocol::CODEC_JPEG.into(),
                 codecs: Vec::new(),
                 max_kbps: None,
+                full_size: false,
             });
             self.video.send_multipart(ads_protocol::encode_video_request("*", 0, 0, &hello), 0).unwrap();
         }
