@@ -20,6 +20,7 @@ packages=(
   iproute2         # ip netns + tc: the shaped-link test and scripts/bench-link.sh (skipped without)
   chromium         # the viewer's web UI is tested and benchmarked in a real headless browser
   chromium-driver  # WebDriver for it (fantoccini)
+  nodejs           # the ecosystem's JavaScript tools the tests check against (scripts/node-env.sh)
 )
 
 missing=()
@@ -38,6 +39,14 @@ else
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -q
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Debian's nodejs comes without npm (NodeSource's includes it): then Debian's npm as well.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing npm"
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends npm
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

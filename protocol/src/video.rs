@@ -35,6 +35,12 @@ pub struct VideoHello {
     /// It can only lower the vehicle's configured cap, never raise it.
     #[serde(default)]
     pub max_kbps: Option<u32>,
+    /// Every frame at the top of the vehicle's ladder (its full picture: `link.scale_max`,
+    /// `link.quality_max`), the frame rate adapting to the link instead of the size (added
+    /// within v2; JPEG sessions). For a recorder, which wants every image whole more than it
+    /// wants many. `false` (absent): the tier adapts as well.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_size: bool,
 }
 
 /// Client → vehicle: one frame received.
@@ -134,12 +140,17 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_garbage_is_an_error() {
-        let hello =
-            VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), codecs: vec![], max_kbps: Some(900) });
+        let hello = VideoRequest::Hello(VideoHello {
+            codec: CODEC_JPEG.into(),
+            codecs: vec![],
+            max_kbps: Some(900),
+            full_size: false,
+        });
         let both = VideoHello {
             codec: CODEC_JPEG.into(),
             codecs: vec![CODEC_H264.into(), CODEC_JPEG.into()],
             max_kbps: None,
+            full_size: true,
         };
         let credit = VideoRequest::Credit(Credit { frame_id: 42, bytes: 12_345 });
         let key = VideoRequest::Keyframe(KeyframeRequest { after_frame_id: 7 });

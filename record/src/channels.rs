@@ -209,6 +209,11 @@ fn color(r: f64, g: f64, b: f64) -> Value {
     json!({ "r": r, "g": g, "b": b, "a": 1.0 })
 }
 
+/// No fill: `fill_color` is required by the official schema, and a line has no inside.
+fn transparent() -> Value {
+    json!({ "r": 0.0, "g": 0.0, "b": 0.0, "a": 0.0 })
+}
+
 const LINE_LOOP: u8 = 2;
 const LINE_STRIP: u8 = 3;
 
@@ -225,6 +230,8 @@ fn lane_polyline(h_samples: &[u32], xs: &LaneXs, rgb: (f64, f64, f64), stamp: &V
             "type": LINE_STRIP,
             "points": points,
             "outline_color": color(rgb.0, rgb.1, rgb.2),
+            "outline_colors": [],
+            "fill_color": transparent(),
             "thickness": 3.0,
         })
     })
@@ -241,6 +248,8 @@ fn object_box(object: &DetectedObject, stamp: &Value) -> Option<(Value, Value)> 
         "type": LINE_LOOP,
         "points": corners.iter().map(|(x, y)| json!({ "x": x, "y": y })).collect::<Vec<_>>(),
         "outline_color": color(1.0, 0.55, 0.0),
+        "outline_colors": [],
+        "fill_color": transparent(),
         "thickness": 2.0,
     });
     let label = json!({
@@ -265,7 +274,7 @@ pub fn detection_annotations(detections: &Detections, stamp: &Value) -> Value {
         points.push(outline);
         texts.push(label);
     }
-    json!({ "circles": [], "points": points, "texts": texts })
+    json!({ "timestamp": stamp, "circles": [], "points": points, "texts": texts })
 }
 
 fn truth_annotations(truth: &LaneTruthMsg, stamp: &Value) -> Value {
@@ -274,7 +283,7 @@ fn truth_annotations(truth: &LaneTruthMsg, stamp: &Value) -> Value {
         .iter()
         .filter_map(|xs| lane_polyline(&truth.h_samples, xs, (1.0, 0.85, 0.0), stamp))
         .collect();
-    json!({ "circles": [], "points": points, "texts": [] })
+    json!({ "timestamp": stamp, "circles": [], "points": points, "texts": [] })
 }
 
 #[cfg(test)]
@@ -370,6 +379,58 @@ mod tests {
         assert_eq!(value["points"].as_array().unwrap().len(), 1);
         assert_eq!(value["texts"][0]["text"], "car 0.90");
         assert_eq!(value["points"][0]["points"][2], json!({ "x": 40.0, "y": 60.0 }));
+    }
+
+    /// What the official schema (`@foxglove/schemas`, checked whole by viewer/tests/foxglove.rs)
+    /// requires of every annotation: the message's and each annotation's timestamp, and a
+    /// points annotation's per-point colours and fill.
+    #[test]
+    fn annotations_carry_every_field_the_official_schema_requires() {
+        let official: Value = serde_json::from_str(&Channel::DetectionAnnotations.schema()).unwrap();
+        let required = |kind: &str| -> Vec<String> {
+            let items = &official["properties"][kind]["items"]["required"];
+            items.as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect()
+        };
+        let detections = Detections {
+            frame_id: 1,
+            capture_ns: 0,
+            detector: "dl".into(),
+            processing_us: 0,
+            read_ns: 0,
+            control_read_ns: 0,
+            lanes: Some(ads_protocol::LaneDetection {
+                h_samples: vec![300, 400],
+                left: vec![Some(100.0), Some(120.0)],
+                right: vec![Some(600.0), Some(580.0)],
+                left_confidence: 1.0,
+                right_confidence: 1.0,
+                lateral_offset_m: 0.0,
+                heading_error_rad: 0.0,
+                curvature_radius_m: None,
+            }),
+            objects: vec![DetectedObject {
+                class: "car".into(),
+                class_id: 2,
+                score: 0.9,
+                x_px: 10.0,
+                y_px: 20.0,
+                w_px: 30.0,
+                h_px: 40.0,
+            }],
+        };
+        let value = detection_annotations(&detections, &time(1_500_000_000));
+        assert_eq!(value["timestamp"], json!({ "sec": 1, "nsec": 500_000_000 }));
+        assert_eq!(value["points"].as_array().unwrap().len(), 3);
+        for kind in ["points", "texts"] {
+            for annotation in value[kind].as_array().unwrap() {
+                for field in required(kind) {
+                    assert!(
+                        annotation.get(&field).is_some(),
+                        "{kind} annotation without {field}: {annotation}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

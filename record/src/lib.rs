@@ -36,9 +36,10 @@ pub struct Args {
     /// The vehicle's video socket [default: the vehicle's host, port 5559].
     #[arg(long, env = "ADS_RECORD_VIDEO")]
     pub video: Option<String>,
-    /// Output file (with rotation, the pattern: drive.mcap → drive-0000.mcap, …).
-    #[arg(short, long, default_value = "drive.mcap")]
-    pub output: PathBuf,
+    /// Output file (with rotation, the pattern: drive.mcap → drive-0000.mcap, …) [default:
+    /// drive.mcap; with --recover: the recovered file itself, rewritten in place].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
     /// Stop after this many seconds.
     #[arg(long)]
     pub duration: Option<f64>,
@@ -52,7 +53,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1000)]
     pub flush_ms: u64,
     /// Rewrite the index of a recording whose recorder was killed (or whose disk filled),
-    /// reading it up to its last whole chunk, into --output.
+    /// reading it up to its last whole chunk, into --output (without it: in place, replacing
+    /// FILE only once the complete copy is on disk).
     #[arg(long, value_name = "FILE")]
     pub recover: Option<PathBuf>,
 }
@@ -132,9 +134,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(input) = &args.recover {
-        anyhow::ensure!(input != &args.output, "--recover writes a new file: give a different --output");
-        let report = recover::recover(input, &args.output)
-            .with_context(|| format!("recovering {}", input.display()))?;
+        let report = match &args.output {
+            Some(output) => {
+                anyhow::ensure!(
+                    input != output,
+                    "--recover -o writes a new file: give a different --output, or none to recover in place"
+                );
+                recover::recover(input, output)
+            }
+            None => recover::recover_in_place(input),
+        }
+        .with_context(|| format!("recovering {}", input.display()))?;
         println!("{}", serde_json::json!({ "event": "recovered", "report": report }));
         return Ok(());
     }
@@ -153,7 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => video_endpoint_for(&args.vehicle)?,
         },
         sink: sink::SinkOptions {
-            path: args.output.clone(),
+            path: args.output.clone().unwrap_or_else(|| PathBuf::from("drive.mcap")),
             rotate_bytes,
             rotate_every: seconds("rotate-secs", args.rotate_secs)?,
             flush_every: Duration::from_millis(args.flush_ms),

@@ -83,6 +83,22 @@ pub struct RecoverReport {
     pub truncated: Option<String>,
 }
 
+/// Recovers `path` into itself: the complete copy is written next to it (`FILE.recovering`),
+/// synced, then renamed over it, so a crash meanwhile leaves the original untouched.
+pub fn recover_in_place(path: &Path) -> Result<RecoverReport, ReadError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".recovering");
+    let temporary = path.with_file_name(name);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReadError::Io { path, source }
+    };
+    let report = recover(path, &temporary)?;
+    std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(io(&temporary))?;
+    std::fs::rename(&temporary, path).map_err(io(path))?;
+    Ok(report)
+}
+
 /// Copies every readable message of `input` into a new, complete file `output`.
 pub fn recover(input: &Path, output: &Path) -> Result<RecoverReport, ReadError> {
     let bytes = load(input)?;

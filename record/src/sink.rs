@@ -29,6 +29,38 @@ pub enum SinkError {
     DiskFull { path: PathBuf, bytes: u64 },
     #[error("writing {}: {source}", path.display())]
     Write { path: PathBuf, source: mcap::McapError },
+    #[error(
+        "{} is an unfinished recording (its recorder was killed, or its disk filled): not \
+         overwritten; recover it with `ads-record --recover {}` (or move it away)",
+        path.display(),
+        path.display()
+    )]
+    Unfinished { path: PathBuf },
+}
+
+/// Whether `path` is an MCAP file its writer never finished (MCAP magic at the start, no
+/// footer and magic at the end): what a killed recorder leaves. A missing, finished or
+/// foreign file is not.
+pub fn is_unfinished(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let magic = mcap::MAGIC.len() as u64;
+    let mut head = vec![0u8; mcap::MAGIC.len()];
+    if len < magic || file.read_exact(&mut head).is_err() || head != mcap::MAGIC {
+        return Ok(false);
+    }
+    if len < 2 * magic {
+        return Ok(true);
+    }
+    let mut tail = vec![0u8; mcap::MAGIC.len()];
+    file.seek(SeekFrom::End(-(magic as i64)))?;
+    file.read_exact(&mut tail)?;
+    Ok(tail != mcap::MAGIC)
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +154,10 @@ impl Sink {
         let path = self.options.path_of(self.next_index);
         self.next_index += 1;
         let create = |source| SinkError::Create { path: path.clone(), source };
+        // A killed recording's file holds what its recorder could save: never overwritten.
+        if is_unfinished(&path).map_err(create)? {
+            return Err(SinkError::Unfinished { path });
+        }
         let file = File::create(&path).map_err(create)?;
         let size_handle = file.try_clone().map_err(create)?;
         let options = mcap::WriteOptions::new()

@@ -101,11 +101,14 @@ impl VehicleStream {
             return;
         }
         self.last_hello = Some(Instant::now());
-        // JPEG: what a recording stores as foxglove.CompressedImage.
+        // JPEG: what a recording stores as foxglove.CompressedImage. The full picture always
+        // (never a rate-adapted small tier): a recording keeps every image whole, and the
+        // annotations, in the source's pixels, fit it; the frame rate adapts instead.
         let hello = VideoRequest::Hello(VideoHello {
             codec: ads_protocol::CODEC_JPEG.into(),
             codecs: Vec::new(),
             max_kbps: None,
+            full_size: true,
         });
         let _ = self.video.send_multipart(encode_video_request("*", 0, wall_ns(), &hello), zmq::DONTWAIT);
     }

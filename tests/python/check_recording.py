@@ -16,6 +16,39 @@ from mcap.exceptions import McapError
 from mcap.reader import NonSeekingReader, make_reader
 
 
+def jpeg_size(data: bytes):
+    """(width, height) from a JPEG's SOF marker, or None."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker, length = data[i + 1], (data[i + 2] << 8) | data[i + 3]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return (data[i + 7] << 8) | data[i + 8], (data[i + 5] << 8) | data[i + 6]
+        i += 2 + length
+    return None
+
+
+def annotations_inside(images, annotations):
+    """Pairs each annotation message with the image of the same capture time (publish time:
+    a frame, its detection and its truth share it) and counts those
+    with a point or text outside that image."""
+    out = {"checked": 0, "outside": 0, "unpaired": 0, "examples": []}
+    for t, body in annotations:
+        size = images.get(t)
+        if size is None:
+            out["unpaired"] += 1
+            continue
+        out["checked"] += 1
+        points = [p for a in body["points"] for p in a["points"]] + [a["position"] for a in body["texts"]]
+        outside = [p for p in points if not (0 <= p["x"] <= size[0] and 0 <= p["y"] <= size[1])]
+        if outside:
+            out["outside"] += 1
+            if len(out["examples"]) < 3:
+                out["examples"].append({"image": list(size), "point": outside[0]})
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("file")
@@ -23,7 +56,10 @@ def main() -> int:
     parser.add_argument("--image-out", help="write the last recorded image here")
     args = parser.parse_args()
 
-    out = {"channels": {}, "counts": {}, "frame_ids": [], "frame_seqs": [], "states": [], "truncated": None}
+    out = {"channels": {}, "counts": {}, "frame_ids": [], "frame_seqs": [], "states": [], "truncated": None,
+           "image_sizes": {}}
+    # Image sizes by capture time, and the annotations to pair with them.
+    images, annotations = {}, []
     with open(args.file, "rb") as f:
         if args.linear:
             reader = NonSeekingReader(f)
@@ -60,7 +96,15 @@ def main() -> int:
                     out["states"].append(
                         {"frame_id": body["frame_id"], "not_broadcast": drops["frames_not_broadcast"],
                          "overrun": drops["frames_overrun"], "link_skipped": link_skipped})
-                elif channel.topic == "/camera/image" and args.image_out:
+                elif channel.topic.endswith("/annotations"):
+                    annotations.append((message.publish_time, body))
+                if channel.topic == "/camera/image":
+                    size = jpeg_size(base64.b64decode(body["data"]))
+                    key = f"{size[0]}x{size[1]}" if size else "undecodable"
+                    out["image_sizes"][key] = out["image_sizes"].get(key, 0) + 1
+                    if size:
+                        images[message.publish_time] = size
+                if channel.topic == "/camera/image" and args.image_out:
                     # The last image: the video link starts a new session on a small tier and
                     # works up to the full frame as it learns the link.
                     if body["format"] != "jpeg" or message.publish_time > message.log_time:
@@ -73,6 +117,7 @@ def main() -> int:
             if not args.linear:
                 raise
             out["truncated"] = f"{type(e).__name__}: {e}"
+    out["annotations"] = annotations_inside(images, annotations)
     json.dump(out, sys.stdout)
     return 0
 

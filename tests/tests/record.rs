@@ -111,6 +111,23 @@ fn check(file: &Path, extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `@mcap/core`'s `McapIndexedReader` on a file (tests/node/mcap_check.js, its packages from
+/// scripts/node-env.sh): messages per topic, or `None` when it cannot open the file.
+fn mcap_core(file: &Path) -> Option<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let env = Command::new(root.join("scripts/node-env.sh")).stderr(Stdio::inherit()).output().unwrap();
+    assert!(env.status.success(), "scripts/node-env.sh failed");
+    let modules = String::from_utf8(env.stdout).unwrap().lines().last().unwrap().trim().to_string();
+    let out = Command::new("node")
+        .arg(root.join("tests/node/mcap_check.js"))
+        .arg(file)
+        .env("NODE_PATH", modules)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("node (scripts/setup.sh installs it)");
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
 fn u64s(v: &Value) -> Vec<u64> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
 }
@@ -176,6 +193,15 @@ fn ten_seconds_of_the_simulator_read_back_by_an_independent_reader() {
     let jpeg = std::fs::read(&image).unwrap();
     let decoded = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::RGB).unwrap();
     assert_eq!((decoded.width, decoded.height), (800, 600));
+
+    // Every image whole from the first: the recorder's session asks for the full picture
+    // (`full_size`, docs/protocol.md 2.1), never a rate-adapted small tier; so the annotations,
+    // drawn in the source's pixels, lie inside the image they annotate.
+    eprintln!("{frames} frames, image sizes {}, annotations {}", found["image_sizes"], found["annotations"]);
+    assert_eq!(found["image_sizes"], serde_json::json!({ "800x600": frames }), "{}", found["image_sizes"]);
+    let annotations = &found["annotations"];
+    assert!(annotations["checked"].as_u64().unwrap() >= 50, "{annotations}");
+    assert_eq!(annotations["outside"], 0, "annotations outside their image: {annotations}");
 }
 
 #[test]
@@ -200,6 +226,20 @@ fn a_killed_recorder_leaves_a_file_readable_up_to_its_last_chunk() {
     );
     assert!(found["truncated"].is_string(), "a killed recorder wrote no footer: {found}");
 
+    // A new recorder on the same file refuses to overwrite it, and says how to recover it.
+    let before = std::fs::read(&file).unwrap();
+    let again = record_command(&drive.endpoint, &drive.video, &file)
+        .args(["--duration", "2"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "ads-record overwrote an unfinished recording: {said}");
+    assert!(said.contains(&format!("ads-record --recover {}", file.display())), "{said}");
+    assert!(std::fs::read(&file).unwrap() == before, "the unfinished recording was changed");
+    // The indexed readers cannot open it yet.
+    assert!(mcap_core(&file).is_none(), "@mcap/core's indexed reader opened a file without its summary");
+
     let recovered = dir.join("recovered.mcap");
     let status = Command::new(bin("ads-record"))
         .arg("--recover")
@@ -212,6 +252,15 @@ fn a_killed_recorder_leaves_a_file_readable_up_to_its_last_chunk() {
     let complete = check(&recovered, &[]);
     assert!(complete["counts"]["/camera/image"].as_u64().unwrap() >= frames);
     assert_eq!(complete["summary_counts"]["/frame"], complete["counts"]["/frame"]);
+
+    // The command the refusal named: recovery in place. Then both indexed readers open it:
+    // Python mcap's make_reader (check) and @mcap/core's McapIndexedReader, CRCs checked.
+    let status = Command::new(bin("ads-record")).arg("--recover").arg(&file).status().unwrap();
+    assert!(status.success());
+    let in_place = check(&file, &[]);
+    assert_eq!(in_place["counts"], complete["counts"]);
+    let indexed = mcap_core(&file).expect("@mcap/core's indexed reader opens the recovered file");
+    assert_eq!(indexed["topics"], in_place["counts"], "both readers read the same messages");
 }
 
 #[test]
@@ -362,6 +411,7 @@ impl ReplayClient {
                 codec: ads_protocol::CODEC_JPEG.into(),
                 codecs: Vec::new(),
                 max_kbps: None,
+                full_size: false,
             });
             self.video.send_multipart(ads_protocol::encode_video_request("*", 0, 0, &hello), 0).unwrap();
         }

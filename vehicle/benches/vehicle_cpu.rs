@@ -66,8 +66,12 @@ fn main() {
         }
         if hello_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             hello_at = Some(Instant::now());
-            let hello =
-                VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), codecs: vec![], max_kbps: None });
+            let hello = VideoRequest::Hello(VideoHello {
+                codec: CODEC_JPEG.into(),
+                codecs: vec![],
+                max_kbps: None,
+                full_size: false,
+            });
             video.send_multipart(encode_video_request("*", 1, 0, &hello), 0).expect("hello");
         }
         let mut items = [sub.as_poll_item(zmq::POLLIN), video.as_poll_item(zmq::POLLIN)];

@@ -169,14 +169,16 @@ impl VideoLink {
                         self.refuse(format_args!("a hello for codec {:?} {:?}", hello.codec, hello.codecs));
                     } else if let Some(session) = self.sessions.get_mut(identity) {
                         session.hello(&self.rules, hello.max_kbps, now);
+                        session.set_full_size(hello.full_size);
                     } else if self.sessions.len() >= self.max_viewers {
                         self.refuse(format_args!("a hello beyond link.max_viewers = {}", self.max_viewers));
                     } else {
                         let number = self.next_session;
                         self.next_session += 1;
                         tracing::info!(session = number, "video viewer connected");
-                        self.sessions
-                            .insert(identity.clone(), Session::new(number, &self.rules, hello.max_kbps, now));
+                        let mut session = Session::new(number, &self.rules, hello.max_kbps, now);
+                        session.set_full_size(hello.full_size);
+                        self.sessions.insert(identity.clone(), session);
                     }
                     if let (Some(codec), Some(h264)) = (codec, self.h264.as_mut()) {
                         if codec != ads_protocol::CODEC_H264 {

@@ -47,6 +47,20 @@ pub fn choose(rules: &SessionRules, ladder: &Ladder, bps: f64) -> (usize, f64) {
     best.map_or((ladder.len() - 1, rules.min_fps), |(_, tier, fps)| (tier, fps))
 }
 
+/// The frame rate for a session that takes only the top tier (`full_size` in its hello): the
+/// highest candidate rate whose frames of tier 0 fit `bps`, else the minimum. Only the rate
+/// adapts; pacing and credits still hold the session to its link.
+pub fn choose_full_size(rules: &SessionRules, ladder: &Ladder, bps: f64) -> (usize, f64) {
+    let bytes_per_s = bps / 8.0;
+    let frame = ladder.expected_bytes(0);
+    let fps = [1.0, 1.5, 2.0, 3.0]
+        .into_iter()
+        .map(|divisor| (rules.max_fps / divisor).max(rules.min_fps))
+        .find(|fps| frame * fps <= bytes_per_s)
+        .unwrap_or(rules.min_fps);
+    (0, fps)
+}
+
 /// What every session shares, from `[link]` in the config.
 #[derive(Debug, Clone)]
 pub struct SessionRules {
@@ -108,6 +122,8 @@ pub struct Session {
     recent: VecDeque<(u64, usize)>,
     /// The bit rate for a stream codec's frames (H.264), from their deliveries.
     stream: StreamRate,
+    /// Only the top tier (the hello's `full_size`): the frame rate adapts, never the size.
+    full_size: bool,
 }
 
 impl Session {
@@ -132,6 +148,7 @@ impl Session {
             credits_ignored: 0,
             recent: VecDeque::new(),
             stream: StreamRate::new(rules.stream_bps.0, rules.stream_bps.1),
+            full_size: false,
         };
         session.hello(rules, asked_kbps, now_ns);
         session
@@ -148,6 +165,11 @@ impl Session {
         if let Some(cap) = self.cap_bps {
             self.stream.cap(cap);
         }
+    }
+
+    /// What the latest hello said of `full_size` (JPEG: every frame on the top tier).
+    pub fn set_full_size(&mut self, full_size: bool) {
+        self.full_size = full_size;
     }
 
     pub fn expired(&self, rules: &SessionRules, now_ns: u64) -> bool {
@@ -197,7 +219,11 @@ impl Session {
     /// when it does not.
     pub fn want(&mut self, rules: &SessionRules, ladder: &Ladder, now_ns: u64) -> Option<Want> {
         self.refill(ladder, now_ns);
-        let (tier, fps) = choose(rules, ladder, self.pace_bps());
+        let (tier, fps) = if self.full_size {
+            choose_full_size(rules, ladder, self.pace_bps())
+        } else {
+            choose(rules, ladder, self.pace_bps())
+        };
         self.tier = tier;
         self.fps_target = fps;
         let too_soon = self.too_soon(rules, now_ns);
@@ -398,6 +424,26 @@ mod tests {
         assert!(tier > 2, "2 Mbit/s: tier {tier}");
         assert!(frames >= 30, "at least 10 fps at 2 Mbit/s: {frames} in 3 s");
         assert!(slow.estimate_bps() < 2.2e6 && slow.estimate_bps() > 1.2e6, "{}", slow.estimate_bps());
+    }
+
+    #[test]
+    fn a_full_size_session_keeps_the_top_tier_from_its_first_frame_and_adapts_its_rate() {
+        let mut ladder = Ladder::new(&LinkSection::default(), 800, 600);
+        // A fresh session starts small (its estimate is a guess), a full-size one does not.
+        let mut adapted = Session::new(1, &rules(), None, 0);
+        assert!(adapted.want(&rules(), &ladder, 0).unwrap().tier > 0);
+        for bps in [50e6, 2e6] {
+            let mut full = Session::new(2, &rules(), None, 0);
+            full.set_full_size(true);
+            assert_eq!(full.want(&rules(), &ladder, 0), Some(Want { tier: 0 }));
+            let (frames, tier) = simulate(&mut full, &mut ladder, bps, 1_000_000_000, 3);
+            assert_eq!(tier, 0, "{bps} bit/s");
+            assert!(frames >= 3, "{bps} bit/s: {frames} frames in 3 s");
+            let top = ladder.expected_bytes(0);
+            if bps < 8.0 * top * rules().min_fps {
+                assert_eq!(full.fps_target, rules().min_fps, "the rate gives way, not the size");
+            }
+        }
     }
 
     #[test]

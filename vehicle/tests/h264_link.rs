@@ -47,7 +47,12 @@ impl Client {
 
     fn hello(&mut self) {
         self.last_hello = Instant::now();
-        let hello = VideoHello { codec: CODEC_JPEG.into(), codecs: self.codecs.clone(), max_kbps: None };
+        let hello = VideoHello {
+            codec: CODEC_JPEG.into(),
+            codecs: self.codecs.clone(),
+            max_kbps: None,
+            full_size: false,
+        };
         self.send(&VideoRequest::Hello(hello));
     }
 

@@ -65,7 +65,12 @@ impl Vehicle {
             loop {
                 if hello_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     hello_at = Some(Instant::now());
-                    let hello = VideoHello { codec: CODEC_JPEG.into(), codecs: vec![], max_kbps: None };
+                    let hello = VideoHello {
+                        codec: CODEC_JPEG.into(),
+                        codecs: vec![],
+                        max_kbps: None,
+                        full_size: false,
+                    };
                     video
                         .send_multipart(encode_video_request("*", 1, 0, &VideoRequest::Hello(hello)), 0)
                         .unwrap();

@@ -76,7 +76,12 @@ impl Client {
     }
 
     fn hello(&self, max_kbps: Option<u32>) {
-        self.send(VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), codecs: vec![], max_kbps }));
+        self.send(VideoRequest::Hello(VideoHello {
+            codec: CODEC_JPEG.into(),
+            codecs: vec![],
+            max_kbps,
+            full_size: false,
+        }));
     }
 
     fn credit(&self, frame_id: u64) {

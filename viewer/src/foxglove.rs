@@ -127,6 +127,20 @@ async fn upgrade(
                 .into_response();
         }
     }
+    // The spec's subprotocol or nothing: a 101 without it makes its clients abort.
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    if !offered {
+        return (
+            StatusCode::BAD_REQUEST,
+            "this server speaks only the Foxglove WebSocket protocol: offer the subprotocol foxglove.websocket.v1",
+        )
+            .into_response();
+    }
     upgrade
         .protocols([SUBPROTOCOL])
         .max_message_size(64 * 1024)
@@ -154,6 +168,103 @@ struct Subscription {
     channel_id: u32,
 }
 
+/// A `status` message's level (the spec's numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Warning = 1,
+    Error = 2,
+}
+
+/// A `status` message for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Status {
+    level: Level,
+    message: String,
+}
+
+impl Status {
+    fn warning(message: String) -> Self {
+        Status { level: Level::Warning, message }
+    }
+
+    fn error(message: String) -> Self {
+        Status { level: Level::Error, message }
+    }
+
+    fn to_json(&self) -> String {
+        json!({ "op": "status", "level": self.level as u8, "message": self.message }).to_string()
+    }
+}
+
+/// One client's subscriptions, and the statuses the spec wants for requests that cannot be
+/// honoured: a subscription to a channel that was never advertised, a second subscription to a
+/// channel (or a subscription id in use), an unsubscription of an unknown id, an operation
+/// this server does not offer. Such a request is ignored, never fatal. Pure logic.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    /// channel id → subscription id
+    by_channel: HashMap<u32, u32>,
+}
+
+impl Subscriptions {
+    fn of(&self, channel: u32) -> Option<u32> {
+        self.by_channel.get(&channel).copied()
+    }
+
+    /// A text message from the client; the statuses to send back.
+    fn handle(&mut self, text: &str) -> Vec<Status> {
+        match serde_json::from_str::<ClientOp>(text) {
+            Ok(ClientOp::Subscribe { subscriptions }) => {
+                subscriptions.into_iter().filter_map(|s| self.subscribe(s)).collect()
+            }
+            Ok(ClientOp::Unsubscribe { subscription_ids }) => {
+                subscription_ids.into_iter().filter_map(|id| self.unsubscribe(id)).collect()
+            }
+            Ok(ClientOp::Unsupported) => {
+                let op = serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|v| v["op"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                vec![Status::error(format!(
+                    "operation {op:?} is not supported: this server offers subscribe and unsubscribe only \
+                     (no capabilities)"
+                ))]
+            }
+            Err(e) => vec![Status::error(format!("bad request: {e}"))],
+        }
+    }
+
+    fn subscribe(&mut self, s: Subscription) -> Option<Status> {
+        if !Channel::ALL.iter().any(|&c| channel_id(c) == s.channel_id) {
+            return Some(Status::error(format!(
+                "subscription {} ignored: there is no channel {} (see advertise)",
+                s.id, s.channel_id
+            )));
+        }
+        if let Some(existing) = self.of(s.channel_id) {
+            return Some(Status::warning(format!(
+                "subscription {} ignored: channel {} is already subscribed as subscription {existing}",
+                s.id, s.channel_id
+            )));
+        }
+        if let Some((channel, _)) = self.by_channel.iter().find(|(_, &id)| id == s.id) {
+            return Some(Status::error(format!(
+                "subscription {} to channel {} ignored: that subscription id is in use for channel {channel}",
+                s.id, s.channel_id
+            )));
+        }
+        self.by_channel.insert(s.channel_id, s.id);
+        None
+    }
+
+    fn unsubscribe(&mut self, id: u32) -> Option<Status> {
+        let before = self.by_channel.len();
+        self.by_channel.retain(|_, s| *s != id);
+        (self.by_channel.len() == before)
+            .then(|| Status::warning(format!("unsubscribe ignored: no subscription {id}")))
+    }
+}
+
 fn message_data(subscription: u32, entry: &Entry) -> Vec<u8> {
     let mut out = Vec::with_capacity(13 + entry.data.len());
     out.push(OP_MESSAGE_DATA);
@@ -179,34 +290,28 @@ async fn client(mut socket: WebSocket, state: FoxState) {
     }
     let mut feed = state.feed.subscribe();
     let mut shutdown = state.shutdown.clone();
-    // channel id → subscription id
-    let mut subscribed: HashMap<u32, u32> = HashMap::new();
+    let mut subscribed = Subscriptions::default();
     loop {
         tokio::select! {
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientOp>(&text) {
-                    Ok(ClientOp::Subscribe { subscriptions }) => {
-                        for s in subscriptions {
-                            subscribed.insert(s.channel_id, s.id);
-                        }
+            incoming = socket.recv() => {
+                let statuses = match incoming {
+                    Some(Ok(Message::Text(text))) => subscribed.handle(&text),
+                    // Client publishing, services and the like are binary client messages.
+                    Some(Ok(Message::Binary(_))) => vec![Status::error(
+                        "binary client messages (publishing, service calls) are not supported".into(),
+                    )],
+                    Some(Ok(_)) => Vec::new(),
+                    Some(Err(_)) | None => return,
+                };
+                for status in statuses {
+                    if socket.send(Message::Text(status.to_json().into())).await.is_err() {
+                        return;
                     }
-                    Ok(ClientOp::Unsubscribe { subscription_ids }) => {
-                        subscribed.retain(|_, id| !subscription_ids.contains(id));
-                    }
-                    Ok(ClientOp::Unsupported) => {}
-                    Err(e) => {
-                        let status = json!({ "op": "status", "level": 2, "message": format!("bad request: {e}") });
-                        if socket.send(Message::Text(status.to_string().into())).await.is_err() {
-                            return;
-                        }
-                    }
-                },
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return,
+                }
             },
             entry = feed.recv() => match entry {
                 Ok(entry) => {
-                    let Some(&subscription) = subscribed.get(&channel_id(entry.channel)) else { continue };
+                    let Some(subscription) = subscribed.of(channel_id(entry.channel)) else { continue };
                     if socket.send(Message::Binary(message_data(subscription, &entry).into())).await.is_err() {
                         return;
                     }
@@ -217,5 +322,45 @@ async fn client(mut socket: WebSocket, state: FoxState) {
             },
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscribe(subscriptions: &mut Subscriptions, id: u32, channel: u32) -> Vec<Status> {
+        subscriptions.handle(
+            &json!({ "op": "subscribe", "subscriptions": [{ "id": id, "channelId": channel }] }).to_string(),
+        )
+    }
+
+    #[test]
+    fn a_subscription_is_taken_once_and_every_refusal_says_why() {
+        let mut subs = Subscriptions::default();
+        assert_eq!(subscribe(&mut subs, 7, 1), []);
+        assert_eq!(subs.of(1), Some(7));
+
+        let unknown = subscribe(&mut subs, 8, 99);
+        assert_eq!(unknown[0].level, Level::Error);
+        assert!(unknown[0].message.contains("no channel 99"), "{unknown:?}");
+
+        let twice = subscribe(&mut subs, 9, 1);
+        assert_eq!(twice[0].level, Level::Warning);
+        assert!(twice[0].message.contains("already subscribed as subscription 7"), "{twice:?}");
+        assert_eq!(subs.of(1), Some(7), "the first subscription keeps the channel");
+
+        let id_in_use = subscribe(&mut subs, 7, 2);
+        assert_eq!(id_in_use[0].level, Level::Error);
+        assert_eq!(subs.of(2), None);
+
+        let unsupported = subs.handle(r#"{"op":"getParameters","parameterNames":[]}"#);
+        assert_eq!(unsupported[0].level, Level::Error);
+        assert!(unsupported[0].message.contains("\"getParameters\" is not supported"), "{unsupported:?}");
+
+        assert_eq!(subs.handle(r#"{"op":"unsubscribe","subscriptionIds":[7]}"#), []);
+        assert_eq!(subs.of(1), None);
+        assert_eq!(subs.handle(r#"{"op":"unsubscribe","subscriptionIds":[7]}"#)[0].level, Level::Warning);
+        assert_eq!(subs.handle("not json")[0].level, Level::Error);
     }
 }

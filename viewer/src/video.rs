@@ -102,7 +102,12 @@ impl VideoClient {
             } else {
                 Vec::new()
             };
-            let hello = VideoHello { codec: ads_protocol::CODEC_JPEG.into(), codecs, max_kbps: None };
+            let hello = VideoHello {
+                codec: ads_protocol::CODEC_JPEG.into(),
+                codecs,
+                max_kbps: None,
+                full_size: false,
+            };
             self.send(&VideoRequest::Hello(hello));
         }
     }

@@ -268,7 +268,12 @@ fn run(
         if last_hello.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
             last_hello = Some(now);
             let codecs = if plan.codec == CODEC_H264 { vec![CODEC_H264.into()] } else { vec![] };
-            let hello = VideoRequest::Hello(VideoHello { codec: CODEC_JPEG.into(), codecs, max_kbps: None });
+            let hello = VideoRequest::Hello(VideoHello {
+                codec: CODEC_JPEG.into(),
+                codecs,
+                max_kbps: None,
+                full_size: false,
+            });
             video.send_multipart(encode_video_request("*", 0, wall_ns(), &hello), zmq::DONTWAIT)?;
         }
         // An emergency stop, then a resume, every 1.5 s; each acknowledgement timed.
