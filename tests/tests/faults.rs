@@ -41,7 +41,7 @@ impl Viewer {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let viewer = Viewer { port, process: Kill(process) };
+        let mut viewer = Viewer { port, process: Kill(process) };
         viewer.wait_for_link("live");
         viewer
     }
@@ -66,9 +66,14 @@ impl Viewer {
         Some(health["vehicle_link"].as_str().unwrap().to_string())
     }
 
-    fn wait_for_link(&self, status: &str) {
+    fn wait_for_link(&mut self, status: &str) {
         let deadline = Instant::now() + DEADLINE;
         loop {
+            // A viewer that could not start (its port taken, say) is reported as such, not as
+            // another process answering on its port.
+            if let Ok(Some(exit)) = self.process.0.try_wait() {
+                panic!("ads-viewer on port {} exited: {exit}", self.port);
+            }
             let link = self.link();
             if link.as_deref() == Some(status) {
                 return;
@@ -124,6 +129,10 @@ impl Pipeline {
 
     fn viewer(&self) -> &Viewer {
         self.viewer.as_ref().unwrap()
+    }
+
+    fn viewer_mut(&mut self) -> &mut Viewer {
+        self.viewer.as_mut().unwrap()
     }
 
     /// The next state or detection from the vehicle (`None`: a receive timed out).
@@ -360,7 +369,7 @@ fn a_killed_vehicle_restarted_on_its_rings_drives_again_and_the_viewer_shows_the
     p.car.process.crash();
     // SIGKILL left the frames ring behind; nobody removes it by hand.
     assert!(ads_shmem_ipc::shm_path(&p.car.frames_ring()).exists());
-    p.viewer().wait_for_link("lost");
+    p.viewer_mut().wait_for_link("lost");
     let lost_after = killed.elapsed();
 
     let restarted_ns = wall_ns();
@@ -370,7 +379,7 @@ fn a_killed_vehicle_restarted_on_its_rings_drives_again_and_the_viewer_shows_the
     let again = p.driving();
     let driving_after = restarted.elapsed();
     assert!(p.car.detector.as_mut().unwrap().0.try_wait().unwrap().is_none(), "the detector exited");
-    p.viewer().wait_for_link("live");
+    p.viewer_mut().wait_for_link("live");
     eprintln!(
         "vehicle SIGKILLed at frame {}: viewer link lost after {:.1} s; restarted vehicle driving on \
          detections {:.1} s after its start (frame {}, {:.1} m/s), viewer live again",
