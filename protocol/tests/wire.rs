@@ -78,6 +78,7 @@ fn samples() -> Vec<Message> {
                 held: false,
                 operator_required: true,
                 operator_heartbeat_age_ms: Some(120),
+                latch_error: None,
             },
             link: LinkState {
                 video_port: 5559,
@@ -93,6 +94,18 @@ fn samples() -> Vec<Message> {
                     reduced: true,
                     ..ViewerLink::default()
                 }],
+            },
+            actuator: ActuatorState {
+                backend: "serial".into(),
+                state: "timed_out".into(),
+                steering_us: Some(1480),
+                throttle_us: Some(1500),
+                command_age_ms: Some(140),
+                fault: None,
+                board: Some("neutral".into()),
+                writes: 812,
+                write_errors: 0,
+                speed_source: "sim".into(),
             },
         }),
         Message::Event(Event::Ack {

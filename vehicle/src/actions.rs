@@ -187,8 +187,6 @@ impl RejectionLimiter {
 }
 
 /// What the listener thread shares with the control loop.
-
-/// What the listener thread shares with the control loop.
 #[derive(Debug, Clone)]
 pub struct ListenerLinks {
     pub to_control: SyncSender<AcceptedAction>,

@@ -252,6 +252,8 @@ fn a_video_ends_pauses_and_restarts_on_respawn() {
     );
     let s = v.state_where("first frame", |s| s.fps >= 0.0 && s.frame_id >= 1);
     assert_eq!((s.source.as_str(), s.truth_lateral_offset_m, s.speed_mps), ("video", None, 0.0));
+    // No speed to close the loop on: the throttle is open-loop (`state.actuator.speed_source`).
+    assert_eq!(s.actuator.speed_source, "none");
     // At its end the vehicle keeps running: state flows, the mode says why no frames come.
     let ended = v.state_where("end of the file", |s| {
         s.health.stop_reason.as_deref().is_some_and(|r| r.contains("source ended"))
@@ -361,12 +363,19 @@ fn carla_source_against_the_stand_in_server() {
         "64x48",
         "--fps",
         "20",
+        // No operator here; a CARLA car is a real car all the same: it starts held.
+        "--require-operator",
+        "false",
     ];
     let mut v = Vehicle::start("vcarla", &args, &standin_env(&log, false));
     let s = v.state_where("carla frames", |s| s.frame_id >= 5);
     assert_eq!((s.source.as_str(), s.truth_lateral_offset_m), ("carla", None));
-    // No detector: fail-safe, full brake sent to CARLA as brake, with steer mapped.
-    assert_eq!(s.mode, DriveMode::Failsafe);
+    assert_eq!(s.actuator.speed_source, "carla");
+    assert!(s.mode == DriveMode::Stopped && s.commands.held, "{s:?}");
+    // Released: no detector, so fail-safe, its brake sent to CARLA as brake, with steer mapped.
+    let (accepted, detail) = v.act(Command::Resume);
+    assert!(accepted, "{detail}");
+    v.state_where("fail-safe", |s| s.mode == DriveMode::Failsafe);
     let calls = std::fs::read_to_string(&log).unwrap();
     assert!(
         calls.contains(r#""call": "apply_control""#) && calls.contains(r#""brake": 0.4"#),
@@ -388,6 +397,9 @@ fn carla_source_against_the_stand_in_server() {
 
     let log = std::env::temp_dir().join(format!("ads-vcarla-u-{}.jsonl", std::process::id()));
     let mut v = Vehicle::start("vcarlau", &args, &standin_env(&log, true));
+    v.state_where("held", |s| s.commands.held);
+    let (accepted, detail) = v.act(Command::Resume);
+    assert!(accepted, "{detail}");
     let s = v.state_where("unreachable", |s| {
         s.health.stop_reason.as_deref().is_some_and(|r| r.contains("retrying"))
     });

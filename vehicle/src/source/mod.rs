@@ -54,6 +54,30 @@ pub struct Motion {
     pub odometer_m: f64,
 }
 
+/// Where the control loop knows the car's speed from (`state.actuator.speed_source`).
+///
+/// The simulator and CARLA know it; a camera car does not (no wheel encoder yet): its speed
+/// loop does not run, the throttle is open-loop and capped by `actuator.max_throttle`. An
+/// encoder would be a new variant here and a source (or a sensor beside the source) that
+/// reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeedSource {
+    Sim,
+    Carla,
+    /// Unknown: [`Motion::speed_mps`] is 0 and means nothing.
+    None,
+}
+
+impl SpeedSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpeedSource::Sim => "sim",
+            SpeedSource::Carla => "carla",
+            SpeedSource::None => "none",
+        }
+    }
+}
+
 /// A source that could not be opened or stopped working.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -86,6 +110,10 @@ pub trait FrameSource {
     /// Applies this tick's controls for `dt` seconds (the simulator steps; CARLA gets them).
     fn actuate(&mut self, _dt: f64, _controls: Controls) {}
     fn motion(&self) -> Motion;
+    /// Whether [`Motion::speed_mps`] is a measured (or simulated) speed.
+    fn speed_source(&self) -> SpeedSource {
+        SpeedSource::None
+    }
     /// A reason the source cannot deliver frames right now (CARLA unreachable, camera lost).
     fn problem(&self) -> Option<String> {
         None

@@ -1,6 +1,6 @@
 //! The built-in simulator: renders in place, steps the bicycle model, knows the truth.
 
-use super::{FrameSource, Motion, Next, Pacing, SourceError};
+use super::{FrameSource, Motion, Next, Pacing, SourceError, SpeedSource};
 use crate::config::VehicleConfig;
 use ads_sim::{Controls, LaneReference, LaneTruth, SimConfig, Simulator};
 
@@ -54,6 +54,10 @@ impl FrameSource for SimSource {
             steering_rad: Some(s.steering),
             odometer_m: s.odometer,
         }
+    }
+
+    fn speed_source(&self) -> SpeedSource {
+        SpeedSource::Sim
     }
 
     fn respawn(&mut self, spawn_point: usize) -> Result<String, String> {
