@@ -91,6 +91,8 @@ pub enum SourceError {
     Recording(#[from] recording::RecordingError),
     #[error(transparent)]
     Convert(#[from] convert::ConvertError),
+    #[error("binding the simulator's outputs socket {path}: {source}")]
+    SimOutputs { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// One frame source, owned by the control loop.
@@ -137,7 +139,7 @@ pub trait FrameSource {
 /// Opens the source `config` names, at the frames ring's geometry.
 pub fn open(config: &VehicleConfig) -> Result<Box<dyn FrameSource>, SourceError> {
     Ok(match config.source {
-        SourceKind::Sim => Box::new(sim::SimSource::new(config)),
+        SourceKind::Sim => Box::new(sim::SimSource::new(config)?),
         SourceKind::Camera => Box::new(camera::CameraSource::open(config)?),
         SourceKind::Video => Box::new(video::VideoSource::open(config)?),
         SourceKind::Carla => Box::new(carla::CarlaSource::start(config)?),
