@@ -285,14 +285,15 @@ pub fn open(config: &ActuatorSection) -> Result<SerialActuator, ActuatorError> {
             use serialport::ErrorKind;
             use std::io::ErrorKind as Io;
             let hint = match e.kind() {
+                // EBUSY comes as NoDevice: asked first, or it would read "plugged in?".
+                _ if e.description.contains("busy") => {
+                    "another program has the port open (a serial monitor, ModemManager?)".into()
+                }
                 ErrorKind::NoDevice | ErrorKind::Io(Io::NotFound) => {
                     "is the board plugged in? `ls /dev/serial/by-id/` lists the ports".to_string()
                 }
                 ErrorKind::Io(Io::PermissionDenied) => {
                     "add the user to the dialout group; under systemd, a drop-in with DeviceAllow=char-ttyACM rw (or char-ttyUSB)".into()
-                }
-                _ if e.description.contains("busy") => {
-                    "another program has the port open (a serial monitor, ModemManager?)".into()
                 }
                 _ => "check the port with `ls -l /dev/serial/by-id/`".into(),
             };
