@@ -241,6 +241,42 @@ pub struct VehicleState {
     /// The command side: run id and clock, e-stop latch, operator presence.
     #[serde(default)]
     pub commands: CommandStatus,
+    /// The steering and throttle outputs of a real car, and where the speed comes from.
+    /// Absent from older vehicles (read as the default: empty `backend`).
+    #[serde(default)]
+    pub actuator: ActuatorState,
+}
+
+/// `state.actuator`: what the vehicle puts out to a steering servo and an ESC
+/// (docs/actuators.md), and where it knows its speed from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ActuatorState {
+    /// `none` (no outputs: the simulator or CARLA move by themselves, or nothing does),
+    /// `pca9685` or `serial`.
+    pub backend: String,
+    /// `none` (no outputs), `waiting` (no command yet: neutral), `driving` (the loop's
+    /// command), `stopped` (stopped by the loop: the brake pulse), `timed_out` (the newest
+    /// command is older than `actuator.command_timeout_ms`: neutral), `ended` (the output
+    /// thread has ended; its last write was neutral).
+    pub state: String,
+    /// Pulse widths of the last write that went through, µs; `None` before any.
+    pub steering_us: Option<u16>,
+    pub throttle_us: Option<u16>,
+    /// Age of the loop's newest order at the last write, ms.
+    pub command_age_ms: Option<u64>,
+    /// What is wrong with the outputs now (a failed write, a silent or confused board), in
+    /// words; `None` while all is well. A fault holds the car in fail-safe.
+    pub fault: Option<String>,
+    /// The serial board's own word for its state (`drive`, `neutral`, `timeout`, `error`);
+    /// `None` for other backends and while the board has not answered.
+    pub board: Option<String>,
+    /// Writes that went through and that failed, since start.
+    pub writes: u64,
+    pub write_errors: u64,
+    /// Where the control loop's speed comes from: `sim`, `carla`, or `none` (a camera car
+    /// without a wheel encoder: the throttle is open-loop, capped by `actuator.max_throttle`).
+    pub speed_source: String,
 }
 
 /// What a client needs to command this run of the vehicle, and the state of its latches.
@@ -425,4 +461,35 @@ pub struct ActionRun {
     /// After this `state.commands.run_ns` the vehicle must not act on it (except an
     /// emergency stop, which is always carried out).
     pub expires_run_ns: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actuator_state_round_trips_and_is_optional_from_older_vehicles() {
+        let full = ActuatorState {
+            backend: "serial".into(),
+            state: "driving".into(),
+            steering_us: Some(1620),
+            throttle_us: Some(1580),
+            command_age_ms: Some(12),
+            fault: None,
+            board: Some("drive".into()),
+            writes: 9,
+            write_errors: 1,
+            speed_source: "none".into(),
+        };
+        let bytes = rmp_serde::to_vec_named(&full).unwrap();
+        assert_eq!(rmp_serde::from_slice::<ActuatorState>(&bytes).unwrap(), full);
+        // A vehicle from before `state.actuator`, or one that leaves fields out: defaults.
+        #[derive(Serialize)]
+        struct Partial {
+            backend: &'static str,
+        }
+        let bytes = rmp_serde::to_vec_named(&Partial { backend: "pca9685" }).unwrap();
+        let partial: ActuatorState = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(partial, ActuatorState { backend: "pca9685".into(), ..ActuatorState::default() });
+    }
 }

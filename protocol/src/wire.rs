@@ -48,6 +48,10 @@ impl std::fmt::Display for Topic {
 
 /// A decoded message body, by topic.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a few hundred bytes of state a few times a second; boxing it would cost every match"
+)]
 pub enum Message {
     Frame(FrameInfo),
     Detection(Detections),

@@ -95,6 +95,18 @@ fn samples() -> Vec<Message> {
                     ..ViewerLink::default()
                 }],
             },
+            actuator: ActuatorState {
+                backend: "serial".into(),
+                state: "timed_out".into(),
+                steering_us: Some(1480),
+                throttle_us: Some(1500),
+                command_age_ms: Some(140),
+                fault: None,
+                board: Some("neutral".into()),
+                writes: 812,
+                write_errors: 0,
+                speed_source: "sim".into(),
+            },
         }),
         Message::Event(Event::Ack {
             action_id: "a1".into(),

@@ -64,6 +64,25 @@ pub struct VehicleConfig {
 pub struct SimSection {
     pub track: TrackKind,
     pub seed: u64,
+    /// What moves the simulated car: `direct` (the control loop's controls) or `outputs`
+    /// (what the actuator outputs put out, as a board reports it on `outputs_socket`).
+    pub actuation: SimActuation,
+    /// With `actuation = "outputs"`: the Unix datagram socket the simulator binds, where a
+    /// board sends the steering and throttle it puts out (docs/actuators.md, "The simulator
+    /// through the outputs").
+    pub outputs_socket: Option<PathBuf>,
+}
+
+/// What moves the simulated car (`[sim] actuation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimActuation {
+    /// The control loop's controls, applied in the same tick.
+    Direct,
+    /// The pulses the actuator outputs put out, turned back into steering and throttle by the
+    /// board at the other end (a test's fake board, or a hardware-in-the-loop rig): the loop's
+    /// controls reach the car only through the real output path.
+    Outputs,
 }
 
 /// `source = "camera"`: a V4L2 device; size from `width`/`height`, rate from `fps`.
@@ -414,7 +433,7 @@ impl Default for VehicleConfig {
 
 impl Default for SimSection {
     fn default() -> Self {
-        Self { track: TrackKind::Oval, seed: 0 }
+        Self { track: TrackKind::Oval, seed: 0, actuation: SimActuation::Direct, outputs_socket: None }
     }
 }
 
@@ -539,6 +558,13 @@ pub struct Overrides {
     pub track: Option<TrackKind>,
     #[arg(long, env = "ADS_VEHICLE_SEED")]
     pub seed: Option<u64>,
+    /// What moves the simulated car: direct (the loop's controls) or outputs (the actuator's
+    /// pulses, fed back by the board on --sim-outputs-socket; docs/actuators.md).
+    #[arg(long, value_enum, env = "ADS_VEHICLE_SIM_ACTUATION")]
+    pub sim_actuation: Option<SimActuation>,
+    /// Unix datagram socket the simulator binds for `--sim-actuation outputs`.
+    #[arg(long, env = "ADS_VEHICLE_SIM_OUTPUTS_SOCKET")]
+    pub sim_outputs_socket: Option<PathBuf>,
     /// ZeroMQ endpoint to publish on, e.g. tcp://*:5557.
     #[arg(long, env = "ADS_VEHICLE_BROADCAST")]
     pub broadcast: Option<String>,
@@ -630,6 +656,8 @@ impl VehicleConfig {
         set!(config.carla.python, o.carla_python);
         set!(config.sim.track, o.track);
         set!(config.sim.seed, o.seed);
+        set!(config.sim.actuation, o.sim_actuation);
+        config.sim.outputs_socket = o.sim_outputs_socket.or(config.sim.outputs_socket);
         set!(config.broadcast.endpoint, o.broadcast);
         set!(config.actions.endpoint, o.actions);
         if let Some(path) = o.action_key {
@@ -713,6 +741,21 @@ impl VehicleConfig {
         let ct = self.carla.timeout_s;
         check(ct > 0.0 && ct <= 600.0, "carla.timeout_s", ct, "must be in (0, 600]")?;
         self.actuator.validate()?;
+        if self.sim.actuation == SimActuation::Outputs {
+            check(self.source == SourceKind::Sim, "sim.actuation", "outputs", "only with source = \"sim\"")?;
+            check(
+                self.actuator.kind != ActuatorKind::None,
+                "sim.actuation",
+                "outputs",
+                "needs actuator outputs (actuator.kind = \"serial\" or \"pca9685\")",
+            )?;
+            check(
+                self.sim.outputs_socket.is_some(),
+                "sim.outputs_socket",
+                "unset",
+                "must name the socket the board reports its outputs on",
+            )?;
+        }
         Ok(())
     }
 }
@@ -904,6 +947,23 @@ mod tests {
             let err = VehicleConfig::load(&o).unwrap_err().to_string();
             assert!(err.starts_with(key), "{toml}: {err}");
         }
+        // The simulator driven through the outputs: needs outputs and a socket, and a simulator.
+        o.actuator = None;
+        o.actuator_device = None;
+        o.sim_actuation = Some(SimActuation::Outputs);
+        std::fs::write(&path, "").unwrap();
+        let err = VehicleConfig::load(&o).unwrap_err().to_string();
+        assert!(err.starts_with("sim.actuation") && err.contains("actuator outputs"), "{err}");
+        o.actuator = Some(ActuatorKind::Serial);
+        let err = VehicleConfig::load(&o).unwrap_err().to_string();
+        assert!(err.starts_with("sim.outputs_socket"), "{err}");
+        o.sim_outputs_socket = Some("/tmp/sim.sock".into());
+        let c = VehicleConfig::load(&o).unwrap();
+        assert_eq!(c.sim.actuation, SimActuation::Outputs);
+        o.source = Some(SourceKind::Video);
+        let err = VehicleConfig::load(&o).unwrap_err().to_string();
+        assert!(err.starts_with("sim.actuation") && err.contains("source"), "{err}");
+        o = Overrides { config: Some(path.clone()), ..Overrides::default() };
         std::fs::write(&path, "[actuator]\nkind = \"i2c\"\n").unwrap();
         let err = VehicleConfig::load(&o).unwrap_err().to_string();
         assert!(err.contains("i2c") && err.contains("pca9685"), "{err}");

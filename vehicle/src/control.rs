@@ -9,6 +9,9 @@ pub const WHEELBASE_M: f64 = 2.7;
 pub const MAX_STEER_RAD: f64 = 0.5;
 /// Brake used for the fail-safe's controlled stop (an emergency stop brakes fully).
 pub const FAILSAFE_BRAKE: f64 = 0.4;
+/// Throttle asked for while the speed is unknown and the target above zero: all of it, which
+/// the outputs cap at `actuator.max_throttle` (docs/actuators.md).
+pub const OPEN_LOOP_THROTTLE: f64 = 1.0;
 
 /// Where the lane is relative to the car, from detections or ground truth.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,12 +48,24 @@ impl Controller {
         self.speed_integral = 0.0;
     }
 
-    /// Follows the lane at `target_speed`.
-    pub fn drive(&mut self, lane: LaneEstimate, speed: f64, target_speed: f64, dt: f64) -> Controls {
+    /// Follows the lane at `target_speed`. `speed` is `None` where it is unknown (a camera car
+    /// without an encoder, [`crate::source::SpeedSource::None`]): the throttle is then
+    /// open-loop, [`OPEN_LOOP_THROTTLE`] while the target is above zero, and the outputs cap
+    /// it (`actuator.max_throttle` sets the pace); a PI loop on a speed that reads 0 would only
+    /// wind up.
+    pub fn drive(&mut self, lane: LaneEstimate, speed: Option<f64>, target_speed: f64, dt: f64) -> Controls {
         let ld = lane.lookahead_m.max(1.0);
         // Pure pursuit: the arc through the look-ahead point has curvature 2y/ld².
         let steering =
             (2.0 * WHEELBASE_M * lane.target_y_m / (ld * ld)).atan().clamp(-MAX_STEER_RAD, MAX_STEER_RAD);
+        let Some(speed) = speed else {
+            self.speed_integral = 0.0;
+            return if target_speed > 0.0 {
+                Controls { steering, throttle: OPEN_LOOP_THROTTLE, brake: 0.0 }
+            } else {
+                Controls { steering, throttle: 0.0, brake: FAILSAFE_BRAKE }
+            };
+        };
         let error = target_speed - speed;
         self.speed_integral = (self.speed_integral + error * dt).clamp(-5.0, 5.0);
         let command = 0.3 * error + 0.05 * self.speed_integral;
@@ -75,15 +90,15 @@ mod tests {
     fn steers_towards_the_lane_centre() {
         let mut c = Controller::default();
         // Car right of the centre (negative offset): centre is to the left, steer left.
-        let left = c.drive(LaneEstimate::from_lane_pose(-1.0, 0.0, 0.0, 10.0), 8.0, 8.0, 0.033);
+        let left = c.drive(LaneEstimate::from_lane_pose(-1.0, 0.0, 0.0, 10.0), Some(8.0), 8.0, 0.033);
         assert!(left.steering > 0.0, "{left:?}");
         // Car pointing left of the lane: steer right.
-        let right = c.drive(LaneEstimate::from_lane_pose(0.0, 0.2, 0.0, 10.0), 8.0, 8.0, 0.033);
+        let right = c.drive(LaneEstimate::from_lane_pose(0.0, 0.2, 0.0, 10.0), Some(8.0), 8.0, 0.033);
         assert!(right.steering < 0.0, "{right:?}");
         // On a left curve, centred and aligned: steer left by about atan(L·κ).
-        let curve = c.drive(LaneEstimate::from_lane_pose(0.0, 0.0, 1.0 / 50.0, 10.0), 8.0, 8.0, 0.033);
+        let curve = c.drive(LaneEstimate::from_lane_pose(0.0, 0.0, 1.0 / 50.0, 10.0), Some(8.0), 8.0, 0.033);
         assert!((curve.steering - (WHEELBASE_M / 50.0).atan()).abs() < 1e-9, "{curve:?}");
-        let hard = c.drive(LaneEstimate { target_y_m: 100.0, lookahead_m: 5.0 }, 8.0, 8.0, 0.033);
+        let hard = c.drive(LaneEstimate { target_y_m: 100.0, lookahead_m: 5.0 }, Some(8.0), 8.0, 0.033);
         assert_eq!(hard.steering, MAX_STEER_RAD);
     }
 
@@ -91,16 +106,30 @@ mod tests {
     fn speed_loop_accelerates_brakes_and_resets() {
         let mut c = Controller::default();
         let lane = LaneEstimate { target_y_m: 0.0, lookahead_m: 10.0 };
-        let slow = c.drive(lane, 2.0, 8.0, 0.033);
+        let slow = c.drive(lane, Some(2.0), 8.0, 0.033);
         assert!(slow.throttle > 0.0 && slow.brake == 0.0);
-        let fast = c.drive(lane, 15.0, 8.0, 0.033);
+        let fast = c.drive(lane, Some(15.0), 8.0, 0.033);
         assert!(fast.brake > 0.0 && fast.throttle == 0.0);
         for _ in 0..1000 {
-            c.drive(lane, 0.0, 8.0, 0.033);
+            c.drive(lane, Some(0.0), 8.0, 0.033);
         }
         assert!(c.speed_integral > 4.9, "integral saturates");
         c.reset();
         assert_eq!(c.speed_integral, 0.0);
         assert_eq!(c.stop(1.0), Controls { steering: 0.0, throttle: 0.0, brake: 1.0 });
+    }
+
+    #[test]
+    fn without_a_speed_the_throttle_is_open_loop_and_the_integral_stays_empty() {
+        let mut c = Controller::default();
+        let lane = LaneEstimate::from_lane_pose(-1.0, 0.0, 0.0, 10.0);
+        for _ in 0..100 {
+            let open = c.drive(lane, None, 8.0, 0.033);
+            assert_eq!((open.throttle, open.brake), (OPEN_LOOP_THROTTLE, 0.0));
+            assert!(open.steering > 0.0, "still steers: {open:?}");
+        }
+        assert_eq!(c.speed_integral, 0.0);
+        let halt = c.drive(lane, None, 0.0, 0.033);
+        assert_eq!((halt.throttle, halt.brake), (0.0, FAILSAFE_BRAKE));
     }
 }

@@ -10,11 +10,11 @@ use crate::control::{Controller, LaneEstimate, FAILSAFE_BRAKE};
 use crate::detections::{DetectionInput, DetectorChange};
 use crate::latch::{EstopLatch, LatchState};
 use crate::latch_writer::{LatchJob, LatchWriter};
-use crate::source::{self, FrameSource, Next, Pacing};
+use crate::source::{self, FrameSource, Next, Pacing, SpeedSource};
 use ads_protocol::gate::SharedOutcomes;
 use ads_protocol::{
-    Action, Command, ControlSource, DriveMode, DropCounters, Event, Health, LaneTruthMsg, Message,
-    NoticeLevel, PoseMsg, RejectReason, StageTimings, VehicleState,
+    Action, ActuatorState, Command, ControlSource, DriveMode, DropCounters, Event, Health, LaneTruthMsg,
+    Message, NoticeLevel, PoseMsg, RejectReason, StageTimings, VehicleState,
 };
 use ads_shmem_ipc::{clock, FrameGeometry, FrameWriter, PixelFormat, Stamp};
 use ads_sim::Controls;
@@ -317,7 +317,8 @@ impl Vehicle {
             return self.controller.stop(FAILSAFE_BRAKE);
         }
         let lookahead = self.config.drive.lookahead_m;
-        let speed = self.source.motion().speed_mps;
+        // Unknown on a camera car (no encoder): the throttle goes open-loop and capped.
+        let speed = (self.source.speed_source() != SpeedSource::None).then(|| self.source.motion().speed_mps);
         let lane = if let Some(reason) = self.source_ended.clone().or_else(|| self.source.problem()) {
             Err(reason)
         } else {
@@ -656,8 +657,44 @@ impl Vehicle {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
+            actuator: self.actuator_state(),
         };
         self.outbox.send(Message::State(state), now_wall);
+    }
+}
+
+impl Vehicle {
+    /// `state.actuator`: the outputs' status and where the speed comes from.
+    fn actuator_state(&self) -> ActuatorState {
+        let speed_source = self.source.speed_source().as_str().to_owned();
+        let Some(output) = &self.output else {
+            return ActuatorState {
+                backend: "none".into(),
+                state: "none".into(),
+                speed_source,
+                ..ActuatorState::default()
+            };
+        };
+        let status = output.status();
+        ActuatorState {
+            backend: status.backend.into(),
+            state: match status.state {
+                OutputState::Waiting => "waiting",
+                OutputState::Driving => "driving",
+                OutputState::Stopped => "stopped",
+                OutputState::TimedOut => "timed_out",
+                OutputState::Ended => "ended",
+            }
+            .into(),
+            steering_us: status.pulses.map(|p| p.steering_us),
+            throttle_us: status.pulses.map(|p| p.throttle_us),
+            command_age_ms: status.command_age_ms,
+            fault: status.fault.or(status.device.fault),
+            board: status.device.board,
+            writes: status.writes,
+            write_errors: status.write_errors,
+            speed_source,
+        }
     }
 }
 

@@ -223,6 +223,10 @@ fn frames_state_and_truth_flow_with_increasing_ids() {
     assert!(!truth.h_samples.is_empty() && truth.ego_left.is_some() && truth.ego_right.is_some());
     let state = v.state_where(|s| s.speed_mps > 1.0);
     assert_eq!(state.mode, DriveMode::Driving);
+    // No outputs: the simulator moves the car itself and knows its speed.
+    let a = &state.actuator;
+    assert_eq!((a.backend.as_str(), a.state.as_str(), a.speed_source.as_str()), ("none", "none", "sim"));
+    assert_eq!((a.steering_us, a.throttle_us, a.fault.as_deref()), (None, None, None));
     v.stop();
 }
 

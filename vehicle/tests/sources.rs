@@ -252,6 +252,8 @@ fn a_video_ends_pauses_and_restarts_on_respawn() {
     );
     let s = v.state_where("first frame", |s| s.fps >= 0.0 && s.frame_id >= 1);
     assert_eq!((s.source.as_str(), s.truth_lateral_offset_m, s.speed_mps), ("video", None, 0.0));
+    // No speed to close the loop on: the throttle is open-loop (`state.actuator.speed_source`).
+    assert_eq!(s.actuator.speed_source, "none");
     // At its end the vehicle keeps running: state flows, the mode says why no frames come.
     let ended = v.state_where("end of the file", |s| {
         s.health.stop_reason.as_deref().is_some_and(|r| r.contains("source ended"))
@@ -361,20 +363,20 @@ fn carla_source_against_the_stand_in_server() {
         "64x48",
         "--fps",
         "20",
-        // No viewer here to hold the dead-man (on by default for CARLA).
-        "--require-operator=false",
+        // No operator here; a CARLA car is a real car all the same: it starts held.
+        "--require-operator",
+        "false",
     ];
     let mut v = Vehicle::start("vcarla", &args, &standin_env(&log, false));
     let s = v.state_where("carla frames", |s| s.frame_id >= 5);
     assert_eq!((s.source.as_str(), s.truth_lateral_offset_m), ("carla", None));
-    // A real car starts held, braking, until an operator's resume.
-    assert_eq!(s.mode, DriveMode::Stopped, "{s:?}");
+    assert_eq!(s.actuator.speed_source, "carla");
+    assert!(s.mode == DriveMode::Stopped && s.commands.held, "{s:?}");
     assert!(s.health.stop_reason.as_deref().unwrap_or_default().contains("waiting for resume"), "{s:?}");
+    // Released: no detector, so fail-safe, its brake sent to CARLA as brake, with steer mapped.
     let (accepted, detail) = v.act(Command::Resume);
     assert!(accepted, "{detail}");
-    let s = v.state_where("resumed", |s| s.mode != DriveMode::Stopped);
-    // No detector: fail-safe, full brake sent to CARLA as brake, with steer mapped.
-    assert_eq!(s.mode, DriveMode::Failsafe);
+    v.state_where("fail-safe", |s| s.mode == DriveMode::Failsafe);
     let calls = std::fs::read_to_string(&log).unwrap();
     assert!(
         calls.contains(r#""call": "apply_control""#) && calls.contains(r#""brake": 0.4"#),
@@ -396,6 +398,7 @@ fn carla_source_against_the_stand_in_server() {
 
     let log = std::env::temp_dir().join(format!("ads-vcarla-u-{}.jsonl", std::process::id()));
     let mut v = Vehicle::start("vcarlau", &args, &standin_env(&log, true));
+    v.state_where("held", |s| s.commands.held);
     let (accepted, detail) = v.act(Command::Resume);
     assert!(accepted, "{detail}");
     let s = v.state_where("unreachable", |s| {

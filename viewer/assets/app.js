@@ -346,6 +346,7 @@ function onState(m) {
     ["stop reason", (s.health && s.health.stop_reason) || "–"],
   ];
   fillTable("hud", rows);
+  showOutputs(s.actuator);
   const fmt = (v) => num(v, 1);
   const h = m.hops || {};
   fillTable("hops", [
@@ -388,6 +389,23 @@ function showVideoLink(v, link) {
   ]);
   stats.videoLink = v;
   $("link-slow").classList.toggle("hidden", !v.reduced);
+}
+
+// state.actuator: the steering/throttle outputs of a real car. Older vehicles send none.
+function showOutputs(a) {
+  const el = $("outputs");
+  if (!a || !a.backend) { el.textContent = "Outputs: –"; el.className = "outputs muted"; return; }
+  const speed = a.speed_source ? ` · speed from ${a.speed_source}` : "";
+  if (a.backend === "none") {
+    el.textContent = `Outputs: none${speed}`;
+    el.className = "outputs muted";
+    return;
+  }
+  const us = (v) => (finite(v) ? `${v} µs` : "–");
+  const board = a.board ? ` · board ${a.board}` : "";
+  const fault = a.fault ? ` · FAULT: ${a.fault}` : "";
+  el.textContent = `Outputs: ${a.backend} · ${a.state} · steering ${us(a.steering_us)} · throttle ${us(a.throttle_us)}${board}${fault}${speed}`;
+  el.className = "outputs" + (a.fault ? " fault" : "");
 }
 
 function fillTable(id, rows) {

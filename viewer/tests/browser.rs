@@ -182,6 +182,13 @@ async fn the_page_shows_live_video_with_overlays_and_its_buttons_drive_the_car()
             "return document.getElementById('link').textContent === 'vehicle live'",
         )
         .await;
+    // The outputs line: a simulated car has none and knows its speed from the simulator.
+    browser
+        .wait_js(
+            "the outputs line",
+            "return document.getElementById('outputs').textContent === 'Outputs: none · speed from sim'",
+        )
+        .await;
     // The car drives on detections, so the detector's lanes get drawn.
     browser
         .wait_js("lane lines drawn", &format!("{{ {LANE_PIXELS} }}").replace("return n;", "return n > 500;"))

@@ -54,6 +54,7 @@ fn state(speed: f64) -> VehicleState {
         truth_lateral_offset_m: None,
         commands: CommandStatus::default(),
         link: LinkState::default(),
+        actuator: ActuatorState::default(),
     }
 }
 

@@ -15,6 +15,7 @@
 //! The simulator and CARLA keep their own actuation (`FrameSource::actuate`); this seam is for
 //! hardware. `kind = "none"` (the default) opens nothing and starts no thread.
 
+pub mod calibrate;
 pub mod neutral;
 pub mod output;
 pub mod pca9685;

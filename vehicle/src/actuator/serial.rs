@@ -285,14 +285,15 @@ pub fn open(config: &ActuatorSection) -> Result<SerialActuator, ActuatorError> {
             use serialport::ErrorKind;
             use std::io::ErrorKind as Io;
             let hint = match e.kind() {
+                // EBUSY comes as NoDevice: asked first, or it would read "plugged in?".
+                _ if e.description.contains("busy") => {
+                    "another program has the port open (a serial monitor, ModemManager?)".into()
+                }
                 ErrorKind::NoDevice | ErrorKind::Io(Io::NotFound) => {
                     "is the board plugged in? `ls /dev/serial/by-id/` lists the ports".to_string()
                 }
                 ErrorKind::Io(Io::PermissionDenied) => {
                     "add the user to the dialout group; under systemd, a drop-in with DeviceAllow=char-ttyACM rw (or char-ttyUSB)".into()
-                }
-                _ if e.description.contains("busy") => {
-                    "another program has the port open (a serial monitor, ModemManager?)".into()
                 }
                 _ => "check the port with `ls -l /dev/serial/by-id/`".into(),
             };
@@ -667,6 +668,55 @@ mod tests {
         board.wait_for("C, N, N", |s| s.iter().filter(|(_, s)| matches!(s, Seen::Line(_))).count() == 3);
         let lines = board.lines();
         assert_eq!(lines[2], CommandLine { verb: Verb::Neutral, seq: 3, pulses: NEUTRAL });
+    }
+
+    #[test]
+    fn ads_vehicle_calibrate_moves_one_channel_then_neutral_and_saves_the_value() {
+        use clap::Parser as _;
+        let (master, path) = pty();
+        let board = FakeBoard::start(master);
+        let dir = std::env::temp_dir().join(format!("ads-calibrate-pty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vehicle.toml");
+        std::fs::write(&file, "[actuator.calibration]\nsteering_centre_us = 1480\n").unwrap();
+        let argv = [
+            "ads-vehicle calibrate",
+            "--config",
+            file.to_str().unwrap(),
+            "--actuator",
+            "serial",
+            "--actuator-device",
+            path.as_str(),
+            "--channel",
+            "steering",
+            "--us",
+            "1900",
+            "--hold-ms",
+            "100",
+            "--save-as",
+            "steering_left_us",
+        ];
+        let args = crate::actuator::calibrate::CalibrateArgs::parse_from(argv);
+        crate::actuator::calibrate::run_until(args, &AtomicBool::new(false)).unwrap();
+        let neutral = Pulses { steering_us: 1480, throttle_us: 1500 };
+        let held = Pulses { steering_us: 1900, throttle_us: 1500 };
+        let seen = board.wait_for("the neutral after the hold", |s| {
+            s.iter().any(|(_, s)| matches!(s, Seen::Line(c) if c.pulses == held))
+                && matches!(s.last(), Some((_, Seen::Line(c))) if c.verb == Verb::Neutral && c.pulses == neutral)
+        });
+        let lines: Vec<CommandLine> =
+            seen.iter().filter_map(|(_, s)| if let Seen::Line(c) = s { Some(*c) } else { None }).collect();
+        // C and N at open, the held pulse as drive lines (throttle at neutral), neutral last.
+        assert_eq!(lines[..2].iter().map(|c| c.verb).collect::<Vec<_>>(), [Verb::Config, Verb::Neutral]);
+        let (last, middle) = lines[2..].split_last().unwrap();
+        assert!(
+            !middle.is_empty() && middle.iter().all(|c| c.verb == Verb::Drive && c.pulses == held),
+            "{lines:?}"
+        );
+        assert_eq!((last.verb, last.pulses), (Verb::Neutral, neutral));
+        let saved = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(saved, "[actuator.calibration]\nsteering_left_us = 1900\nsteering_centre_us = 1480\n");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

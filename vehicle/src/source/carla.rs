@@ -2,7 +2,7 @@
 //! pose come back with every frame, and the controls go out every tick.
 
 use super::convert::copy_rows;
-use super::{FrameSource, Motion, Next, Pacing, SourceError};
+use super::{FrameSource, Motion, Next, Pacing, SourceError, SpeedSource};
 use crate::config::VehicleConfig;
 use ads_carla_bridge::bridge::BridgeEvent;
 use ads_carla_bridge::{to_carla_control, BridgeConfig, BridgeError, CarlaBridge, CarlaFrame, LinkStatus};
@@ -98,6 +98,10 @@ impl FrameSource for CarlaSource {
 
     fn motion(&self) -> Motion {
         self.motion
+    }
+
+    fn speed_source(&self) -> SpeedSource {
+        SpeedSource::Carla
     }
 
     fn problem(&self) -> Option<String> {

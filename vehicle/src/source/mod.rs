@@ -54,6 +54,30 @@ pub struct Motion {
     pub odometer_m: f64,
 }
 
+/// Where the control loop knows the car's speed from (`state.actuator.speed_source`).
+///
+/// The simulator and CARLA know it; a camera car does not (no wheel encoder yet): its speed
+/// loop does not run, the throttle is open-loop and capped by `actuator.max_throttle`. An
+/// encoder would be a new variant here and a source (or a sensor beside the source) that
+/// reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeedSource {
+    Sim,
+    Carla,
+    /// Unknown: [`Motion::speed_mps`] is 0 and means nothing.
+    None,
+}
+
+impl SpeedSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpeedSource::Sim => "sim",
+            SpeedSource::Carla => "carla",
+            SpeedSource::None => "none",
+        }
+    }
+}
+
 /// A source that could not be opened or stopped working.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -67,6 +91,8 @@ pub enum SourceError {
     Recording(#[from] recording::RecordingError),
     #[error(transparent)]
     Convert(#[from] convert::ConvertError),
+    #[error("binding the simulator's outputs socket {path}: {source}")]
+    SimOutputs { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// One frame source, owned by the control loop.
@@ -86,6 +112,10 @@ pub trait FrameSource {
     /// Applies this tick's controls for `dt` seconds (the simulator steps; CARLA gets them).
     fn actuate(&mut self, _dt: f64, _controls: Controls) {}
     fn motion(&self) -> Motion;
+    /// Whether [`Motion::speed_mps`] is a measured (or simulated) speed.
+    fn speed_source(&self) -> SpeedSource {
+        SpeedSource::None
+    }
     /// A reason the source cannot deliver frames right now (CARLA unreachable, camera lost).
     fn problem(&self) -> Option<String> {
         None
@@ -109,7 +139,7 @@ pub trait FrameSource {
 /// Opens the source `config` names, at the frames ring's geometry.
 pub fn open(config: &VehicleConfig) -> Result<Box<dyn FrameSource>, SourceError> {
     Ok(match config.source {
-        SourceKind::Sim => Box::new(sim::SimSource::new(config)),
+        SourceKind::Sim => Box::new(sim::SimSource::new(config)?),
         SourceKind::Camera => Box::new(camera::CameraSource::open(config)?),
         SourceKind::Video => Box::new(video::VideoSource::open(config)?),
         SourceKind::Carla => Box::new(carla::CarlaSource::start(config)?),
