@@ -532,4 +532,11 @@ fn a_frozen_or_killed_vehicle_leaves_the_board_at_neutral_by_its_own_timeout() {
     let last =
         seen.iter().rev().find_map(|(_, s)| if let Seen::Line(c) = s { Some(*c) } else { None }).unwrap();
     assert_eq!(last.verb, Verb::Drive, "killed while driving: no neutral line could be sent");
+    // SIGKILL left the frames ring behind (a restart would take it over): remove it.
+    let ring = rig.car.frames_ring();
+    for path in
+        [ads_shmem_ipc::shm_path(&ring), ads_shmem_ipc::lock_path(&ring), ads_shmem_ipc::readers_path(&ring)]
+    {
+        let _ = std::fs::remove_file(path);
+    }
 }
