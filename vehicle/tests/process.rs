@@ -793,11 +793,28 @@ fn a_vehicle_that_cannot_persist_its_latch_does_not_start() {
         // Root writes anywhere: run the vehicle as nobody, as the unit runs it as `ads`.
         setup = setup.wrapper(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
     }
-    let out = setup.command().stderr(std::process::Stdio::piped()).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr_file = dir.with_extension("stderr");
+    let mut command = setup.command();
+    command.stderr(std::fs::File::create(&stderr_file).unwrap());
+    let mut vehicle = ads_testkit::Kill(command.spawn().unwrap());
+    // A vehicle that starts anyway runs until it is stopped: that is the failure.
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = vehicle.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(vehicle);
+    let stderr = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&stderr_file);
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(!out.status.success(), "started without a latch it can write: {stderr}");
+    let status = status.unwrap_or_else(|| panic!("started without a latch it can write: {stderr}"));
+    assert!(!status.success(), "{stderr}");
     assert!(stderr.contains(&latch.display().to_string()), "the message names the file: {stderr}");
 }
 
