@@ -13,8 +13,17 @@ pub fn first_non_finite(message: &Message) -> Option<&'static str> {
         Message::Truth(t) => t.lanes.iter().find_map(|xs| lane("truth.lanes", xs)),
         Message::Action(a) => match a.command {
             Command::SetTargetSpeed { mps } if !mps.is_finite() => Some("command.mps"),
+            Command::Drive { steering, .. } if !steering.is_finite() => Some("command.steering"),
+            Command::Drive { throttle, .. } if !throttle.is_finite() => Some("command.throttle"),
             _ => None,
         },
+        Message::Controls(c) => {
+            let operator = c.operator.map_or(0.0, |o| o.steering + o.throttle);
+            [("steering", c.steering), ("throttle", c.throttle), ("operator", operator)]
+                .iter()
+                .find(|(_, v)| !v.is_finite())
+                .map(|(field, _)| *field)
+        }
         Message::Frame(_) | Message::Event(_) => None,
     }
 }
@@ -58,6 +67,10 @@ fn state(s: &VehicleState) -> Option<&'static str> {
         ("fps", f64::from(s.fps)),
         ("distance_m", s.distance_m),
         ("truth_lateral_offset_m", s.truth_lateral_offset_m.unwrap_or(0.0)),
+        ("teleop.steering", s.teleop.steering),
+        ("teleop.throttle", s.teleop.throttle),
+        ("teleop.latency_p50_ms", f64::from(s.teleop.latency_p50_ms.unwrap_or(0.0))),
+        ("teleop.latency_p99_ms", f64::from(s.teleop.latency_p99_ms.unwrap_or(0.0))),
     ];
     fields.iter().find(|(_, v)| !v.is_finite()).map(|(field, _)| *field)
 }

@@ -12,7 +12,7 @@
 
 use crate::{
     decode, peek_action_identity, split_action_mac, Action, ActionKey, AuthError, Command, DecodeError,
-    Event, Message, RejectReason, Topic, MAX_ACTION_BYTES, MAX_ACTION_NAME_BYTES,
+    Event, Message, RejectReason, Topic, MAX_ACTION_BYTES, MAX_ACTION_NAME_BYTES, MAX_DRIVE_LEASE_MS,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -92,11 +92,33 @@ pub enum Verdict {
     Accept(AcceptedAction),
     /// An authentic operator heartbeat of this run.
     Heartbeat,
+    /// An authentic teleop command of this run: for the control loop's drive mailbox, never
+    /// acknowledged (the newest wins; `state.teleop` reports it).
+    Drive(DriveOrder),
     /// A retransmission of an id already decided: the original acknowledgement, to send again.
     Repeat(Event),
     /// A retransmission of an id the control loop has not answered yet: its ack will come.
     InProgress,
     Reject(Rejection),
+}
+
+/// A `drive` command as the control loop takes it: its lease turned into an end on the run's
+/// clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriveOrder {
+    pub sender: String,
+    pub seq: u64,
+    /// -1..=1, + = left.
+    pub steering: f64,
+    /// -1..=1, + throttle, − brake.
+    pub throttle: f64,
+    /// Run-clock ns of its arrival, and when its lease ends: `lease_ms` after the arrival, and
+    /// never after the action's own expiry (a command that queued somewhere on its way does
+    /// not get a fresh lease).
+    pub arrived_run_ns: u64,
+    pub lease_end_run_ns: u64,
+    /// Wall clock of the operator's input, 0 if unknown.
+    pub issued_ns: u64,
 }
 
 /// Outcomes of accepted actions by id, shared by the gate (which answers retransmissions
@@ -328,6 +350,29 @@ impl ActionGate {
         if action.command == Command::Heartbeat {
             self.mark_seq(&action.sender, seq);
             return Ok(Verdict::Heartbeat);
+        }
+        if let Command::Drive { steering, throttle, lease_ms, issued_ns } = action.command {
+            let unit = -1.0..=1.0;
+            if !unit.contains(&steering) || !unit.contains(&throttle) {
+                let detail =
+                    format!("drive steering {steering} and throttle {throttle} must be within -1..=1");
+                return Err(reject(RejectReason::Malformed, detail));
+            }
+            if !(1..=MAX_DRIVE_LEASE_MS).contains(&lease_ms) {
+                let detail = format!("drive lease {lease_ms} ms is outside 1..={MAX_DRIVE_LEASE_MS} ms");
+                return Err(reject(RejectReason::Malformed, detail));
+            }
+            self.mark_seq(&action.sender, seq);
+            let lease_end_run_ns = (now_run_ns + u64::from(lease_ms) * 1_000_000).min(expires);
+            return Ok(Verdict::Drive(DriveOrder {
+                sender: action.sender,
+                seq,
+                steering,
+                throttle,
+                arrived_run_ns: now_run_ns,
+                lease_end_run_ns,
+                issued_ns,
+            }));
         }
         Ok(Verdict::Accept(AcceptedAction { action, seq }))
     }
@@ -573,6 +618,33 @@ mod tests {
         assert_eq!(judge(&mut gate, &beat).unwrap_err().reason, RejectReason::Duplicate);
         let stale = action_parts("car", 2, "h2", "v", 999, Command::Heartbeat);
         assert_eq!(judge(&mut gate, &stale).unwrap_err().reason, RejectReason::Expired);
+    }
+
+    #[test]
+    fn drive_commands_get_a_lease_bounded_by_their_expiry_and_are_not_replayable() {
+        let mut gate = gate(None, 60_000_000_000);
+        let drive =
+            |steering, throttle, lease_ms| Command::Drive { steering, throttle, lease_ms, issued_ns: 7 };
+        let d = action_parts("car", 1, "d1", "v", NOW + 1_000_000_000, drive(0.5, -0.25, 200));
+        let Verdict::Drive(order) = verdict(&mut gate, &d) else { panic!("not a drive verdict") };
+        assert_eq!((order.sender.as_str(), order.seq, order.steering, order.throttle), ("v", 1, 0.5, -0.25));
+        assert_eq!(
+            (order.arrived_run_ns, order.lease_end_run_ns, order.issued_ns),
+            (NOW, NOW + 200_000_000, 7)
+        );
+        assert_eq!(judge(&mut gate, &d).unwrap_err().reason, RejectReason::Duplicate, "never replayed");
+        // A command that expires before its lease would end: the expiry ends it.
+        let short = action_parts("car", 2, "d2", "v", NOW + 50_000_000, drive(0.0, 0.1, 300));
+        let Verdict::Drive(order) = verdict(&mut gate, &short) else { panic!("not a drive verdict") };
+        assert_eq!(order.lease_end_run_ns, NOW + 50_000_000);
+        for (i, bad) in
+            [drive(1.5, 0.0, 100), drive(0.0, -1.01, 100), drive(0.0, 0.0, 0), drive(0.0, 0.0, 301)]
+                .into_iter()
+                .enumerate()
+        {
+            let parts = action_parts("car", 10 + i as u64, &format!("b{i}"), "v", NOW + 1_000_000_000, bad);
+            assert_eq!(judge(&mut gate, &parts).unwrap_err().reason, RejectReason::Malformed);
+        }
     }
 
     #[test]

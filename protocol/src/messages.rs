@@ -245,6 +245,10 @@ pub struct VehicleState {
     /// Absent from older vehicles (read as the default: empty `backend`).
     #[serde(default)]
     pub actuator: ActuatorState,
+    /// Pilot mode and the operator's drive commands (manual driving). Absent from older
+    /// vehicles: autopilot, no commands.
+    #[serde(default)]
+    pub teleop: TeleopState,
 }
 
 /// `state.actuator`: what the vehicle puts out to a steering servo and an ESC
@@ -434,6 +438,111 @@ pub enum Command {
     Reset,
     /// The operator is present (dead-man). Not acknowledged; sent a few times a second.
     Heartbeat,
+    /// Teleoperation: the operator's steering and throttle, good for `lease_ms` (1..=300) from
+    /// its arrival and never past the action's expiry. Sent at 20–30 Hz while a control is
+    /// held; when the lease runs out without a newer one the car brakes (dead-man). Taken only
+    /// in `manual` and `assist` pilot modes and only from the sender that set that mode. Never
+    /// acknowledged when taken and never retransmitted: the newest (by sequence) wins, older
+    /// ones are dropped; `state.teleop` reports the last one applied and its age.
+    Drive {
+        /// -1..=1, + = left (a fraction of the car's largest steering angle).
+        steering: f64,
+        /// -1..=1: + the throttle's fraction, − the brake's.
+        throttle: f64,
+        lease_ms: u32,
+        /// Wall clock ns of the operator's input that produced this command (a key, a stick),
+        /// for the command path's latency in `state.teleop` (clocks in sync, e.g. NTP);
+        /// 0: unknown.
+        #[serde(default)]
+        issued_ns: u64,
+    },
+    /// Who steers and who gives throttle: [`PilotMode`]. A mode change never starts motion
+    /// by itself: into `autopilot` from another mode the car holds until `resume`; in `manual`
+    /// and `assist` it moves only under a live `drive` lease from the sender of this action.
+    SetDriveMode { mode: PilotMode },
+}
+
+/// Who drives: the pilot modes of `set_drive_mode` (Donkey Car's user / local_angle / local).
+/// The e-stop, holds and fail-safes dominate every mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PilotMode {
+    /// The control loop steers and holds the target speed (from detections or truth).
+    #[default]
+    Autopilot,
+    /// The operator's `drive` commands steer and give throttle.
+    Manual,
+    /// The control loop steers; the operator's `drive` throttle sets the pace.
+    Assist,
+}
+
+impl PilotMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PilotMode::Autopilot => "autopilot",
+            PilotMode::Manual => "manual",
+            PilotMode::Assist => "assist",
+        }
+    }
+
+    /// Whether the operator's `drive` commands are taken in this mode.
+    pub const fn takes_drive(self) -> bool {
+        !matches!(self, PilotMode::Autopilot)
+    }
+}
+
+/// The largest lease a `drive` command may ask for, ms: a dead link stops the car within it.
+pub const MAX_DRIVE_LEASE_MS: u32 = 300;
+
+/// `state.teleop`: the pilot mode and the operator's drive commands as the vehicle took them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TeleopState {
+    pub pilot: PilotMode,
+    /// The sender whose `drive` commands are taken (the one that set `manual`/`assist`).
+    pub driver: Option<String>,
+    /// The newest drive command taken: its sequence number and values, and its age, ms.
+    pub seq: u64,
+    pub steering: f64,
+    pub throttle: f64,
+    pub age_ms: Option<u32>,
+    /// Its lease is still running: the car moves on it.
+    pub live: bool,
+    /// Drive commands taken, dropped (older than one taken, from a sender that is not the
+    /// driver, or outside `manual`/`assist`), and leases that ran out, since start.
+    pub taken: u64,
+    pub dropped: u64,
+    pub lapsed: u64,
+    /// From the operator's input (`issued_ns`) to the control loop applying the command, ms,
+    /// over the last commands taken: p50 and p99. `None` before any command with `issued_ns`.
+    pub latency_p50_ms: Option<f32>,
+    pub latency_p99_ms: Option<f32>,
+}
+
+/// Topic `controls`: what the control loop commanded in one tick and who decided it; one per
+/// produced frame, so a recording pairs every image with its label (`ads-record export`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlsMsg {
+    /// The frame produced in this tick: the label belongs to this image.
+    pub frame_id: u64,
+    pub pilot: PilotMode,
+    pub mode: DriveMode,
+    /// What went to the car: -1..=1, + = left (the fraction of the largest steering angle).
+    pub steering: f64,
+    /// -1..=1: + throttle, − brake.
+    pub throttle: f64,
+    /// The operator's drive command in force in this tick (a live lease), if any.
+    pub operator: Option<OperatorCommand>,
+}
+
+/// One operator drive command as the control loop used it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OperatorCommand {
+    pub seq: u64,
+    pub steering: f64,
+    pub throttle: f64,
+    /// Time since it arrived, ms.
+    pub age_ms: u32,
 }
 
 /// Topic `action`, sent by viewers to the vehicle's SUB socket. The envelope's `seq` is the

@@ -1,6 +1,6 @@
 //! Framing: `[topic, envelope, payload?]`, and the typed errors of decoding it.
 
-use crate::messages::{Action, Detections, Event, FrameInfo, LaneTruthMsg, VehicleState};
+use crate::messages::{Action, ControlsMsg, Detections, Event, FrameInfo, LaneTruthMsg, VehicleState};
 use crate::{MAX_ENVELOPE_BYTES, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 
@@ -13,11 +13,19 @@ pub enum Topic {
     Event,
     Action,
     Truth,
+    Controls,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 6] =
-        [Topic::Frame, Topic::Detection, Topic::State, Topic::Event, Topic::Action, Topic::Truth];
+    pub const ALL: [Topic; 7] = [
+        Topic::Frame,
+        Topic::Detection,
+        Topic::State,
+        Topic::Event,
+        Topic::Action,
+        Topic::Truth,
+        Topic::Controls,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -27,6 +35,7 @@ impl Topic {
             Topic::Event => "event",
             Topic::Action => "action",
             Topic::Truth => "truth",
+            Topic::Controls => "controls",
         }
     }
 
@@ -59,6 +68,7 @@ pub enum Message {
     Event(Event),
     Action(Action),
     Truth(LaneTruthMsg),
+    Controls(ControlsMsg),
 }
 
 impl Message {
@@ -70,6 +80,7 @@ impl Message {
             Message::Event(_) => Topic::Event,
             Message::Action(_) => Topic::Action,
             Message::Truth(_) => Topic::Truth,
+            Message::Controls(_) => Topic::Controls,
         }
     }
 }
@@ -141,6 +152,7 @@ pub fn encode(vehicle: &str, seq: u64, capture_ns: u64, send_ns: u64, message: &
         Message::Event(b) => pack(vehicle, seq, capture_ns, send_ns, b),
         Message::Action(b) => pack(vehicle, seq, capture_ns, send_ns, b),
         Message::Truth(b) => pack(vehicle, seq, capture_ns, send_ns, b),
+        Message::Controls(b) => pack(vehicle, seq, capture_ns, send_ns, b),
     }
 }
 
@@ -226,6 +238,7 @@ pub fn decode<'a>(parts: &[&'a [u8]]) -> Result<WireMessage<'a>, DecodeError> {
         Topic::State => unpack!(State),
         Topic::Event => unpack!(Event),
         Topic::Truth => unpack!(Truth),
+        Topic::Controls => unpack!(Controls),
         Topic::Action => match body::<Action>(envelope) {
             Ok(e) => (e.vehicle, e.seq, e.capture_ns, e.send_ns, Message::Action(e.body)),
             Err(full) => {

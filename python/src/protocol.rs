@@ -45,6 +45,7 @@ fn decode<'py>(
         Message::Event(b) => body_json(b)?,
         Message::Action(b) => body_json(b)?,
         Message::Truth(b) => body_json(b)?,
+        Message::Controls(b) => body_json(b)?,
     };
     let payload = m.payload.map(|p| PyBytes::new(py, p));
     Ok((m.message.topic().as_str(), m.vehicle, m.seq, m.capture_ns, m.send_ns, body, payload))

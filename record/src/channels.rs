@@ -23,10 +23,11 @@ pub enum Channel {
     Event,
     Truth,
     TruthAnnotations,
+    Controls,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 8] = [
+    pub const ALL: [Channel; 9] = [
         Channel::Image,
         Channel::Frame,
         Channel::Detection,
@@ -35,6 +36,7 @@ impl Channel {
         Channel::Event,
         Channel::Truth,
         Channel::TruthAnnotations,
+        Channel::Controls,
     ];
 
     pub const fn topic(self) -> &'static str {
@@ -47,6 +49,7 @@ impl Channel {
             Channel::Event => "/event",
             Channel::Truth => "/truth",
             Channel::TruthAnnotations => "/truth/annotations",
+            Channel::Controls => "/controls",
         }
     }
 
@@ -59,6 +62,7 @@ impl Channel {
             Channel::State => "ads.VehicleState",
             Channel::Event => "ads.Event",
             Channel::Truth => "ads.LaneTruth",
+            Channel::Controls => "ads.Controls",
         }
     }
 
@@ -84,6 +88,10 @@ fn raw_description(channel: Channel) -> &'static str {
         Channel::Detection => "An ads `detection` message: lanes, objects, timing (docs/protocol.md)",
         Channel::State => "An ads `state` message: pose, speed, controls, mode, health (docs/protocol.md)",
         Channel::Event => "An ads `event` message: acknowledgements and notices (docs/protocol.md)",
+        Channel::Controls => {
+            "An ads `controls` message: what the control loop commanded for a frame, the pilot mode and \
+             the operator's drive command (docs/protocol.md)"
+        }
         _ => "An ads `truth` message: the simulator's true lane lines (docs/protocol.md)",
     }
 }
@@ -177,6 +185,7 @@ pub fn entries(received: &Received) -> Vec<Entry> {
         ],
         Message::State(s) => vec![raw(Channel::State, s)],
         Message::Event(e) => vec![raw(Channel::Event, e)],
+        Message::Controls(c) => vec![raw(Channel::Controls, c)],
         Message::Action(_) => Vec::new(),
     }
 }

@@ -3,7 +3,9 @@
 //! Rejections are acknowledged here (truncated and rate-limited in count and bytes); accepted
 //! actions go to the control loop, which acknowledges them once carried out and records the
 //! outcome, so that a retransmission of an id already decided is answered with the original
-//! outcome. Operator heartbeats are noted here and never acknowledged.
+//! outcome. Operator heartbeats are noted here and never acknowledged; so are teleop `drive`
+//! commands, which go into a one-slot [`DriveMailbox`] where the newest wins (they count as
+//! the operator's presence too).
 //!
 //! An emergency stop never waits behind anything: it does not go through the action queue
 //! but into an [`EstopMailbox`] that cannot fill, and raises a flag the control loop reads
@@ -16,6 +18,7 @@
 
 use crate::broadcast::Outbox;
 use crate::config::ActionsSection;
+use crate::teleop::DriveMailbox;
 use ads_protocol::gate::{ActionGate, Rejection, SharedOutcomes, Verdict};
 use ads_protocol::{ActionKey, Command, Event, Message, RejectReason, Topic, MAX_ACTION_BYTES};
 use std::collections::VecDeque;
@@ -146,6 +149,7 @@ impl RejectionLimiter {
 pub struct ListenerLinks {
     pub to_control: SyncSender<AcceptedAction>,
     pub estops: Arc<EstopMailbox>,
+    pub drives: Arc<DriveMailbox>,
     pub outbox: Outbox,
     pub stats: Arc<ActionStats>,
     pub outcomes: SharedOutcomes,
@@ -194,7 +198,8 @@ pub fn spawn_listener(
             );
         }
     }
-    let ListenerLinks { to_control, estops, outbox, stats, outcomes, run_id, run_start_mono_ns } = links;
+    let ListenerLinks { to_control, estops, drives, outbox, stats, outcomes, run_id, run_start_mono_ns } =
+        links;
     let max_expiry_ns = settings.max_expiry_s.saturating_mul(1_000_000_000);
     let mut gate = ActionGate::new(vehicle_id, &run_id, key, max_expiry_ns, outcomes);
     let handle = std::thread::Builder::new().name("actions".into()).spawn(move || {
@@ -235,6 +240,11 @@ pub fn spawn_listener(
                     }
                 }
                 Verdict::Heartbeat => stats.last_heartbeat_mono_ns.store(now_mono, Ordering::Relaxed),
+                Verdict::Drive(order) => {
+                    // Someone driving by hand is present.
+                    stats.last_heartbeat_mono_ns.store(now_mono, Ordering::Relaxed);
+                    drives.post(order);
+                }
                 Verdict::Repeat(ack) => {
                     // Retransmissions (or replays of captured bytes) change nothing; their
                     // answers are bounded like rejections so that replays cannot crowd out state.

@@ -126,6 +126,14 @@ impl Commands {
         Ok(())
     }
 
+    /// Holds the car until `resume` for `why` (a switch into autopilot); an e-stop or a hold
+    /// already in force stays as it is.
+    pub fn hold(&mut self, why: String) {
+        if !self.estop && self.held.is_none() {
+            self.held = Some(why);
+        }
+    }
+
     /// Latches at once: the caller brakes in this tick, then persists.
     pub fn emergency_stop(&mut self) -> Step {
         self.estop = true;
@@ -366,6 +374,18 @@ mod tests {
         // Without a required operator silence means nothing.
         let mut sim = Commands::new(SIM, LatchState::Released);
         assert_eq!(sim.check_operator(None), None);
+    }
+
+    #[test]
+    fn a_hold_waits_for_resume_and_never_hides_an_estop() {
+        let mut c = Commands::new(SIM, LatchState::Released);
+        c.hold("switched to autopilot".into());
+        assert_eq!(c.overriding_mode().unwrap(), (DriveMode::Stopped, "switched to autopilot".into()));
+        assert_eq!(done(c.resume(None).0).unwrap(), "resumed");
+        c.emergency_stop();
+        c.hold("switched to autopilot".into());
+        assert_eq!(mode(&c), Some(DriveMode::EmergencyStop));
+        assert_eq!(c.held(), None, "the latch's own rules hold it");
     }
 
     #[test]

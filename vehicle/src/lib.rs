@@ -20,6 +20,7 @@ pub mod latch_writer;
 pub mod run;
 pub mod source;
 pub mod stream_rate;
+pub mod teleop;
 pub mod tiers;
 pub mod video_link;
 pub mod video_peer;

@@ -6,15 +6,17 @@ use crate::actuator::ActuatorCommand;
 use crate::broadcast::{self, BroadcastSettings, BroadcastStats, Outbox};
 use crate::commands::{Commands, Rules, Step};
 use crate::config::{Overrides, SourceKind, SteerFrom, VehicleConfig};
-use crate::control::{Controller, LaneEstimate, FAILSAFE_BRAKE};
+use crate::control::{Controller, LaneEstimate, FAILSAFE_BRAKE, MAX_STEER_RAD};
 use crate::detections::{DetectionInput, DetectorChange};
 use crate::latch::{EstopLatch, LatchState};
 use crate::latch_writer::{LatchJob, LatchWriter};
 use crate::source::{self, FrameSource, Next, Pacing, SpeedSource};
+use crate::teleop::{DriveMailbox, Teleop};
 use ads_protocol::gate::SharedOutcomes;
 use ads_protocol::{
-    Action, ActuatorState, Command, ControlSource, DriveMode, DropCounters, Event, Health, LaneTruthMsg,
-    Message, NoticeLevel, PoseMsg, RejectReason, StageTimings, VehicleState,
+    Action, ActuatorState, Command, ControlSource, ControlsMsg, DriveMode, DropCounters, Event, Health,
+    LaneTruthMsg, Message, NoticeLevel, OperatorCommand, PilotMode, PoseMsg, RejectReason, StageTimings,
+    VehicleState,
 };
 use ads_shmem_ipc::{clock, FrameGeometry, FrameWriter, PixelFormat, Stamp};
 use ads_sim::Controls;
@@ -83,11 +85,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let run = RunClock::start()?;
     let outcomes = SharedOutcomes::default();
     let estops = Arc::new(EstopMailbox::default());
+    let drives = Arc::new(DriveMailbox::default());
     let latch_writer = LatchWriter::spawn(latch, outbox.clone(), Arc::clone(&outcomes))
         .context("starting the latch thread")?;
     let links = ListenerLinks {
         to_control: action_tx,
         estops: Arc::clone(&estops),
+        drives: Arc::clone(&drives),
         outbox: outbox.clone(),
         stats: Arc::clone(&action_stats),
         outcomes: Arc::clone(&outcomes),
@@ -138,7 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (_, Some(why)) => tracing::info!("the car holds: {why}"),
         _ => {}
     }
-    let links = CommandLinks { run, outcomes, stats: action_stats, estops, latch: latch_writer };
+    let links = CommandLinks { run, outcomes, stats: action_stats, estops, drives, latch: latch_writer };
     let mut vehicle = Vehicle::new(config, source, writer, outbox, broadcast_stats, commands, links);
     vehicle.output = output;
     ads_service::ready("running: frames ring created, sockets bound");
@@ -170,6 +174,10 @@ struct Vehicle {
     detections: DetectionInput,
     broadcast_stats: Arc<BroadcastStats>,
     commands: Commands,
+    /// The pilot mode and the operator's drive commands.
+    teleop: Teleop,
+    /// Drive commands the mailbox dropped, as of its last take.
+    drives_dropped: u64,
     links: CommandLinks,
     /// Resets waiting for their hold to reach the disk, in the order their jobs were queued.
     pending_resets: VecDeque<(Action, u64)>,
@@ -206,6 +214,8 @@ impl Vehicle {
             controller: Controller::default(),
             broadcast_stats,
             commands,
+            teleop: Teleop::default(),
+            drives_dropped: 0,
             links,
             pending_resets: VecDeque::new(),
             frame_id: 0,
@@ -300,7 +310,11 @@ impl Vehicle {
             self.drive_outputs(now_mono);
             self.source.actuate(dt, self.controls);
             self.timings.control_us = elapsed_us(started);
+            let produced_before = self.frame_id;
             self.produce_frame();
+            if self.frame_id != produced_before {
+                self.publish_controls(produced_before, now_mono);
+            }
         }
         self.publish_state();
     }
@@ -319,7 +333,25 @@ impl Vehicle {
         let lookahead = self.config.drive.lookahead_m;
         // Unknown on a camera car (no encoder): the throttle goes open-loop and capped.
         let speed = (self.source.speed_source() != SpeedSource::None).then(|| self.source.motion().speed_mps);
-        let lane = if let Some(reason) = self.source_ended.clone().or_else(|| self.source.problem()) {
+        let pilot = self.teleop.pilot();
+        let now_run = self.links.run_ns(now_mono);
+        let operator = self.teleop.in_force(now_run);
+        let source_problem = self.source_ended.clone().or_else(|| self.source.problem());
+        if pilot.takes_drive() {
+            // The operator drives from the video: no picture, no driving, in every mode.
+            let why_not = source_problem.clone().or_else(|| self.teleop.why_not_driving(now_run));
+            if let (None, Some(op)) = (why_not.clone(), operator) {
+                if pilot == PilotMode::Manual {
+                    self.set_mode(DriveMode::Driving, None);
+                    self.controller.reset();
+                    return operator_controls(op, op.steering * self.steering_scale());
+                }
+            } else {
+                self.set_mode(DriveMode::Failsafe, why_not);
+                return self.controller.stop(FAILSAFE_BRAKE);
+            }
+        }
+        let lane = if let Some(reason) = source_problem {
             Err(reason)
         } else {
             match self.config.control {
@@ -332,6 +364,18 @@ impl Vehicle {
             }
         };
         match lane {
+            // Assist: the autopilot's steering at the operator's pace.
+            Ok(lane) if pilot == PilotMode::Assist => {
+                let Some(op) = operator else {
+                    // Checked above; should the lease end in between, the brake.
+                    self.set_mode(DriveMode::Failsafe, self.teleop.why_not_driving(now_run));
+                    return self.controller.stop(FAILSAFE_BRAKE);
+                };
+                self.set_mode(DriveMode::Driving, None);
+                let steering = self.controller.drive(lane, speed, self.target_speed, dt).steering;
+                self.controller.reset();
+                operator_controls(op, steering)
+            }
             Ok(lane) => {
                 self.set_mode(DriveMode::Driving, None);
                 self.controller.drive(lane, speed, self.target_speed, dt)
@@ -340,6 +384,16 @@ impl Vehicle {
                 self.set_mode(DriveMode::Failsafe, Some(reason));
                 self.controller.stop(FAILSAFE_BRAKE)
             }
+        }
+    }
+
+    /// Radians of a full operator steering command: the servo's full travel on a real car, the
+    /// controller's largest angle in the simulator.
+    fn steering_scale(&self) -> f64 {
+        if self.output.is_some() {
+            self.config.actuator.max_steering_rad
+        } else {
+            MAX_STEER_RAD
         }
     }
 
@@ -463,6 +517,12 @@ impl Vehicle {
         if self.links.estops.raised() {
             self.emergency_stop(self.links.estops.take());
         }
+        let (order, dropped) = self.links.drives.take();
+        self.drives_dropped = dropped;
+        if let Some(order) = order {
+            let now_run = self.links.run_ns(clock::monotonic_ns());
+            self.teleop.take(order, now_run, clock::wall_ns());
+        }
         let mut applied = false;
         while let Ok(accepted) = actions.try_recv() {
             self.apply(accepted);
@@ -523,8 +583,20 @@ impl Vehicle {
                 step
             }
             Command::Reset => self.commands.reset(),
-            // E-stops are handled above; heartbeats are noted by the listener.
-            Command::EmergencyStop | Command::Heartbeat => Step::Done(Ok("heartbeat".into())),
+            // E-stops are handled above; heartbeats are noted by the listener, drive commands
+            // come through their mailbox.
+            Command::EmergencyStop | Command::Heartbeat | Command::Drive { .. } => {
+                Step::Done(Ok("heartbeat".into()))
+            }
+            Command::SetDriveMode { mode } => {
+                let change = self.teleop.set_mode(mode, &action.sender);
+                self.links.drives.set_driver(self.teleop.driver().map(str::to_owned));
+                if let Some(why) = change.hold {
+                    self.commands.hold(why);
+                }
+                self.notice(NoticeLevel::Info, format!("pilot: {} ({})", mode.as_str(), change.detail));
+                Step::Done(Ok(change.detail))
+            }
             Command::Respawn { spawn_point } => {
                 let index = spawn_point.unwrap_or(0) as usize;
                 let outcome = self.source.respawn(index);
@@ -603,6 +675,23 @@ impl Vehicle {
         self.outbox.send(Message::Event(Event::Notice { level, text }), clock::wall_ns());
     }
 
+    /// The label of the frame `frame_id`: what the loop commanded in the tick that produced it,
+    /// and the operator's command in force (recordings pair them for training).
+    fn publish_controls(&mut self, frame_id: u64, now_mono: u64) {
+        let now_run = self.links.run_ns(now_mono);
+        let scale = self.steering_scale();
+        let c = self.controls;
+        let message = ControlsMsg {
+            frame_id,
+            pilot: self.teleop.pilot(),
+            mode: self.mode,
+            steering: (c.steering / scale).clamp(-1.0, 1.0),
+            throttle: if c.brake > 0.0 { -c.brake } else { c.throttle },
+            operator: self.teleop.in_force(now_run),
+        };
+        self.outbox.send(Message::Controls(message), clock::wall_ns());
+    }
+
     fn publish_state(&mut self) {
         let m = self.source.motion();
         let now_wall = clock::wall_ns();
@@ -658,6 +747,7 @@ impl Vehicle {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
             actuator: self.actuator_state(),
+            teleop: self.teleop.status(self.links.run_ns(now_mono), self.drives_dropped),
         };
         self.outbox.send(Message::State(state), now_wall);
     }
@@ -725,6 +815,7 @@ struct CommandLinks {
     outcomes: SharedOutcomes,
     stats: Arc<ActionStats>,
     estops: Arc<EstopMailbox>,
+    drives: Arc<DriveMailbox>,
     latch: LatchWriter,
 }
 
@@ -737,6 +828,11 @@ impl CommandLinks {
         }
     }
 
+    /// The run's clock (what actions' expiries and drive leases are judged against).
+    fn run_ns(&self, now_mono: u64) -> u64 {
+        now_mono.saturating_sub(self.run.start_mono_ns)
+    }
+
     fn record(&self, ack: &Event) {
         if let Event::Ack { action_id, .. } = ack {
             self.outcomes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).decide(action_id, ack);
@@ -746,7 +842,7 @@ impl CommandLinks {
     fn status(&self, commands: &Commands, now_mono: u64) -> ads_protocol::CommandStatus {
         let mut status = commands.status(self.heartbeat_age_ns(now_mono));
         status.run_id = self.run.id.clone();
-        status.run_ns = now_mono.saturating_sub(self.run.start_mono_ns);
+        status.run_ns = self.run_ns(now_mono);
         status
     }
 }
@@ -764,6 +860,13 @@ fn raise_descriptor_limit() {
             tracing::warn!("could not raise the open-file limit: {e}");
         }
     }
+}
+
+/// Controls from an operator's command: `steering_rad` already scaled, the throttle's sign
+/// choosing throttle or brake.
+fn operator_controls(op: OperatorCommand, steering_rad: f64) -> Controls {
+    let (throttle, brake) = if op.throttle >= 0.0 { (op.throttle, 0.0) } else { (0.0, -op.throttle) };
+    Controls { steering: steering_rad, throttle, brake }
 }
 
 fn elapsed_us(since_mono_ns: u64) -> u32 {

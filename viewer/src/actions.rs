@@ -78,6 +78,8 @@ pub fn command_label(command: &Command) -> &'static str {
         Command::SetTargetSpeed { .. } => "set_target_speed",
         Command::Reset => "reset",
         Command::Heartbeat => "heartbeat",
+        Command::Drive { .. } => "drive",
+        Command::SetDriveMode { .. } => "set_drive_mode",
     }
 }
 

@@ -338,8 +338,9 @@ impl Hub {
                     json!({"type": "notice", "level": level, "text": text, "t_ms": recv_ns / 1_000_000});
                 self.publish_event(inner, event.to_string());
             }
-            // Actions are what viewers send; one on the vehicle's stream is not for us.
-            Message::Action(_) => {}
+            // Actions are what viewers send; one on the vehicle's stream is not for us. The
+            // per-frame controls are for recorders; the page gets the same from state.
+            Message::Action(_) | Message::Controls(_) => {}
         }
     }
 

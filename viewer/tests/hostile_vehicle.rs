@@ -55,6 +55,7 @@ fn state(speed: f64) -> VehicleState {
         commands: CommandStatus::default(),
         link: LinkState::default(),
         actuator: ActuatorState::default(),
+        teleop: Default::default(),
     }
 }
 

@@ -103,6 +103,8 @@ impl Playlist {
                     .map(|r: Recorded<_>| item(&r.envelope, m.log_time, Message::Event(r.body), None)),
                 Some(Channel::Truth) => parse(&m.data)
                     .map(|r: Recorded<_>| item(&r.envelope, m.log_time, Message::Truth(r.body), None)),
+                Some(Channel::Controls) => parse(&m.data)
+                    .map(|r: Recorded<_>| item(&r.envelope, m.log_time, Message::Controls(r.body), None)),
                 _ => continue,
             };
             items.extend(parsed);
@@ -256,7 +258,7 @@ impl Player<'_> {
                 ack
             }
             // A replay moves nothing a dead-man would stop.
-            Verdict::Heartbeat | Verdict::InProgress => return,
+            Verdict::Heartbeat | Verdict::Drive(_) | Verdict::InProgress => return,
             Verdict::Repeat(ack) => ack,
             Verdict::Reject(rejection) => {
                 tracing::warn!(reason = ?rejection.reason, detail = %rejection.detail, "action rejected");
@@ -282,7 +284,12 @@ impl Player<'_> {
                 (true, None, detail)
             }
             Command::Reset => (true, None, "a replay has no e-stop latch to release".into()),
-            Command::Heartbeat => (true, None, String::new()),
+            Command::Heartbeat | Command::Drive { .. } => (true, None, String::new()),
+            Command::SetDriveMode { mode } => (
+                false,
+                Some(RejectReason::NotAllowed),
+                format!("THIS IS A REPLAY, not a car: there is nothing to drive in {} mode", mode.as_str()),
+            ),
             Command::Resume => {
                 self.clock.set(position, false);
                 (true, None, format!("replay resumed at {:.1} s", position as f64 / 1e9))
