@@ -312,7 +312,11 @@ function onText(m) {
       $("vehicle").textContent = m.vehicle ? "vehicle " + m.vehicle : "no vehicle yet";
       history.length = 0; history.push(...m.history);
       setLink(m.link);
+      if (window.adsDrive) window.adsDrive.onHello(m);
       break;
+    case "you": if (window.adsDrive) window.adsDrive.onYou(m); break;
+    case "control": if (window.adsDrive) window.adsDrive.onControl(m); break;
+    case "drive_refused": if (window.adsDrive) window.adsDrive.onRefused(m); break;
     case "link": setLink(m.status); break;
     case "state": onState(m); break;
     case "sent": showAck({ status: "sent", command: m.command, detail: "waiting for the vehicle…", request_id: m.request_id }); break;
@@ -327,6 +331,7 @@ function onText(m) {
 
 function onState(m) {
   const s = m.state;
+  if (window.adsDrive) window.adsDrive.onState(s);
   if (link !== "live") setLink("live");
 
   $("replay").hidden = s.source !== "replay";
@@ -443,6 +448,7 @@ function send(command) {
   const request_id = "r" + (++requestCounter);
   ws.send(JSON.stringify({ type: "action", request_id, command }));
 }
+window.adsSend = send;
 
 function plot(id, series, colors) {
   const c = $(id), g = c.getContext("2d");

@@ -120,8 +120,19 @@ impl ActionBook {
     /// sequence number. Call [`ActionBook::track`] with its encoded parts to have it sent
     /// until answered.
     pub fn create(&mut self, command: Command, run: Option<&RunView>, now: Instant) -> (Action, u64) {
+        self.create_expiring(command, run, now, ACTION_TTL)
+    }
+
+    /// [`ActionBook::create`] with a lifetime of `ttl` on the vehicle's run clock.
+    pub fn create_expiring(
+        &mut self,
+        command: Command,
+        run: Option<&RunView>,
+        now: Instant,
+        ttl: Duration,
+    ) -> (Action, u64) {
         let seq = self.next_seq();
-        let ttl = ACTION_TTL.as_nanos() as u64;
+        let ttl = ttl.as_nanos() as u64;
         let run = run.map_or_else(ActionRun::default, |r| ActionRun {
             run_id: r.run_id.clone(),
             expires_run_ns: r.now_run_ns(now) + ttl,

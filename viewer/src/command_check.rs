@@ -51,6 +51,10 @@ pub fn validate_command(command: &Command, request_id: &str) -> Result<(), Strin
     }
     match command {
         Command::Heartbeat => Err("heartbeats come from the viewer itself, not from clients".into()),
+        Command::Drive { .. } => {
+            Err("drive commands are not actions: take control and send `drive` messages on the websocket"
+                .into())
+        }
         Command::SetTargetSpeed { mps } if !(0.0..=40.0).contains(mps) => {
             Err(format!("target speed {mps} m/s is outside 0..=40"))
         }

@@ -58,6 +58,9 @@ pub struct ViewerConfig {
     /// A page counts as a present operator while it is visible and had input (a key, the
     /// mouse, a touch) within this many ms.
     pub operator_input_ms: u64,
+    /// Lease of each `drive` command sent while a browser drives, ms (1..=300): the car stops
+    /// this long after the last one arrived (a released key, a closed tab, a dropped link).
+    pub drive_lease_ms: u32,
     /// Port of the Foxglove WebSocket server (on `bind`; docs/recording.md); off when unset.
     pub foxglove_port: Option<u16>,
     /// Page origins besides the viewer's own allowed to open the Foxglove socket, e.g.
@@ -95,6 +98,7 @@ impl Default for ViewerConfig {
             max_frame_pixels: 3840 * 2160,
             heartbeat_ms: 250,
             operator_input_ms: 30_000,
+            drive_lease_ms: 250,
             foxglove_port: None,
             foxglove_origins: Vec::new(),
             recordings_dir: PathBuf::from("recordings"),
@@ -280,6 +284,13 @@ impl ViewerConfig {
             return Err(ConfigError::Invalid(format!(
                 "codec = {:?} is neither \"jpeg\" nor \"h264\"",
                 self.codec
+            )));
+        }
+        if !(1..=ads_protocol::MAX_DRIVE_LEASE_MS).contains(&self.drive_lease_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "drive_lease_ms = {} is outside 1..={}",
+                self.drive_lease_ms,
+                ads_protocol::MAX_DRIVE_LEASE_MS
             )));
         }
         if self.max_clients == 0 {

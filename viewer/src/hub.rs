@@ -7,6 +7,7 @@ use crate::actions::{ActionBook, Outcome, RunView};
 use crate::config::ViewerConfig;
 use crate::metrics::Metrics;
 use crate::overlay::{self, Overlay, OverlayInputs};
+use crate::teleop::{Control, ControlView};
 use ads_protocol::{ActionKey, Command, Detections, Event, LaneTruthMsg, Message, VehicleState, WireMessage};
 use serde::Serialize;
 use serde_json::json;
@@ -100,6 +101,8 @@ struct Inner {
     /// Until when a page's last presence report holds (see [`Hub::note_presence`]).
     operator_present_until: Option<Instant>,
     video: crate::video::VideoLinkView,
+    /// Which browser drives (manual driving).
+    control: Control,
 }
 
 #[derive(Debug)]
@@ -113,7 +116,20 @@ pub struct Hub {
     action_key: Option<ActionKey>,
     /// Someone (this viewer's decoder, a browser's) needs an H.264 keyframe.
     keyframe_wanted: std::sync::atomic::AtomicBool,
+    /// Numbers the browsers (websockets) for control.
+    next_client: std::sync::atomic::AtomicU64,
     inner: Mutex<Inner>,
+}
+
+/// Why a browser's drive command did not go to the vehicle.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DriveRefused {
+    #[error("you do not have control ({}): press Take control", .0.as_deref().map_or("nobody drives".to_string(), |l| format!("{l} drives")))]
+    NotInControl(Option<String>),
+    #[error("steering and throttle must be numbers")]
+    Invalid,
+    #[error("not connected to the vehicle ({0:?})")]
+    NotConnected(LinkStatus),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -140,6 +156,7 @@ impl Hub {
             actions_out: Mutex::new(actions_tx),
             action_key,
             keyframe_wanted: std::sync::atomic::AtomicBool::new(false),
+            next_client: std::sync::atomic::AtomicU64::new(1),
             inner: Mutex::new(Inner {
                 vehicle_id: (!config.vehicle_id.is_empty()).then(|| config.vehicle_id.clone()),
                 other_vehicles_warned: false,
@@ -160,6 +177,7 @@ impl Hub {
                 last_heartbeat: None,
                 operator_present_until: None,
                 video: crate::video::VideoLinkView::default(),
+                control: Control::default(),
             }),
             config,
         };
@@ -197,6 +215,8 @@ impl Hub {
             "link": inner.link,
             "sender": inner.actions.sender(),
             "history": inner.history,
+            "control": inner.control.view(),
+            "drive_lease_ms": self.config.drive_lease_ms,
         });
         (hello.to_string(), inner.events.iter().cloned().collect())
     }
@@ -557,6 +577,81 @@ impl Hub {
         self.metrics.actions_sent.fetch_add(1, Ordering::Relaxed);
         tracing::info!(id = %action.id, command = ?action.command, "action sent");
         Ok(action.id)
+    }
+
+    /// A number for a new browser (its websocket), for control.
+    pub fn register_client(&self) -> u64 {
+        self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// `client` takes control of driving from this viewer ("take control").
+    pub fn take_control(&self, client: u64, label: &str) {
+        let mut inner = self.inner();
+        if let Some(view) = inner.control.take(client, label) {
+            tracing::info!(client, label, "takes control");
+            self.publish_control(&mut inner, &view);
+        }
+    }
+
+    /// `client` lets go of control (the button, or its websocket closed).
+    pub fn release_control(&self, client: u64) {
+        let mut inner = self.inner();
+        if let Some(view) = inner.control.release(client) {
+            tracing::info!(client, "lets go of control");
+            self.publish_control(&mut inner, &view);
+        }
+    }
+
+    fn publish_control(&self, inner: &mut Inner, view: &ControlView) {
+        self.publish_event(inner, json!({"type": "control", "control": view}).to_string());
+    }
+
+    /// Sends one `drive` command from `client`, who must hold control: never tracked or
+    /// retransmitted (the next one replaces it), leased for `drive_lease_ms` and expiring soon
+    /// after on the vehicle's clock, so a command that queued on the way gets no fresh lease.
+    /// `issued_ns`: the operator's input on the wall clock (0: unknown).
+    pub fn send_drive(
+        &self,
+        client: u64,
+        steering: f64,
+        throttle: f64,
+        issued_ns: u64,
+    ) -> Result<(), DriveRefused> {
+        let mut inner = self.inner();
+        if !inner.control.holds(client) {
+            return Err(DriveRefused::NotInControl(inner.control.view().label));
+        }
+        if !(steering.is_finite() && throttle.is_finite()) {
+            return Err(DriveRefused::Invalid);
+        }
+        let (Some(vehicle), Some(run), LinkStatus::Live) =
+            (inner.vehicle_id.clone(), inner.run.clone(), inner.link)
+        else {
+            return Err(DriveRefused::NotConnected(inner.link));
+        };
+        let now = Instant::now();
+        // Someone driving is present (the dead-man's heartbeat goes on).
+        inner.operator_present_until = Some(now + PRESENCE_HOLDS);
+        let lease_ms = self.config.drive_lease_ms;
+        let command = Command::Drive {
+            steering: steering.clamp(-1.0, 1.0),
+            throttle: throttle.clamp(-1.0, 1.0),
+            lease_ms,
+            issued_ns,
+        };
+        // The run clock we estimate lags the vehicle's by a state's transit; twice the lease
+        // leaves room for that and still ends a command that sat in a queue.
+        let ttl = Duration::from_millis(2 * u64::from(lease_ms));
+        let (action, seq) = inner.actions.create_expiring(command, Some(&run), now, ttl);
+        drop(inner);
+        let parts = ads_protocol::encode_action(&vehicle, seq, wall_ns(), &action, self.action_key.as_ref());
+        self.actions_out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(parts)
+            .map_err(|_| DriveRefused::NotConnected(LinkStatus::Lost))?;
+        self.metrics.drives_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// A browser painted a frame: `painted_ns` on its wall clock (same clock as ours when it

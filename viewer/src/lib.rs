@@ -21,6 +21,7 @@ pub mod overlay;
 pub mod raster;
 pub mod recording;
 pub mod serve;
+pub mod teleop;
 pub mod video;
 pub mod web;
 mod ws;

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub messages_malformed: AtomicU64,
     pub events_dropped_clients: AtomicU64,
     pub actions_sent: AtomicU64,
+    /// Teleop `drive` commands sent (never acknowledged one by one).
+    pub drives_sent: AtomicU64,
     pub actions_accepted: AtomicU64,
     pub actions_rejected: AtomicU64,
     pub actions_unanswered: AtomicU64,
@@ -84,7 +86,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self, link_up: bool) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 18] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
             ("ads_viewer_frames_received_total", "Frames received from the vehicle.", &self.frames_received),
             (
                 "ads_viewer_frames_missed_total",
@@ -112,6 +114,7 @@ impl Metrics {
                 &self.events_dropped_clients,
             ),
             ("ads_viewer_actions_sent_total", "Actions sent to the vehicle.", &self.actions_sent),
+            ("ads_viewer_drives_sent_total", "Teleop drive commands sent to the vehicle.", &self.drives_sent),
             ("ads_viewer_actions_accepted_total", "Actions the vehicle accepted.", &self.actions_accepted),
             ("ads_viewer_actions_rejected_total", "Actions the vehicle rejected.", &self.actions_rejected),
             (

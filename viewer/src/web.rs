@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
+const DRIVE_JS: &str = include_str!("../assets/drive.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 
 /// Largest request body or websocket message a client may send.
@@ -36,6 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/app.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }),
+        )
+        .route(
+            "/drive.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], DRIVE_JS) }),
         )
         .route("/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS) }))
         .route("/ws", get(websocket))
@@ -60,6 +65,7 @@ fn error(status: StatusCode, detail: impl Into<String>) -> Response {
 /// The upgrade's Origin was checked by the guard (never against Host).
 async fn websocket(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match upgrade {
@@ -73,7 +79,16 @@ async fn websocket(
     upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| ws::serve(socket, state, guard))
+        .on_upgrade(move |socket| ws::serve(socket, state, guard, browser_name(&headers)))
+}
+
+/// A short name for the browser, to tell people who drives: its engine from `User-Agent`.
+fn browser_name(headers: &axum::http::HeaderMap) -> String {
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let known = ["Edg/", "Firefox/", "Chrome/", "Safari/"];
+    let name = known.iter().find(|k| agent.contains(*k)).map_or("unknown", |k| k.trim_end_matches('/'));
+    let mobile = if agent.contains("Mobile") { ", mobile" } else { "" };
+    format!("{name}{mobile}")
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

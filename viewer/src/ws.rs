@@ -3,7 +3,8 @@
 //! Server → browser: binary frames `[u32 LE header length][header JSON][JPEG]` (header: ids,
 //! times, this client's drop count and the overlay), and text JSON messages (`hello`, `state`,
 //! `ack`, `notice`, `link`, `error`). Browser → server: text JSON `action`, `painted`,
-//! `codecs`, `keyframe` and `presence` (the operator is there: the dead-man's source).
+//! `codecs`, `keyframe`, `presence` (the operator is there: the dead-man's source), and for
+//! manual driving `take_control`, `release_control` and `drive` (see [`crate::teleop`]).
 //!
 //! Newest wins: frames and state come through `watch` channels, so while this browser is slow
 //! to take a frame, newer ones replace it (and are counted as dropped for this client); other
@@ -12,6 +13,7 @@
 use crate::app_state::{AppState, ClientGuard};
 use crate::command_check::{validate_command, RateLimit};
 use crate::hub::wall_ns;
+use crate::teleop::DriveRate;
 use ads_protocol::Command;
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -34,14 +36,40 @@ enum ClientMessage {
     },
     /// Frames the browser painted since its last report: `[recv_ns, capture_ns, painted_ns]`
     /// each, `painted_ns` on its wall clock.
-    Painted { samples: Vec<[u64; 3]> },
+    Painted {
+        samples: Vec<[u64; 3]>,
+    },
     /// Codecs the page decodes (`jpeg` always; `h264` with WebCodecs in a secure context).
-    Codecs { accept: Vec<String> },
+    Codecs {
+        accept: Vec<String>,
+    },
     /// The page's H.264 decoder failed: JPEG until the next keyframe.
     Keyframe {},
     /// The operator is there: the page is `visible` and had input `input_age_ms` ago. Sent
     /// every 250 ms; the operator heartbeat to the vehicle flows only while these arrive.
-    Presence { visible: bool, input_age_ms: u64 },
+    Presence {
+        visible: bool,
+        input_age_ms: u64,
+    },
+    /// This browser drives from now on; whoever drove before watches.
+    TakeControl {},
+    ReleaseControl {},
+    /// The operator's steering and throttle, -1..=1 each, sent at 25 Hz while a control is
+    /// held; `t_ms`: the input's time on the page's wall clock (`Date.now()`), for latency.
+    Drive {
+        steering: f64,
+        throttle: f64,
+        #[serde(default)]
+        t_ms: f64,
+    },
+}
+
+/// Per-browser state of one websocket.
+struct Client {
+    id: u64,
+    label: String,
+    stream: crate::h264::BrowserStream,
+    drive_rate: DriveRate,
 }
 
 /// An emergency stop, by the look of it: it passes the rate limit (see [`RateLimit::allow_command`]).
@@ -54,7 +82,7 @@ fn is_estop(text: &str) -> bool {
 
 /// Serves one upgraded browser connection; `_place` is its counted place among
 /// `max_clients`, held until it ends.
-pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard) {
+pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard, peer: String) {
     let hub = state.hub.clone();
     let (mut tx, mut rx) = socket.split();
     let mut frames = hub.frames();
@@ -63,6 +91,17 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard) {
     let mut shutdown = state.shutdown.clone();
     let (hello, recent) = hub.hello();
     if tx.send(Message::Text(hello.into())).await.is_err() {
+        return;
+    }
+    let id = hub.register_client();
+    let mut client = Client {
+        id,
+        label: format!("browser {id} ({peer})"),
+        stream: Default::default(),
+        drive_rate: DriveRate::default(),
+    };
+    let you = json!({"type": "you", "client": id, "label": client.label}).to_string();
+    if tx.send(Message::Text(you.into())).await.is_err() {
         return;
     }
     for event in recent {
@@ -74,7 +113,6 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard) {
     let mut dropped = 0u64;
     let mut limit = RateLimit::default();
     let mut refusals = 0u32;
-    let mut stream = crate::h264::BrowserStream::default();
     loop {
         let outgoing = tokio::select! {
             changed = frames.changed() => {
@@ -87,7 +125,7 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard) {
                     hub.metrics.frames_dropped_clients.fetch_add(skipped, Ordering::Relaxed);
                 }
                 last_packet = Some(packet.packet_seq);
-                let (codec, payload, keyframe) = stream.choose(&packet, skipped, &hub);
+                let (codec, payload, keyframe) = client.stream.choose(&packet, skipped, &hub);
                 let header = format!(
                     "{{\"frame_id\":{},\"capture_ns\":{},\"recv_ns\":{},\"sent_ns\":{},\"dropped\":{},\"codec\":\"{codec}\",\"keyframe\":{keyframe},\"overlay\":{}}}",
                     packet.frame_id, packet.capture_ns, packet.recv_ns, wall_ns(), dropped, packet.overlay_json
@@ -118,7 +156,8 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard) {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue,
                 };
-                if !text.as_ref().is_some_and(|t| is_estop(t.as_str())) && !limit.allow() {
+                // E-stops always pass; drive commands have a limit of their own.
+                if !text.as_ref().is_some_and(|t| is_estop(t.as_str()) || is_drive(t.as_str())) && !limit.allow() {
                     refusals += 1;
                     if refusals > MAX_REFUSALS {
                         tracing::warn!("closing a websocket that keeps flooding");
@@ -126,7 +165,7 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard) {
                     }
                     Message::Text(reply_error("too many messages; slow down"))
                 } else if let Some(text) = text {
-                    match handle(&state, &mut stream, text.as_str()) {
+                    match handle(&state, &mut client, text.as_str()) {
                         Some(reply) => Message::Text(reply.into()),
                         None => continue,
                     }
@@ -142,7 +181,14 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard) {
             _ => break,
         }
     }
+    // A driver that leaves stops driving at once; the car stops when its lease runs out.
+    hub.release_control(client.id);
     let _ = tx.send(Message::Close(None)).await;
+}
+
+/// A drive command, by the look of it (its own rate limit applies, see [`DriveRate`]).
+fn is_drive(text: &str) -> bool {
+    text.len() < 256 && text.contains("\"drive\"")
 }
 
 fn reply_error(detail: &str) -> axum::extract::ws::Utf8Bytes {
@@ -150,7 +196,7 @@ fn reply_error(detail: &str) -> axum::extract::ws::Utf8Bytes {
 }
 
 /// Handles one message from the browser; returns an immediate reply if there is one.
-fn handle(state: &AppState, stream: &mut crate::h264::BrowserStream, text: &str) -> Option<String> {
+fn handle(state: &AppState, client: &mut Client, text: &str) -> Option<String> {
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(m) => m,
         Err(e) => {
@@ -185,16 +231,37 @@ fn handle(state: &AppState, stream: &mut crate::h264::BrowserStream, text: &str)
             None
         }
         ClientMessage::Codecs { accept } => {
-            stream.set_accepts_h264(accept.iter().any(|c| c == ads_protocol::CODEC_H264), &state.hub);
+            client.stream.set_accepts_h264(accept.iter().any(|c| c == ads_protocol::CODEC_H264), &state.hub);
             None
         }
         ClientMessage::Keyframe {} => {
-            stream.resync(&state.hub);
+            client.stream.resync(&state.hub);
             None
         }
         ClientMessage::Presence { visible, input_age_ms } => {
             state.hub.note_presence(visible, input_age_ms, std::time::Instant::now());
             None
+        }
+        ClientMessage::TakeControl {} => {
+            state.hub.take_control(client.id, &client.label);
+            None
+        }
+        ClientMessage::ReleaseControl {} => {
+            state.hub.release_control(client.id);
+            None
+        }
+        ClientMessage::Drive { steering, throttle, t_ms } => {
+            let releasing = steering == 0.0 && throttle == 0.0;
+            if !client.drive_rate.allow(std::time::Instant::now(), releasing) {
+                return None;
+            }
+            // The page's clock is this machine's when the browser runs here; a remote
+            // browser's skew only shows in the latency figure.
+            let issued_ns = if t_ms.is_finite() && t_ms > 0.0 { (t_ms * 1e6) as u64 } else { 0 };
+            match state.hub.send_drive(client.id, steering, throttle, issued_ns) {
+                Ok(()) => None,
+                Err(e) => Some(json!({"type": "drive_refused", "detail": e.to_string()}).to_string()),
+            }
         }
     }
 }

@@ -477,3 +477,143 @@ async fn the_record_button_records_on_the_laptop_and_shows_file_size_and_duratio
     assert!(reading.messages.iter().filter(|m| m.topic == "/camera/image").count() >= 30);
     browser.client.close().await.unwrap();
 }
+
+/// Holds (`down`) or releases a key through WebDriver: a real key event in the page.
+async fn key(browser: &Browser, key: fantoccini::key::Key, down: bool) {
+    use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
+    let value = char::from(key);
+    let action = if down { KeyAction::Down { value } } else { KeyAction::Up { value } };
+    browser.client.perform_actions(KeyActions::new("keyboard".into()).then(action)).await.unwrap();
+}
+
+/// Manual driving (issue 23): a person takes control in the page and drives the simulator with
+/// the arrow keys; letting go, closing the tab and the e-stop each stop the car; a second
+/// browser drives only after pressing Take control; a (synthetic) gamepad drives only with its
+/// dead-man button held. What the car does is read from the vehicle's own state over ZeroMQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_drives_the_simulator_from_the_keyboard_and_every_way_of_letting_go_stops_it() {
+    use ads_protocol::PilotMode;
+    use fantoccini::key::Key;
+    let mut vehicle = Vehicle::start("drive", false);
+    let viewer = Viewer::start(&vehicle);
+    let a = Browser::start().await;
+    a.client.goto(&viewer.url("/")).await.unwrap();
+    a.wait_js("the page live", "return window.adsDrive.me !== null && document.getElementById('link').textContent === 'vehicle live'").await;
+    vehicle.state_where("the autopilot driving", |s| s.speed_mps > 1.0);
+
+    // Manual: takes control; the car brakes, nobody has sent a drive command yet.
+    a.click("btn-mode-manual").await;
+    a.wait_ack("set_drive_mode: accepted").await;
+    a.wait_js("control taken", "return document.getElementById('drive-who').textContent === 'you drive'")
+        .await;
+    let s = vehicle.state_where("manual, standing", |s| {
+        s.teleop.pilot == PilotMode::Manual && s.teleop.driver.is_some() && s.speed_mps < 0.2
+    });
+    assert!(s.health.stop_reason.unwrap_or_default().contains("waiting for the operator"));
+
+    // Up and left held: the car drives and turns left.
+    a.js("document.activeElement.blur(); return true").await;
+    key(&a, Key::Up, true).await;
+    key(&a, Key::Left, true).await;
+    let s = vehicle.state_where("driving by hand, turning left", |s| {
+        s.teleop.live && s.mode == DriveMode::Driving && s.speed_mps > 1.0 && s.steering_rad > 0.1
+    });
+    assert!(s.teleop.steering > 0.0 && s.teleop.throttle > 0.0, "{:?}", s.teleop);
+    a.wait_js(
+        "the commanded values over the video",
+        "return document.getElementById('drive-hud').textContent.includes('keyboard')",
+    )
+    .await;
+    std::fs::write(artifact("viewer-manual.png"), a.client.screenshot().await.unwrap()).unwrap();
+
+    // Let go: one neutral command, then the lease runs out and the car brakes to a stop.
+    key(&a, Key::Left, false).await;
+    key(&a, Key::Up, false).await;
+    let lapsed_before = s.teleop.lapsed;
+    let braking = vehicle.state_where("the lease run out, braking", |s| !s.teleop.live && s.brake > 0.0);
+    assert!(braking.teleop.lapsed > lapsed_before, "{:?}", braking.teleop);
+    assert!(braking.health.stop_reason.unwrap_or_default().contains("dead-man"));
+    eprintln!(
+        "key up → brake: the newest command was {} ms old when the brake came (lease {} ms)",
+        braking.teleop.age_ms.unwrap_or(0),
+        a.js("return window.adsDrive.leaseMs").await
+    );
+    vehicle.state_where("stopped after letting go", |s| s.speed_mps < 0.1);
+
+    // A gamepad (synthetic: Chromium has no pad here) drives only while LB is held.
+    let pad = |deadman: f64| {
+        format!(
+            "const b = Array.from({{length: 17}}, () => ({{value: 0, pressed: false}})); \
+             b[4] = {{value: {deadman}, pressed: {deadman} > 0}}; b[7] = {{value: 1, pressed: true}}; \
+             const pad = {{connected: true, id: 'synthetic', mapping: 'standard', axes: [0.6, 0, 0, 0], buttons: b}}; \
+             navigator.getGamepads = () => [pad]; return true;"
+        )
+    };
+    a.js(&pad(0.0)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(vehicle.state().speed_mps < 0.1, "a pad without its dead-man button must not drive");
+    a.js(&pad(1.0)).await;
+    vehicle.state_where("the gamepad driving, turning right", |s| {
+        s.teleop.live && s.speed_mps > 0.5 && s.steering_rad < -0.1
+    });
+    a.js(&pad(0.0)).await;
+    vehicle
+        .state_where("stopped after the dead-man button was let go", |s| !s.teleop.live && s.speed_mps < 0.1);
+    a.js("navigator.getGamepads = () => []; return true").await;
+
+    // A second browser watches: it sees who drives, and its drive commands are refused until
+    // it presses Take control.
+    let b = Browser::start().await;
+    b.client.goto(&viewer.url("/")).await.unwrap();
+    b.wait_js("another browser drives", "return window.adsDrive.me !== null && /^browser \\d+ .* drives$/.test(document.getElementById('drive-who').textContent)").await;
+    b.js("ws.send(JSON.stringify({type: 'drive', steering: 0, throttle: 1, t_ms: Date.now()})); return true")
+        .await;
+    b.wait_js(
+        "its drive refused",
+        "return window.adsDrive.refused > 0 && window.adsDrive.lastRefusal.includes('Take control')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(vehicle.state().speed_mps < 0.1, "a browser without control moved the car");
+    b.click("btn-take-control").await;
+    b.wait_js(
+        "control taken by the second browser",
+        "return document.getElementById('drive-who').textContent === 'you drive'",
+    )
+    .await;
+    a.wait_js(
+        "the first browser now watching",
+        "return document.getElementById('drive-who').textContent !== 'you drive'",
+    )
+    .await;
+
+    // Closing the tab while driving stops the car.
+    b.js("document.activeElement.blur(); return true").await;
+    key(&b, Key::Up, true).await;
+    vehicle.state_where("the second browser driving", |s| s.teleop.live && s.speed_mps > 1.0);
+    b.client.goto("about:blank").await.unwrap();
+    vehicle.state_where("stopped after the driving tab closed", |s| !s.teleop.live && s.speed_mps < 0.1);
+    key(&b, Key::Up, false).await;
+
+    // The e-stop during manual driving stops and latches, however the keys are held.
+    a.click("btn-take-control").await;
+    a.wait_js("control back", "return document.getElementById('drive-who').textContent === 'you drive'")
+        .await;
+    a.js("document.activeElement.blur(); return true").await;
+    key(&a, Key::Up, true).await;
+    vehicle.state_where("driving again", |s| s.teleop.live && s.speed_mps > 1.0);
+    a.client.find(Locator::Css("body")).await.unwrap().send_keys(" ").await.unwrap();
+    a.wait_ack("emergency_stop: accepted").await;
+    vehicle.state_where("latched and stopped with the key still held", |s| {
+        s.mode == DriveMode::EmergencyStop && s.commands.estop_latched && s.speed_mps < 0.1
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = vehicle.state();
+    assert!(s.mode == DriveMode::EmergencyStop && s.speed_mps < 0.1, "{:?} at {} m/s", s.mode, s.speed_mps);
+    key(&a, Key::Up, false).await;
+    let latency = a.js("return document.getElementById('drive-latency').textContent").await;
+    eprintln!("{latency}");
+    assert!(latency.as_str().unwrap().contains("p99"), "{latency}");
+    b.client.close().await.unwrap();
+    a.client.close().await.unwrap();
+}
