@@ -3,7 +3,7 @@
 
 use ads_protocol::{
     decode, encode, encode_video_request, Action, ActionRun, Command, Credit, Detections, DriveMode, Event,
-    LaneDetection, Message, RejectReason, VehicleState, VideoHello, VideoRequest, CODEC_JPEG,
+    LaneDetection, Message, PilotMode, RejectReason, VehicleState, VideoHello, VideoRequest, CODEC_JPEG,
     PROTOCOL_VERSION,
 };
 use ads_shmem_ipc::{clock, MessageWriter, Stamp};
@@ -909,4 +909,92 @@ fn with_its_descriptors_exhausted_from_the_network_an_emergency_stop_is_still_pe
     drop(flood);
     v.stop();
     let _ = std::fs::remove_file(&latch);
+}
+
+/// Manual driving at the protocol level (docs/protocol.md 5.8): drive commands move the car only
+/// in manual/assist and only from the sender that set the mode; an older command never
+/// overrides a newer one; assist steers by the autopilot at the operator's pace; back to
+/// autopilot the car holds until resume; and every produced frame gets its `controls` label.
+#[test]
+fn drive_commands_follow_the_mode_the_driver_and_their_leases() {
+    let mut v = Vehicle::start("teleop", &["--control", "truth"]);
+    v.state_where(|s| s.speed_mps > 1.0 && s.teleop.pilot == PilotMode::Autopilot);
+    let drive = |steering, throttle| Command::Drive {
+        steering,
+        throttle,
+        lease_ms: 300,
+        issued_ns: clock::wall_ns(),
+    };
+    // In autopilot a drive command is dropped, not applied.
+    let parts = v.action_parts("d-auto", v.run_stamp(Duration::from_secs(1)), drive(1.0, 1.0));
+    v.send_raw(&[&parts[0], &parts[1]]);
+    v.state_where(|s| s.teleop.dropped >= 1 && s.teleop.taken == 0);
+
+    let (accepted, _, detail) = v.act(Command::SetDriveMode { mode: PilotMode::Manual });
+    assert!(accepted, "{detail}");
+    let s = v.state_where(|s| s.teleop.pilot == PilotMode::Manual && s.speed_mps < 0.1);
+    assert_eq!(s.teleop.driver.as_deref(), Some("rust-test"));
+    // Left turn at full throttle, renewed every 50 ms; a stale command (lower seq) in between
+    // must not take over.
+    let stale = v.action_parts("d-stale", v.run_stamp(Duration::from_secs(1)), drive(-1.0, 0.0));
+    let mut driven = None;
+    for i in 0..120 {
+        let parts =
+            v.action_parts(&format!("d{i}"), v.run_stamp(Duration::from_millis(600)), drive(0.8, 0.6));
+        v.send_raw(&[&parts[0], &parts[1]]);
+        if i == 10 {
+            v.send_raw(&[&stale[0], &stale[1]]);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        while let Ok(r) = v.incoming.try_recv() {
+            if let Message::State(s) = r.message {
+                assert!(s.teleop.steering >= 0.0, "the stale command took over: {:?}", s.teleop);
+                if s.speed_mps > 1.5 && s.steering_rad > 0.2 {
+                    driven = Some(s);
+                }
+            }
+        }
+        if driven.is_some() {
+            break;
+        }
+    }
+    let s = driven.expect("manual driving never got the car going left");
+    assert!(s.teleop.live && s.teleop.taken > 0, "{:?}", s.teleop);
+    // A label per frame: the operator's command in force, and what went to the car.
+    let label = v.next_where(|r| match &r.message {
+        Message::Controls(c) if c.operator.is_some() => Some(c.clone()),
+        _ => None,
+    });
+    assert_eq!((label.pilot, label.operator.unwrap().steering), (PilotMode::Manual, 0.8));
+    assert!((label.steering - 0.8).abs() < 1e-9 && label.throttle > 0.0, "{label:?}");
+    // Silence: the lease ends and the car brakes to a stop.
+    let s = v.state_where(|s| !s.teleop.live && s.brake > 0.0);
+    assert!(s.health.stop_reason.unwrap_or_default().contains("dead-man"));
+    v.state_where(|s| s.speed_mps < 0.1);
+
+    // Assist: the operator's throttle, the autopilot's steering (truth keeps the lane).
+    assert!(v.act(Command::SetDriveMode { mode: PilotMode::Assist }).0);
+    for i in 0..60 {
+        let parts =
+            v.action_parts(&format!("a{i}"), v.run_stamp(Duration::from_millis(600)), drive(-1.0, 0.5));
+        v.send_raw(&[&parts[0], &parts[1]]);
+        std::thread::sleep(Duration::from_millis(50));
+        while v.incoming.try_recv().is_ok() {}
+    }
+    let s = v.state_where(|s| s.teleop.pilot == PilotMode::Assist && s.teleop.live);
+    assert!(s.teleop.steering == -1.0 && s.speed_mps > 1.0, "{:?} at {}", s.teleop, s.speed_mps);
+    assert!(
+        s.truth_lateral_offset_m.unwrap().abs() < 1.0,
+        "the operator's full right lock steered the car in assist: offset {:?}",
+        s.truth_lateral_offset_m
+    );
+
+    // Back to autopilot: the car holds (a mode change never starts motion), resume drives.
+    let (accepted, _, detail) = v.act(Command::SetDriveMode { mode: PilotMode::Autopilot });
+    assert!(accepted && detail.contains("resume"), "{detail}");
+    let s = v.state_where(|s| s.commands.held && s.speed_mps < 0.1);
+    assert_eq!((s.mode, s.teleop.driver), (DriveMode::Stopped, None));
+    assert!(v.act(Command::Resume).0);
+    v.state_where(|s| s.mode == DriveMode::Driving && s.speed_mps > 1.0);
+    v.stop();
 }
