@@ -145,6 +145,12 @@ pub struct CaseRecord {
     /// rate control skipped (all sessions), and frames the newest session's pacing skipped.
     pub rate_skips: Option<(u64, u64)>,
     pub pace_skips: Option<(u64, u64)>,
+    /// Teleop (assist mode, drive commands at 25 Hz): the vehicle's own figures from the last
+    /// state, input (`issued_ns`) → control loop, ms, and the commands it took.
+    pub drive_p50_ms: Option<f32>,
+    pub drive_p99_ms: Option<f32>,
+    pub drives_sent: usize,
+    pub drives_taken: u64,
 }
 
 fn percentile(values: &[f64], q: f64) -> f64 {
@@ -208,6 +214,10 @@ impl CaseRecord {
             "decode_errors": self.decode_errors,
             "h264_rate_skips": self.rate_skips.map(|(a, b)| b.saturating_sub(a)),
             "pacing_skips": self.pace_skips.map(|(a, b)| b.saturating_sub(a)),
+            "drive_p50_ms": self.drive_p50_ms,
+            "drive_p99_ms": self.drive_p99_ms,
+            "drives_sent": self.drives_sent,
+            "drives_taken": self.drives_taken,
         })
     }
 }
@@ -263,8 +273,33 @@ fn run(
         openh264::decoder::DecoderConfig::new(),
     )?;
     let mut picture: Vec<u8> = Vec::new();
+    // Teleop alongside: assist mode (the autopilot keeps the lane), throttle from here.
+    let (mut assist_sent, mut last_drive) = (false, Instant::now());
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
+        if plan.send_actions && run.is_some() && now >= plan.measure_from {
+            let command = if !assist_sent {
+                assist_sent = true;
+                Some(Command::SetDriveMode { mode: ads_protocol::PilotMode::Assist })
+            } else if now.duration_since(last_drive) >= Duration::from_millis(40) {
+                last_drive = now;
+                Some(Command::Drive { steering: 0.0, throttle: 0.3, lease_ms: 250, issued_ns: wall_ns() })
+            } else {
+                None
+            };
+            if let Some(command) = command {
+                action_seq += 1;
+                let mut run_stamp = stamp(&run);
+                if matches!(command, Command::Drive { .. }) {
+                    // As the viewer does: a drive command expires soon (twice its lease).
+                    run_stamp.expires_run_ns -= 5_000_000_000 - 500_000_000;
+                    record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drives_sent += 1;
+                }
+                let action =
+                    Action { id: format!("{sender}-{action_seq}"), sender: sender.clone(), run: run_stamp, command };
+                actions.send_multipart(encode_action("*", action_seq, wall_ns(), &action, None), zmq::DONTWAIT)?;
+            }
+        }
         if last_hello.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
             last_hello = Some(now);
             let codecs = if plan.codec == CODEC_H264 { vec![CODEC_H264.into()] } else { vec![] };
@@ -385,6 +420,9 @@ fn run(
                 Message::State(s) if measuring => {
                     let mut r = record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     r.state_ages_ms.push((recv_ns as f64 - wire.capture_ns as f64) / 1e6);
+                    r.drive_p50_ms = s.teleop.latency_p50_ms;
+                    r.drive_p99_ms = s.teleop.latency_p99_ms;
+                    r.drives_taken = s.teleop.taken;
                     let most = s.link.viewers.iter().map(|v| v.in_flight).max().unwrap_or(0);
                     r.max_in_flight = r.max_in_flight.max(most);
                     let skips = s.link.h264_rate_skips;
@@ -417,9 +455,12 @@ fn run(
             }
         }
     }
-    // Leave the car driving for the next case.
-    if plan.send_actions && !estop_next {
-        for command in [Command::Reset, Command::Resume] {
+    // Leave the car driving for the next case: autopilot (which holds) and, after an e-stop,
+    // its reset; then resume.
+    if plan.send_actions {
+        let after_estop: &[Command] = if estop_next { &[] } else { &[Command::Reset] };
+        let autopilot = Command::SetDriveMode { mode: ads_protocol::PilotMode::Autopilot };
+        for command in after_estop.iter().cloned().chain([autopilot, Command::Resume]) {
             action_seq += 1;
             let action = Action {
                 id: format!("{sender}-{action_seq}"),

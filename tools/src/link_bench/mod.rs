@@ -292,6 +292,15 @@ fn print_case(r: &Value) {
             f("pacing_skips"),
             f("h264_rate_skips"),
         );
+        if v["drives_sent"].as_u64().unwrap_or(0) > 0 {
+            println!(
+                "         teleop (assist, 25 Hz): input → vehicle p50/p99 {:.1}/{:.1} ms, {} sent, {} taken",
+                f("drive_p50_ms"),
+                f("drive_p99_ms"),
+                f("drives_sent"),
+                f("drives_taken"),
+            );
+        }
     }
     if let Some(n) = r["stingy_frames"].as_u64() {
         println!("  a client that never returns credits got {n} frame(s)");
