@@ -145,18 +145,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let links = CommandLinks { run, outcomes, stats: action_stats, estops, drives, latch: latch_writer };
     let mut vehicle = Vehicle::new(config, source, writer, outbox, broadcast_stats, commands, links);
     vehicle.output = output;
+    vehicle.threads = vec![("broadcaster", broadcaster), ("action listener", listener)];
     ads_service::ready("running: frames ring created, sockets bound");
     vehicle.run_until(&stop, &action_rx);
 
     // Staged shutdown: the loop has stopped producing; let the threads flush and exit, then
     // drop the writer, which closes and unlinks the ring.
     threads_stop.store(true, Ordering::Relaxed);
-    for (name, handle) in [("broadcaster", broadcaster), ("action listener", listener)] {
+    for (name, handle) in std::mem::take(&mut vehicle.threads) {
         if handle.join().is_err() {
             tracing::error!("the {name} thread panicked");
         }
     }
+    let died = vehicle.thread_died.take();
     drop(vehicle);
+    if let Some(name) = died {
+        anyhow::bail!("the {name} thread ended while the vehicle ran: stopped (outputs to neutral)");
+    }
     tracing::info!("vehicle stopped");
     Ok(())
 }
@@ -190,6 +195,10 @@ struct Vehicle {
     fps: FpsMeter,
     /// Wall clock at start: tells this run of the vehicle from the previous one.
     started_ns: u64,
+    /// The threads the car cannot do without (no state out, or no e-stop in): one that ends
+    /// while the loop runs stops the vehicle.
+    threads: Vec<(&'static str, std::thread::JoinHandle<()>)>,
+    thread_died: Option<&'static str>,
 }
 
 impl Vehicle {
@@ -225,7 +234,25 @@ impl Vehicle {
             timings: StageTimings::default(),
             fps: FpsMeter::default(),
             started_ns: clock::wall_ns(),
+            threads: Vec::new(),
+            thread_died: None,
         }
+    }
+
+    /// Whether a thread the car depends on has ended (a panic, a socket error): then the
+    /// vehicle brakes, puts its outputs to neutral and exits non-zero, so that nobody drives a
+    /// car that no longer reports or takes an e-stop (systemd restarts it, held).
+    fn check_threads(&mut self, stop: &AtomicBool) {
+        let Some((name, _)) = self.threads.iter().find(|(_, h)| h.is_finished()) else { return };
+        let name = *name;
+        tracing::error!("the {name} thread ended: stopping the car and the vehicle");
+        self.thread_died = Some(name);
+        self.controls = self.controller.stop(1.0);
+        self.source.actuate(0.0, self.controls);
+        if let Some(output) = &self.output {
+            output.stop("a vehicle thread ended", clock::monotonic_ns());
+        }
+        stop.store(true, Ordering::Relaxed);
     }
 
     fn run_until(&mut self, stop: &AtomicBool, actions: &Receiver<AcceptedAction>) {
@@ -235,6 +262,7 @@ impl Vehicle {
         let mut next_tick = clock::monotonic_ns();
         while !stop.load(Ordering::Relaxed) {
             ads_service::watchdog();
+            self.check_threads(stop);
             self.take_commands(actions);
             self.tick(tick_ns as f64 / 1e9);
             next_tick += tick_ns;
@@ -258,6 +286,7 @@ impl Vehicle {
         let mut last = clock::monotonic_ns();
         while !stop.load(Ordering::Relaxed) {
             ads_service::watchdog();
+            self.check_threads(stop);
             self.take_commands(actions);
             self.source.wait_frame(clock::monotonic_ns() + IDLE_TICK_NS);
             // An e-stop that arrived during the wait brakes in this tick.
