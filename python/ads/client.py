@@ -135,6 +135,28 @@ class VehicleClient:
                     return message.body
         raise TimeoutError(f"no acknowledgement of {command} within {timeout} s")
 
+    def set_drive_mode(self, mode: str, *, timeout: float = 2.0) -> Dict[str, Any]:
+        """``autopilot``, ``manual`` or ``assist`` (docs/protocol.md 5.8); this client becomes
+        the driver in ``manual``/``assist``. Returns the acknowledgement."""
+        return self.send({"type": "set_drive_mode", "mode": mode}, timeout=timeout)
+
+    def drive(self, steering: float, throttle: float, *, lease_ms: int = 250) -> bool:
+        """One teleop command (steering and throttle in -1..1, + steering = left, − throttle =
+        brake), good for ``lease_ms`` (≤ 300) after it arrives: call it at 20–30 Hz while
+        driving; stop calling and the car brakes. Never acknowledged, never retransmitted
+        (the newest wins; ``state.teleop`` says what was taken). False before any state."""
+        if self._run is None:
+            return False
+        run_id, run_ns, heard = self._run
+        # Expires two leases ahead, so a command that sat in a queue gets no fresh lease.
+        expires_run_ns = run_ns + int((time.monotonic() - heard) * 1e9) + 2 * lease_ms * 1_000_000
+        self._seq += 1
+        command = {"type": "drive", "steering": float(steering), "throttle": float(throttle),
+                   "lease_ms": int(lease_ms), "issued_ns": _native.wall_ns()}
+        self._pub.send_multipart(encode_action(self.vehicle, self._seq, command, sender=self.sender, run_id=run_id,
+                                               expires_run_ns=expires_run_ns, key=self._key))
+        return True
+
     def close(self) -> None:
         self._sub.close(0)
         self._pub.close(0)

@@ -224,6 +224,10 @@ fn the_python_example_detector_drives_the_oval_and_a_restarted_one_takes_over() 
     assert_eq!(report["pause"]["accepted"], true, "{report}");
     assert_eq!(report["paused"], true, "{report}");
     assert_eq!(report["resume"]["accepted"], true, "{report}");
+    assert_eq!(report["manual"]["accepted"], true, "{report}");
+    assert!(report["drives_taken"].as_u64().unwrap_or(0) >= 10, "{report}");
+    assert_eq!(report["lapsed"]["pilot"], "manual", "the lease never ran out: {report}");
+    assert_eq!(report["autopilot"]["accepted"], true, "{report}");
     std::fs::remove_file(&vehicle.key_file).unwrap();
 
     // SIGTERM: the detector exits cleanly and takes its ring with it.

@@ -154,6 +154,7 @@ fn ten_seconds_of_the_simulator_read_back_by_an_independent_reader() {
         ("/event", "ads.Event"),
         ("/truth", "ads.LaneTruth"),
         ("/truth/annotations", "foxglove.ImageAnnotations"),
+        ("/controls", "ads.Controls"),
     ];
     for (topic, schema) in expected_schemas {
         assert_eq!(found["summary_channels"][topic], schema, "{topic} in {found}");
@@ -168,6 +169,8 @@ fn ten_seconds_of_the_simulator_read_back_by_an_independent_reader() {
     assert!(frames >= 100, "only {frames} frames in 10 s");
     assert_eq!(counts["/camera/image"], counts["/frame"]);
     assert_eq!(counts["/detection/annotations"], counts["/detection"]);
+    // A label per frame the vehicle produced (the recorder gets some frames, all labels).
+    assert!(counts["/controls"].as_u64().unwrap() >= frames, "labels: {counts}");
     assert!(counts["/detection"].as_u64().unwrap() >= 50, "detections: {counts}");
 
     // Every frame the vehicle sent while recording is there: the wire sequence numbers run

@@ -78,8 +78,9 @@ fn the_official_client_finds_every_message_of_every_channel_valid_against_the_of
     // The advertised schemas of foxglove.* channels are the official ones, not a variant.
     assert_eq!(seen["schema_mismatches"], json!([]), "{seen}");
     let channels = seen["channels"].as_object().unwrap();
-    assert_eq!(channels.len(), 8, "{seen}");
+    assert_eq!(channels.len(), 9, "{seen}");
     assert_eq!(channels["/detection/annotations"], "foxglove.ImageAnnotations");
+    assert_eq!(channels["/controls"], "ads.Controls");
     for (topic, _) in channels {
         assert_eq!(seen["invalid"][topic], 0, "{topic}: {seen}");
         if topic != "/event" {
