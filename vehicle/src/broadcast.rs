@@ -148,7 +148,8 @@ pub fn spawn(
         crate::h264::OpenH264Encoder::boxed,
     ));
     let handle = std::thread::Builder::new().name("broadcaster".into()).spawn(move || {
-        let mut broadcaster = Broadcaster { socket, video, settings, stats, seq: [0; 6], not_taken: 0 };
+        let mut broadcaster =
+            Broadcaster { socket, video, settings, stats, seq: [0; Topic::ALL.len()], not_taken: 0 };
         broadcaster.run(&outbox, &stop);
     })?;
     Ok(handle)
@@ -159,7 +160,7 @@ struct Broadcaster {
     video: VideoLink,
     settings: BroadcastSettings,
     stats: Arc<BroadcastStats>,
-    seq: [u64; 6],
+    seq: [u64; Topic::ALL.len()],
     not_taken: u64,
 }
 
