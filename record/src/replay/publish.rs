@@ -36,7 +36,7 @@ pub struct VehicleEndpoints {
     sessions: HashMap<Vec<u8>, Session>,
     actions: zmq::Socket,
     vehicle_id: String,
-    seq: [u64; 6],
+    seq: [u64; ads_protocol::Topic::ALL.len()],
     _context: zmq::Context,
 }
 
@@ -72,7 +72,7 @@ impl VehicleEndpoints {
             sessions: HashMap::new(),
             actions: subscriber,
             vehicle_id: vehicle_id.to_string(),
-            seq: [0; 6],
+            seq: [0; ads_protocol::Topic::ALL.len()],
             _context: context,
         })
     }
