@@ -225,6 +225,7 @@ struct Row {
     throttle: f64,
     label: String,
     pilot: String,
+    commanded_steering: f64,
     operator_seq: Option<u64>,
     operator: Option<(f64, f64)>,
 }
@@ -237,6 +238,7 @@ fn read_csv(path: &Path) -> Vec<Row> {
         |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name}"));
     let (frame_id, image, steering, throttle, label, pilot) =
         (col("frame_id"), col("image"), col("steering"), col("throttle"), col("label"), col("pilot"));
+    let commanded = col("commanded_steering");
     let (op_seq, op_steering, op_throttle) =
         (col("operator_seq"), col("operator_steering"), col("operator_throttle"));
     lines
@@ -250,6 +252,7 @@ fn read_csv(path: &Path) -> Vec<Row> {
                 throttle: f[throttle].parse().unwrap(),
                 label: f[label].to_string(),
                 pilot: f[pilot].to_string(),
+                commanded_steering: f[commanded].parse().unwrap(),
                 operator_seq: f[op_seq].parse().ok(),
                 operator: f[op_steering].parse().ok().zip(f[op_throttle].parse().ok()),
             }
@@ -263,7 +266,10 @@ fn read_tub(python: &Path, tub: &Path) -> Result<Value, String> {
     if out.status.success() {
         Ok(serde_json::from_slice(&out.stdout).unwrap())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        // The end of the traceback (donkeycar's banner and logs come before it).
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        Err(lines[lines.len().saturating_sub(6)..].join("\n"))
     }
 }
 
@@ -324,6 +330,13 @@ fn a_manual_drive_exports_as_a_donkey_tub_donkeycar_reads_and_as_csv_and_numpy()
     }
     let moved = operator.state_where("a state after driving", |_| true);
     assert!(moved.teleop.taken > 0, "no drive command taken: {:?}", moved.teleop);
+    // Assist: the loop steers (truth keeps the lane), the operator's throttle sets the pace;
+    // their full right lock is not the label.
+    operator.act(Command::SetDriveMode { mode: PilotMode::Assist });
+    for tick in 0..30 {
+        operator.drive(-1.0, 0.3 + f64::from(tick) * 1e-3);
+        std::thread::sleep(Duration::from_millis(40));
+    }
     // The lease runs out: the car brakes on its own (frames labelled with the brake).
     operator.state_where("the lease lapsed", |s| !s.teleop.live);
     std::thread::sleep(Duration::from_millis(300));
@@ -347,7 +360,11 @@ fn a_manual_drive_exports_as_a_donkey_tub_donkeycar_reads_and_as_csv_and_numpy()
     );
     assert_eq!(count(&csv, "ambiguous"), 0);
     assert_eq!(count(&csv, "not_jpeg"), 0);
-    assert_eq!(count(&csv, "operator_labels") + count(&csv, "commanded_labels"), count(&csv, "exported"));
+    assert_eq!(
+        count(&csv, "operator_labels") + count(&csv, "assist_labels") + count(&csv, "commanded_labels"),
+        count(&csv, "exported")
+    );
+    assert!(count(&csv, "assist_labels") >= 5, "{csv}");
     // A frame goes unlabelled only at the recording's edges (its controls sent before the
     // recorder's subscription was up, or after it stopped); a drive of 5 s has 150 frames.
     assert!(count(&csv, "unlabelled") * 10 < count(&csv, "frames"), "{csv}");
@@ -376,7 +393,13 @@ fn a_manual_drive_exports_as_a_donkey_tub_donkeycar_reads_and_as_csv_and_numpy()
             row.frame_id
         );
         assert_eq!(row.operator, Some(*sent));
-        steerings.insert((row.steering * 100.0) as i64);
+        steerings.insert((row.steering * 100.0).round() as i64);
+    }
+    for row in rows.iter().filter(|r| r.label == "assist") {
+        assert_eq!(row.pilot, "assist");
+        let sent = operator.sent[&row.operator_seq.unwrap()];
+        assert_eq!((row.steering, row.throttle), (row.commanded_steering, sent.1), "frame {}", row.frame_id);
+        assert_ne!(row.steering, -1.0, "assist labelled with the operator's ignored steering");
     }
     assert!(steerings.len() >= 4, "the drive's steering varied, the labels do not: {steerings:?}");
     assert!(steerings.contains(&60) && steerings.contains(&-60), "{steerings:?}");
