@@ -404,6 +404,19 @@ fn a_manual_drive_exports_as_a_donkey_tub_donkeycar_reads_and_as_csv_and_numpy()
     assert!(steerings.len() >= 4, "the drive's steering varied, the labels do not: {steerings:?}");
     assert!(steerings.contains(&60) && steerings.contains(&-60), "{steerings:?}");
 
+    // The label choices: only the operator's frames; what the loop commanded, always.
+    let only = dir.join("operator-only");
+    let report = export("csv", &only, &recording, &["--operator-only"]);
+    let by_hand = read_csv(&only.join("labels.csv"));
+    assert_eq!(count(&report, "not_operator"), count(&csv, "commanded_labels"));
+    assert_eq!(by_hand.len() as u64, count(&csv, "operator_labels") + count(&csv, "assist_labels"));
+    assert!(by_hand.iter().all(|r| r.label != "commanded"));
+    let loop_dir = dir.join("commanded");
+    export("csv", &loop_dir, &recording, &["--label", "commanded"]);
+    let commanded = read_csv(&loop_dir.join("labels.csv"));
+    assert_eq!(commanded.len(), rows.len());
+    assert!(commanded.iter().all(|r| r.label == "commanded" && r.steering == r.commanded_steering));
+
     // The tub, through donkeycar's own Tub and TubRecord: the same frames, Donkey's sign.
     let python = python();
     let found = read_tub(&python, &tub).unwrap_or_else(|e| panic!("donkeycar could not read the tub: {e}"));
