@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+from mcap.exceptions import McapError
 from mcap.reader import NonSeekingReader
 from PIL import Image
 
@@ -44,6 +45,8 @@ class Drive:
     frame_ids: np.ndarray
     # Frames without a /controls record of their frame id.
     unlabelled: int
+    # Why reading stopped early, for a truncated file (what came before is read).
+    truncated: Optional[str] = None
 
 
 def label_of(controls: dict, choice: str = "operator") -> Tuple[float, float]:
@@ -64,19 +67,26 @@ def read_drive(path: str, label: str = "operator", size: Optional[Tuple[int, int
     labels: Dict[int, Optional[dict]] = {}
     frames: List[Tuple[int, bytes]] = []
     pending: Optional[int] = None
+    truncated = None
     with open(path, "rb") as f:
-        for _schema, channel, message in NonSeekingReader(f).iter_messages(topics=TOPICS):
-            record = json.loads(message.data)
-            if channel.topic == "/controls":
-                # A frame id with two records (a vehicle restarted within the recording) has no
-                # certain label: skipped, as the export skips it.
-                frame_id = record["frame_id"]
-                labels[frame_id] = None if frame_id in labels else record
-            elif channel.topic == "/frame":
-                pending = record["frame_id"]
-            elif pending is not None:
-                frames.append((pending, base64.b64decode(record["data"])))
-                pending = None
+        # In written order, front to back: also a file whose recorder was killed, up to the
+        # damage (ads-record --recover gives it its index back).
+        messages = NonSeekingReader(f).iter_messages(topics=TOPICS, log_time_order=False)
+        try:
+            for _schema, channel, message in messages:
+                record = json.loads(message.data)
+                if channel.topic == "/controls":
+                    # A frame id with two records (a vehicle restarted within the recording)
+                    # has no certain label: skipped, as the export skips it.
+                    frame_id = record["frame_id"]
+                    labels[frame_id] = None if frame_id in labels else record
+                elif channel.topic == "/frame":
+                    pending = record["frame_id"]
+                elif pending is not None:
+                    frames.append((pending, base64.b64decode(record["data"])))
+                    pending = None
+        except (McapError, EOFError) as e:
+            truncated = f"{type(e).__name__}: {e}"
     images, values, ids = [], [], []
     for frame_id, jpeg in frames:
         controls = labels.get(frame_id)
@@ -93,6 +103,7 @@ def read_drive(path: str, label: str = "operator", size: Optional[Tuple[int, int
         labels=np.asarray(values, dtype=np.float64).reshape(-1, 2),
         frame_ids=np.asarray(ids, dtype=np.uint64),
         unlabelled=len(frames) - len(ids),
+        truncated=truncated,
     )
 
 
@@ -129,6 +140,7 @@ def main() -> None:
             {
                 "frames": len(dataset),
                 "unlabelled": drive.unlabelled,
+                "truncated": drive.truncated,
                 "images": {"shape": list(drive.images.shape), "dtype": str(drive.images.dtype)},
                 "labels": {"shape": list(drive.labels.shape), "values": drive.labels.tolist()},
                 "frame_ids": drive.frame_ids.tolist(),
@@ -140,7 +152,8 @@ def main() -> None:
         print(
             f"{len(dataset)} frames, images {drive.images.shape} {drive.images.dtype}, "
             f"labels {drive.labels.shape} (steering + = left, throttle - = brake); "
-            f"{drive.unlabelled} without a label",
+            f"{drive.unlabelled} without a label"
+            + (f"; the file is truncated ({drive.truncated}): read up to the damage" if drive.truncated else ""),
             file=sys.stderr,
         )
 

@@ -485,6 +485,29 @@ fn a_manual_drive_exports_as_a_donkey_tub_donkeycar_reads_and_as_csv_and_numpy()
     assert!((mean - theirs).abs() < 1.0, "first image mean {theirs} in numpy, {mean} decoded here");
     assert!(std::fs::metadata(&npz).unwrap().len() > 0);
 
+    // A recording whose recorder was killed: both read it up to the damage, and agree.
+    let bytes = std::fs::read(&recording).unwrap();
+    let killed = dir.join("killed.mcap");
+    std::fs::write(&killed, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let partial_dir = dir.join("partial");
+    let partial = export("csv", &partial_dir, &killed, &[]);
+    assert!(partial["truncated"].is_string(), "{partial}");
+    let partial_rows = read_csv(&partial_dir.join("labels.csv"));
+    assert!(!partial_rows.is_empty() && partial_rows.len() < rows.len(), "{partial}");
+    let out = Process::new(&python)
+        .arg(root().join("python/examples/drive_to_numpy.py"))
+        .arg(&killed)
+        .arg("--summary")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "drive_to_numpy.py failed on a truncated file");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["truncated"].is_string(), "{}", summary["truncated"]);
+    let ids: Vec<u64> =
+        summary["frame_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(ids, partial_rows.iter().map(|r| r.frame_id).collect::<Vec<_>>());
+
     // An export never writes into a directory that holds something.
     let again = Process::new(bin("ads-record"))
         .args(["export", "--format", "donkey", "--out"])
