@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates the Python virtual environment of the protocol client (tests/python/ads_client.py)
-# and of the Python SDK at target/py-venv: installs tests/python/requirements.txt into it,
+# and of the Python SDK at target/py-venv: installs tests/python/requirements.txt (and, without
+# their dependencies, tests/python/requirements-nodeps.txt) into it,
 # then builds the SDK's wheel from the tree (python/, with maturin) and pip-installs it.
 # Idempotent: when the venv exists with every pinned version installed and the SDK was built
 # from the sources as they are, it changes nothing and does not call pip's index. The last line of stdout is the venv's python, so callers can do
@@ -10,6 +11,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/target/py-venv"
 requirements="$root/tests/python/requirements.txt"
+nodeps_requirements="$root/tests/python/requirements-nodeps.txt"
 python="$venv/bin/python"
 base_python="${PYTHON:-python3}"
 
@@ -43,15 +45,16 @@ if [[ ! -x "$python" ]]; then
   fi
 fi
 
-# The pinned "name==version" lines that are not installed at exactly that version.
-missing=()
-while IFS= read -r line; do
-  line="${line%%#*}"
-  line="${line//[[:space:]]/}"
-  [[ -z "$line" ]] && continue
-  name="${line%%==*}"
-  want="${line#*==}"
-  have="$("$python" - "$name" <<'PY' 2>/dev/null || true
+# The pinned "name==version" lines of file $1 that are not installed at exactly that version.
+missing_from() {
+  local line name want have
+  while IFS= read -r line; do
+    line="${line%%#*}"
+    line="${line//[[:space:]]/}"
+    [[ -z "$line" ]] && continue
+    name="${line%%==*}"
+    want="${line#*==}"
+    have="$("$python" - "$name" <<'PY' 2>/dev/null || true
 import sys
 from importlib.metadata import version, PackageNotFoundError
 try:
@@ -60,16 +63,29 @@ except PackageNotFoundError:
     pass
 PY
 )"
-  if [[ "$have" != "$want" ]]; then
-    missing+=("$line")
-  fi
-done <"$requirements"
+    if [[ "$have" != "$want" ]]; then
+      echo "$line"
+    fi
+  done <"$1"
+}
 
+mapfile -t missing < <(missing_from "$requirements")
 if ((${#missing[@]} == 0)); then
   echo "python-env: requirements already installed in $venv" >&2
 else
   echo "python-env: installing ${missing[*]}" >&2
   "$python" -m pip install --quiet --disable-pip-version-check --no-input "${missing[@]}" >&2
+fi
+
+# Packages used for one small part whose declared dependencies would clash with the pins
+# above (donkeycar's tub reader: donkeycar pins numpy<2 and pulls pandas and more; its tub
+# reader needs only what requirements.txt pins). Installed without their dependencies, and
+# whatever Python version they declare (donkeycar 5.3 says <3.12; the tub reader is plain Python).
+mapfile -t missing < <(missing_from "$nodeps_requirements")
+if ((${#missing[@]} > 0)); then
+  echo "python-env: installing without dependencies ${missing[*]}" >&2
+  "$python" -m pip install --quiet --disable-pip-version-check --no-input --no-deps --ignore-requires-python \
+    "${missing[@]}" >&2
 fi
 
 # The SDK: rebuilt when any source it is built from changed since the installed wheel.

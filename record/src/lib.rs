@@ -3,10 +3,11 @@
 //!
 //! Network code lives only in [`subscribe`]; [`channels`] maps messages to MCAP channels,
 //! [`sink`] writes and rotates files, [`recorder`] runs the loop, [`recover`] rewrites the
-//! index of a truncated file.
+//! index of a truncated file, [`export`] turns a drive into training data (a Donkey tub, CSV).
 
 pub mod channels;
 pub mod compare;
+pub mod export;
 pub mod frames;
 pub mod recorder;
 pub mod recover;
@@ -78,6 +79,25 @@ pub enum Subcommand {
         #[arg(long, default_value_t = 20)]
         min_frames: usize,
     },
+    /// Write a recorded drive as training data: each frame's JPEG with its label (the
+    /// `/controls` record of its frame id), as a Donkey Car tub or as CSV; prints a JSON report.
+    Export {
+        /// donkey: a Donkey Car tub (v2) that `donkey train` reads; csv: labels.csv + images/.
+        #[arg(long, value_enum)]
+        format: export::Format,
+        /// The directory to write (created; if it exists it must be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// operator: the operator's command where the car drove on it (manual, assist's
+        /// throttle), else what the loop commanded; commanded: what went to the car, always.
+        #[arg(long, value_enum, default_value_t = export::LabelChoice::Operator)]
+        label: export::LabelChoice,
+        /// Leave out frames not labelled by the operator (autopilot, holds, lapsed leases).
+        #[arg(long)]
+        operator_only: bool,
+        /// The recording (.mcap).
+        input: PathBuf,
+    },
 }
 
 /// `tcp://HOST:PORT` → `tcp://HOST:5559`, the default video socket on the vehicle's host.
@@ -131,6 +151,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             result.object_count_mismatches,
         );
         anyhow::ensure!(result.pass, "the detections differ: {}", result.failures.join("; "));
+        return Ok(());
+    }
+    if let Some(Subcommand::Export { format, out, label, operator_only, input }) = &args.command {
+        let options = export::ExportOptions {
+            format: *format,
+            out: out.clone(),
+            label: *label,
+            operator_only: *operator_only,
+        };
+        let report = export::export(input, &options)
+            .with_context(|| format!("exporting {} to {}", input.display(), out.display()))?;
+        if let Some(why) = &report.truncated {
+            tracing::warn!("{} is truncated ({why}); exported what it holds", input.display());
+        }
+        println!("{}", serde_json::json!({ "event": "exported", "report": report }));
         return Ok(());
     }
     if let Some(input) = &args.recover {

@@ -76,6 +76,17 @@ pub fn read(path: &Path) -> Result<Reading, ReadError> {
     Ok(Reading { messages, truncated })
 }
 
+/// Calls `each` with every message's topic, log time and data, in written order, up to the
+/// end or the first damage; returns the damage. For readers that keep only part of each message
+/// (an export keeps no image longer than it takes to write it).
+pub fn visit(path: &Path, mut each: impl FnMut(&str, u64, &[u8])) -> Result<Option<String>, ReadError> {
+    let bytes = load(path)?;
+    scan(path, &bytes, |m| {
+        each(&m.channel.topic, m.log_time, &m.data);
+        Ok(())
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RecoverReport {
     pub messages: u64,
