@@ -106,6 +106,14 @@ fn samples() -> Vec<Message> {
                 writes: 812,
                 write_errors: 0,
                 speed_source: "sim".into(),
+                calibration: Some(CalibrationValues {
+                    steering_centre_us: Some(1480),
+                    brake_us: Some(1300),
+                    ..CalibrationValues::default()
+                }),
+                calibration_throttle_us: Some((1350, 1650)),
+                calibrating: Some(CalibrationChannel::Steering),
+                lease_left_ms: Some(120),
             },
         }),
         Message::Event(Event::Ack {

@@ -16,9 +16,12 @@
 //! hardware. `kind = "none"` (the default) opens nothing and starts no thread.
 
 pub mod calibrate;
+pub mod calibration_file;
+pub mod calibration_session;
 pub mod neutral;
 pub mod output;
 pub mod pca9685;
+pub mod report;
 pub mod serial;
 
 use crate::config::{ActuatorKind, ActuatorSection, StopThrottle};

@@ -715,7 +715,7 @@ mod tests {
         );
         assert_eq!((last.verb, last.pulses), (Verb::Neutral, neutral));
         let saved = std::fs::read_to_string(&file).unwrap();
-        assert_eq!(saved, "[actuator.calibration]\nsteering_left_us = 1900\nsteering_centre_us = 1480\n");
+        assert_eq!(saved, "[actuator.calibration]\nsteering_centre_us = 1480\nsteering_left_us = 1900\n");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
