@@ -134,7 +134,11 @@ function release() {
 
 for (const channel of ["steering", "throttle"]) {
   const slider = $(channel);
-  slider.addEventListener("pointerdown", (e) => { slider.setPointerCapture(e.pointerId); hold(channel); });
+  slider.addEventListener("pointerdown", (e) => {
+    hold(channel);
+    // The pointer's up comes to this slider even when it leaves it.
+    try { slider.setPointerCapture(e.pointerId); } catch (_) { /* not an active pointer */ }
+  });
   slider.addEventListener("input", () => {
     $(channel + "-value").textContent = slider.value;
     if (held === channel) renew();
