@@ -357,6 +357,8 @@ impl Vehicle {
     fn drive_outputs(&mut self, now_mono: u64) {
         let Some(output) = &self.output else { return };
         if self.mode == DriveMode::Driving {
+            // A lease left over from before a resume never comes back at the next stop.
+            self.calibration.end();
             let max_steering = self.config.actuator.max_steering_rad;
             output.command(ActuatorCommand::from_controls(self.controls, max_steering), now_mono);
         } else {
