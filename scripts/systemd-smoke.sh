@@ -6,6 +6,9 @@
 #   - the detector reads the vehicle's frames ring (one /dev/shm for both units);
 #   - a hung vehicle (SIGSTOP) is killed by the watchdog and restarted, and the detector keeps
 #     running (same pid) and re-attaches; the same for a hung detector, the vehicle untouched;
+#   - the vehicle drives a serial actuator board (scripts/fake-board.py on a pty, the port
+#     allowed by a drop-in as docs/actuators.md says), and after a SIGKILL of the vehicle the
+#     unit's ExecStopPost=ads-vehicle neutral puts the board at neutral;
 #   - `systemctl stop ads.target` stops both cleanly (exit 0) and leaves no ring in /dev/shm.
 #
 #   scripts/systemd-smoke.sh [--bin-dir DIR]      # root; DIR defaults to target/release
@@ -41,6 +44,18 @@ mkdir -p "$work"/{etc-up,etc-work,var-up,var-work,local-up,local-work}
 tag=smoke$$
 port=$((40000 + RANDOM % 20000))
 
+# The actuator board, on the host: a pty whose slave the vehicle opens (/dev/pts is shared
+# with the namespace).
+scripts/fake-board.py "$work/board.pty" "$work/board.log" 2>"$work/board.err" &
+board_pid=$!
+for _ in $(seq 100); do [[ -s $work/board.pty ]] && break; sleep 0.05; done
+board_pty=$(cat "$work/board.pty" 2>/dev/null || true)
+if [[ -z $board_pty ]]; then
+  echo "systemd-smoke: the fake board did not start: $(cat "$work/board.err")" >&2
+  kill "$board_pid" 2>/dev/null || true
+  exit 1
+fi
+
 cat >"$work/boot.sh" <<EOF
 #!/usr/bin/env bash
 set -euo pipefail
@@ -65,7 +80,15 @@ ADS_VEHICLE_FRAMES_RING=$tag-frames
 ADS_VEHICLE_DETECTIONS_RING=$tag-det
 ADS_VEHICLE_BROADCAST=tcp://127.0.0.1:$port
 ADS_VEHICLE_ACTIONS=tcp://127.0.0.1:$((port + 1))
+ADS_VEHICLE_ACTUATOR=serial
+ADS_VEHICLE_ACTUATOR_DEVICE=$board_pty
 ENV
+# The drop-in docs/actuators.md asks for, with the pty's device class instead of char-ttyACM.
+mkdir -p /etc/systemd/system/ads-vehicle.service.d
+cat >/etc/systemd/system/ads-vehicle.service.d/actuator.conf <<CONF
+[Service]
+DeviceAllow=char-pts rw
+CONF
 cat >/etc/ads/detection.env <<ENV
 ADS_DETECTION_FRAMES_RING=$tag-frames
 ADS_DETECTION_DETECTIONS_RING=$tag-det
@@ -88,6 +111,7 @@ unshare_pid=$!
 systemd_pid=""
 passed=0
 cleanup() {
+  kill "$board_pid" 2>/dev/null || true
   if [[ -n $systemd_pid ]]; then kill -KILL "$systemd_pid" 2>/dev/null || true; fi
   kill -KILL "$unshare_pid" 2>/dev/null || true
   wait "$unshare_pid" 2>/dev/null || true
@@ -177,6 +201,28 @@ wait_for 60 "ads-detection restarted" detector_restarted
 wait_for 60 "ads-detection active again" active ads-detection
 echo "detector restarted after $(since "$started") (WatchdogSec=10s, RestartSec=2s)"
 [[ $(prop ads-vehicle MainPID) == "$vehicle_pid" ]] || fail "the vehicle was restarted with the detector"
+
+step "SIGKILL of the vehicle: ExecStopPost=ads-vehicle neutral puts the board at neutral"
+board_lines() { wc -l <"$work/board.log"; }
+# The held car's own lines: its stop pulse at the default calibration (brake = neutral).
+wait_for 60 "the vehicle driving the board" grep -q '^N [0-9]* 1500 1500$' "$work/board.log"
+killed_at=$(board_lines)
+vehicle_pid=$(prop ads-vehicle MainPID)
+restarts=$(prop ads-vehicle NRestarts)
+ns systemctl kill --signal=SIGKILL ads-vehicle
+# After the kill: the port hung up (the vehicle died without a word; the board's own timeout
+# may fire next), then a writer of its own (sequence from 1: C, N at open, then neutral) that
+# is gone again (the port hangs up or the
+# board times out; a restarted vehicle would go on with N 4): `ads-vehicle neutral`.
+neutral_after_kill() {
+  tail -n +"$((killed_at + 1))" "$work/board.log" | tr '\n' '|' \
+    | grep -Eq '^([^|]*\|)*hup\|(timeout\|)?C 1 1500 1500\|N 2 1500 1500\|N 3 1500 1500\|(hup|timeout)\|'
+}
+wait_for 60 "the board put at neutral by ExecStopPost" neutral_after_kill
+wait_for 60 "the journal's word from ads-vehicle neutral" has_log ads-vehicle "neutral written (steering 1500 µs, throttle 1500 µs)"
+echo "vehicle pid $vehicle_pid SIGKILLed; then the board got: $(tail -n +"$((killed_at + 1))" "$work/board.log" | sed -n '/^hup$/,$p' | head -7 | tr '\n' ' ')"
+vehicle_back() { [[ $(prop ads-vehicle NRestarts) -gt $restarts ]] && active ads-vehicle; }
+wait_for 60 "ads-vehicle restarted after the SIGKILL" vehicle_back
 
 step "systemctl stop ads.target: clean exits, no ring left"
 ns systemctl stop ads.target

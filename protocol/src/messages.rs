@@ -281,6 +281,18 @@ pub struct ActuatorState {
     /// Where the control loop's speed comes from: `sim`, `carla`, or `none` (a camera car
     /// without a wheel encoder: the throttle is open-loop, capped by `actuator.max_throttle`).
     pub speed_source: String,
+    /// The pulse widths the vehicle runs with (`[actuator.calibration]` as loaded; a
+    /// calibration save changes the file, not these, until the next start); `None` without
+    /// outputs and from older vehicles.
+    pub calibration: Option<CalibrationValues>,
+    /// The throttle pulses a calibration pulse may have, µs (low, high): the
+    /// `actuator.max_throttle` range, or the whole pulse range with
+    /// `actuator.calibrate_full_throttle`.
+    pub calibration_throttle_us: Option<(u16, u16)>,
+    /// While a calibration pulse holds (`state` = `calibrating`): its channel and ms left of
+    /// its lease.
+    pub calibrating: Option<CalibrationChannel>,
+    pub lease_left_ms: Option<u32>,
 }
 
 /// What a client needs to command this run of the vehicle, and the state of its latches.
@@ -460,6 +472,18 @@ pub enum Command {
     /// by itself: into `autopilot` from another mode the car holds until `resume`; in `manual`
     /// and `assist` it moves only under a live `drive` lease from the sender of this action.
     SetDriveMode { mode: PilotMode },
+    /// Calibration, the car on a stand (docs/actuators.md): one output channel to `us` µs,
+    /// the other at its neutral, for `lease_ms` (at most 300) from its arrival and never past
+    /// the action's expiry. A page re-sends it while its slider is held; without a renewal the
+    /// channel returns to neutral. Taken only while the car is stopped (held or paused), no
+    /// e-stop latched and the outputs without a fault; a throttle pulse only within the
+    /// `actuator.max_throttle` range unless `actuator.calibrate_full_throttle`.
+    CalibratePulse { channel: CalibrationChannel, us: u16, lease_ms: u32 },
+    /// Ends a calibration pulse at once (the slider let go): both channels to neutral.
+    CalibrateRelease,
+    /// Writes these pulse widths into `[actuator.calibration]` of the vehicle's configuration
+    /// file (the rest of the file as it was); they take effect at the vehicle's next start.
+    CalibrateSave { values: CalibrationValues },
 }
 
 /// Who drives: the pilot modes of `set_drive_mode` (Donkey Car's user / local_angle / local).
@@ -545,6 +569,52 @@ pub struct OperatorCommand {
     pub age_ms: u32,
 }
 
+/// The output channel a calibration pulse moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalibrationChannel {
+    Steering,
+    Throttle,
+}
+
+/// Pulse widths of `[actuator.calibration]`, µs; `None`: not set (left as it is, on a save).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CalibrationValues {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steering_left_us: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steering_centre_us: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steering_right_us: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttle_reverse_us: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttle_neutral_us: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttle_forward_us: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brake_us: Option<u16>,
+}
+
+impl CalibrationValues {
+    /// `(key, value)` of each value that is set, under its `[actuator.calibration]` key.
+    pub fn entries(&self) -> Vec<(&'static str, u16)> {
+        [
+            ("steering_left_us", self.steering_left_us),
+            ("steering_centre_us", self.steering_centre_us),
+            ("steering_right_us", self.steering_right_us),
+            ("throttle_reverse_us", self.throttle_reverse_us),
+            ("throttle_neutral_us", self.throttle_neutral_us),
+            ("throttle_forward_us", self.throttle_forward_us),
+            ("brake_us", self.brake_us),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+}
+
 /// Topic `action`, sent by viewers to the vehicle's SUB socket. The envelope's `seq` is the
 /// sender's sequence number, unique per sender (see docs/protocol.md 5.2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -589,6 +659,13 @@ mod tests {
             writes: 9,
             write_errors: 1,
             speed_source: "none".into(),
+            calibration: Some(CalibrationValues {
+                steering_left_us: Some(1900),
+                ..CalibrationValues::default()
+            }),
+            calibration_throttle_us: Some((1350, 1650)),
+            calibrating: Some(CalibrationChannel::Throttle),
+            lease_left_ms: Some(250),
         };
         let bytes = rmp_serde::to_vec_named(&full).unwrap();
         assert_eq!(rmp_serde::from_slice::<ActuatorState>(&bytes).unwrap(), full);
@@ -600,5 +677,34 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&Partial { backend: "pca9685" }).unwrap();
         let partial: ActuatorState = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(partial, ActuatorState { backend: "pca9685".into(), ..ActuatorState::default() });
+    }
+
+    #[test]
+    fn calibration_commands_round_trip_and_name_their_keys() {
+        let commands = [
+            Command::CalibratePulse { channel: CalibrationChannel::Throttle, us: 1620, lease_ms: 300 },
+            Command::CalibrateRelease,
+            Command::CalibrateSave {
+                values: CalibrationValues {
+                    steering_centre_us: Some(1470),
+                    brake_us: Some(1300),
+                    ..CalibrationValues::default()
+                },
+            },
+        ];
+        for command in commands {
+            let bytes = rmp_serde::to_vec_named(&command).unwrap();
+            assert_eq!(rmp_serde::from_slice::<Command>(&bytes).unwrap(), command);
+        }
+        // The JSON a page sends.
+        let json = r#"{"type":"calibrate_pulse","channel":"steering","us":1900,"lease_ms":300}"#;
+        assert_eq!(
+            serde_json::from_str::<Command>(json).unwrap(),
+            Command::CalibratePulse { channel: CalibrationChannel::Steering, us: 1900, lease_ms: 300 }
+        );
+        let values: CalibrationValues =
+            serde_json::from_str(r#"{"steering_left_us":1900,"brake_us":1300}"#).unwrap();
+        assert_eq!(values.entries(), [("steering_left_us", 1900), ("brake_us", 1300)]);
+        assert!(serde_json::from_str::<CalibrationValues>(r#"{"steering_lft_us":1}"#).is_err());
     }
 }

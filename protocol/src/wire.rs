@@ -190,8 +190,20 @@ struct ActionHead {
     command: CommandKind,
 }
 
-const KNOWN_COMMANDS: [&str; 7] =
-    ["respawn", "pause", "resume", "emergency_stop", "set_target_speed", "reset", "heartbeat"];
+const KNOWN_COMMANDS: [&str; 12] = [
+    "respawn",
+    "pause",
+    "resume",
+    "emergency_stop",
+    "set_target_speed",
+    "reset",
+    "heartbeat",
+    "drive",
+    "set_drive_mode",
+    "calibrate_pulse",
+    "calibrate_release",
+    "calibrate_save",
+];
 
 /// Decodes one multipart message. `parts` are the ZeroMQ frames in order.
 pub fn decode<'a>(parts: &[&'a [u8]]) -> Result<WireMessage<'a>, DecodeError> {

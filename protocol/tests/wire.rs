@@ -106,6 +106,14 @@ fn samples() -> Vec<Message> {
                 writes: 812,
                 write_errors: 0,
                 speed_source: "sim".into(),
+                calibration: Some(CalibrationValues {
+                    steering_centre_us: Some(1480),
+                    brake_us: Some(1300),
+                    ..CalibrationValues::default()
+                }),
+                calibration_throttle_us: Some((1350, 1650)),
+                calibrating: Some(CalibrationChannel::Steering),
+                lease_left_ms: Some(120),
             },
             teleop: TeleopState {
                 pilot: PilotMode::Manual,
@@ -306,6 +314,8 @@ fn unknown_commands_and_versions_are_told_apart_from_garbage() {
     // Known command, wrong field type: malformed, not unknown.
     let bad_speed = hand_made_action(PROTOCOL_VERSION, &[("type", "set_target_speed"), ("mps", "fast")]);
     assert!(matches!(decode(&[b"action", &bad_speed]), Err(DecodeError::Malformed { .. })));
+    let bad_pulse = hand_made_action(PROTOCOL_VERSION, &[("type", "calibrate_pulse"), ("channel", "wheel")]);
+    assert!(matches!(decode(&[b"action", &bad_pulse]), Err(DecodeError::Malformed { .. })));
     let future = hand_made_action(PROTOCOL_VERSION + 1, &[("type", "pause")]);
     assert_eq!(decode(&[b"action", &future]), Err(DecodeError::Version { got: PROTOCOL_VERSION + 1 }));
     assert_eq!(peek_action_identity(b"\x00junk"), (ActionIdentity::default(), 0));

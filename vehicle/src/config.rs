@@ -304,6 +304,10 @@ pub struct ActuatorSection {
     /// The ESC's reverse sequence: the brake pulse for this long, then neutral for this long.
     pub reverse_brake_ms: u64,
     pub reverse_neutral_ms: u64,
+    /// Calibration pulses (the viewer's calibration page) may take the throttle to any pulse
+    /// width; off, only within the `max_throttle` range of the current calibration. For
+    /// finding `throttle_forward_us` and `throttle_reverse_us`, the wheels off the ground.
+    pub calibrate_full_throttle: bool,
     pub calibration: crate::actuator::Calibration,
 }
 
@@ -326,6 +330,7 @@ impl Default for ActuatorSection {
             allow_reverse: false,
             reverse_brake_ms: 200,
             reverse_neutral_ms: 200,
+            calibrate_full_throttle: false,
             calibration: crate::actuator::Calibration::default(),
         }
     }

@@ -10,6 +10,7 @@
 pub mod actions;
 pub mod actuator;
 pub mod broadcast;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;

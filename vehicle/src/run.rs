@@ -1,8 +1,9 @@
 //! The vehicle process: wiring, the control loop, and staged shutdown.
 
 use crate::actions::{self, AcceptedAction, ActionStats, EstopMailbox, ListenerLinks};
-use crate::actuator::output::{Output, OutputState};
-use crate::actuator::ActuatorCommand;
+use crate::actuator::calibration_session::{self, CalibrationSession};
+use crate::actuator::output::{Output, OutputStatus};
+use crate::actuator::{report, ActuatorCommand};
 use crate::broadcast::{self, BroadcastSettings, BroadcastStats, Outbox};
 use crate::commands::{Commands, Rules, Step};
 use crate::config::{Overrides, SourceKind, SteerFrom, VehicleConfig};
@@ -52,6 +53,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let source = source::open(&config).with_context(|| format!("opening the {:?} source", config.source))?;
     // The outputs start at neutral and stay there until the loop drives them.
     let output = Output::start(&config.actuator).context("opening the actuator (docs/actuators.md)")?;
+    let calibration =
+        CalibrationSession::new(&config.actuator, output.is_some(), args.overrides.config.clone());
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
@@ -146,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut vehicle = Vehicle::new(config, source, writer, outbox, broadcast_stats, commands, links);
     vehicle.output = output;
     vehicle.threads = vec![("broadcaster", broadcaster), ("action listener", listener)];
+    vehicle.calibration = calibration;
     ads_service::ready("running: frames ring created, sockets bound");
     vehicle.run_until(&stop, &action_rx);
 
@@ -171,6 +175,10 @@ struct Vehicle {
     source: Box<dyn FrameSource>,
     /// Steering servo and ESC of a real car (`None`: the source actuates, or nothing does).
     output: Option<Output>,
+    /// Their status, read once per tick: what the tick decides on and publishes.
+    outputs: Option<OutputStatus>,
+    /// Calibration pulses and saves from the viewer's calibration page.
+    calibration: CalibrationSession,
     /// Why the source delivers no more frames (a video at its end), until a respawn.
     source_ended: Option<String>,
     writer: FrameWriter,
@@ -217,6 +225,8 @@ impl Vehicle {
             config,
             source,
             output: None,
+            outputs: None,
+            calibration: CalibrationSession::default(),
             source_ended: None,
             writer,
             outbox,
@@ -301,6 +311,7 @@ impl Vehicle {
 
     fn tick(&mut self, dt: f64) {
         let started = clock::monotonic_ns();
+        self.outputs = self.output.as_ref().map(Output::status);
         for text in self.source.take_notices() {
             self.notice(NoticeLevel::Info, text);
         }
@@ -330,9 +341,7 @@ impl Vehicle {
         // An emergency stop dominates a pause: the car brakes and the state says so.
         if self.commands.paused() && !self.commands.estop() {
             self.set_mode(DriveMode::Paused, None);
-            if let Some(output) = &self.output {
-                output.stop("paused", now_mono);
-            }
+            self.stop_outputs("paused", now_mono);
             self.writer.heartbeat();
         } else {
             self.controls = self.decide(now_mono, dt);
@@ -428,30 +437,40 @@ impl Vehicle {
 
     /// The outputs' command for this tick: the loop's controls while driving, the brake in
     /// every other mode (the output thread goes to neutral by itself if the loop stops).
-    fn drive_outputs(&self, now_mono: u64) {
+    fn drive_outputs(&mut self, now_mono: u64) {
         let Some(output) = &self.output else { return };
         if self.mode == DriveMode::Driving {
+            // A lease left over from before a resume never comes back at the next stop.
+            self.calibration.end();
             let max_steering = self.config.actuator.max_steering_rad;
             output.command(ActuatorCommand::from_controls(self.controls, max_steering), now_mono);
         } else {
-            output.stop(self.stop_reason.as_deref().unwrap_or("stopped"), now_mono);
+            let reason = self.stop_reason.clone();
+            self.stop_outputs(reason.as_deref().unwrap_or("stopped"), now_mono);
         }
     }
 
-    /// Why the outputs cannot be trusted to drive: a fault, an ended thread, or a serial board
-    /// that has not answered yet.
+    /// The outputs of a stopped car: the brake, or a calibration pulse while its lease holds
+    /// and the car may take it.
+    fn stop_outputs(&mut self, reason: &str, now_mono: u64) {
+        let allowed = self.may_calibrate();
+        let Some(output) = &self.output else { return };
+        match self.calibration.hold(now_mono, allowed) {
+            Some((pulses, until)) => output.hold(pulses, until, now_mono),
+            None => output.stop(reason, now_mono),
+        }
+    }
+
+    /// Whether a calibration pulse may be put out now (calibration_session.rs).
+    fn may_calibrate(&self) -> Result<(), String> {
+        let speed = (self.source.speed_source() != SpeedSource::None).then(|| self.source.motion().speed_mps);
+        let mode = self.commands.overriding_mode().map(|(mode, _)| mode);
+        calibration_session::may_calibrate(mode, self.output_problem().as_deref(), speed)
+    }
+
+    /// Why the outputs cannot be trusted to drive, from this tick's snapshot.
     fn output_problem(&self) -> Option<String> {
-        let status = self.output.as_ref()?.status();
-        if let Some(fault) = status.fault.or(status.device.fault) {
-            return Some(format!("actuator ({}): {fault}", status.backend));
-        }
-        if status.state == OutputState::Ended {
-            return Some(format!("actuator ({}): its output thread has ended", status.backend));
-        }
-        if status.backend == "serial" && status.device.board.is_none() {
-            return Some("actuator (serial): the board has not answered yet".into());
-        }
-        None
+        self.outputs.as_ref().and_then(report::problem)
     }
 
     fn lane_from_detections(&self, now_mono: u64, lookahead: f64) -> Result<LaneEstimate, String> {
@@ -543,6 +562,9 @@ impl Vehicle {
                 }
             }
         }
+        for (action, seq, outcome) in self.calibration.finished() {
+            self.acknowledge(action, seq, outcome, None);
+        }
         if self.links.estops.raised() {
             self.emergency_stop(self.links.estops.take());
         }
@@ -568,6 +590,7 @@ impl Vehicle {
     fn emergency_stop(&mut self, estops: Vec<AcceptedAction>) {
         let Step::Persist(state) = self.commands.emergency_stop() else { return };
         self.controls = self.controller.stop(1.0);
+        self.calibration.end();
         if let Some(output) = &self.output {
             output.stop("emergency stop", clock::monotonic_ns());
         }
@@ -642,6 +665,18 @@ impl Vehicle {
             } else {
                 Err(format!("target speed {mps} m/s is outside 0..=40"))
             }),
+            Command::CalibratePulse { channel, us, lease_ms } => {
+                let expires = self.links.run.start_mono_ns.saturating_add(action.run.expires_run_ns);
+                let allowed = self.may_calibrate();
+                let now = clock::monotonic_ns();
+                Step::Done(self.calibration.pulse(channel, us, lease_ms, expires, now, allowed))
+            }
+            Command::CalibrateRelease => Step::Done(self.calibration.release()),
+            Command::CalibrateSave { values } => match self.calibration.save(action.clone(), seq, values) {
+                Some(refused) => Step::Done(refused),
+                // Acknowledged once written (take_commands).
+                None => return,
+            },
         };
         match step {
             Step::Done(outcome) => self.acknowledge(action, seq, outcome, None),
@@ -783,37 +818,12 @@ impl Vehicle {
 }
 
 impl Vehicle {
-    /// `state.actuator`: the outputs' status and where the speed comes from.
+    /// `state.actuator`: this tick's snapshot of the outputs, where the speed comes from, and
+    /// the calibration.
     fn actuator_state(&self) -> ActuatorState {
-        let speed_source = self.source.speed_source().as_str().to_owned();
-        let Some(output) = &self.output else {
-            return ActuatorState {
-                backend: "none".into(),
-                state: "none".into(),
-                speed_source,
-                ..ActuatorState::default()
-            };
-        };
-        let status = output.status();
-        ActuatorState {
-            backend: status.backend.into(),
-            state: match status.state {
-                OutputState::Waiting => "waiting",
-                OutputState::Driving => "driving",
-                OutputState::Stopped => "stopped",
-                OutputState::TimedOut => "timed_out",
-                OutputState::Ended => "ended",
-            }
-            .into(),
-            steering_us: status.pulses.map(|p| p.steering_us),
-            throttle_us: status.pulses.map(|p| p.throttle_us),
-            command_age_ms: status.command_age_ms,
-            fault: status.fault.or(status.device.fault),
-            board: status.device.board,
-            writes: status.writes,
-            write_errors: status.write_errors,
-            speed_source,
-        }
+        let mut state = report::state(self.outputs.as_ref(), self.source.speed_source().as_str());
+        self.calibration.describe(&mut state, clock::monotonic_ns());
+        state
     }
 }
 

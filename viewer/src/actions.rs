@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 /// How long an action stays valid after we first send it, on the vehicle's run clock.
 pub const ACTION_TTL: Duration = Duration::from_secs(3);
+/// The same for a calibration pulse: its lease (at most 300 ms from arrival) is what holds the
+/// channel; this only bounds how late a delayed one may still start a pulse.
+pub const PULSE_TTL: Duration = Duration::from_secs(1);
 /// How often an unanswered action is sent again.
 pub const RETRANSMIT_EVERY: Duration = Duration::from_millis(250);
 /// Most actions awaiting an answer; beyond, the oldest non-e-stop one is given up.
@@ -31,6 +34,9 @@ struct Pending {
     give_up_at: Option<Instant>,
     parts: Vec<Vec<u8>>,
     transmissions: u32,
+    /// Sent again while unanswered. Not a calibration pulse: the page's next renewal replaces
+    /// it, and a copy arriving after the slider was let go would move the car again.
+    retransmit: bool,
 }
 
 /// The outcome of an action, as shown to the person who pressed the button.
@@ -80,6 +86,9 @@ pub fn command_label(command: &Command) -> &'static str {
         Command::Heartbeat => "heartbeat",
         Command::Drive { .. } => "drive",
         Command::SetDriveMode { .. } => "set_drive_mode",
+        Command::CalibratePulse { .. } => "calibrate_pulse",
+        Command::CalibrateRelease => "calibrate_release",
+        Command::CalibrateSave { .. } => "calibrate_save",
     }
 }
 
@@ -120,7 +129,11 @@ impl ActionBook {
     /// sequence number. Call [`ActionBook::track`] with its encoded parts to have it sent
     /// until answered.
     pub fn create(&mut self, command: Command, run: Option<&RunView>, now: Instant) -> (Action, u64) {
-        self.create_expiring(command, run, now, ACTION_TTL)
+        let ttl = match command {
+            Command::CalibratePulse { .. } => PULSE_TTL,
+            _ => ACTION_TTL,
+        };
+        self.create_expiring(command, run, now, ttl)
     }
 
     /// [`ActionBook::create`] with a lifetime of `ttl` on the vehicle's run clock.
@@ -153,6 +166,7 @@ impl ActionBook {
             give_up_at,
             parts,
             transmissions: 1,
+            retransmit: !matches!(action.command, Command::CalibratePulse { .. }),
         };
         self.pending.insert(action.id.clone(), pending);
         // Bounded: a flood of clicks while the vehicle is silent must not grow without limit;
@@ -175,7 +189,7 @@ impl ActionBook {
         let mut due: Vec<(&String, &mut Pending)> = self
             .pending
             .iter_mut()
-            .filter(|(_, p)| now.saturating_duration_since(p.last_sent) >= RETRANSMIT_EVERY)
+            .filter(|(_, p)| p.retransmit && now.saturating_duration_since(p.last_sent) >= RETRANSMIT_EVERY)
             .collect();
         due.sort_by_key(|(_, p)| (p.give_up_at.is_some(), p.first_sent));
         due.into_iter()
@@ -314,5 +328,23 @@ mod tests {
         assert_eq!(book.due(later), vec![vec![b"pause".to_vec()]], "still retransmitted");
         let outcome = book.acknowledge(&pause.id, &sender, true, None, "paused").unwrap();
         assert_eq!(outcome.status, "accepted");
+    }
+
+    #[test]
+    fn a_calibration_pulse_lives_briefly_and_is_never_sent_twice() {
+        let mut book = ActionBook::new("me", Duration::from_millis(0));
+        let t0 = Instant::now();
+        let pulse = Command::CalibratePulse {
+            channel: ads_protocol::CalibrationChannel::Steering,
+            us: 1900,
+            lease_ms: 300,
+        };
+        let (action, _) = book.create(pulse, Some(&run(t0)), t0);
+        assert_eq!(action.run.expires_run_ns, 5_000 + PULSE_TTL.as_nanos() as u64);
+        book.track(&action, "p".into(), vec![b"pulse".to_vec()], t0);
+        assert!(book.due(t0 + Duration::from_secs(2)).is_empty(), "a pulse is not retransmitted");
+        // Still reported when nothing answered it.
+        let expired = book.expire(t0 + ACTION_TTL + Duration::from_secs(1));
+        assert_eq!((expired.len(), expired[0].command), (1, "calibrate_pulse"));
     }
 }

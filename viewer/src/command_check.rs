@@ -61,6 +61,13 @@ pub fn validate_command(command: &Command, request_id: &str) -> Result<(), Strin
         Command::Respawn { spawn_point: Some(p) } if *p > 10_000 => {
             Err(format!("spawn point {p} is not plausible"))
         }
+        Command::CalibratePulse { us, lease_ms, .. }
+            if !(500..=2500).contains(us) || !(1..=300).contains(lease_ms) =>
+        {
+            Err(format!(
+                "calibration pulse {us} µs for {lease_ms} ms: pulses are 500..=2500 µs, leases 1..=300 ms"
+            ))
+        }
         _ => Ok(()),
     }
 }

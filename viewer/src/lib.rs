@@ -9,6 +9,7 @@ pub mod access;
 pub mod actions;
 pub mod app_state;
 pub mod burn;
+pub mod calibrate;
 pub mod command_check;
 pub mod config;
 pub mod foxglove;

@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/action", post(action))
         .route("/api/session", get(|| async { Json(json!({"ok": true})) }))
         .merge(crate::recording::routes(&state.hub.config))
+        .merge(crate::calibrate::routes())
         .layer(DefaultBodyLimit::max(MAX_CLIENT_MESSAGE))
         .layer(axum::middleware::from_fn_with_state(state.access.clone(), access::require_token))
         // Outermost: a refused Host or origin learns nothing else, not even whether a token is needed.

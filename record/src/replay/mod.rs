@@ -313,6 +313,9 @@ impl Player<'_> {
             Command::SetTargetSpeed { .. } => {
                 (false, Some(RejectReason::NotAllowed), "a replay cannot change the car's speed".into())
             }
+            Command::CalibratePulse { .. } | Command::CalibrateRelease | Command::CalibrateSave { .. } => {
+                (false, Some(RejectReason::NotAllowed), "a replay has no actuator to calibrate".into())
+            }
         }
     }
 

@@ -295,9 +295,16 @@ fn run(
                     run_stamp.expires_run_ns -= 5_000_000_000 - 500_000_000;
                     record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drives_sent += 1;
                 }
-                let action =
-                    Action { id: format!("{sender}-{action_seq}"), sender: sender.clone(), run: run_stamp, command };
-                actions.send_multipart(encode_action("*", action_seq, wall_ns(), &action, None), zmq::DONTWAIT)?;
+                let action = Action {
+                    id: format!("{sender}-{action_seq}"),
+                    sender: sender.clone(),
+                    run: run_stamp,
+                    command,
+                };
+                actions.send_multipart(
+                    encode_action("*", action_seq, wall_ns(), &action, None),
+                    zmq::DONTWAIT,
+                )?;
             }
         }
         if last_hello.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {

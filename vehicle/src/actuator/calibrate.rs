@@ -12,8 +12,11 @@
 //! serial board's own timeout does not fire, and neutral is written at the end, on SIGINT and
 //! SIGTERM, and after a failed write.
 
+use super::calibration_file;
+use super::calibration_session::PulseLimits;
 use super::{Actuator, ActuatorError, Pulses, PULSE_RANGE_US};
 use crate::config::{ActuatorKind, Overrides, VehicleConfig};
+use ads_protocol::{CalibrationChannel, CalibrationValues};
 use anyhow::{bail, Context as _};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,6 +80,15 @@ pub fn run_until(args: CalibrateArgs, stop: &AtomicBool) -> anyhow::Result<()> {
     }
     if !PULSE_RANGE_US.contains(&args.us) {
         bail!("--us {}: must be in 500..=2500 µs", args.us);
+    }
+    let channel = match args.channel {
+        Channel::Steering => CalibrationChannel::Steering,
+        Channel::Throttle => CalibrationChannel::Throttle,
+    };
+    // The same limits as the viewer's calibration page: a throttle beyond max_throttle only
+    // with actuator.calibrate_full_throttle.
+    if let Err(why) = PulseLimits::from_config(&config.actuator).check(channel, args.us) {
+        bail!("--us {}: {why}", args.us);
     }
     if !(1..=10_000).contains(&args.hold_ms) {
         bail!("--hold-ms {}: must be in 1..=10000", args.hold_ms);
@@ -143,73 +155,23 @@ pub fn hold(
     result.and(end)
 }
 
-/// Sets `key = us` in the file's `[actuator.calibration]`, leaving every other line as it
-/// was; refused (the file untouched) unless the result parses to the same configuration
-/// with only that value changed and a valid calibration.
+/// Sets `key = us` in the file's `[actuator.calibration]` ([`calibration_file::save`]:
+/// everything else as it was, checked, whole or not at all).
 pub fn save_calibration(path: &Path, key: &str, us: u16) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let new = set_calibration(&text, key, us);
-    let before = VehicleConfig::from_toml(&text, path)?;
-    let after = VehicleConfig::from_toml(&new, path)
-        .with_context(|| format!("{} could not be edited line by line", path.display()))?;
-    let mut expected = before.clone();
-    let c = &mut expected.actuator.calibration;
+    let mut values = CalibrationValues::default();
     let field = match key {
-        "steering_left_us" => &mut c.steering_left_us,
-        "steering_centre_us" => &mut c.steering_centre_us,
-        "steering_right_us" => &mut c.steering_right_us,
-        "throttle_reverse_us" => &mut c.throttle_reverse_us,
-        "throttle_neutral_us" => &mut c.throttle_neutral_us,
-        "throttle_forward_us" => &mut c.throttle_forward_us,
-        "brake_us" => &mut c.brake_us,
+        "steering_left_us" => &mut values.steering_left_us,
+        "steering_centre_us" => &mut values.steering_centre_us,
+        "steering_right_us" => &mut values.steering_right_us,
+        "throttle_reverse_us" => &mut values.throttle_reverse_us,
+        "throttle_neutral_us" => &mut values.throttle_neutral_us,
+        "throttle_forward_us" => &mut values.throttle_forward_us,
+        "brake_us" => &mut values.brake_us,
         _ => bail!("{key} is not a key of [actuator.calibration]"),
     };
-    *field = us;
-    if after != expected {
-        bail!("editing {} changed more than actuator.calibration.{key}: left as it was", path.display());
-    }
-    if let Err((key, value, problem)) = after.actuator.calibration.validate() {
-        bail!("{key} = {value}: {problem} (not written)");
-    }
-    // Whole or not at all: a temporary file beside it, renamed over it.
-    let temporary = path.with_extension("toml.calibrate");
-    std::fs::write(&temporary, new).with_context(|| format!("writing {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("replacing {}", path.display()))?;
+    *field = Some(us);
+    calibration_file::save(path, &values)?;
     Ok(())
-}
-
-/// The text with `key = us` in its `[actuator.calibration]` table: the key's line replaced
-/// (a trailing comment kept), else added under the table's header, else the table appended.
-pub fn set_calibration(text: &str, key: &str, us: u16) -> String {
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let is_key = |line: &str| {
-        line.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
-    };
-    let header = lines.iter().position(|l| l.trim_start().starts_with("[actuator.calibration]"));
-    match header {
-        Some(h) => {
-            let end = lines[h + 1..]
-                .iter()
-                .position(|l| l.trim_start().starts_with('['))
-                .map_or(lines.len(), |i| h + 1 + i);
-            match (h + 1..end).find(|&i| is_key(&lines[i])) {
-                Some(i) => {
-                    let comment =
-                        lines[i].find('#').map(|c| format!("  {}", &lines[i][c..])).unwrap_or_default();
-                    lines[i] = format!("{key} = {us}{comment}");
-                }
-                None => lines.insert(h + 1, format!("{key} = {us}")),
-            }
-        }
-        None => {
-            lines.push(String::new());
-            lines.push("[actuator.calibration]".into());
-            lines.push(format!("{key} = {us}"));
-        }
-    }
-    let mut out = lines.join("\n");
-    out.push('\n');
-    out
 }
 
 #[cfg(test)]
@@ -272,52 +234,26 @@ mod tests {
     }
 
     #[test]
-    fn the_value_goes_into_the_calibration_table_and_nothing_else_changes() {
-        let text = "fps = 30.0\n[actuator]\nkind = \"serial\"\n\n[actuator.calibration]\n\
-                    steering_centre_us = 1500   # straight\nbrake_us = 1500\n\n[drive]\ntarget_speed_mps = 3.0\n";
-        let edited = set_calibration(text, "steering_centre_us", 1470);
-        assert_eq!(
-            edited,
-            text.replace("steering_centre_us = 1500   # straight", "steering_centre_us = 1470  # straight")
-        );
-        let added = set_calibration(text, "steering_left_us", 1900);
-        assert!(
-            added.contains("[actuator.calibration]\nsteering_left_us = 1900\nsteering_centre_us"),
-            "{added}"
-        );
-        let appended = set_calibration("fps = 30.0\n", "brake_us", 1300);
-        assert_eq!(appended, "fps = 30.0\n\n[actuator.calibration]\nbrake_us = 1300\n");
-        // A key of another table with the same prefix is not touched.
-        let other = set_calibration("[actuator.calibration]\nbrake_us_x = 1\n", "brake_us", 1300);
-        assert_eq!(other, "[actuator.calibration]\nbrake_us = 1300\nbrake_us_x = 1\n");
-    }
-
-    #[test]
-    fn saving_checks_the_result_and_leaves_a_bad_edit_unwritten() {
-        let dir = std::env::temp_dir().join(format!("ads-calibrate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("vehicle.toml");
-        let text = "# my car\n[actuator]\nkind = \"serial\"\n[actuator.calibration]\nsteering_centre_us = 1500 # x\n";
-        std::fs::write(&path, text).unwrap();
-        save_calibration(&path, "steering_centre_us", 1470).unwrap();
-        let saved = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            saved.starts_with("# my car\n") && saved.contains("steering_centre_us = 1470  # x"),
-            "{saved}"
-        );
-        let c = VehicleConfig::from_toml(&saved, &path).unwrap();
-        assert_eq!(c.actuator.calibration.steering_centre_us, 1470);
-        // A centre outside left..right is refused, the file as it was.
-        let err = save_calibration(&path, "steering_centre_us", 2400).unwrap_err().to_string();
-        assert!(err.contains("steering_centre_us"), "{err}");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), saved);
-        // An inline table cannot be edited line by line: refused, untouched.
-        std::fs::write(&path, "[actuator]\ncalibration = { brake_us = 1500 }\n").unwrap();
-        assert!(save_calibration(&path, "brake_us", 1300).is_err());
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "[actuator]\ncalibration = { brake_us = 1500 }\n"
-        );
-        std::fs::remove_dir_all(dir).unwrap();
+    fn a_throttle_beyond_max_throttle_is_refused_before_the_device_is_opened() {
+        use clap::Parser as _;
+        let argv = |us: &'static str| {
+            [
+                "ads-vehicle calibrate",
+                "--actuator",
+                "serial",
+                "--actuator-device",
+                "/nonexistent/ttyACM9",
+                "--channel",
+                "throttle",
+                "--us",
+                us,
+            ]
+        };
+        let stop = AtomicBool::new(false);
+        let err = run_until(CalibrateArgs::parse_from(argv("1800")), &stop).unwrap_err().to_string();
+        assert!(err.contains("calibrate_full_throttle"), "{err}");
+        // Within the range it goes on to the device (which is missing here).
+        let err = run_until(CalibrateArgs::parse_from(argv("1600")), &stop).unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/ttyACM9"), "{err:#}");
     }
 }

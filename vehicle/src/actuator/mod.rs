@@ -16,9 +16,12 @@
 //! hardware. `kind = "none"` (the default) opens nothing and starts no thread.
 
 pub mod calibrate;
+pub mod calibration_file;
+pub mod calibration_session;
 pub mod neutral;
 pub mod output;
 pub mod pca9685;
+pub mod report;
 pub mod serial;
 
 use crate::config::{ActuatorKind, ActuatorSection, StopThrottle};
@@ -71,6 +74,9 @@ pub struct DeviceStatus {
 pub enum ActuatorError {
     #[error("opening {device}: {reason} ({hint})")]
     Open { device: String, reason: String, hint: String },
+    /// Another process holds the device (a serial port is opened exclusively).
+    #[error("opening {device}: the device is busy ({hint})")]
+    Busy { device: String, hint: String },
     #[error("{device}: {reason} ({hint})")]
     Io { device: String, reason: String, hint: String },
     #[error("{device}: the board answered wrongly: {detail}")]

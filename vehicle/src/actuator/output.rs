@@ -12,7 +12,9 @@
 //! - the brake pulse after [`Output::stop`] (e-stop, fail-safe, hold, pause), on its next
 //!   write, until the next command;
 //! - neutral before any command, and neutral when it ends: on drop of the [`Output`], and on a
-//!   panic of the thread (a guard writes it while unwinding).
+//!   panic of the thread (a guard writes it while unwinding);
+//! - a calibration pulse ([`Output::hold`]) as given, not shaped, until the end of its lease
+//!   or the command timeout, whichever comes first, then neutral.
 //!
 //! It writes at least every `refresh` even without news, which keeps a serial board's own
 //! 100 ms timeout from firing while the vehicle is alive. What no thread can cover (SIGKILL,
@@ -65,6 +67,8 @@ pub enum OutputState {
     TimedOut,
     /// The thread has ended (dropped or panicked); its last write was neutral.
     Ended,
+    /// A calibration pulse ([`Output::hold`]) within its lease.
+    Calibrating,
 }
 
 /// A snapshot of the outputs, for `state.actuator`.
@@ -91,6 +95,8 @@ pub struct OutputStatus {
 enum Order {
     Drive(ActuatorCommand),
     Stop(String),
+    /// These pulses, unshaped, until the monotonic instant given.
+    Hold(Pulses, u64),
 }
 
 #[derive(Debug)]
@@ -180,6 +186,13 @@ impl Output {
         self.shared.wake.notify_one();
     }
 
+    /// A calibration pulse: `pulses` as they are (the loop checked them), written until
+    /// `until_mono_ns` or until this order is older than the command timeout, then neutral.
+    /// The loop renews it every tick while the lease holds.
+    pub fn hold(&self, pulses: Pulses, until_mono_ns: u64, now_mono_ns: u64) {
+        self.post(Order::Hold(pulses, until_mono_ns), now_mono_ns);
+    }
+
     fn post(&self, order: Order, now_mono_ns: u64) {
         let mut mailbox = lock(&self.shared.mailbox);
         mailbox.order = Some((order, now_mono_ns));
@@ -263,8 +276,14 @@ impl OutputThread {
             }
             let now = clock::monotonic_ns();
             let mut due = self.last_write_ns.map_or(now, |last| last + self.settings.refresh_ns);
-            if let Some((Order::Drive(_), stamp)) = &mailbox.order {
-                let expiry = stamp + self.settings.command_timeout_ns + 1;
+            let expiry = match &mailbox.order {
+                Some((Order::Drive(_), stamp)) => Some(stamp + self.settings.command_timeout_ns + 1),
+                Some((Order::Hold(_, until), stamp)) => {
+                    Some((stamp + self.settings.command_timeout_ns).min(*until) + 1)
+                }
+                _ => None,
+            };
+            if let Some(expiry) = expiry {
                 if self.last_write_ns.is_some_and(|last| last < expiry) {
                     due = due.min(expiry);
                 }
@@ -295,13 +314,23 @@ impl OutputThread {
             Some((Order::Drive(_), _)) => {
                 (OutputState::TimedOut, s.shaper.stop(s.timeout_throttle, now), None)
             }
+            Some((Order::Hold(pulses, until), stamp))
+                if now <= until && now.saturating_sub(stamp) <= s.command_timeout_ns =>
+            {
+                s.shaper.stop(StopThrottle::Neutral, now);
+                (OutputState::Calibrating, pulses, None)
+            }
+            // The lease ran out (or the loop stopped renewing it): neutral, not the brake.
+            Some((Order::Hold(..), _)) => {
+                (OutputState::TimedOut, s.shaper.stop(StopThrottle::Neutral, now), None)
+            }
             Some((Order::Stop(reason), _)) => {
                 (OutputState::Stopped, s.shaper.stop(StopThrottle::Brake, now), Some(reason))
             }
         };
         let actuator = &mut self.guard.actuator;
         let result = match state {
-            OutputState::Driving => actuator.write(pulses),
+            OutputState::Driving | OutputState::Calibrating => actuator.write(pulses),
             _ => actuator.neutral(pulses),
         };
         self.last_write_ns = Some(now);
@@ -536,6 +565,30 @@ mod tests {
         output.stop("e-stop", clock::monotonic_ns());
         drop(output);
         assert_eq!(record.writes().len(), writes.len());
+    }
+
+    #[test]
+    fn a_calibration_pulse_holds_until_its_lease_ends_then_neutral() {
+        // No refresh within the test: besides the answers to orders, only the lease's end
+        // wakes the thread.
+        let (output, record) = start(60_000, 3_600_000, None, false);
+        record.wait_for("the first neutral", |w| w.len() == 1);
+        let pulse = Pulses { steering_us: 1900, throttle_us: 1500 };
+        let now = clock::monotonic_ns();
+        let until = now + 150 * MS;
+        output.hold(pulse, until, now);
+        let writes = record.wait_for("neutral after the lease", |w| w.len() >= 3);
+        let seen: Vec<_> = writes.iter().map(|w| (w.pulses, w.neutral)).collect();
+        // Unshaped (the shaper would have centred it at 2000 for full left), then neutral
+        // (not the brake pulse of a stop), decided after the lease's end.
+        assert_eq!(seen[..3], [(NEUTRAL, true), (pulse, false), (NEUTRAL, true)], "{writes:?}");
+        assert!(writes[2].at_ns > until, "{writes:?}");
+        assert_eq!(output.status().state, OutputState::TimedOut);
+        // Renewed before its end it keeps holding.
+        let now = clock::monotonic_ns();
+        output.hold(pulse, now + 3_600_000 * MS, now);
+        record.wait_for("the pulse again", |w| w.last().is_some_and(|w| w.pulses == pulse));
+        assert_eq!(output.status().state, OutputState::Calibrating);
     }
 
     #[test]

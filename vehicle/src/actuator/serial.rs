@@ -284,11 +284,12 @@ pub fn open(config: &ActuatorSection) -> Result<SerialActuator, ActuatorError> {
         .map_err(|e| {
             use serialport::ErrorKind;
             use std::io::ErrorKind as Io;
+            // EBUSY comes as NoDevice: asked first, or it would read "plugged in?".
+            if e.description.contains("busy") {
+                let hint = "another program has the port open (a serial monitor, ModemManager?)".into();
+                return ActuatorError::Busy { device: device.clone(), hint };
+            }
             let hint = match e.kind() {
-                // EBUSY comes as NoDevice: asked first, or it would read "plugged in?".
-                _ if e.description.contains("busy") => {
-                    "another program has the port open (a serial monitor, ModemManager?)".into()
-                }
                 ErrorKind::NoDevice | ErrorKind::Io(Io::NotFound) => {
                     "is the board plugged in? `ls /dev/serial/by-id/` lists the ports".to_string()
                 }
@@ -715,7 +716,7 @@ mod tests {
         );
         assert_eq!((last.verb, last.pulses), (Verb::Neutral, neutral));
         let saved = std::fs::read_to_string(&file).unwrap();
-        assert_eq!(saved, "[actuator.calibration]\nsteering_left_us = 1900\nsteering_centre_us = 1480\n");
+        assert_eq!(saved, "[actuator.calibration]\nsteering_centre_us = 1480\nsteering_left_us = 1900\n");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
