@@ -110,7 +110,9 @@ pub use protocol::{ReadMode, ReaderStats, SampleInfo, Stamp};
 #[cfg(not(loom))]
 pub use files::{lock_path, readers_path, reclaim_stale, shm_path, SHM_PREFIX};
 #[cfg(not(loom))]
-pub use frame::{Frame, FrameGeometry, FrameLoan, FrameReader, FrameReaderOptions, FrameWriter, PixelFormat};
+pub use frame::{
+    Frame, FrameGeometry, FrameLoan, FrameReader, FrameReaderOptions, FrameWriter, HeldFrame, PixelFormat,
+};
 #[cfg(not(loom))]
 pub use layout::{LAYOUT_VERSION, MAX_READERS, MAX_SLOTS, MAX_SLOT_CAPACITY, MIN_SLOTS};
 #[cfg(not(loom))]
