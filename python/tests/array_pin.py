@@ -90,9 +90,12 @@ def main() -> int:
     held_intact = all(frame_of(px) is not None for px in held)
     del held
 
-    # The writer closes (the test stops it once it sees this line); the frame read before
-    # stays pinned and viewable.
-    last = reader.read(timeout=10.0)
+    # The writer closes (the test stops it once it sees this line); a frame read before
+    # stays pinned and viewable, even by a reader that looks at its first pixels only after
+    # the close.
+    reader.close()
+    late = ads.FrameReader(args.ring)
+    last = late.read(timeout=10.0)
     print(json.dumps({"event": "holding", "id": last.id}), flush=True)
     deadline = time.monotonic() + 60
     gone = False
@@ -114,7 +117,7 @@ def main() -> int:
         "distinct_frames": len(ids), "kept_after_with": kept_after_with,
         "view_per_access": view_per_access, "too_many": too_many, "held_intact": held_intact,
         "writer_gone_seen": gone, "after_close": after_close, "after_close_error": after_close_error,
-        "stats": reader.stats(),
+        "stats": reader.stats(), "pinned_at_end": getattr(reader, "pinned", None),
     }), flush=True)
     return 0
 
