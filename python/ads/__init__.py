@@ -334,6 +334,13 @@ class FrameReader:
         holding frames are gone (they stay pinned and readable until then)."""
         self._native.close()
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # multiprocessing (spawn, forkserver) pickles what it passes to a worker.
+        raise TypeError(
+            f"a FrameReader (ring {self.name!r}) belongs to the process that attached it and "
+            "cannot be sent to another: pass the ring's name and attach a reader there"
+        )
+
     def _forget_in_child(self) -> None:
         self._native.forget_in_child(
             f"the reader of ring {self.name!r} was attached in process {self._pid}, and this is "

@@ -14,6 +14,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import pickle
 import sys
 import time
 
@@ -107,6 +108,13 @@ def main() -> int:
         with reader.read(timeout=10.0) as f:
             ok += frame_of(f.pixels) == f.id
     report["parent_reads_on"] = ok
+
+    # Sent to another process (multiprocessing's spawn pickles it): a clear error.
+    try:
+        pickle.dumps(reader)
+        report["pickled"] = "no error"
+    except TypeError as e:
+        report["pickled"] = str(e)
     report["stats"] = reader.stats()
     print(json.dumps(report), flush=True)
     return 0

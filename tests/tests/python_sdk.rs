@@ -146,7 +146,7 @@ fn a_numpy_array_keeps_its_frame_pinned_for_as_long_as_it_lives() {
 
 /// A reader inherited by a fork (`os.fork`, a `multiprocessing` worker started with fork) is
 /// closed in the child with a clear error, and the child's exit leaves the parent's pinned
-/// frame alone.
+/// frame alone; one pickled for another process (spawn) is refused with a clear error.
 #[test]
 fn a_forked_python_reader_is_closed_in_the_child_and_the_parent_keeps_its_frame() {
     let name = unique_name("py-fork");
@@ -170,6 +170,8 @@ fn a_forked_python_reader_is_closed_in_the_child_and_the_parent_keeps_its_frame(
     assert_eq!(done["held_after_multiprocessing"], true, "{done}");
     assert_eq!(done["parent_closed"], false, "{done}");
     assert_eq!(done["parent_reads_on"], 50, "{done}");
+    let pickled = done["pickled"].as_str().unwrap();
+    assert!(pickled.contains("attach a reader there"), "a reader sent to another process: {pickled}");
     assert!(reader.wait_exit("the python reader").success());
     writer.signal(rustix::process::Signal::TERM);
     assert!(writer.wait_exit().success());
