@@ -117,11 +117,12 @@ class Frame:
         """The frame in place: a read-only uint8 array (H x W x channels, BGR for bgr8), a new
         one per access, that keeps the frame pinned while it lives. ValueError once the frame
         is finished (take arrays before finishing: they keep the frame)."""
+        pin = self._native.pin()
         reader = self._reader
         holder = np.ndarray.__new__(
             _Pinned, reader._shape, np.uint8, reader._map, self._native.offset, reader._strides
         )
-        holder.pin = self._native.pin()
+        holder.pin = pin
         return holder.view(np.ndarray)
 
     @property
