@@ -46,6 +46,16 @@ step "loom model of the ring's slot protocol"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p ads-shmem-ipc --release --locked --lib loom
 
+step "miri: the ring's single-threaded layout and protocol tests"
+# Undefined behaviour in the heap unit tests of the slot protocol and the segment layout
+# (the process and mapping tests need syscalls miri does not model). Needs a nightly
+# toolchain with the miri component; a machine without one skips this step, saying so.
+if cargo +nightly miri --version >/dev/null 2>&1; then
+  cargo +nightly miri test -p ads-shmem-ipc --locked --lib -- protocol::tests layout::tests
+else
+  echo "SKIPPED: no nightly toolchain with miri (rustup component add miri rust-src --toolchain nightly)"
+fi
+
 step "no ring left behind in /dev/shm"
 leftovers=$(find /dev/shm -maxdepth 1 -name 'ads.[tcv][0-9]*' 2>/dev/null || true)
 if [[ -n "$leftovers" ]]; then

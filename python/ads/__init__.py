@@ -11,14 +11,28 @@ wraps ``ads-shmem-ipc`` and ``ads-protocol``); nothing here re-implements them.
 
 Zero-copy and validity
 ----------------------
-A :class:`Frame`'s ``pixels`` is a read-only view of the frame in shared memory. Until the
-frame is finished (:meth:`Frame.finish`, the end of its ``with`` block, the next ``read``),
-it pins its slot and the ring's writer never writes that slot, so ``pixels`` stays one frame;
-``frame.valid`` reports the ring's seqlock check as a second line of defence. After that the
-array may show a newer frame's bytes: finish promptly (a held frame costs the writer a slot)
-and copy what you keep. The view itself is always safe to touch: it is a read-only ``mmap`` that stays mapped for
-as long as any array uses it. Use :meth:`FrameReader.read_copy` for an array that is yours to
-keep.
+A :class:`Frame`'s ``pixels`` is a read-only numpy view of the frame in shared memory, and it
+**keeps its frame pinned for as long as the array lives**: the ring's writer never writes a
+pinned slot, so ``px = reader.read().pixels`` is one whole frame, unchanged, until ``px`` (and
+every view of it) is gone. The array's ``base`` holds the pin. A :class:`Frame` holds it too,
+until it is finished (:meth:`Frame.finish`, the end of its ``with`` block, the next ``read``
+of its reader); ``frame.valid`` then reports the ring's sequence check, a second line of
+defence. Each held frame costs the writer a slot, so let arrays go (or copy what you keep,
+or use :meth:`FrameReader.read_copy`): a reader holds at most ``max_pins`` frames at once
+(default 2: the frame in hand and the next one being read) and raises :class:`RingError`
+rather than read one more. Each access of ``pixels`` is a new array.
+
+The arrays view the ring's file through a read-only ``mmap`` of the reader's own descriptor,
+so a frame held when the writer closes stays viewable, and the memory stays mapped for as
+long as any array uses it.
+
+Readers and ``fork()``
+----------------------
+A reader belongs to the process that attached it. In a child made by ``fork()`` (a
+``multiprocessing`` worker started with fork, a PyTorch ``DataLoader`` worker) every reader
+of the parent is closed at the fork and raises :class:`ForkedReader`: attach a new one in the
+child. Arrays the child inherited show the parent's frames, pinned only while the parent
+holds them: copy what a child needs before forking.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from __future__ import annotations
 import mmap
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -36,6 +51,7 @@ from ._native import (
     DETECTIONS_RING,
     FRAMES_RING,
     PROTOCOL_VERSION,
+    ForkedReader,
     LayoutMismatch,
     Overwritten,
     ProtocolError,
@@ -56,6 +72,7 @@ __all__ = [
     "CopiedFrame",
     "DetectedObject",
     "DetectionsWriter",
+    "ForkedReader",
     "Frame",
     "FrameReader",
     "Lanes",
@@ -73,43 +90,20 @@ __all__ = [
 ]
 
 
-class _SegmentView:
-    """A read-only mapping of the ring's file, the memory every zero-copy array views.
+class _Pinned(np.ndarray):
+    """The base of every array :attr:`Frame.pixels` hands out: it holds the frame's pin (a
+    ``_native.Pin``), so the frame stays pinned for as long as any array or view of it lives."""
 
-    It is the very file (device and inode) the Rust reader mapped, or an error: a ring
-    replaced by a restarted writer is a new file.
-    """
-
-    def __init__(self, path: str, major: int, minor: int, inode: int) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            # The kernel names an unlinked file "<path> (deleted)": the writer is gone.
-            raise WriterGone(f"ring file {path} was removed (its writer exited or restarted): attach again") from None
-        try:
-            st = os.fstat(fd)
-            if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) != (major, minor, inode):
-                raise WriterGone(f"ring file {path} was replaced (its writer restarted): attach again")
-            self.map = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ)
-        finally:
-            os.close(fd)
-        self._views: Dict[int, np.ndarray] = {}
-
-    def view(self, offset: int, shape: Tuple[int, ...], strides: Tuple[int, ...]) -> np.ndarray:
-        # One array per slot: they view the same bytes every time that slot comes round.
-        array = self._views.get(offset)
-        if array is None:
-            array = np.ndarray(shape, dtype=np.uint8, buffer=self.map, offset=offset, strides=strides)
-            self._views[offset] = array
-        return array
+    pin: Any
 
 
 class Frame:
     """One frame lent by a :class:`FrameReader`.
 
-    ``pixels`` is valid until the frame is finished: by :meth:`finish`, by leaving its ``with``
-    block, by reading the next frame from the same reader, or when the frame is
-    garbage-collected. ``valid`` then says whether what was read was one intact frame.
+    The Frame holds its slot pinned until it is finished: by :meth:`finish`, by leaving its
+    ``with`` block, by reading the next frame from the same reader, or when the frame is
+    garbage-collected; arrays from ``pixels`` hold it for as long as they live. ``valid``
+    then says whether what was read was one intact frame.
     """
 
     __slots__ = ("_native", "_reader")
@@ -120,8 +114,16 @@ class Frame:
 
     @property
     def pixels(self) -> np.ndarray:
-        """The frame in place: a read-only uint8 array (H x W x channels, BGR for bgr8)."""
-        return self._reader._view(self._native.offset)
+        """The frame in place: a read-only uint8 array (H x W x channels, BGR for bgr8), a new
+        one per access, that keeps the frame pinned while it lives. ValueError once the frame
+        is finished (take arrays before finishing: they keep the frame)."""
+        pin = self._native.pin()
+        reader = self._reader
+        holder = np.ndarray.__new__(
+            _Pinned, reader._shape, np.uint8, reader._map, self._native.offset, reader._strides
+        )
+        holder.pin = pin
+        return holder.view(np.ndarray)
 
     @property
     def id(self) -> int:
@@ -159,11 +161,12 @@ class Frame:
         return self._native.is_intact()
 
     def finish(self) -> bool:
-        """Ends the read. True if everything read from ``pixels`` was one frame."""
+        """Ends the Frame's hold. True if the frame was intact (one frame, never overwritten).
+        Its arrays still alive keep it pinned until they go."""
         return self._native.finish()
 
     def copy(self) -> np.ndarray:
-        """A copy of the pixels (check :meth:`finish` before trusting it)."""
+        """A copy of the pixels, which is yours to keep."""
         return self.pixels.copy()
 
     def __enter__(self) -> "Frame":
@@ -202,6 +205,8 @@ class FrameReader:
     counted as dropped). With ``width`` and ``height`` the ring must have that geometry, or
     :class:`LayoutMismatch` names both. :class:`RingNotFound` if no such ring exists,
     :class:`WriterGone` once its writer closed it or died (attach again to follow a restart).
+    ``max_pins`` (1 to 8): how many frames the reader may hold at once, by Frames not yet
+    finished and by arrays still alive; each may cost the ring's writer a slot.
     """
 
     def __init__(
@@ -212,9 +217,14 @@ class FrameReader:
         width: Optional[int] = None,
         height: Optional[int] = None,
         format: str = "bgr8",
+        max_pins: int = 2,
     ) -> None:
-        self._native = _native.FrameReader(name, mode, width, height, format)
-        self._segment: Optional[_SegmentView] = None
+        self._native = _native.FrameReader(name, mode, width, height, format, max_pins)
+        self._pid = os.getpid()
+        # The very file the reader attached, by its descriptor (mmap duplicates it): held
+        # frames stay viewable after the writer closed and unlinked it.
+        self._map = mmap.mmap(self._native.fileno(), 0, mmap.MAP_SHARED, mmap.PROT_READ)
+        _live_readers.add(self)
         channels = self._native.channels
         h, w, stride = self._native.height, self._native.width, self._native.stride
         if channels == 1:
@@ -253,7 +263,8 @@ class FrameReader:
             frame = self.read(left, spin=spin)
             if frame is None:
                 return None
-            pixels = frame.pixels.copy()
+            # Under the Frame's pin: no array (and no pin for it) needed to copy.
+            pixels = np.ndarray(self._shape, np.uint8, self._map, frame._native.offset, self._strides).copy()
             if frame.finish():
                 n = frame._native
                 return CopiedFrame(
@@ -261,14 +272,6 @@ class FrameReader:
                 )
             if deadline is not None and time.monotonic() >= deadline:
                 return None
-
-    def _view(self, offset: int) -> np.ndarray:
-        if self._segment is None:
-            located = self._native.segment_file()
-            if located is None:
-                raise RuntimeError("no frame has been read yet")
-            self._segment = _SegmentView(*located)
-        return self._segment.view(offset, self._shape, self._strides)
 
     @property
     def name(self) -> str:
@@ -308,19 +311,61 @@ class FrameReader:
         """How often a writer took this ring over from a dead one."""
         return self._native.generation
 
+    @property
+    def closed(self) -> bool:
+        """True once closed, or in a forked child of the process that attached it."""
+        return self._native.closed
+
+    @property
+    def max_pins(self) -> int:
+        """How many frames the reader may hold at once (Frames not finished, arrays alive)."""
+        return self._native.max_pins
+
+    @property
+    def pinned(self) -> int:
+        """Frames held now, by Frames not finished and by arrays alive."""
+        return self._native.pinned
+
     def stats(self) -> Dict[str, int]:
         """read, skipped (latest mode), dropped (in-order mode), overruns (overwritten while read)."""
         return self._native.stats()
 
     def close(self) -> None:
-        """Finishes a lent frame and detaches. Arrays already handed out stay readable."""
+        """Stops reading: finishes the last frame; the reader detaches once the arrays still
+        holding frames are gone (they stay pinned and readable until then)."""
         self._native.close()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # multiprocessing (spawn, forkserver) pickles what it passes to a worker.
+        raise TypeError(
+            f"a FrameReader (ring {self.name!r}) belongs to the process that attached it and "
+            "cannot be sent to another: pass the ring's name and attach a reader there"
+        )
+
+    def _forget_in_child(self) -> None:
+        self._native.forget_in_child(
+            f"the reader of ring {self.name!r} was attached in process {self._pid}, and this is "
+            f"process {os.getpid()}, a fork of it: ads closed it at the fork; attach a new reader here"
+        )
 
     def __enter__(self) -> "FrameReader":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+_live_readers: "weakref.WeakSet[FrameReader]" = weakref.WeakSet()
+
+
+def _forget_readers_in_child() -> None:
+    # Runs in the child of every os.fork() (multiprocessing and DataLoader workers included):
+    # the readers are the parent's; reading through them here would take its pins away.
+    for reader in list(_live_readers):
+        reader._forget_in_child()
+
+
+os.register_at_fork(after_in_child=_forget_readers_in_child)
 
 
 def _xs(values: Any) -> List[Optional[float]]:

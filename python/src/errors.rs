@@ -35,6 +35,12 @@ create_exception!(
     RingError,
     "The ring's writer is still creating it: try again in a moment (like RingNotFound)."
 );
+create_exception!(
+    ads,
+    ForkedReader,
+    RingError,
+    "The reader was attached in another process, of which this one is a fork: attach a new reader here."
+);
 
 /// The Python exception for a ring error.
 pub(crate) fn ring_error(e: Error) -> PyErr {
@@ -47,6 +53,7 @@ pub(crate) fn ring_error(e: Error) -> PyErr {
         Error::Overwritten { .. } => Overwritten::new_err(message),
         Error::Corrupt { .. } => RingCorrupt::new_err(message),
         Error::Initialising { .. } => RingInitialising::new_err(message),
+        Error::ForkedReader { .. } => ForkedReader::new_err(message),
         Error::InvalidName { .. } | Error::InvalidConfig { .. } | Error::TooLarge { .. } => {
             PyValueError::new_err(message)
         }

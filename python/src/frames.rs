@@ -1,69 +1,81 @@
-//! `ads._native.FrameReader` and `ads._native.Frame`: a frame ring read from Python.
+//! `ads._native.FrameReader`, `ads._native.Frame` and `ads._native.Pin`: a frame ring read
+//! from Python.
 //!
-//! A reader lends one frame at a time. Reading the next frame finishes the previous one (and
-//! records whether it was intact); so do `Frame.finish()`, leaving its `with` block and the
-//! frame being garbage-collected. Waits release the GIL and wake every 50 ms to let Python
-//! handle signals (Ctrl-C interrupts a wait with `KeyboardInterrupt`).
+//! A frame read is held by the ring (`FrameReader::read_held`): its slot stays pinned, and
+//! its pixels fixed, for as long as its `Pin` lives. The `Frame` holds the pin until it is
+//! finished; every numpy array made from it holds it too (the array's `base` does, see
+//! `ads/__init__.py`), so `px = reader.read().pixels` keeps its frame for as long as `px`
+//! lives. The pin's last reference going releases the frame, through the reader. A reader
+//! may hold `max_pins` frames at once; reading one more is an error (`TooManyHeld`), never a
+//! torn array. Waits release the GIL and wake every 50 ms to let Python handle signals
+//! (Ctrl-C interrupts a wait with `KeyboardInterrupt`).
+//!
+//! Python maps the ring's file through the reader's own descriptor (`fileno`), so what it
+//! views is the very file the reader attached, and stays viewable after the writer closed.
+//!
+//! Lock order: a `Pin` is never dropped while the reader's mutex is held (its `Drop` takes
+//! that mutex).
 
-use crate::errors::ring_error;
-use crate::held::{HeldFrame, NoFrame};
-use crate::mapping::FileMapping;
+use crate::errors::{ring_error, ForkedReader};
 use ads_shmem_ipc::{
-    clock, FrameGeometry, FrameReader, FrameReaderOptions, PixelFormat, ReadMode, ReaderStats, SampleInfo,
-    Wait,
+    clock, FrameGeometry, FrameReader, FrameReaderOptions, HeldFrame, PixelFormat, ReadMode, ReaderStats,
+    SampleInfo, Wait,
 };
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::collections::HashMap;
+use std::os::fd::AsRawFd as _;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Longest a wait runs without looking at Python's signal flags.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
-/// Whether a lent frame was intact when it was finished; set once by whoever finishes it.
+/// Whether a held frame was intact when it was released; set once, by the release.
 type Outcome = Arc<OnceLock<bool>>;
 
-enum State {
-    Idle(Box<FrameReader>),
-    Held {
-        frame: HeldFrame,
-        serial: u64,
-        outcome: Outcome,
-    },
-    Closed,
-    /// An internal error (a panic) lost the reader.
-    Lost,
+/// The Pin a Frame holds until it is finished (shared with the reader, which finishes the
+/// previous frame at the next read without keeping the Frame itself alive).
+type PinSlot = Arc<Mutex<Option<Py<PyPin>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 struct Inner {
-    state: State,
+    /// `None` once closed (and every held frame released) or forgotten in a forked child.
+    reader: Option<Box<FrameReader>>,
+    /// Frames read and not yet released, by serial.
+    held: HashMap<u64, HeldFrame>,
     next_serial: u64,
-    /// The mapping the last frame was found in (one per reader; looked up again if a frame
-    /// is ever outside it).
-    mapping: Option<FileMapping>,
-    /// The reader's counters as of the last time it was idle.
+    /// `close()` was called: no more reads; the reader detaches once nothing is held.
+    closing: bool,
+    /// Why reading is refused after a fork (set in the child, see `forget_in_child`).
+    forked: Option<String>,
+    /// The reader's counters as of the last read or release.
     stats: ReaderStats,
+    /// The most recent frame's pin slot: taken (the Frame finished) at the next read.
+    last: Option<PinSlot>,
 }
 
 impl Inner {
-    /// Ends the lent frame, if any, recording its outcome; the reader is idle afterwards.
-    fn settle_held(&mut self) {
-        if let State::Held { .. } = self.state {
-            if let State::Held { frame, outcome, .. } = std::mem::replace(&mut self.state, State::Lost) {
-                let (reader, intact) = frame.finish();
-                let _ = outcome.set(intact);
-                self.stats = reader.stats();
-                self.state = State::Idle(reader);
-            }
+    /// Releases frame `serial` if still held; its outcome.
+    fn release(&mut self, serial: u64) -> Option<bool> {
+        let held = self.held.remove(&serial)?;
+        let reader = self.reader.as_mut()?;
+        let intact = reader.release(held).is_ok();
+        self.stats = reader.stats();
+        if self.closing && self.held.is_empty() {
+            self.reader = None;
         }
+        Some(intact)
     }
 }
 
 /// What `read` learnt, handed back to Python.
 struct Taken {
     serial: u64,
-    outcome: Outcome,
     info: SampleInfo,
     offset: u64,
     len: usize,
@@ -73,8 +85,7 @@ struct Taken {
 enum ReadError {
     Ring(ads_shmem_ipc::Error),
     Closed,
-    Lost,
-    Mapping(String),
+    Forked(String),
 }
 
 impl From<ReadError> for PyErr {
@@ -82,8 +93,7 @@ impl From<ReadError> for PyErr {
         match e {
             ReadError::Ring(e) => ring_error(e),
             ReadError::Closed => PyValueError::new_err("the frame reader is closed"),
-            ReadError::Lost => PyRuntimeError::new_err("the frame reader was lost after an internal error"),
-            ReadError::Mapping(m) => PyRuntimeError::new_err(m),
+            ReadError::Forked(m) => ForkedReader::new_err(m),
         }
     }
 }
@@ -135,6 +145,8 @@ pub(crate) fn deadline_after(timeout: Option<f64>) -> PyResult<Option<Instant>> 
 pub(crate) struct PyFrameReader {
     inner: Mutex<Inner>,
     geometry: FrameGeometry,
+    /// The segment's descriptor, owned by the reader (valid while it is attached).
+    fd: i32,
     #[pyo3(get)]
     name: String,
     #[pyo3(get)]
@@ -143,60 +155,50 @@ pub(crate) struct PyFrameReader {
     writer_pid: u32,
     #[pyo3(get)]
     generation: u64,
+    #[pyo3(get)]
+    max_pins: usize,
 }
 
 impl PyFrameReader {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     fn read_once(&self, wait: Wait) -> Result<Option<Taken>, ReadError> {
         let mut inner = self.lock();
-        inner.settle_held();
-        let reader = match std::mem::replace(&mut inner.state, State::Lost) {
-            State::Idle(reader) => reader,
-            State::Closed => {
-                inner.state = State::Closed;
-                return Err(ReadError::Closed);
-            }
-            State::Lost | State::Held { .. } => return Err(ReadError::Lost),
-        };
-        let frame = match HeldFrame::read(reader, wait) {
-            Ok(frame) => frame,
-            Err(NoFrame::TimedOut(reader)) => {
-                inner.stats = reader.stats();
-                inner.state = State::Idle(reader);
-                return Ok(None);
-            }
-            Err(NoFrame::Failed(reader, e)) => {
-                inner.stats = reader.stats();
-                inner.state = State::Idle(reader);
-                return Err(ReadError::Ring(e));
-            }
-        };
+        if let Some(why) = &inner.forked {
+            return Err(ReadError::Forked(why.clone()));
+        }
+        if inner.closing {
+            return Err(ReadError::Closed);
+        }
+        let Some(reader) = inner.reader.as_mut() else { return Err(ReadError::Closed) };
+        let got = reader.read_held(wait);
         let read_mono_ns = clock::monotonic_ns();
-        let (Some(info), Some((address, len))) = (frame.info(), frame.pixels_address()) else {
-            return Err(ReadError::Lost);
-        };
+        let stats = reader.stats();
+        inner.stats = stats;
+        let Some(held) = got.map_err(ReadError::Ring)? else { return Ok(None) };
         let serial = inner.next_serial;
         inner.next_serial += 1;
-        let outcome = Outcome::default();
-        inner.state = State::Held { frame, serial, outcome: Arc::clone(&outcome) };
-        if !inner.mapping.as_ref().is_some_and(|m| m.covers(address, len)) {
-            inner.mapping = Some(FileMapping::containing(address, len).map_err(ReadError::Mapping)?);
-        }
-        let offset = inner.mapping.as_ref().map_or(0, |m| m.offset_of(address));
-        Ok(Some(Taken { serial, outcome, info, offset, len, read_mono_ns }))
+        let taken = Taken {
+            serial,
+            info: held.info(),
+            offset: held.file_offset(),
+            len: held.info().len,
+            read_mono_ns,
+        };
+        inner.held.insert(serial, held);
+        Ok(Some(taken))
     }
 
-    /// Finishes frame `serial` if it is still lent; its outcome either way.
-    fn finish(&self, serial: u64, outcome: &Outcome) -> bool {
+    /// Releases frame `serial` if it is still held; its outcome either way.
+    fn release(&self, serial: u64, outcome: &Outcome) -> bool {
         if let Some(intact) = outcome.get() {
             return *intact;
         }
-        let mut inner = self.lock();
-        if matches!(inner.state, State::Held { serial: s, .. } if s == serial) {
-            inner.settle_held();
+        let released = self.lock().release(serial);
+        if let Some(intact) = released {
+            let _ = outcome.set(intact);
         }
         outcome.get().copied().unwrap_or(false)
     }
@@ -205,8 +207,9 @@ impl PyFrameReader {
         if let Some(intact) = outcome.get() {
             return *intact;
         }
-        match &self.lock().state {
-            State::Held { frame, serial: s, .. } if *s == serial => frame.is_intact(),
+        let inner = self.lock();
+        match (inner.held.get(&serial), inner.reader.as_ref()) {
+            (Some(held), Some(reader)) => reader.held_is_intact(held),
             _ => outcome.get().copied().unwrap_or(false),
         }
     }
@@ -216,42 +219,67 @@ impl PyFrameReader {
 impl PyFrameReader {
     /// Attaches to frame ring `name`. `mode` is "latest" (skip to the newest frame) or
     /// "in_order" (every frame; lapped ones are counted as dropped). With `width` and `height`
-    /// the ring must have exactly that packed geometry in `format`.
+    /// the ring must have exactly that packed geometry in `format`. `max_pins`: how many
+    /// frames may be held (by a Frame or its arrays) at once.
     #[new]
-    #[pyo3(signature = (name, mode = "latest", width = None, height = None, format = "bgr8"))]
-    fn new(name: &str, mode: &str, width: Option<u32>, height: Option<u32>, format: &str) -> PyResult<Self> {
+    #[pyo3(signature = (name, mode = "latest", width = None, height = None, format = "bgr8", max_pins = 2))]
+    fn new(
+        name: &str,
+        mode: &str,
+        width: Option<u32>,
+        height: Option<u32>,
+        format: &str,
+        max_pins: usize,
+    ) -> PyResult<Self> {
         let read_mode = parse_mode(mode)?;
         let format = parse_format(format)?;
+        if !(1..=8).contains(&max_pins) {
+            return Err(PyValueError::new_err(format!("max_pins {max_pins}: must be 1 to 8")));
+        }
         let expect = match (width, height) {
             (Some(w), Some(h)) => Some(FrameGeometry::packed(w, h, format)),
             (None, None) => None,
             _ => return Err(PyValueError::new_err("give both width and height, or neither")),
         };
-        let reader =
+        let mut reader =
             FrameReader::attach(name, FrameReaderOptions { mode: read_mode, expect }).map_err(ring_error)?;
+        reader.set_max_held(max_pins);
         Ok(Self {
             geometry: reader.geometry(),
+            fd: reader.segment_fd().as_raw_fd(),
             name: name.to_string(),
             mode: if read_mode == ReadMode::Latest { "latest" } else { "in_order" },
             writer_pid: reader.writer_pid(),
             generation: reader.generation(),
+            max_pins: reader.max_held(),
             inner: Mutex::new(Inner {
                 stats: reader.stats(),
-                state: State::Idle(Box::new(reader)),
+                reader: Some(Box::new(reader)),
+                held: HashMap::new(),
                 next_serial: 0,
-                mapping: None,
+                closing: false,
+                forked: None,
+                last: None,
             }),
         })
     }
 
     /// Waits up to `timeout` seconds (None: forever, 0: just look) for the next frame, with
     /// the GIL released; `spin` busy-polls instead of sleeping on the ring's futex. Finishes
-    /// the previously read frame first. Returns None when the wait ran out.
+    /// the previously read frame first (its arrays keep it). Returns None when the wait ran
+    /// out.
     #[pyo3(signature = (timeout = 1.0, spin = false))]
     fn read(slf: &Bound<'_, Self>, timeout: Option<f64>, spin: bool) -> PyResult<Option<PyFrame>> {
         let py = slf.py();
         let this = slf.get();
         let deadline = deadline_after(timeout)?;
+        // The previous frame is finished: its Frame lets go of its pin (outside our lock: a
+        // pin's last reference going releases through it).
+        let last = this.lock().last.take();
+        if let Some(slot) = last {
+            let pin = lock(&slot).take();
+            drop(pin);
+        }
         loop {
             let chunk = deadline
                 .map_or(SIGNAL_CHECK, |d| d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK));
@@ -261,10 +289,19 @@ impl PyFrameReader {
                 (false, false) => Wait::Block(chunk),
             };
             if let Some(t) = py.detach(|| this.read_once(wait))? {
+                let outcome = Outcome::default();
+                let pin = Py::new(
+                    py,
+                    PyPin { reader: slf.clone().unbind(), serial: t.serial, outcome: Arc::clone(&outcome) },
+                )?;
+                let slot: PinSlot = Arc::new(Mutex::new(Some(pin)));
+                this.lock().last = Some(Arc::clone(&slot));
                 return Ok(Some(PyFrame {
                     reader: slf.clone().unbind(),
                     serial: t.serial,
-                    outcome: t.outcome,
+                    outcome,
+                    pin: slot,
+                    verdict: OnceLock::new(),
                     id: t.info.stamp.id,
                     seq: t.info.seq,
                     capture_mono_ns: t.info.stamp.capture_mono_ns,
@@ -309,17 +346,26 @@ impl PyFrameReader {
         self.geometry.format.bytes_per_pixel()
     }
 
-    /// The file the ring lives in, as this process mapped it: (path, device major, device
-    /// minor, inode), or None before the first frame was read.
-    fn segment_file(&self) -> Option<(String, u32, u32, u64)> {
-        self.lock()
-            .mapping
-            .as_ref()
-            .map(|m| (m.path.to_string_lossy().into_owned(), m.dev_major, m.dev_minor, m.inode))
+    /// The descriptor of the ring's segment file as this reader opened it (read-only), for
+    /// Python to map: `mmap` duplicates it, so the mapping outlives the reader. ValueError
+    /// once the reader is closed.
+    fn fileno(&self) -> PyResult<i32> {
+        let inner = self.lock();
+        match (&inner.forked, &inner.reader) {
+            (Some(why), _) => Err(ForkedReader::new_err(why.clone())),
+            (None, Some(_)) => Ok(self.fd),
+            (None, None) => Err(PyValueError::new_err("the frame reader is closed")),
+        }
+    }
+
+    /// Frames held now (by a Frame not finished, or by arrays).
+    #[getter]
+    fn pinned(&self) -> usize {
+        self.lock().held.len()
     }
 
     /// Counters: read, skipped (latest mode), dropped (in-order mode), overruns (frames
-    /// overwritten while read), as of the last frame finished.
+    /// overwritten while read), as of the last read or release.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.lock().stats;
         let d = PyDict::new(py);
@@ -330,25 +376,65 @@ impl PyFrameReader {
         Ok(d)
     }
 
-    /// Finishes a lent frame and detaches; reading afterwards raises ValueError.
+    /// Stops reading (reading afterwards raises ValueError). Frames still held by arrays
+    /// stay pinned until those go; then the reader detaches.
     fn close(&self) {
+        let last = {
+            let mut inner = self.lock();
+            inner.closing = true;
+            if inner.held.is_empty() {
+                inner.reader = None;
+            }
+            inner.last.take()
+        };
+        if let Some(slot) = last {
+            let pin = lock(&slot).take();
+            drop(pin);
+        }
+    }
+
+    /// In a child `fork()` made: the reader and everything it holds are the parent's. Forgets
+    /// them without touching the ring (the ring's own reader leaves the parent's entries
+    /// alone in a fork) and refuses every read from now on with `message`.
+    fn forget_in_child(&self, message: String) {
         let mut inner = self.lock();
-        inner.settle_held();
-        inner.state = State::Closed;
+        inner.forked = Some(message);
+        inner.held.clear();
+        inner.reader = None;
+        inner.last = None;
     }
 
     #[getter]
     fn closed(&self) -> bool {
-        matches!(self.lock().state, State::Closed)
+        let inner = self.lock();
+        inner.closing || inner.reader.is_none()
     }
 }
 
-/// One frame lent by a `FrameReader`; the pixels are at `offset` in the ring's file.
+/// The pin of one frame a `FrameReader` holds: the slot stays pinned while this object
+/// lives. Held by the `Frame` until it is finished and by every array made from it.
+#[pyclass(module = "ads._native", name = "Pin", frozen)]
+pub(crate) struct PyPin {
+    reader: Py<PyFrameReader>,
+    serial: u64,
+    outcome: Outcome,
+}
+
+impl Drop for PyPin {
+    fn drop(&mut self) {
+        self.reader.get().release(self.serial, &self.outcome);
+    }
+}
+
+/// One frame read by a `FrameReader`; the pixels are at `offset` in the ring's file.
 #[pyclass(module = "ads._native", name = "Frame", frozen)]
 pub(crate) struct PyFrame {
     reader: Py<PyFrameReader>,
     serial: u64,
     outcome: Outcome,
+    pin: PinSlot,
+    /// What `finish` said, once called.
+    verdict: OnceLock<bool>,
     /// The writer's frame id (the camera's or simulator's frame number).
     #[pyo3(get)]
     id: u64,
@@ -375,12 +461,40 @@ pub(crate) struct PyFrame {
     nbytes: usize,
 }
 
+impl Drop for PyFrame {
+    fn drop(&mut self) {
+        // A Frame garbage-collected unfinished lets go of its pin (arrays may keep it).
+        let pin = lock(&self.pin).take();
+        drop(pin);
+    }
+}
+
 #[pymethods]
 impl PyFrame {
-    /// Ends the read; True if everything read from the pixels was one frame, False if the
-    /// writer overwrote it meanwhile (discard what was computed). Idempotent.
+    /// The frame's pin, for an array to hold; ValueError once the frame is finished.
+    fn pin(&self, py: Python<'_>) -> PyResult<Py<PyPin>> {
+        lock(&self.pin)
+            .as_ref()
+            .map(|p| p.clone_ref(py))
+            .ok_or_else(|| PyValueError::new_err("the frame is finished: its pixels are no longer pinned"))
+    }
+
+    /// Ends the Frame's hold: True if the frame was intact (one frame, never overwritten).
+    /// The pin is released now unless arrays of the frame still live; they keep it until
+    /// they go. Idempotent.
     fn finish(&self) -> bool {
-        self.reader.get().finish(self.serial, &self.outcome)
+        if let Some(v) = self.verdict.get() {
+            return *v;
+        }
+        let pin = lock(&self.pin).take();
+        // The last reference (no arrays): released here, and the outcome is the release's.
+        drop(pin);
+        let reader = self.reader.get();
+        let intact = match self.outcome.get() {
+            Some(intact) => *intact,
+            None => reader.is_intact(self.serial, &self.outcome),
+        };
+        *self.verdict.get_or_init(|| intact)
     }
 
     /// True if the writer has not touched the frame so far (or, once finished, the outcome).
@@ -388,16 +502,9 @@ impl PyFrame {
         self.reader.get().is_intact(self.serial, &self.outcome)
     }
 
-    /// None while lent, else the outcome of `finish`.
+    /// None while the Frame holds its pin, else the outcome of `finish`.
     #[getter]
     fn finished(&self) -> Option<bool> {
-        self.outcome.get().copied()
-    }
-}
-
-impl Drop for PyFrame {
-    fn drop(&mut self) {
-        // A frame garbage-collected unfinished is finished, so its slot is not kept lent.
-        self.reader.get().finish(self.serial, &self.outcome);
+        self.verdict.get().copied()
     }
 }

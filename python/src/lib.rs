@@ -6,8 +6,6 @@
 mod detections;
 mod errors;
 mod frames;
-mod held;
-mod mapping;
 mod protocol;
 
 use pyo3::prelude::*;
@@ -30,6 +28,7 @@ fn ads_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<frames::PyFrameReader>()?;
     m.add_class::<frames::PyFrame>()?;
+    m.add_class::<frames::PyPin>()?;
     m.add_class::<detections::PyDetectionsWriter>()?;
     m.add_function(wrap_pyfunction!(monotonic_ns, m)?)?;
     m.add_function(wrap_pyfunction!(wall_ns, m)?)?;
@@ -42,6 +41,7 @@ fn ads_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Overwritten", py.get_type::<errors::Overwritten>())?;
     m.add("RingCorrupt", py.get_type::<errors::RingCorrupt>())?;
     m.add("RingInitialising", py.get_type::<errors::RingInitialising>())?;
+    m.add("ForkedReader", py.get_type::<errors::ForkedReader>())?;
     m.add("PROTOCOL_VERSION", ads_protocol::PROTOCOL_VERSION)?;
     m.add("FRAMES_RING", ads_protocol::FRAMES_RING)?;
     m.add("DETECTIONS_RING", ads_protocol::DETECTIONS_RING)?;

@@ -58,6 +58,14 @@ pub enum Error {
     #[error("ring {name:?} has {max} readers attached already, the most its reader table holds")]
     TooManyReaders { name: String, max: usize },
 
+    /// The reader already holds as many messages pinned as it may (`FrameReader::set_max_held`):
+    /// release one before reading the next.
+    #[error(
+        "the reader of ring {name:?} already holds {max} frames pinned, its limit: release one \
+         (or let its arrays go) before reading the next"
+    )]
+    TooManyHeld { name: String, max: usize },
+
     /// Every slot is pinned by a reader, so the message was dropped (and counted) rather than
     /// overwrite a slot someone is reading.
     #[error("every slot of ring {name:?} is pinned by a reader: message dropped")]

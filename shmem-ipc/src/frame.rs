@@ -3,7 +3,8 @@
 use crate::error::{Error, Result};
 use crate::layout::{RingKind, Shape};
 use crate::protocol::{ReadMode, ReaderStats, SampleInfo, Stamp};
-use crate::ring::{RingReader, RingWriter, Sample, Target, Wait, WriterStats};
+use crate::ring::{Pinned, RingReader, RingWriter, Sample, Target, Wait, WriterStats};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 /// Pixel layouts a frame ring can carry.
@@ -237,12 +238,82 @@ impl FrameReader {
     pub fn read(&mut self, wait: Wait) -> Result<Option<Frame<'_>>> {
         let geometry = self.geometry;
         let ring = &mut self.ring;
-        Ok(ring.next(wait)?.map(|mut located| {
+        Ok(ring.next(wait)?.map(|mut pinned| {
             // A frame is always exactly one frame long (checked to fit the slot at attach),
             // whatever the slot's length word says.
-            located.info.len = geometry.frame_bytes() as usize;
-            Frame { sample: Sample::new(ring, located), geometry }
+            pinned.located.info.len = geometry.frame_bytes() as usize;
+            Frame { sample: Sample::new(ring, pinned), geometry }
         }))
+    }
+
+    /// The next frame (per the read mode), pinned but not borrowed: the reader stays free to
+    /// read more while this one is held (up to [`FrameReader::set_max_held`] at once; then
+    /// `Err(TooManyHeld)`). View it with [`FrameReader::held_pixels`] or through another
+    /// mapping of [`FrameReader::segment_fd`] at [`HeldFrame::file_offset`]; end it with
+    /// [`FrameReader::release`]. This is how a binding keeps a frame for as long as an object
+    /// of its own lives (the Python SDK's arrays). A `HeldFrame` dropped without `release`
+    /// keeps its slot pinned until the reader is dropped.
+    pub fn read_held(&mut self, wait: Wait) -> Result<Option<HeldFrame>> {
+        let frame_bytes = self.geometry.frame_bytes() as usize;
+        let reader = self.ring.id();
+        Ok(self.ring.next(wait)?.map(|mut pinned| {
+            pinned.located.info.len = frame_bytes;
+            let file_offset = self.ring.file_offset(&pinned);
+            HeldFrame { pinned, reader, file_offset }
+        }))
+    }
+
+    /// The pixels of a frame this reader holds; `None` if `held` is another reader's. Stable
+    /// while the borrow lives: `release` needs `&mut self`.
+    pub fn held_pixels(&self, held: &HeldFrame) -> Option<&[u8]> {
+        (held.reader == self.ring.id()).then(|| self.ring.bytes(&held.pinned))
+    }
+
+    /// True while the writer has not touched a held frame (always, unless the segment is
+    /// tampered with); `false` for another reader's.
+    pub fn held_is_intact(&self, held: &HeldFrame) -> bool {
+        held.reader == self.ring.id() && self.ring.is_intact(&held.pinned)
+    }
+
+    /// Ends a held frame and releases its pin: `Ok` if the slot still held it,
+    /// `Err(Overwritten)` if what was read must be discarded. A frame of another reader is
+    /// refused (`Err(InvalidConfig)`) and stays held.
+    pub fn release(&mut self, held: HeldFrame) -> Result<SampleInfo> {
+        if held.reader != self.ring.id() {
+            return Err(Error::InvalidConfig {
+                name: self.name().to_string(),
+                reason: "release of a frame held by another reader".to_string(),
+            });
+        }
+        let seq = held.pinned.located.info.seq;
+        if self.ring.settle(&held.pinned) {
+            Ok(held.pinned.located.info)
+        } else {
+            Err(Error::Overwritten { name: self.name().to_string(), seq })
+        }
+    }
+
+    /// How many frames this reader may hold at once, by [`FrameReader::read_held`] (default
+    /// 1, at most 8). Each held frame takes an entry of the ring's reader table and may cost
+    /// the writer a slot: count it as a pinning reader in `slots ≥ pinning readers + 2`.
+    pub fn set_max_held(&mut self, max: usize) {
+        self.ring.set_max_held(max);
+    }
+
+    pub fn max_held(&self) -> usize {
+        self.ring.max_held()
+    }
+
+    /// Frames read and not yet released (or finished).
+    pub fn held(&self) -> usize {
+        self.ring.held()
+    }
+
+    /// The ring's segment file, opened read-only: map it (read-only) to view held frames
+    /// at [`HeldFrame::file_offset`]. The descriptor stays valid after the writer closed the
+    /// ring and unlinked the file, so a held frame stays viewable.
+    pub fn segment_fd(&self) -> BorrowedFd<'_> {
+        self.ring.segment().file().as_fd()
     }
 
     /// The next intact frame, copied into `out` (resized to one frame).
@@ -277,6 +348,28 @@ impl FrameReader {
     /// Incremented each time a writer takes over this name from a dead one.
     pub fn generation(&self) -> u64 {
         self.ring.segment().config().generation
+    }
+}
+
+/// A frame pinned by its reader without borrowing it ([`FrameReader::read_held`]); ended by
+/// [`FrameReader::release`].
+#[derive(Debug)]
+#[must_use = "a held frame keeps its slot pinned until it is released"]
+pub struct HeldFrame {
+    pinned: Pinned,
+    /// The reader that holds it.
+    reader: u64,
+    file_offset: u64,
+}
+
+impl HeldFrame {
+    pub fn info(&self) -> SampleInfo {
+        self.pinned.located.info
+    }
+
+    /// Where the pixels start in the ring's segment file ([`FrameReader::segment_fd`]).
+    pub fn file_offset(&self) -> u64 {
+        self.file_offset
     }
 }
 

@@ -52,7 +52,12 @@
 //! # How long a pin may be held, and what it costs
 //! As long as you like: a held [`Frame`] (say, under a numpy view in Python) keeps its bytes
 //! and costs the writer exactly one slot, which it passes over until the frame is finished
-//! or dropped. Each reader holds at most one pin (a `Frame`/`Sample` borrows its reader).
+//! or dropped. A reader holds one pin at a time (a `Frame`/`Sample` borrows its reader),
+//! unless it holds frames without a borrow: [`FrameReader::read_held`] pins a frame until
+//! [`FrameReader::release`], up to [`FrameReader::set_max_held`] at once (each in a reader
+//! table entry of its own; one more is `Error::TooManyHeld`), which is how a binding ties a
+//! frame to an object of its own (the Python SDK's numpy arrays). Count each frame a reader
+//! may hold as a pinning reader below.
 //! With `slots ≥ pinning readers + 2` the writer always has a free slot other than the
 //! newest frame; it drops a frame (counted in [`WriterStats::dropped`];
 //! [`MessageWriter::publish`] returns `Error::NoFreeSlot`) rather than wait only when it
@@ -110,7 +115,9 @@ pub use protocol::{ReadMode, ReaderStats, SampleInfo, Stamp};
 #[cfg(not(loom))]
 pub use files::{lock_path, readers_path, reclaim_stale, shm_path, SHM_PREFIX};
 #[cfg(not(loom))]
-pub use frame::{Frame, FrameGeometry, FrameLoan, FrameReader, FrameReaderOptions, FrameWriter, PixelFormat};
+pub use frame::{
+    Frame, FrameGeometry, FrameLoan, FrameReader, FrameReaderOptions, FrameWriter, HeldFrame, PixelFormat,
+};
 #[cfg(not(loom))]
 pub use layout::{LAYOUT_VERSION, MAX_READERS, MAX_SLOTS, MAX_SLOT_CAPACITY, MIN_SLOTS};
 #[cfg(not(loom))]

@@ -328,14 +328,39 @@ impl Drop for RingWriter {
     }
 }
 
+/// One entry of the reader table that this reader holds (its lock byte is held through the
+/// table's descriptor).
+#[derive(Debug)]
+struct OwnEntry {
+    index: usize,
+    /// The entry's value while it pins nothing and does not sleep (includes its epoch).
+    idle: u64,
+    /// Whether a message taken through this entry is still unsettled (its pin is held).
+    busy: bool,
+}
+
+/// A message pinned by a reader: where it is, and which of the reader's entries pins it.
+#[derive(Debug)]
+pub(crate) struct Pinned {
+    pub(crate) located: Located,
+    own: usize,
+}
+
+/// Tells one reader from another within this process (for `HeldFrame`s).
+fn next_reader_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 #[derive(Debug)]
 pub(crate) struct RingReader {
     segment: Segment,
     readers: ReaderTable,
-    /// Our entry in the reader table (its lock byte is held through `readers`' descriptor).
-    entry: usize,
-    /// Our entry's value while we pin nothing and do not sleep (includes our epoch).
-    idle: u64,
+    /// Our entries in the reader table: one per message held at once (`max_held`), locked
+    /// when first needed. The first is taken at attach.
+    own: Vec<OwnEntry>,
+    max_held: usize,
+    id: u64,
     /// The writer's lock file, probed for liveness.
     writer_lock: File,
     writer_pid: u32,
@@ -382,32 +407,17 @@ impl RingReader {
             return Err(closed_or_died());
         };
         let readers = ReaderTable::map(name, readers_file, readers_meta.len())?;
-        let io = |context| move |source| Error::Io { name: name.to_string(), context, source };
-        let mut entry = None;
-        for k in 0..readers.entries().len() {
-            if os::try_lock(readers.file(), entry_lock_at(k), 1).map_err(io("locking a reader entry"))? {
-                entry = Some(k);
-                break;
-            }
-        }
-        let Some(entry) = entry else {
-            return Err(Error::TooManyReaders { name: name.to_string(), max: readers.entries().len() });
-        };
-        // A new epoch: whatever a dead predecessor left in the entry is ours to clear, and
-        // the writer's reclaim of that predecessor can no longer touch us.
-        let word = &readers.entries()[entry];
-        // Acquire, then Release (like every entry store, see `protocol::unpin`): a claim that
-        // loads our first store is then ordered after the previous holder's last reads too.
-        let idle = protocol::fresh_entry(word.load(Ordering::Acquire));
-        word.store(idle, Ordering::Release);
+        let first = take_entry(name, &readers, &[])?;
+        let entry = first.index;
 
         let head = segment.writer().head.load(Ordering::Acquire);
         let mut reader = Self {
             cursor: Cursor::new(mode, u64::from(shape.slot_count), head),
             segment,
             readers,
-            entry,
-            idle,
+            own: vec![first],
+            max_held: 1,
+            id: next_reader_id(),
             writer_lock,
             writer_pid,
             last_liveness_ns: 0,
@@ -441,8 +451,43 @@ impl RingReader {
         Duration::from_nanos(monotonic_ns().saturating_sub(beat))
     }
 
-    fn entry(&self) -> &protocol::ReaderEntry {
-        &self.readers.entries()[self.entry]
+    fn entry(&self, own: usize) -> &protocol::ReaderEntry {
+        &self.readers.entries()[self.own[own].index]
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// How many messages this reader may hold pinned at once (each in an entry of its own,
+    /// taken when first needed): 1 unless raised. Each one held may cost the writer a slot.
+    pub(crate) fn set_max_held(&mut self, max: usize) {
+        self.max_held = max.clamp(1, MAX_HELD);
+    }
+
+    pub(crate) fn max_held(&self) -> usize {
+        self.max_held
+    }
+
+    /// Messages taken and not yet settled.
+    pub(crate) fn held(&self) -> usize {
+        self.own.iter().filter(|e| e.busy).count()
+    }
+
+    /// An entry of ours that pins nothing, taking another from the table if all are busy and
+    /// `max_held` allows.
+    fn free_entry(&mut self) -> Result<usize> {
+        if let Some(k) = self.own.iter().position(|e| !e.busy) {
+            return Ok(k);
+        }
+        let name = self.segment.name();
+        if self.own.len() >= self.max_held {
+            return Err(Error::TooManyHeld { name: name.to_string(), max: self.max_held });
+        }
+        let taken: Vec<usize> = self.own.iter().map(|e| e.index).collect();
+        let entry = take_entry(name, &self.readers, &taken)?;
+        self.own.push(entry);
+        Ok(self.own.len() - 1)
     }
 
     /// True in a process `fork()` made of the one that attached (a load: see
@@ -495,12 +540,16 @@ impl RingReader {
 
     /// One look at the ring: the next message per the read mode, pinned, or `Ok(Err(head))`
     /// with the head that was seen (to sleep on); `Err` if the header is corrupt.
-    fn look(&mut self) -> Result<std::result::Result<Located, u64>> {
+    fn look(&mut self, own: usize) -> Result<std::result::Result<Pinned, u64>> {
         self.segment.check_header()?;
         let capacity = self.segment.shape().slot_capacity;
-        let entry = &self.readers.entries()[self.entry];
-        match protocol::look(&self.segment, &mut self.cursor, entry, self.idle, capacity) {
-            Look::Found(located) => Ok(Ok(located)),
+        let OwnEntry { index, idle, .. } = self.own[own];
+        let entry = &self.readers.entries()[index];
+        match protocol::look(&self.segment, &mut self.cursor, entry, idle, capacity) {
+            Look::Found(located) => {
+                self.own[own].busy = true;
+                Ok(Ok(Pinned { located, own }))
+            }
             Look::Nothing(head) => Ok(Err(head)),
             Look::ImpossibleHead(head) => Err(Error::Corrupt {
                 name: self.segment.name().to_string(),
@@ -511,10 +560,13 @@ impl RingReader {
 
     /// Finds the next message and pins it, waiting as `wait` says. `Ok(None)` means the wait
     /// ran out. The caller must `settle` what it got.
-    pub(crate) fn next(&mut self, wait: Wait) -> Result<Option<Located>> {
+    pub(crate) fn next(&mut self, wait: Wait) -> Result<Option<Pinned>> {
         if self.forked() {
             return Err(self.forked_error());
         }
+        // The entry this read pins in (and sleeps on: a sleeping flag replaces the entry's
+        // pin, so only a free entry may sleep).
+        let own = self.free_entry()?;
         let start = monotonic_ns();
         let limit = match wait {
             Wait::Poll => 0,
@@ -522,7 +574,7 @@ impl RingReader {
         };
         let deadline = start.saturating_add(limit);
         loop {
-            let seen_head = match self.look()? {
+            let seen_head = match self.look(own)? {
                 Ok(located) => return Ok(Some(located)),
                 Err(head) => head,
             };
@@ -533,7 +585,7 @@ impl RingReader {
                 }
                 // The writer may have published more between our look and its close (or
                 // death): `closed` is stored after the last head, so one more look sees it.
-                return match self.look()? {
+                return match self.look(own)? {
                     Ok(located) => Ok(Some(located)),
                     Err(_) => Err(gone),
                 };
@@ -546,42 +598,56 @@ impl RingReader {
                 Wait::Spin(_) => std::hint::spin_loop(),
                 Wait::Block(_) => {
                     let writer = self.segment.writer();
-                    let entry = &self.readers.entries()[self.entry];
-                    if let Some(word) = protocol::prepare_sleep(writer, entry, self.idle, seen_head) {
+                    let OwnEntry { index, idle, .. } = self.own[own];
+                    let entry = &self.readers.entries()[index];
+                    if let Some(word) = protocol::prepare_sleep(writer, entry, idle, seen_head) {
                         let nap = (deadline - now).min(LIVENESS_INTERVAL_NS);
                         futex::wait(&writer.notify, word, Duration::from_nanos(nap));
-                        protocol::finish_sleep(entry, self.idle);
+                        protocol::finish_sleep(entry, idle);
                     }
                 }
             }
         }
     }
 
-    /// The bytes of a message this reader has pinned (a `Located` from `next`, not settled).
+    /// The bytes of a message this reader has pinned (a `Pinned` from `next`, not settled).
     /// Callers: `Sample` (which holds `&mut self` and settles once, on finish or drop, after
-    /// every borrow of the bytes ended) and `next_copy` (copies, then settles).
+    /// every borrow of the bytes ended), `next_copy` (copies, then settles) and
+    /// `FrameReader::held_pixels` (whose `&self` borrow ends before `release`, which takes
+    /// `&mut self` and the `HeldFrame` by value, settles).
     #[allow(unsafe_code, reason = "reading a slot this reader has pinned: see SAFETY")]
-    fn bytes(&self, located: &Located) -> &[u8] {
-        // SAFETY: `located` came from `next` and has not been settled, so our entry pins its
-        // slot (confirmed by `protocol::pin`), and the borrow of the returned slice ends
-        // before `settle` unpins it (the callers above). In a forked child `next` refuses to
-        // run; a sample that crossed a fork keeps the parent's pin, which the child leaves
-        // alone (see `settle`), under `fork`'s own unsafe contract.
+    pub(crate) fn bytes(&self, pinned: &Pinned) -> &[u8] {
+        let located = &pinned.located;
+        // SAFETY: `pinned` came from `next` and has not been settled (a `Pinned` is neither
+        // Clone nor Copy, and `settle` takes it by value or is called once by its owner), so
+        // our entry `pinned.own` pins its slot (confirmed by `protocol::pin`) and nothing else
+        // of ours stores to that entry until it is settled (`free_entry` skips busy entries);
+        // the borrow of the returned slice ends before `settle` unpins it (the callers above).
+        // In a forked child `next` refuses to run; a message that crossed a fork keeps the
+        // parent's pin, which the child leaves alone (see `settle`), under `fork`'s own unsafe
+        // contract.
         unsafe { self.segment.pinned_payload(located.slot, located.info.len) }
     }
 
-    fn is_intact(&self, located: &Located) -> bool {
-        protocol::still_intact(self.segment.meta(located.slot), located.seq_word)
+    pub(crate) fn is_intact(&self, pinned: &Pinned) -> bool {
+        protocol::still_intact(self.segment.meta(pinned.located.slot), pinned.located.seq_word)
+    }
+
+    /// Where a pinned message's payload starts in the segment's file.
+    pub(crate) fn file_offset(&self, pinned: &Pinned) -> u64 {
+        self.segment.payload_file_offset(pinned.located.slot)
     }
 
     /// Ends a read: checks the sequence once more, releases the pin, counts the message as
     /// read or overrun; returns whether it was intact.
-    fn settle(&mut self, located: &Located) -> bool {
-        let intact = self.is_intact(located);
-        // A sample that crossed a fork: in the child the pin is the parent's to release.
+    pub(crate) fn settle(&mut self, pinned: &Pinned) -> bool {
+        let located = &pinned.located;
+        let intact = self.is_intact(pinned);
+        // A message that crossed a fork: in the child the pin is the parent's to release.
         if !self.forked() {
-            protocol::unpin(self.entry(), self.idle);
+            protocol::unpin(self.entry(pinned.own), self.own[pinned.own].idle);
         }
+        self.own[pinned.own].busy = false;
         self.cursor.settle(intact);
         if !intact {
             tracing::warn!(
@@ -603,14 +669,38 @@ impl RingReader {
                 Wait::Block(d) => Wait::Block(d.saturating_sub(Duration::from_nanos(monotonic_ns() - start))),
                 Wait::Spin(d) => Wait::Spin(d.saturating_sub(Duration::from_nanos(monotonic_ns() - start))),
             };
-            let Some(located) = self.next(remaining)? else { return Ok(None) };
+            let Some(pinned) = self.next(remaining)? else { return Ok(None) };
             out.clear();
-            out.extend_from_slice(self.bytes(&located));
-            if self.settle(&located) {
-                return Ok(Some(located.info));
+            out.extend_from_slice(self.bytes(&pinned));
+            if self.settle(&pinned) {
+                return Ok(Some(pinned.located.info));
             }
         }
     }
+}
+
+/// Most messages one reader may hold at once (`RingReader::set_max_held`): each takes an
+/// entry of the reader table, which all readers of the ring share.
+pub(crate) const MAX_HELD: usize = 8;
+
+/// Locks a free entry of the reader table (one not in `ours`) and starts a new epoch in it.
+fn take_entry(name: &str, readers: &ReaderTable, ours: &[usize]) -> Result<OwnEntry> {
+    let io = |source| Error::Io { name: name.to_string(), context: "locking a reader entry", source };
+    for k in (0..readers.entries().len()).filter(|k| !ours.contains(k)) {
+        // (An OFD lock we hold ourselves would be granted again: hence `ours`.)
+        if os::try_lock(readers.file(), entry_lock_at(k), 1).map_err(io)? {
+            // A new epoch: whatever a dead predecessor left in the entry is ours to clear, and
+            // the writer's reclaim of that predecessor can no longer touch us.
+            let word = &readers.entries()[k];
+            // Acquire, then Release (like every entry store, see `protocol::unpin`): a claim
+            // that loads our first store is then ordered after the previous holder's last
+            // reads too.
+            let idle = protocol::fresh_entry(word.load(Ordering::Acquire));
+            word.store(idle, Ordering::Release);
+            return Ok(OwnEntry { index: k, idle, busy: false });
+        }
+    }
+    Err(Error::TooManyReaders { name: name.to_string(), max: readers.entries().len() })
 }
 
 impl Drop for RingReader {
@@ -620,8 +710,10 @@ impl Drop for RingReader {
         if self.forked() {
             return;
         }
-        // Closing the table's descriptor (after this) releases our entry lock.
-        self.entry().store(self.idle, Ordering::Release);
+        // Closing the table's descriptor (after this) releases our entry locks.
+        for own in &self.own {
+            self.readers.entries()[own.index].store(own.idle, Ordering::Release);
+        }
     }
 }
 
@@ -634,40 +726,40 @@ impl Drop for RingReader {
 #[derive(Debug)]
 pub struct Sample<'a> {
     reader: &'a mut RingReader,
-    located: Located,
+    pinned: Pinned,
     settled: bool,
 }
 
 impl<'a> Sample<'a> {
-    pub(crate) fn new(reader: &'a mut RingReader, located: Located) -> Self {
-        Self { reader, located, settled: false }
+    pub(crate) fn new(reader: &'a mut RingReader, pinned: Pinned) -> Self {
+        Self { reader, pinned, settled: false }
     }
 
     /// Sequence number, stamp, publish time and length.
     pub fn info(&self) -> SampleInfo {
-        self.located.info
+        self.pinned.located.info
     }
 
     /// The payload, in place in shared memory; stable while the sample lives.
     pub fn bytes(&self) -> &[u8] {
-        self.reader.bytes(&self.located)
+        self.reader.bytes(&self.pinned)
     }
 
     /// True if the slot still holds this message (always, unless the segment is tampered with).
     pub fn is_intact(&self) -> bool {
-        self.reader.is_intact(&self.located)
+        self.reader.is_intact(&self.pinned)
     }
 
     /// Ends the read and releases the pin: `Ok` if the slot still held this message,
     /// `Err(Error::Overwritten)` if it must be discarded.
     pub fn finish(mut self) -> Result<SampleInfo> {
         self.settled = true;
-        if self.reader.settle(&self.located) {
-            Ok(self.located.info)
+        if self.reader.settle(&self.pinned) {
+            Ok(self.pinned.located.info)
         } else {
             Err(Error::Overwritten {
                 name: self.reader.segment().name().to_string(),
-                seq: self.located.info.seq,
+                seq: self.pinned.located.info.seq,
             })
         }
     }
@@ -676,7 +768,7 @@ impl<'a> Sample<'a> {
 impl Drop for Sample<'_> {
     fn drop(&mut self) {
         if !self.settled {
-            self.reader.settle(&self.located);
+            self.reader.settle(&self.pinned);
         }
     }
 }

@@ -162,6 +162,18 @@ impl Segment {
         unsafe { &*std::ptr::addr_of!((*header).writer) }
     }
 
+    /// The segment's file (read-only for readers): another mapping of it, e.g. Python's, sees
+    /// the same bytes, and stays valid after the writer unlinked the file.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Where `slot`'s payload starts in the segment's file.
+    pub(crate) fn payload_file_offset(&self, slot: usize) -> u64 {
+        assert!(slot < self.config.slot_count as usize, "slot index out of range");
+        self.config.payloads_offset + slot as u64 * self.config.payload_stride
+    }
+
     fn payload_ptr(&self, slot: usize) -> *mut u8 {
         assert!(slot < self.config.slot_count as usize, "slot index out of range");
         let offset = self.config.payloads_offset as usize + slot * self.config.payload_stride as usize;

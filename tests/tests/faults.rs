@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(90);
 /// The vehicle's default `ring_slots`: how far behind the newest frame a reader taking the
 /// latest one can be at most.
-const RING_SLOTS: u64 = 4;
+const RING_SLOTS: u64 = 6;
 /// The simulator's default frame rate.
 const FPS: u64 = 30;
 

@@ -101,6 +101,82 @@ fn a_python_reader_checks_10000_frames_and_accepts_no_torn_one() {
     assert!(reader.wait_exit("the python reader").success());
 }
 
+/// A writer as fast as it can go, on a 320x240 pattern ring of `slots` slots.
+fn fast_pattern_writer(name: &str, slots: &str) -> common::Proc {
+    let mut writer = ads_ring(
+        "writer",
+        &["write", "--name", name, "--width", "320", "--height", "240", "--fps", "0", "--slots", slots],
+    );
+    writer.expect("created");
+    writer
+}
+
+/// `px = reader.read().pixels`: the temporary Frame is gone at once, and the array must keep
+/// its frame anyway, whole and unchanged, while the writer laps the ring (before: 320 of 1000
+/// looks torn, 966 showing another frame than the first look).
+#[test]
+fn a_numpy_array_keeps_its_frame_pinned_for_as_long_as_it_lives() {
+    let name = unique_name("py-pin");
+    // Slots = the reader's 2 pins + 2: the writer never has to drop a frame.
+    let mut writer = fast_pattern_writer(&name, "4");
+    let script = sdk_file("tests/array_pin.py");
+    let (mut reader, mut lines) =
+        spawn_python(&[script.to_str().unwrap(), "--ring", &name, "--rounds", "200"]);
+    let holding = next_json(&mut lines);
+    assert_eq!(holding["event"], "holding", "{holding}");
+    // The writer closes while a frame is held, not yet looked at.
+    writer.signal(rustix::process::Signal::TERM);
+    assert!(writer.wait_exit().success());
+    let done = next_json(&mut lines);
+    println!("python arrays: {done}");
+    assert_eq!(done["event"], "done", "{done}");
+    assert_eq!(done["looks"], 1000, "{done}");
+    assert_eq!(done["torn"], 0, "an array showed a torn frame: {done}");
+    assert_eq!(done["changed"], 0, "an array showed another frame than at first: {done}");
+    assert_eq!(done["kept_after_with"], true, "an array taken in a with block changed after it: {done}");
+    assert_eq!(done["view_per_access"], true, "reshaping one array reshaped the next: {done}");
+    let too_many = done["too_many"].as_str().unwrap_or_else(|| panic!("no error past max_pins: {done}"));
+    assert!(too_many.contains("already holds 2 frames pinned"), "{too_many}");
+    assert_eq!(done["held_intact"], true, "{done}");
+    assert_eq!(done["writer_gone_seen"], true, "{done}");
+    assert_eq!(done["after_close"], true, "a held frame was not viewable after the writer closed: {done}");
+    assert_eq!(done["pinned_at_end"], 0, "{done}");
+    assert!(reader.wait_exit("the python reader").success());
+}
+
+/// A reader inherited by a fork (`os.fork`, a `multiprocessing` worker started with fork) is
+/// closed in the child with a clear error, and the child's exit leaves the parent's pinned
+/// frame alone; one pickled for another process (spawn) is refused with a clear error.
+#[test]
+fn a_forked_python_reader_is_closed_in_the_child_and_the_parent_keeps_its_frame() {
+    let name = unique_name("py-fork");
+    let mut writer = fast_pattern_writer(&name, "4");
+    let script = sdk_file("tests/fork_reader.py");
+    let (mut reader, mut lines) = spawn_python(&[script.to_str().unwrap(), "--ring", &name]);
+    let done = next_json(&mut lines);
+    println!("python fork: {done}");
+    for child in ["os_fork", "multiprocessing"] {
+        let c = &done[child];
+        assert_eq!(c["closed"], true, "{child}: the inherited reader is not closed: {done}");
+        assert_eq!(c["read"], "ForkedReader", "{child}: {done}");
+        let message = c["message"].as_str().unwrap();
+        assert!(
+            message.contains("a fork of it") && message.contains("attach a new reader here"),
+            "{message}"
+        );
+        assert_eq!(c["own_reader_ok"], true, "{child}: a reader of its own does not read: {done}");
+    }
+    assert_eq!(done["held_after_os_fork"], true, "{done}");
+    assert_eq!(done["held_after_multiprocessing"], true, "{done}");
+    assert_eq!(done["parent_closed"], false, "{done}");
+    assert_eq!(done["parent_reads_on"], 50, "{done}");
+    let pickled = done["pickled"].as_str().unwrap();
+    assert!(pickled.contains("attach a reader there"), "a reader sent to another process: {pickled}");
+    assert!(reader.wait_exit("the python reader").success());
+    writer.signal(rustix::process::Signal::TERM);
+    assert!(writer.wait_exit().success());
+}
+
 #[test]
 fn bad_arguments_raise_clear_python_exceptions() {
     let name = unique_name("py-bad");

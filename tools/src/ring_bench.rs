@@ -8,7 +8,7 @@
 //! which all processes share.
 
 use crate::latency::Summary;
-use crate::peers::{self, PeerRun, Received};
+use crate::peers::{self, all_bytes_are, PeerRun, Received};
 use ads_shmem_ipc::{
     clock, Error, FrameGeometry, FrameReader, FrameReaderOptions, FrameWriter, PixelFormat, ReadMode, Stamp,
     Wait,
@@ -151,8 +151,12 @@ struct Row {
     wait: &'static str,
     interval_us: u64,
     frames: u64,
+    /// Measured frames that arrived whole (every byte checked): the latency samples.
     received: usize,
+    /// Measured frames that never arrived (dropped by the writer, lapped, or missing).
     lost: u64,
+    /// Frames that arrived but were not one whole frame (the whole-frame check failed, or
+    /// the ring's `finish` said overwritten), or came with an impossible index.
     corrupt: u64,
     reader_cpu_percent: f64,
     latency: Summary,
@@ -256,17 +260,18 @@ fn wait_name(case: Case) -> &'static str {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n| transport | wait | received | lost | p50 µs | p99 µs | p99.9 µs | max µs | reader CPU | p50 / ours | p99 / ours |"
+        "\n| transport | wait | received | lost | corrupt | p50 µs | p99 µs | p99.9 µs | max µs | reader CPU | p50 / ours | p99 / ours |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let l = r.latency;
         println!(
-            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}% | {:.2}x | {:.2}x |",
+            "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}% | {:.2}x | {:.2}x |",
             r.transport,
             r.wait,
             r.received,
-            r.lost + r.corrupt,
+            r.lost,
+            r.corrupt,
             l.p50_us,
             l.p99_us,
             l.p999_us,
@@ -410,8 +415,7 @@ fn ring_reader(args: &PeerArgs, run: &PeerRun) -> anyhow::Result<Received> {
             match reader.read_copy(wait, &mut buf) {
                 Ok(Some(info)) => {
                     let now = clock::monotonic_ns();
-                    let ok = buf.first() == Some(&(info.stamp.id as u8))
-                        && buf.last() == Some(&(info.stamp.id as u8));
+                    let ok = all_bytes_are(&buf, info.stamp.id as u8);
                     Some((info.stamp, now, ok))
                 }
                 Ok(None) => None,
@@ -424,7 +428,8 @@ fn ring_reader(args: &PeerArgs, run: &PeerRun) -> anyhow::Result<Received> {
                     let now = clock::monotonic_ns();
                     let stamp = frame.info().stamp;
                     let px = frame.pixels();
-                    let ok = px.first() == Some(&(stamp.id as u8)) && px.last() == Some(&(stamp.id as u8));
+                    // Checked under the pin, before `finish`: the whole frame is one frame.
+                    let ok = all_bytes_are(px, stamp.id as u8);
                     Some((stamp, now, ok && frame.finish().is_ok()))
                 }
                 Ok(None) => None,

@@ -43,8 +43,13 @@ pub struct VehicleConfig {
     pub height: u32,
     /// Shared-memory ring the source writes frames into.
     pub frames_ring: String,
-    /// Slots of the frames ring (>= 3).
-    pub ring_slots: u32,
+    /// Slots of the frames ring; absent: derived from the readers that pin its frames, as
+    /// the ring's rule "slots ≥ pinning readers + 2" says (see [`VehicleConfig::frames_ring_slots`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ring_slots: Option<u32>,
+    /// Frames that readers of the frames ring besides the vehicle's own may hold pinned at
+    /// once: an `ads` Python reader holds up to its `max_pins` (2 by default).
+    pub ring_extra_pins: u32,
     /// Shared-memory ring the detector writes results into.
     pub detections_ring: String,
     pub sim: SimSection,
@@ -420,7 +425,8 @@ impl Default for VehicleConfig {
             width: 800,
             height: 600,
             frames_ring: ads_protocol::FRAMES_RING.into(),
-            ring_slots: 4,
+            ring_slots: None,
+            ring_extra_pins: 2,
             detections_ring: ads_protocol::DETECTIONS_RING.into(),
             sim: SimSection::default(),
             camera: CameraSection::default(),
@@ -704,7 +710,16 @@ impl VehicleConfig {
         check(self.fps > 0.0 && self.fps <= 1000.0, "fps", self.fps, "must be in (0, 1000]")?;
         check((16..=8192).contains(&self.width), "width", self.width, "must be in 16..=8192")?;
         check((16..=8192).contains(&self.height), "height", self.height, "must be in 16..=8192")?;
-        check(self.ring_slots >= 3, "ring_slots", self.ring_slots, "must be at least 3")?;
+        check(self.ring_extra_pins <= 32, "ring_extra_pins", self.ring_extra_pins, "must be at most 32")?;
+        if let Some(slots) = self.ring_slots {
+            check(
+                slots >= self.pinning_readers() + 2,
+                "ring_slots",
+                slots,
+                "must be at least the pinning readers + 2 (the vehicle's broadcast and detector, plus \
+                 ring_extra_pins), or the writer drops frames while every reader holds one",
+            )?;
+        }
         check(!self.vehicle_id.is_empty(), "vehicle_id", &self.vehicle_id, "must not be empty")?;
         check(
             self.broadcast.send_hwm > 0,
@@ -766,6 +781,10 @@ impl VehicleConfig {
 }
 
 /// `ads-HOSTNAME` (`ads-vehicle` if the host has no name).
+/// Readers of the frames ring that the vehicle itself runs, each holding one frame pinned at a
+/// time: the broadcast (video link, recorder feed) and the detector (`ads-detection`).
+pub const VEHICLE_PINNING_READERS: u32 = 2;
+
 pub fn default_vehicle_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     match host.trim() {
@@ -777,6 +796,18 @@ pub fn default_vehicle_id() -> String {
 impl VehicleConfig {
     /// A car that moves in the world: a camera or CARLA source, or any hardware outputs
     /// (a servo and an ESC driven from the simulator are still a real car on a stand).
+    /// Frames the frames ring's readers may hold pinned at once: the vehicle's own two (its
+    /// broadcast's reader and the detector) and `ring_extra_pins`.
+    pub fn pinning_readers(&self) -> u32 {
+        VEHICLE_PINNING_READERS + self.ring_extra_pins
+    }
+
+    /// Slots of the frames ring: `ring_slots`, or else the pinning readers + 2, the fewest with
+    /// which the writer never has to drop a frame (4 + 2 = 6 by default).
+    pub fn frames_ring_slots(&self) -> u32 {
+        self.ring_slots.unwrap_or(self.pinning_readers() + 2)
+    }
+
     pub fn is_real_car(&self) -> bool {
         matches!(self.source, SourceKind::Camera | SourceKind::Carla)
             || self.actuator.kind != ActuatorKind::None
@@ -973,6 +1004,25 @@ mod tests {
         let err = VehicleConfig::load(&o).unwrap_err().to_string();
         assert!(err.contains("i2c") && err.contains("pca9685"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn ring_slots_default_to_the_pinning_readers_plus_two() {
+        let valid = |text: &str| {
+            let c =
+                VehicleConfig::from_toml(&format!("vehicle_id = \"t\"\n{text}"), Path::new("vehicle.toml"))?;
+            c.validate().map(|()| c)
+        };
+        // The vehicle's broadcast and detector, and one Python reader holding 2: 4 + 2.
+        assert_eq!(valid("").unwrap().frames_ring_slots(), 6);
+        assert_eq!(valid("ring_extra_pins = 4").unwrap().frames_ring_slots(), 8);
+        assert_eq!(valid("ring_extra_pins = 0").unwrap().frames_ring_slots(), 4);
+        assert_eq!(valid("ring_slots = 7").unwrap().frames_ring_slots(), 7);
+        // Fewer than the rule: refused, naming the key (4 was the default, with no room for a
+        // pinning reader besides the vehicle's own).
+        let err = valid("ring_slots = 4").unwrap_err().to_string();
+        assert!(err.contains("ring_slots") && err.contains("pinning readers + 2"), "{err}");
+        assert!(valid("ring_slots = 4\nring_extra_pins = 0").is_ok());
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
 
     let geometry = FrameGeometry::packed(config.width, config.height, PixelFormat::Bgr8);
-    let writer = FrameWriter::create(&config.frames_ring, geometry, config.ring_slots)
+    let writer = FrameWriter::create(&config.frames_ring, geometry, config.frames_ring_slots())
         .with_context(|| format!("creating the frames ring {:?}", config.frames_ring))?;
 
     let context = zmq::Context::new();

@@ -110,6 +110,13 @@ fn stamp_frame(frame: &mut [u8]) {
     frame[8..HEADER_BYTES].copy_from_slice(&monotonic_ns().to_le_bytes());
 }
 
+/// True if every byte of `bytes` is `fill`: the whole-frame torn check of every transport
+/// (a frame with bytes of two messages fails it wherever they meet). No early exit, so it
+/// vectorises: ~0.1 ms for an 800x600 BGR frame, on the reader, after its latency stamp.
+pub fn all_bytes_are(bytes: &[u8], fill: u8) -> bool {
+    bytes.iter().fold(0u8, |seen, &b| seen | (b ^ fill)) == 0
+}
+
 /// Reads a little-endian `u64` at `at`; the caller has checked the length.
 fn read_u64(frame: &[u8], at: usize) -> u64 {
     let mut bytes = [0u8; 8];
@@ -235,11 +242,8 @@ impl Tally {
         self.received.lost += index - self.next_expected;
         self.next_expected = index + 1;
 
-        let fill = fill_byte(index);
-        let body = &frame[HEADER_BYTES..];
-        let intact = frame.len() == self.frame_bytes
-            && body.first().is_none_or(|&b| b == fill)
-            && body.last().is_none_or(|&b| b == fill);
+        let intact =
+            frame.len() == self.frame_bytes && all_bytes_are(&frame[HEADER_BYTES..], fill_byte(index));
         if intact {
             let sent_ns = read_u64(frame, 8);
             self.received.latencies_ns.push(now_ns.saturating_sub(sent_ns));
@@ -281,13 +285,16 @@ mod tests {
         let mut bad = frame(4, 32);
         bad[31] ^= 1;
         t.record(&bad, monotonic_ns()); // index 3 lost, 4 corrupt
+        let mut middle = frame(5, 32);
+        middle[20] ^= 1;
+        t.record(&middle, monotonic_ns()); // a byte in the middle: corrupt too
         t.record(&frame(4, 32), monotonic_ns()); // duplicate: corrupt
         t.record(&[1, 2, 3], monotonic_ns()); // too short: corrupt
         assert!(!t.done());
-        let r = t.finish(); // 5 and 6 never came
+        let r = t.finish(); // 6 never came
         assert_eq!(r.latencies_ns.len(), 1);
-        assert_eq!(r.lost, 3);
-        assert_eq!(r.corrupt, 3);
+        assert_eq!(r.lost, 2);
+        assert_eq!(r.corrupt, 4);
     }
 
     #[test]
