@@ -37,7 +37,12 @@ fn board_binaries() -> Option<PathBuf> {
     };
     let dir = PathBuf::from(dir);
     for name in ["ads-vehicle", "ads-detection"] {
-        assert_eq!(machine(&dir.join(name)), EM_AARCH64, "{name} in {} is not an aarch64 binary", dir.display());
+        assert_eq!(
+            machine(&dir.join(name)),
+            EM_AARCH64,
+            "{name} in {} is not an aarch64 binary",
+            dir.display()
+        );
     }
     Some(dir)
 }

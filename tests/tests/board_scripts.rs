@@ -21,7 +21,9 @@ fn the_cross_builds_plan_matches_the_workspace() {
     let o = script("cross.sh", &["aarch64", "--check"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        text(&o).contains("plan ok: ads-vehicle ads-detection ads-ring ads-record ads-viewer for aarch64-unknown-linux-gnu"),
+        text(&o).contains(
+            "plan ok: ads-vehicle ads-detection ads-ring ads-record ads-viewer for aarch64-unknown-linux-gnu"
+        ),
         "{}",
         text(&o)
     );
@@ -35,10 +37,12 @@ fn the_packages_inputs_exist_and_their_units_name_usr_bin() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("package: inputs present"), "{}", text(&o));
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let unit =
-        std::fs::read_to_string(root.join("target/deb/stage/ads-vehicle/lib/systemd/system/ads-vehicle.service"))
-            .unwrap();
+    let unit = std::fs::read_to_string(
+        root.join("target/deb/stage/ads-vehicle/lib/systemd/system/ads-vehicle.service"),
+    )
+    .unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/ads-vehicle --config /etc/ads/vehicle.toml"), "{unit}");
-    let config = std::fs::read_to_string(root.join("target/deb/stage/ads-vehicle/etc/ads/detection.toml")).unwrap();
+    let config =
+        std::fs::read_to_string(root.join("target/deb/stage/ads-vehicle/etc/ads/detection.toml")).unwrap();
     assert!(config.contains("\"/usr/share/ads/models/"), "{config}");
 }
