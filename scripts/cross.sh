@@ -182,10 +182,11 @@ env_lines=(
   "PKG_CONFIG_ALLOW_CROSS=1"
   "PKG_CONFIG_SYSROOT_DIR=$sysroot"
   "PKG_CONFIG_LIBDIR=$sysroot/usr/lib/$gnu/pkgconfig:$sysroot/usr/share/pkgconfig"
-  # bindgen (nokhwa's V4L2 headers, iceoryx2's POSIX layer) parses the board's headers.
+  # bindgen (nokhwa's V4L2 headers, iceoryx2's POSIX layer) parses the board's headers. The
+  # opencv crate's binding generator is not told so: it adds the host's C++ include paths
+  # itself, which clash with an aarch64 target; it only generates glue from OpenCV's headers
+  # (the sysroot's, through pkg-config), and x86_64 and aarch64 Linux agree on every size.
   "BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu=--sysroot=$sysroot"
-  # The opencv crate's binding generator parses OpenCV's headers the same way.
-  "OPENCV_CLANG_ARGS=--target=$gnu --sysroot=$sysroot"
   # Child processes of emulated programs (the ring's multi-process tests) find the loader.
   "QEMU_LD_PREFIX=$sysroot"
 )

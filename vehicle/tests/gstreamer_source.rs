@@ -237,7 +237,14 @@ fn a_pipeline_that_ends_stops_the_car_and_respawn_plays_it_again() {
     });
     assert_eq!(ended.mode, DriveMode::Failsafe, "{ended:?}");
     let reason = ended.health.stop_reason.unwrap();
-    assert!(reason.contains("end of the GStreamer pipeline after 20 frames"), "{reason}");
+    // 20 made; the sink keeps only the newest, so a loaded machine may take fewer.
+    let taken: u64 = reason
+        .split("end of the GStreamer pipeline after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{reason}"));
+    assert!((1..=20).contains(&taken), "{reason}");
     let (accepted, detail) = v.act(Command::Respawn { spawn_point: None });
     assert!(accepted && detail.contains("restarted the GStreamer pipeline"), "{detail}");
     v.state_where("frames again", |s| s.frame_id > ended.frame_id + 5);
@@ -257,21 +264,26 @@ fn a_pipeline_that_stalls_stops_the_car_until_frames_come_again() {
     });
     assert_eq!(stalled.mode, DriveMode::Failsafe, "{stalled:?}");
     assert!(stalled.health.stop_reason.unwrap().contains("no frame from the GStreamer pipeline"));
-    let again = v.state_where("a frame after the stall", |s| s.frame_id > stalled.frame_id);
-    assert!(again.health.stop_reason.as_deref().is_none_or(|r| !r.contains("stalled")), "{again:?}");
+    // The next frame clears it by itself (the state of the tick that takes a frame was decided
+    // before it, so look for the first one after that is not stalled).
+    v.state_where("no stall once frames come again", |s| {
+        s.frame_id > stalled.frame_id
+            && s.health.stop_reason.as_deref().is_none_or(|r| !r.contains("stalled"))
+    });
     v.car.stop();
 }
 
 #[test]
-fn a_live_pipeline_is_a_real_car_held_at_start_and_never_respawned() {
+fn a_live_pipeline_is_a_real_car_held_at_start() {
     // A live source (a UDP port nobody sends to stands in for a camera).
     let port = free_port();
     let pipeline =
         format!("udpsrc port={port} caps=\"video/x-raw,format=BGR,width=320,height=240,framerate=30/1\"");
     let mut v = Vehicle::spawn(gstreamer("glive", &pipeline, &["--resolution", "320x240"]));
     let s = v.state_where("state", |_| true);
+    assert!(s.commands.held && s.commands.operator_required, "{s:?}");
     assert_ne!(s.mode, DriveMode::Driving, "{s:?}");
     let (accepted, detail) = v.act(Command::Respawn { spawn_point: None });
-    assert!(!accepted && detail.contains("live GStreamer source"), "{detail}");
+    assert!(!accepted, "{detail}");
     v.car.stop();
 }

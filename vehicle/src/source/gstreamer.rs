@@ -139,16 +139,21 @@ impl GstreamerSource {
     fn start(&mut self) -> Result<(), GstreamerError> {
         let start_error =
             |detail: String| GstreamerError::Start { pipeline: self.description.clone(), detail };
-        let changed = self.pipeline.set_state(gst::State::Playing);
-        let (result, _, _) = self.pipeline.state(gst::ClockTime::from_seconds(START_TIMEOUT_S));
-        if changed.is_err() || result.is_err() {
+        // PAUSED first: only that step says whether the source is live (no preroll).
+        let paused = self.pipeline.set_state(gst::State::Paused);
+        let live = matches!(paused, Ok(gst::StateChangeSuccess::NoPreroll));
+        let changed = paused.and_then(|_| self.pipeline.set_state(gst::State::Playing));
+        // A live source reaches PLAYING only with its first frame, which may take a while (an
+        // RTSP camera that is down never sends one): failures of it come through the bus.
+        let failed = changed.is_err()
+            || (!live && self.pipeline.state(gst::ClockTime::from_seconds(START_TIMEOUT_S)).0.is_err());
+        if failed {
             // Read the bus first: going to NULL flushes it.
             let detail = self.bus_error().unwrap_or_else(|| "state change failed".into());
             let _ = self.pipeline.set_state(gst::State::Null);
             return Err(start_error(detail));
         }
-        self.live = matches!(changed, Ok(gst::StateChangeSuccess::NoPreroll))
-            || matches!(result, Ok(gst::StateChangeSuccess::NoPreroll));
+        self.live = live;
         self.last_frame_ns = clock::monotonic_ns();
         self.frames = 0;
         self.failed = None;
@@ -296,6 +301,24 @@ mod tests {
         assert!(is_live_pipeline("libcamerasrc ! video/x-raw,width=1280"));
         assert!(is_live_pipeline("v4l2src device=/dev/video0"));
         assert!(is_live_pipeline("rtspsrc location=rtsp://cam/ ! decodebin"));
+    }
+
+    fn open(pipeline: &str) -> GstreamerSource {
+        let mut config = VehicleConfig::default();
+        (config.width, config.height) = (64, 48);
+        config.gstreamer.pipeline = Some(pipeline.into());
+        GstreamerSource::open(&config).unwrap()
+    }
+
+    #[test]
+    fn a_live_pipeline_refuses_respawn_and_a_test_pattern_restarts() {
+        let mut live =
+            open("udpsrc port=0 caps=\"video/x-raw,format=BGR,width=64,height=48,framerate=30/1\"");
+        let refused = live.respawn(0).unwrap_err();
+        assert!(refused.contains("live GStreamer source"), "{refused}");
+        let mut pattern = open("videotestsrc ! video/x-raw,width=64,height=48,framerate=30/1");
+        let restarted = pattern.respawn(0).unwrap();
+        assert!(restarted.contains("restarted the GStreamer pipeline"), "{restarted}");
     }
 
     #[test]
