@@ -62,7 +62,7 @@ host_packages=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static mmde
 sysroot_packages=(libc6-dev libstdc++-12-dev libgcc-12-dev libopencv-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)
 stamp=$sysroot/.ads-sysroot
-stamp_text="$suite ${sysroot_packages[*]}"
+stamp_text="$suite ${sysroot_packages[*]} +alternatives"
 
 sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
@@ -162,6 +162,11 @@ if [[ $mode == build || $mode == test ]]; then
     $sudo mmdebstrap --quiet --variant=extract --mode=root --architectures=arm64 \
       --include="$include" "$suite" "$sysroot" "$mirror"
     if [[ -n $sudo ]]; then $sudo chown -R "$(id -u):$(id -g)" "$sysroot"; fi
+    # What maintainer scripts would have done and the link needs: BLAS and LAPACK (OpenCV's
+    # core needs libblas.so.3 and liblapack.so.3) are Debian alternatives, made by postinst.
+    for lib in blas lapack; do
+      ln -sfn "$lib/lib$lib.so.3" "$sysroot/usr/lib/$gnu/lib$lib.so.3"
+    done
     echo "$stamp_text" >"$stamp"
   fi
 fi
