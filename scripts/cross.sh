@@ -62,7 +62,7 @@ host_packages=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static mmde
 sysroot_packages=(libc6-dev libstdc++-12-dev libgcc-12-dev libopencv-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)
 stamp=$sysroot/.ads-sysroot
-stamp_text="$suite ${sysroot_packages[*]} +alternatives"
+stamp_text="$suite ${sysroot_packages[*]} +alternatives -dev"
 
 sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
@@ -167,6 +167,11 @@ if [[ $mode == build || $mode == test ]]; then
     for lib in blas lapack; do
       ln -sfn "$lib/lib$lib.so.3" "$sysroot/usr/lib/$gnu/lib$lib.so.3"
     done
+    # qemu-user (-L / QEMU_LD_PREFIX) looks every absolute path up in the sysroot first: an
+    # empty dev/shm there would hide the host's rings from an emulated `readdir("/dev/shm")`,
+    # and etc/passwd the host's users. Only what linking and loading need stays.
+    (cd "$sysroot" && rm -rf dev tmp var run proc sys home root mnt media opt srv boot \
+      && find etc -mindepth 1 -maxdepth 1 ! -name 'ld.so.conf*' -exec rm -rf {} +)
     echo "$stamp_text" >"$stamp"
   fi
 fi
