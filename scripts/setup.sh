@@ -11,6 +11,11 @@ packages=(
   clang            # bindgen for iceoryx2's POSIX layer and the opencv crate
   libclang-dev
   libopencv-dev    # OpenCV 4.6 for ads-detection (lanes, DNN); the opencv crate binds to it
+  libgstreamer1.0-dev               # GStreamer 1.22 for ads-vehicle --source gstreamer (gstreamer-rs)
+  libgstreamer-plugins-base1.0-dev  # its appsink (gstreamer-app)
+  gstreamer1.0-plugins-base         # videotestsrc, videoconvert, videoscale, decodebin (the source's tests)
+  gstreamer1.0-plugins-good         # qtdemux (MP4), v4l2src, rtspsrc
+  gstreamer1.0-libav                # avdec_h264: the dashcam footage through decodebin
   python3          # the protocol conformance client (tests/python), in a venv
   python3-venv
   systemd          # systemd-analyze verify, systemd-sysusers, systemctl --root (tests of the units)

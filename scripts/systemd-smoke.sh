@@ -12,6 +12,13 @@
 #   - `systemctl stop ads.target` stops both cleanly (exit 0) and leaves no ring in /dev/shm.
 #
 #   scripts/systemd-smoke.sh [--bin-dir DIR]      # root; DIR defaults to target/release
+#   scripts/systemd-smoke.sh --deb FILE           # the same with the ads-vehicle .deb (amd64)
+#                                                 # installed by dpkg instead of the script
+#
+# With --deb, /usr is an overlay too, dpkg installs the package into the namespace's root
+# (its postinst must enable the units, create the user and start nothing: no key), the
+# conffiles are checked, and at the end `dpkg --purge` with the services running must stop
+# them and remove the files.
 #
 # Isolation: systemd-tmpfiles empties /tmp at boot ("D /tmp"), udev re-triggers devices and
 # systemd-sysctl writes kernel settings, so inside the namespace /tmp, /var/tmp and /run are
@@ -25,9 +32,11 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 
 bin_dir=target/release
+deb=""
 while (($#)); do
   case "$1" in
     --bin-dir) bin_dir=$2; shift 2 ;;
+    --deb) deb=$(realpath "$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "systemd-smoke: unknown option $1" >&2; exit 2 ;;
   esac
@@ -40,7 +49,7 @@ fi
 
 work=$repo/target/systemd-smoke
 rm -rf "$work"
-mkdir -p "$work"/{etc-up,etc-work,var-up,var-work,local-up,local-work}
+mkdir -p "$work"/{etc-up,etc-work,var-up,var-work,local-up,local-work,usr-up,usr-work}
 tag=smoke$$
 port=$((40000 + RANDOM % 20000))
 
@@ -63,6 +72,10 @@ set -euo pipefail
 mount -t overlay overlay -o lowerdir=/etc,upperdir=$work/etc-up,workdir=$work/etc-work /etc
 mount -t overlay overlay -o lowerdir=/var,upperdir=$work/var-up,workdir=$work/var-work /var
 mount -t overlay overlay -o lowerdir=/usr/local,upperdir=$work/local-up,workdir=$work/local-work /usr/local
+if [[ -n "$deb" ]]; then
+  # dpkg writes /usr/bin and /lib/systemd/system (/lib is /usr/lib here): /usr as well.
+  mount -t overlay overlay -o lowerdir=/usr,upperdir=$work/usr-up,workdir=$work/usr-work /usr
+fi
 # Hide this machine's own enabled units, and mask what must not run here.
 mount -t tmpfs tmpfs /etc/systemd/system
 for u in /lib/systemd/system/sysinit.target.wants/* systemd-udevd.service systemd-udevd-control.socket \\
@@ -73,7 +86,12 @@ for u in /lib/systemd/system/sysinit.target.wants/* systemd-udevd.service system
   if [[ \$u != systemd-journald.service ]]; then ln -sf /dev/null "/etc/systemd/system/\$u"; fi
 done
 cd "$repo"
-scripts/install-vehicle.sh --bin-dir "$bin_dir" --no-build
+if [[ -n "$deb" ]]; then
+  dpkg -i "$deb" >$work/dpkg.log 2>&1 || { cat $work/dpkg.log; exit 1; }
+  cat $work/dpkg.log
+else
+  scripts/install-vehicle.sh --bin-dir "$bin_dir" --no-build
+fi
 # Exercise EnvironmentFile=: rings and ports of this run only.
 cat >/etc/ads/vehicle.env <<ENV
 ADS_VEHICLE_FRAMES_RING=$tag-frames
@@ -163,6 +181,22 @@ active() { ns systemctl is-active --quiet "$1"; }
 both_active() { active ads-vehicle && active ads-detection; }
 wait_for 120 "ads-vehicle and ads-detection active" both_active
 
+if [[ -n $deb ]]; then
+  step "the package: user, enablement, conffiles, nothing started by postinst"
+  grep -q "^ads:" "$work/etc-up/passwd" || fail "postinst made no ads user"
+  for unit in ads.target ads-vehicle.service ads-detection.service; do
+    [[ $(ns systemctl is-enabled "$unit") == enabled ]] || fail "$unit is not enabled"
+  done
+  conffiles=$(ns dpkg-query -W -f='${Conffiles}' ads-vehicle)
+  for f in /etc/ads/vehicle.toml /etc/ads/detection.toml; do
+    grep -q " $f " <<<"$conffiles" || fail "$f is not a conffile"
+  done
+  [[ $(prop ads-vehicle ExecStart) == *"path=/usr/bin/ads-vehicle "* ]] || fail "the unit does not run /usr/bin/ads-vehicle"
+  grep -q "enabled but not started: no action key" "$work/systemd.log" \
+    || fail "postinst did not say it starts nothing without a key"
+  echo "user ads, units enabled, conffiles: $(grep -o '/etc/ads/[a-z]*.toml' <<<"$conffiles" | xargs)"
+fi
+
 step "both running as ads, READY with a status"
 for unit in ads-vehicle ads-detection; do
   main=$(prop $unit MainPID)
@@ -238,6 +272,22 @@ done
 
 step "exposure scores (systemd-analyze security)"
 ns systemd-analyze security --no-pager ads-vehicle.service ads-detection.service | grep 'Overall' || true
+
+if [[ -n $deb ]]; then
+  step "dpkg --purge with the services running stops them and removes the files"
+  ns systemctl start ads.target
+  wait_for 120 "ads-vehicle and ads-detection active again" both_active
+  ns dpkg --purge ads-vehicle >"$work/purge.log" 2>&1 || fail "dpkg --purge failed: $(cat "$work/purge.log")"
+  stopped_all() { ! active ads-vehicle && ! active ads-detection; }
+  wait_for 30 "both units stopped by the removal" stopped_all
+  for f in /usr/bin/ads-vehicle /lib/systemd/system/ads-vehicle.service /etc/ads/vehicle.toml; do
+    ! ns test -e "$f" || fail "$f is still there after the purge"
+  done
+  for ring in "$tag-frames" "$tag-det"; do
+    [[ ! -e /dev/shm/ads.$ring ]] || fail "/dev/shm/ads.$ring left behind by the removal"
+  done
+  echo "purged: services stopped, binaries, units and configs gone"
+fi
 echo
 passed=1
 echo "systemd-smoke: all checks passed"

@@ -38,8 +38,21 @@ step "the systemd units under a real systemd (scripts/systemd-smoke.sh)"
 # systemd runs as PID 1 of a private pid + mount namespace: needs root and namespaces.
 if [[ $(id -u) -eq 0 ]] && unshare --pid --fork --mount --propagation private true 2>/dev/null; then
   scripts/systemd-smoke.sh --bin-dir "${CARGO_TARGET_DIR:-target}/debug"
+  step "the ads-vehicle .deb (amd64) installed by dpkg under the same systemd"
+  scripts/package.sh --arch amd64 --profile debug
+  scripts/systemd-smoke.sh --deb "$(ls target/deb/ads-vehicle_*_amd64.deb)"
 else
   echo "SKIPPED: needs root and permission to create pid/mount namespaces here"
+fi
+
+step "the ring's tests on aarch64, under qemu-user (scripts/cross.sh aarch64 --ring-tests)"
+# Futexes, OFD locks and atomics of the board's build, across emulated processes. The full
+# cross build and the emulated pipeline smoke (scripts/cross.sh aarch64 --test) take longer
+# than CI allows; tests/tests/board_scripts.rs keeps those scripts honest (--check).
+if [[ $(id -u) -eq 0 ]]; then
+  scripts/cross.sh aarch64 --ring-tests
+else
+  echo "SKIPPED: registering qemu-aarch64 with binfmt_misc needs root"
 fi
 
 step "loom model of the ring's slot protocol"

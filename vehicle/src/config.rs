@@ -17,6 +17,9 @@ pub enum SourceKind {
     Carla,
     /// An ads-record MCAP file (`--path`), its frames at their recorded pace.
     Recording,
+    /// A GStreamer pipeline (`--pipeline`) ending in video: CSI cameras through libcamerasrc
+    /// or nvarguscamerasrc, USB, RTSP, files.
+    Gstreamer,
 }
 
 /// What the control loop steers from.
@@ -56,6 +59,7 @@ pub struct VehicleConfig {
     pub camera: CameraSection,
     pub video: VideoSection,
     pub carla: CarlaSection,
+    pub gstreamer: GstreamerSection,
     pub broadcast: BroadcastSection,
     pub link: LinkSection,
     pub h264: H264Section,
@@ -105,6 +109,14 @@ pub struct VideoSection {
     /// Start again at the end; without it the source ends and the car stops (fail-safe).
     #[serde(rename = "loop")]
     pub looping: bool,
+}
+
+/// `source = "gstreamer"`: a GStreamer pipeline description (gst-launch-1.0 syntax) without
+/// its sink; the vehicle appends the conversion to BGR at the ring's size and an appsink.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GstreamerSection {
+    pub pipeline: Option<String>,
 }
 
 /// `source = "carla"`: a CARLA server, through the Python sidecar of ads-carla-bridge.
@@ -432,6 +444,7 @@ impl Default for VehicleConfig {
             camera: CameraSection::default(),
             video: VideoSection::default(),
             carla: CarlaSection::default(),
+            gstreamer: GstreamerSection::default(),
             broadcast: BroadcastSection::default(),
             link: LinkSection::default(),
             h264: H264Section::default(),
@@ -534,7 +547,7 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     #[arg(long, env = "ADS_VEHICLE_ID")]
     pub vehicle_id: Option<String>,
-    /// Frame source: sim, camera, video, carla or recording (docs/sources.md).
+    /// Frame source: sim, camera, video, carla, recording or gstreamer (docs/sources.md).
     #[arg(long, value_enum, env = "ADS_VEHICLE_SOURCE")]
     pub source: Option<SourceKind>,
     /// Frame size of the ring, WIDTHxHEIGHT (same as --width and --height).
@@ -546,6 +559,9 @@ pub struct Overrides {
     /// Video file of `--source video`, MCAP file of `--source recording`.
     #[arg(long, env = "ADS_VEHICLE_VIDEO")]
     pub path: Option<PathBuf>,
+    /// GStreamer pipeline of `--source gstreamer`, without a sink, e.g. "libcamerasrc".
+    #[arg(long, env = "ADS_VEHICLE_PIPELINE")]
+    pub pipeline: Option<String>,
     /// Play the video file (or recording) again from the start when it ends.
     #[arg(long = "loop", env = "ADS_VEHICLE_VIDEO_LOOP")]
     pub looping: bool,
@@ -662,6 +678,7 @@ impl VehicleConfig {
         set!(config.camera.device, o.device);
         config.video.path = o.path.or(config.video.path);
         config.video.looping |= o.looping;
+        config.gstreamer.pipeline = o.pipeline.or(config.gstreamer.pipeline);
         set!(config.carla.host, o.carla_host);
         set!(config.carla.port, o.carla_port);
         set!(config.carla.python, o.carla_python);
@@ -780,6 +797,13 @@ impl VehicleConfig {
     }
 }
 
+/// Whether a GStreamer pipeline films the real world: everything but a file or a test
+/// pattern is taken for a camera (then the car is a real car: held at start).
+pub fn is_live_pipeline(pipeline: &str) -> bool {
+    let first = pipeline.trim_start().split(|c: char| c.is_whitespace() || c == '!').next().unwrap_or("");
+    !matches!(first, "filesrc" | "videotestsrc" | "multifilesrc")
+}
+
 /// `ads-HOSTNAME` (`ads-vehicle` if the host has no name).
 /// Readers of the frames ring that the vehicle itself runs, each holding one frame pinned at a
 /// time: the broadcast (video link, recorder feed) and the detector (`ads-detection`).
@@ -809,7 +833,10 @@ impl VehicleConfig {
     }
 
     pub fn is_real_car(&self) -> bool {
+        let live_pipeline = self.source == SourceKind::Gstreamer
+            && self.gstreamer.pipeline.as_deref().is_none_or(is_live_pipeline);
         matches!(self.source, SourceKind::Camera | SourceKind::Carla)
+            || live_pipeline
             || self.actuator.kind != ActuatorKind::None
     }
 

@@ -1,5 +1,5 @@
-//! Where frames come from: the built-in simulator, a V4L2 camera, a video file, CARLA or an
-//! ads-record recording.
+//! Where frames come from: the built-in simulator, a V4L2 camera, a video file, CARLA, an
+//! ads-record recording or a GStreamer pipeline (CSI cameras of the boards).
 //!
 //! The control loop sees one [`FrameSource`]: it asks for the next frame, writes it into a
 //! loaned slot of the frames ring (BGR8 at the ring's size, whatever the source delivers),
@@ -10,6 +10,8 @@
 pub mod camera;
 pub mod carla;
 pub mod convert;
+#[cfg(feature = "gstreamer")]
+pub mod gstreamer;
 pub mod negotiate;
 pub mod recording;
 pub mod sim;
@@ -91,13 +93,18 @@ pub enum SourceError {
     Recording(#[from] recording::RecordingError),
     #[error(transparent)]
     Convert(#[from] convert::ConvertError),
+    #[cfg(feature = "gstreamer")]
+    #[error(transparent)]
+    Gstreamer(#[from] gstreamer::GstreamerError),
+    #[error("this ads-vehicle was built without the {0} source (cargo feature \"{0}\")")]
+    NotBuilt(&'static str),
     #[error("binding the simulator's outputs socket {path}: {source}")]
     SimOutputs { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// One frame source, owned by the control loop.
 pub trait FrameSource {
-    /// `sim`, `camera`, `video`, `carla` or `recording`, as in `state.source`.
+    /// `sim`, `camera`, `video`, `carla`, `recording` or `gstreamer`, as in `state.source`.
     fn kind(&self) -> &'static str;
     fn pacing(&self) -> Pacing;
     /// For [`Pacing::External`]: waits until a frame is ready or the monotonic clock reaches
@@ -144,5 +151,9 @@ pub fn open(config: &VehicleConfig) -> Result<Box<dyn FrameSource>, SourceError>
         SourceKind::Video => Box::new(video::VideoSource::open(config)?),
         SourceKind::Carla => Box::new(carla::CarlaSource::start(config)?),
         SourceKind::Recording => Box::new(recording::RecordingSource::open(config)?),
+        #[cfg(feature = "gstreamer")]
+        SourceKind::Gstreamer => Box::new(gstreamer::GstreamerSource::open(config)?),
+        #[cfg(not(feature = "gstreamer"))]
+        SourceKind::Gstreamer => return Err(SourceError::NotBuilt("gstreamer")),
     })
 }
