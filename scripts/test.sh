@@ -61,8 +61,13 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 
 step "miri: the ring's single-threaded layout and protocol tests"
 # Undefined behaviour in the heap unit tests of the slot protocol and the segment layout
-# (the process and mapping tests need syscalls miri does not model). Needs a nightly
-# toolchain with the miri component; a machine without one skips this step, saying so.
+# (the process and mapping tests need syscalls miri does not model). Installs a minimal
+# nightly with miri through rustup when missing; only where rustup cannot reach its
+# distribution server does the step skip, saying so.
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+  { rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal; } &&
+    rustup component add miri rust-src --toolchain nightly || true
+fi
 if cargo +nightly miri --version >/dev/null 2>&1; then
   cargo +nightly miri test -p ads-shmem-ipc --locked --lib -- protocol::tests layout::tests
 else
