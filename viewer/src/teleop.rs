@@ -66,24 +66,29 @@ impl Control {
 pub struct DriveRate {
     min_gap: Duration,
     last: Option<Instant>,
+    /// The last message let through moved the car: the next release may not be dropped.
+    moving: bool,
     pub dropped: u64,
 }
 
 impl Default for DriveRate {
     fn default() -> Self {
-        Self { min_gap: Duration::from_secs_f64(1.0 / DRIVE_RATE_HZ), last: None, dropped: 0 }
+        Self { min_gap: Duration::from_secs_f64(1.0 / DRIVE_RATE_HZ), last: None, moving: false, dropped: 0 }
     }
 }
 
 impl DriveRate {
-    /// Whether a drive message at `now` goes on. A release (zero throttle and steering) always
-    /// does: letting go must never be the message that is dropped.
+    /// Whether a drive message at `now` goes on. The release after moving (zero throttle and
+    /// steering) always does: letting go must never be the message that is dropped; releases
+    /// after that are limited like the rest, so zeros cannot flood the vehicle either.
     pub fn allow(&mut self, now: Instant, releasing: bool) -> bool {
-        if !releasing && self.last.is_some_and(|t| now.saturating_duration_since(t) < self.min_gap) {
+        let first_release = releasing && self.moving;
+        if !first_release && self.last.is_some_and(|t| now.saturating_duration_since(t) < self.min_gap) {
             self.dropped += 1;
             return false;
         }
         self.last = Some(now);
+        self.moving = !releasing;
         true
     }
 }
@@ -114,7 +119,8 @@ mod tests {
         assert!(rate.allow(t0, false));
         assert!(!rate.allow(t0 + Duration::from_millis(5), false));
         assert!(rate.allow(t0 + Duration::from_millis(6), true), "letting go is never dropped");
+        assert!(!rate.allow(t0 + Duration::from_millis(7), true), "a flood of releases is limited");
         assert!(rate.allow(t0 + Duration::from_millis(30), false));
-        assert_eq!(rate.dropped, 1);
+        assert_eq!(rate.dropped, 2);
     }
 }

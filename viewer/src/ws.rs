@@ -72,11 +72,13 @@ struct Client {
     drive_rate: DriveRate,
 }
 
-/// An emergency stop, by the look of it: it passes the rate limit (see [`RateLimit::allow_command`]).
-fn is_estop(text: &str) -> bool {
+/// Messages the general rate limit never refuses: an emergency stop (see
+/// [`RateLimit::allow_command`]), and drive messages, which have a limit of their own
+/// ([`DriveRate`], in [`handle`]) because they come at 25 Hz.
+fn passes_general_limit(message: &ClientMessage) -> bool {
     matches!(
-        serde_json::from_str::<ClientMessage>(text),
-        Ok(ClientMessage::Action { command: Command::EmergencyStop, .. })
+        message,
+        ClientMessage::Action { command: Command::EmergencyStop, .. } | ClientMessage::Drive { .. }
     )
 }
 
@@ -156,21 +158,25 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard, peer
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue,
                 };
-                // E-stops always pass; drive commands have a limit of their own.
-                if !text.as_ref().is_some_and(|t| is_estop(t.as_str()) || is_drive(t.as_str())) && !limit.allow() {
+                // Parsed once: what a message is decides which limit it is under.
+                let parsed = text.map(|t| serde_json::from_str::<ClientMessage>(t.as_str()));
+                let exempt = matches!(&parsed, Some(Ok(m)) if passes_general_limit(m));
+                if !exempt && !limit.allow() {
                     refusals += 1;
                     if refusals > MAX_REFUSALS {
                         tracing::warn!("closing a websocket that keeps flooding");
                         break;
                     }
                     Message::Text(reply_error("too many messages; slow down"))
-                } else if let Some(text) = text {
-                    match handle(&state, &mut client, text.as_str()) {
-                        Some(reply) => Message::Text(reply.into()),
-                        None => continue,
-                    }
                 } else {
-                    Message::Text(reply_error("binary messages are not accepted; send JSON text"))
+                    match parsed {
+                        Some(Ok(message)) => match handle(&state, &mut client, message) {
+                            Some(reply) => Message::Text(reply.into()),
+                            None => continue,
+                        },
+                        Some(Err(e)) => Message::Text(reply_error(&format!("not understood: {e}"))),
+                        None => Message::Text(reply_error("binary messages are not accepted; send JSON text")),
+                    }
                 }
             }
             _ = shutdown.changed() => break,
@@ -186,23 +192,12 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard, peer
     let _ = tx.send(Message::Close(None)).await;
 }
 
-/// A drive command, by the look of it (its own rate limit applies, see [`DriveRate`]).
-fn is_drive(text: &str) -> bool {
-    text.len() < 256 && text.contains("\"drive\"")
-}
-
 fn reply_error(detail: &str) -> axum::extract::ws::Utf8Bytes {
     json!({"type": "error", "detail": detail}).to_string().into()
 }
 
 /// Handles one message from the browser; returns an immediate reply if there is one.
-fn handle(state: &AppState, client: &mut Client, text: &str) -> Option<String> {
-    let message: ClientMessage = match serde_json::from_str(text) {
-        Ok(m) => m,
-        Err(e) => {
-            return Some(json!({"type": "error", "detail": format!("not understood: {e}")}).to_string())
-        }
-    };
+fn handle(state: &AppState, client: &mut Client, message: ClientMessage) -> Option<String> {
     match message {
         ClientMessage::Action { request_id, command } => {
             if let Err(e) = validate_command(&command, &request_id) {

@@ -443,3 +443,42 @@ async fn half_sent_requests_time_out_and_cannot_exhaust_descriptors() {
     assert!(status.success(), "{status}");
     drop(held);
 }
+
+/// The rate limits cannot be talked around: an action whose text merely contains `"drive"`
+/// is under the general limit, and a page holding control cannot flood the vehicle with
+/// releases (zero drive commands) either: only the first release after moving skips the
+/// drive limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neither_actions_named_drive_nor_a_flood_of_releases_get_past_the_rate_limits() {
+    let vehicle = Vehicle::start("drive-flood", false);
+    let viewer = Viewer::start(&vehicle);
+    let mut flooder = connect(&viewer).await;
+    next_frame(&mut flooder).await;
+    for _ in 0..500 {
+        let text = "{\"type\":\"action\",\"request_id\":\"drive\",\"command\":{\"type\":\"set_target_speed\",\"mps\":5}}";
+        // Cut off after too many refusals, as it should be.
+        if flooder.send(Message::Text(text.into())).await.is_err() {
+            break;
+        }
+    }
+    let mut page = connect(&viewer).await;
+    next_frame(&mut page).await;
+    page.send(Message::Text("{\"type\":\"take_control\"}".into())).await.unwrap();
+    next_text(&mut page, "control taken", |m| m["type"] == "control").await;
+    let started = std::time::Instant::now();
+    for _ in 0..500 {
+        let text = "{\"type\":\"drive\",\"steering\":0,\"throttle\":0}";
+        page.send(Message::Text(text.into())).await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Let the viewer work through what it received.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (_, metrics) = viewer.get("/metrics").unwrap();
+    let metrics = String::from_utf8(metrics).unwrap();
+    let actions = metric(&metrics, "ads_viewer_actions_sent_total").unwrap();
+    let drives = metric(&metrics, "ads_viewer_drives_sent_total").unwrap();
+    eprintln!("500 actions named drive: {actions} sent; 500 releases in {elapsed:.3} s: {drives} sent");
+    assert!(actions <= 40.0 + 1.0, "{metrics}");
+    // 50 per second at most, over the flood and the wait after it, plus the first.
+    assert!(drives <= 1.0 + (elapsed + 0.6) * 50.0, "{drives} drives in {elapsed} s");
+}
