@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The video link over shaped links (docs/benchmarks.md "The link to the laptop"): the vehicle
-# and measuring viewers in a private network namespace made here, the vehicle's traffic shaped
-# with htb on its loopback (20, 8, 4, 2, 1 Mbit/s, a step from 20 to 2 Mbit/s, two viewers on
-# 20 and 2 Mbit/s at once). Needs root (ip netns, tc). Prints a table; never fails on a number.
+# The video link over shaped links (docs/benchmarks.md "The link to the laptop"). By default
+# the topology of a car on WiFi: a "car" and a "laptop" network namespace made here, joined by a
+# veth pair, each end shaped by one tbf (one FIFO per direction, as a WiFi station's queue is),
+# actions signed under a key made for the run. Cases: rates (one viewer), a step from 20 to
+# 2 Mbit/s, `rogue` (12 squatting + 7 keyframe-flooding clients beside the operator) and
+# `outage` (the link down for 10 s). With --loopback: the older topology, the vehicle and the
+# viewers in one namespace, only the vehicle's traffic shaped with htb on `lo` (and the case
+# `two`, two viewers on different links at once). Needs root (ip netns, tc). Prints a table;
+# never fails on a number.
 #
-#   scripts/bench-link.sh [--seconds 10] [--warmup 3] [--cases 20,8,4,2,1,step,two] [--codecs jpeg,h264] [--stingy]
+#   scripts/bench-link.sh [--loopback] [--seconds 10] [--warmup 3] [--cases 8,4,2,1,step,rogue,outage] [--codecs jpeg,h264] [--video FILE]
 #
 # Writes target/bench/link.json.
 set -euo pipefail
@@ -18,8 +23,24 @@ for tool in ip tc; do
 done
 cargo build --release --locked -p ads-vehicle -p ads-tools --bins
 target_dir="${CARGO_TARGET_DIR:-target}"
-ns="ads-link-$$"
-ip netns add "$ns"
-trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
-ip netns exec "$ns" "$target_dir/release/ads-bench" link --in-private-netns \
-  --json "$target_dir/bench/link.json" "$@"
+loopback=0
+if [[ ${1:-} == --loopback ]]; then
+  loopback=1
+  shift
+fi
+laptop="ads-link-$$"
+car="ads-car-$$"
+cleanup() {
+  ip netns del "$laptop" 2>/dev/null || true
+  ip netns del "$car" 2>/dev/null || true
+}
+trap cleanup EXIT
+ip netns add "$laptop"
+if (( loopback )); then
+  ip netns exec "$laptop" "$target_dir/release/ads-bench" link --in-private-netns \
+    --json "$target_dir/bench/link.json" "$@"
+else
+  ip netns add "$car"
+  ip netns exec "$laptop" "$target_dir/release/ads-bench" link --in-private-netns --car-netns "$car" \
+    --json "$target_dir/bench/link.json" "$@"
+fi

@@ -101,8 +101,12 @@ impl Originals {
 
 #[derive(Debug, Clone)]
 pub struct ClientPlan {
-    /// The loopback address it connects to (each one is shaped on its own).
-    pub address: String,
+    /// The vehicle's host as this client reaches it (on loopback, an address shaped on its own).
+    pub vehicle_host: String,
+    /// The host the vehicle takes actions on.
+    pub actions_host: String,
+    /// Actions (and hellos, where the vehicle wants them signed) carry a MAC under this key.
+    pub key: Option<ads_protocol::ActionKey>,
     pub send_actions: bool,
     /// Nothing before this is recorded.
     pub measure_from: Instant,
@@ -128,8 +132,10 @@ pub struct FrameRecord {
 #[derive(Debug, Default)]
 pub struct CaseRecord {
     pub frames: Vec<FrameRecord>,
-    pub state_ages_ms: Vec<f64>,
-    pub ack_ms: Vec<f64>,
+    /// Every measured state: (received, captured), wall ns.
+    pub state_times: Vec<(u64, u64)>,
+    /// Every acknowledged action: (sent, acknowledged) wall ns, and whether it was an e-stop.
+    pub acks: Vec<(u64, u64, bool)>,
     pub actions_sent: usize,
     pub scores: Vec<(f64, f64)>,
     /// Frames that arrived with an id not above one received before (a backlog).
@@ -162,10 +168,95 @@ fn percentile(values: &[f64], q: f64) -> f64 {
     v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
 }
 
+/// A link outage in a case: when it went down and came back, wall ns.
+#[derive(Debug, Clone, Copy)]
+pub struct Outage {
+    pub down_ns: u64,
+    pub up_ns: u64,
+}
+
+/// A frame or a state no older than this is fresh (what an operator can act on).
+const FRESH_NS: u64 = 200_000_000;
+/// A state older than this shown after the link came back is a stale one.
+const STALE_NS: u64 = 1_000_000_000;
+
+/// What happened after the link came back: how long until a fresh frame and a fresh state
+/// arrived, how many seconds-old states arrived first (a client that shows every state shows
+/// them), and when the e-stops sent into the outage were acknowledged.
+fn after_outage(record: &CaseRecord, outage: Outage) -> Value {
+    let first_fresh = |times: &mut dyn Iterator<Item = (u64, u64)>| {
+        times
+            .filter(|&(recv, capture)| recv >= outage.up_ns && recv.saturating_sub(capture) <= FRESH_NS)
+            .map(|(recv, _)| (recv - outage.up_ns) as f64 / 1e6)
+            .next()
+    };
+    let fresh_frame_ms = first_fresh(&mut record.frames.iter().map(|f| (f.recv_ns, f.capture_ns)));
+    let fresh_state_ms = first_fresh(&mut record.state_times.iter().copied());
+    let stale_states = record
+        .state_times
+        .iter()
+        .filter(|&&(recv, capture)| recv >= outage.up_ns && recv - capture > STALE_NS)
+        .count();
+    let oldest_state_ms = record
+        .state_times
+        .iter()
+        .filter(|&&(recv, _)| recv >= outage.up_ns)
+        .map(|&(recv, capture)| recv.saturating_sub(capture) as f64 / 1e6)
+        .fold(0.0, f64::max);
+    let estop_after_ms: Vec<f64> = record
+        .acks
+        .iter()
+        .filter(|&&(sent, _, estop)| estop && sent >= outage.down_ns && sent < outage.up_ns)
+        .map(|&(_, acked, _)| acked.saturating_sub(outage.up_ns) as f64 / 1e6)
+        .collect();
+    json!({
+        "fresh_frame_ms": fresh_frame_ms,
+        "fresh_state_ms": fresh_state_ms,
+        "stale_states": stale_states,
+        "oldest_state_ms": oldest_state_ms,
+        "estop_in_outage_acked_ms": estop_after_ms,
+    })
+}
+
 impl CaseRecord {
-    pub fn summary(&self, seconds: f64, link_kbps: f64, step_ns: Option<u64>) -> Value {
-        let ages: Vec<f64> =
-            self.frames.iter().map(|f| (f.recv_ns as f64 - f.capture_ns as f64) / 1e6).collect();
+    pub fn summary(
+        &self,
+        seconds: f64,
+        link_kbps: f64,
+        step_ns: Option<u64>,
+        outage: Option<Outage>,
+    ) -> Value {
+        // Acknowledgements that waited for the link to come back are reported apart.
+        let across_outage =
+            |sent: u64, acked: u64| outage.is_some_and(|o| sent < o.up_ns && acked > o.down_ns);
+        let ack_ms: Vec<f64> = self
+            .acks
+            .iter()
+            .filter(|&&(sent, acked, estop)| estop && !across_outage(sent, acked))
+            .map(|&(sent, acked, _)| acked.saturating_sub(sent) as f64 / 1e6)
+            .collect();
+        // The longest silence between two states, outside an outage's window (and the 1 s
+        // after it).
+        let state_gap_max_ms = self
+            .state_times
+            .windows(2)
+            .filter(|w| outage.is_none_or(|o| w[1].0 < o.down_ns || w[0].0 > o.up_ns + 1_000_000_000))
+            .map(|w| w[1].0.saturating_sub(w[0].0) as f64 / 1e6)
+            .fold(0.0, f64::max);
+        // Ages outside an outage and the second after it (reported apart, in "outage").
+        let steady = |recv: u64| outage.is_none_or(|o| recv < o.down_ns || recv > o.up_ns + 1_000_000_000);
+        let ages: Vec<f64> = self
+            .frames
+            .iter()
+            .filter(|f| steady(f.recv_ns))
+            .map(|f| (f.recv_ns as f64 - f.capture_ns as f64) / 1e6)
+            .collect();
+        let state_ages_ms: Vec<f64> = self
+            .state_times
+            .iter()
+            .filter(|&&(recv, _)| steady(recv))
+            .map(|&(recv, capture)| (recv as f64 - capture as f64) / 1e6)
+            .collect();
         let bytes: usize = self.frames.iter().map(|f| f.bytes).sum();
         let goodput_kbps = bytes as f64 * 8.0 / seconds / 1000.0;
         let mut tiers: Vec<u8> = self.frames.iter().map(|f| f.tier).collect();
@@ -191,12 +282,14 @@ impl CaseRecord {
             "age_max_ms": percentile(&ages, 1.0),
             "goodput_kbps": goodput_kbps,
             "goodput_share_pct": 100.0 * goodput_kbps / link_kbps,
-            "state_age_p99_ms": percentile(&self.state_ages_ms, 0.99),
-            "states": self.state_ages_ms.len(),
-            "estop_ack_p50_ms": percentile(&self.ack_ms, 0.5),
-            "estop_ack_p99_ms": percentile(&self.ack_ms, 0.99),
+            "state_age_p99_ms": percentile(&state_ages_ms, 0.99),
+            "states": self.state_times.len(),
+            "state_gap_max_ms": state_gap_max_ms,
+            "estop_ack_p50_ms": percentile(&ack_ms, 0.5),
+            "estop_ack_p99_ms": percentile(&ack_ms, 0.99),
             "actions_sent": self.actions_sent,
-            "actions_acked": self.ack_ms.len(),
+            "actions_acked": self.acks.len(),
+            "outage": outage.map(|o| after_outage(self, o)),
             "psnr_db": mean(self.scores.iter().map(|s| s.0).collect()),
             "ssim": mean(self.scores.iter().map(|s| s.1).collect()),
             "ssim_min": self.scores.iter().map(|s| s.1).fold(f64::NAN, f64::min),
@@ -230,7 +323,7 @@ pub fn spawn(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         if let Err(e) = run(&plan, &record, &originals, &stop) {
-            eprintln!("measuring client {}: {e}", plan.address);
+            eprintln!("measuring client {}: {e}", plan.vehicle_host);
         }
     })
 }
@@ -246,15 +339,16 @@ fn run(
     sub.set_subscribe(b"state")?;
     sub.set_subscribe(b"event")?;
     sub.set_linger(0)?;
-    sub.connect(&format!("tcp://{}:{PUB_PORT}", plan.address))?;
+    sub.connect(&format!("tcp://{}:{PUB_PORT}", plan.vehicle_host))?;
     let video = context.socket(zmq::DEALER)?;
     video.set_linger(0)?;
-    video.connect(&format!("tcp://{}:{VIDEO_PORT}", plan.address))?;
+    video.connect(&format!("tcp://{}:{VIDEO_PORT}", plan.vehicle_host))?;
     let actions = context.socket(zmq::PUB)?;
     actions.set_linger(0)?;
-    actions.connect(&format!("tcp://127.0.0.1:{ACTION_PORT}"))?;
-    let sender = format!("linkbench-{}-{}", std::process::id(), plan.address);
-    let mut pending: HashMap<String, Instant> = HashMap::new();
+    actions.connect(&format!("tcp://{}:{ACTION_PORT}", plan.actions_host))?;
+    let sender = format!("linkbench-{}-{}", std::process::id(), plan.vehicle_host);
+    // Actions awaiting their ack: when sent (wall ns), and whether an e-stop.
+    let mut pending: HashMap<String, (u64, bool)> = HashMap::new();
     let (mut last_hello, mut last_action) = (None::<Instant>, Instant::now());
     let (mut action_seq, mut estop_next, mut delivered, mut last_id) = (wall_ns(), true, 0usize, None::<u64>);
     // The vehicle's run from its newest state (id, run clock, when heard): actions name it.
@@ -302,7 +396,7 @@ fn run(
                     command,
                 };
                 actions.send_multipart(
-                    encode_action("*", action_seq, wall_ns(), &action, None),
+                    encode_action("*", action_seq, wall_ns(), &action, plan.key.as_ref()),
                     zmq::DONTWAIT,
                 )?;
             }
@@ -339,10 +433,10 @@ fn run(
                     command: command.clone(),
                 };
                 actions.send_multipart(
-                    encode_action("*", action_seq, wall_ns(), &action, None),
+                    encode_action("*", action_seq, wall_ns(), &action, plan.key.as_ref()),
                     zmq::DONTWAIT,
                 )?;
-                pending.insert(id, now);
+                pending.insert(id, (wall_ns(), matches!(command, Command::EmergencyStop)));
                 record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).actions_sent += 1;
             }
         }
@@ -426,7 +520,7 @@ fn run(
             match wire.message {
                 Message::State(s) if measuring => {
                     let mut r = record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    r.state_ages_ms.push((recv_ns as f64 - wire.capture_ns as f64) / 1e6);
+                    r.state_times.push((recv_ns, wire.capture_ns));
                     r.drive_p50_ms = s.teleop.latency_p50_ms;
                     r.drive_p99_ms = s.teleop.latency_p99_ms;
                     r.drives_taken = s.teleop.taken;
@@ -438,7 +532,7 @@ fn run(
                         if let Some(v) = s.link.viewers.iter().max_by_key(|v| v.session) {
                             eprintln!(
                                 "link {}: goodput {} kbit/s, sent {} kbit/s, {} fps, tier {}, delivery {:.1} ms, in flight {}, skipped {}",
-                                plan.address, v.goodput_kbps, v.sent_kbps, v.fps, v.tier, v.delivery_ms, v.in_flight, v.frames_skipped
+                                plan.vehicle_host, v.goodput_kbps, v.sent_kbps, v.fps, v.tier, v.delivery_ms, v.in_flight, v.frames_skipped
                             );
                         }
                     }
@@ -453,9 +547,9 @@ fn run(
                     }
                 }
                 Message::Event(Event::Ack { action_id, .. }) => {
-                    if let Some(sent) = pending.remove(&action_id) {
-                        let ms = sent.elapsed().as_secs_f64() * 1e3;
-                        record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).ack_ms.push(ms);
+                    if let Some((sent_ns, estop)) = pending.remove(&action_id) {
+                        let mut r = record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        r.acks.push((sent_ns, recv_ns, estop));
                     }
                 }
                 _ => {}
@@ -475,7 +569,8 @@ fn run(
                 run: stamp(&run),
                 command,
             };
-            let _ = actions.send_multipart(encode_action("*", action_seq, wall_ns(), &action, None), 0);
+            let _ = actions
+                .send_multipart(encode_action("*", action_seq, wall_ns(), &action, plan.key.as_ref()), 0);
         }
         std::thread::sleep(Duration::from_millis(100));
     }

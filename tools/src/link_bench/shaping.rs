@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use std::process::Command;
 
-fn run(args: &[&str]) -> anyhow::Result<()> {
+pub(super) fn run(args: &[&str]) -> anyhow::Result<()> {
     let out =
         Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("running {}", args[0]))?;
     anyhow::ensure!(
