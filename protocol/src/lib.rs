@@ -14,6 +14,7 @@
 //! Decoding never panics and never trusts sizes: every failure is a [`DecodeError`].
 
 mod auth;
+pub mod discover;
 mod finite;
 pub mod gate;
 mod messages;

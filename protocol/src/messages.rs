@@ -316,6 +316,13 @@ pub struct CommandStatus {
     /// is what its latch file says. An unpersisted e-stop keeps the car braked and held.
     #[serde(default)]
     pub latch_error: Option<String>,
+    /// TCP port of the action socket (SUB) on the vehicle; 0 if unknown. With the host of the
+    /// PUB endpoint a client reached, where its actions go ([`crate::discover`]).
+    #[serde(default)]
+    pub action_port: u16,
+    /// Actions (and signed video hellos) must carry a MAC under the action key.
+    #[serde(default)]
+    pub signed_actions: bool,
 }
 
 /// `state.link`: the video socket and one entry per viewer session.

@@ -79,6 +79,8 @@ fn samples() -> Vec<Message> {
                 operator_required: true,
                 operator_heartbeat_age_ms: Some(120),
                 latch_error: Some("No space left on device".into()),
+                action_port: 5558,
+                signed_actions: true,
             },
             link: LinkState {
                 video_port: 5559,
@@ -420,4 +422,43 @@ fn non_finite_numbers_are_refused_at_decode_naming_the_field() {
     let Message::Detection(d) = &mut messages[1] else { panic!("sample order") };
     d.lanes.as_mut().unwrap().left[0] = Some(3e38);
     assert!(decode_record(&encode_record(d)).is_ok());
+}
+
+/// Every key of every body the samples hold (all of them, nested).
+fn keys(value: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                out.insert(key.clone());
+                keys(inner, out);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, out)),
+        _ => {}
+    }
+}
+
+/// docs/protocol.md is what other people's clients are written from: a field added to a
+/// message and not to its tables fails here.
+#[test]
+fn every_field_of_every_message_is_in_the_protocol_document() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap();
+    let mut found = std::collections::BTreeSet::new();
+    for message in samples() {
+        let body = match &message {
+            Message::Frame(b) => serde_json::to_value(b),
+            Message::Detection(b) => serde_json::to_value(b),
+            Message::State(b) => serde_json::to_value(b),
+            Message::Event(b) => serde_json::to_value(b),
+            Message::Action(b) => serde_json::to_value(b),
+            Message::Truth(b) => serde_json::to_value(b),
+            Message::Controls(b) => serde_json::to_value(b),
+        }
+        .unwrap();
+        keys(&body, &mut found);
+    }
+    // A field is named in a table row (`key`) or in a map's type (`{x_m: f64, …}`).
+    let named = |key: &str| doc.contains(&format!("`{key}`")) || doc.contains(&format!("{key}: "));
+    let missing: Vec<_> = found.iter().filter(|key| !named(key)).collect();
+    assert!(missing.is_empty(), "fields not named in docs/protocol.md: {missing:?}");
 }

@@ -3,7 +3,7 @@
 Decoding, encoding and signing are ``ads-protocol``'s (via ``ads._native``); this module only
 owns the sockets. See docs/protocol.md for every topic and field.
 
->>> with VehicleClient("tcp://car:5557", "tcp://car:5558", key_file="action.key") as car:  # doctest: +SKIP
+>>> with VehicleClient("tcp://car:5557", key_file="action.key") as car:  # doctest: +SKIP
 ...     state = car.recv(topics=("state",))
 ...     ack = car.send({"type": "pause"})
 """
@@ -69,10 +69,13 @@ def encode_action(
 
 
 class VehicleClient:
-    """Subscribes to a vehicle's PUB socket and sends actions to its SUB socket."""
+    """Subscribes to a vehicle's PUB socket and sends actions to its SUB socket.
+
+    ``actions`` names the action endpoint; without it the client sends actions where the
+    vehicle's states say (``state.commands.action_port`` on the host of ``pub``)."""
 
     def __init__(
-        self, pub: str, actions: str, *, vehicle: str = "", sender: Optional[str] = None,
+        self, pub: str, actions: Optional[str] = None, *, vehicle: str = "", sender: Optional[str] = None,
         key_file: "Optional[os.PathLike[str] | str]" = None, topics: Iterable[str] = ("state", "event", "detection"),
     ) -> None:
         self._context = zmq.Context()
@@ -84,9 +87,12 @@ class VehicleClient:
             if needed not in topics:
                 self._sub.setsockopt(zmq.SUBSCRIBE, needed.encode())
         self._sub.connect(pub)
+        self._pub_endpoint = pub
         self._pub = self._context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.SNDHWM, 100)
-        self._pub.connect(actions)
+        self.actions: Optional[str] = actions
+        if actions is not None:
+            self._pub.connect(actions)
         self.vehicle = vehicle
         # A random instance in the sender: a restarted client is a new sender, so its
         # sequence numbers may start again from 1 whatever the wall clock says.
@@ -108,6 +114,12 @@ class VehicleClient:
             if message.topic == "state":
                 commands = message.body.get("commands") or {}
                 self._run = (commands.get("run_id", ""), int(commands.get("run_ns", 0)), time.monotonic())
+                if self.actions is None:
+                    video_port = int((message.body.get("link") or {}).get("video_port", 0))
+                    _, self.actions = _native.discover_endpoints(
+                        self._pub_endpoint, video_port, int(commands.get("action_port", 0))
+                    )
+                    self._pub.connect(self.actions)
             if wanted is None or message.topic in wanted:
                 return message
 

@@ -91,7 +91,18 @@ fn encode_action<'py>(
     Ok(parts.iter().map(|p| PyBytes::new(py, p)).collect())
 }
 
+/// The vehicle's (video, actions) endpoints on the host of `pub_endpoint`, from the ports a
+/// state advertises (`state.link.video_port`, `state.commands.action_port`). ValueError names
+/// what is missing.
+#[pyfunction]
+fn discover_endpoints(pub_endpoint: &str, video_port: u16, action_port: u16) -> PyResult<(String, String)> {
+    let found = ads_protocol::discover::endpoints_on(pub_endpoint, video_port, action_port, false)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok((found.video, found.actions))
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(discover_endpoints, m)?)?;
     m.add_class::<PyActionKey>()?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_function(wrap_pyfunction!(encode_action, m)?)?;

@@ -34,7 +34,8 @@ pub struct Args {
     /// The vehicle's PUB endpoint.
     #[arg(long, env = "ADS_RECORD_VEHICLE", default_value = "tcp://127.0.0.1:5557")]
     pub vehicle: String,
-    /// The vehicle's video socket [default: the vehicle's host, port 5559].
+    /// The vehicle's video socket [default: the one its states advertise, on the host of
+    /// --vehicle].
     #[arg(long, env = "ADS_RECORD_VIDEO")]
     pub video: Option<String>,
     /// Output file (with rotation, the pattern: drive.mcap → drive-0000.mcap, …) [default:
@@ -98,14 +99,6 @@ pub enum Subcommand {
         /// The recording (.mcap).
         input: PathBuf,
     },
-}
-
-/// `tcp://HOST:PORT` → `tcp://HOST:5559`, the default video socket on the vehicle's host.
-fn video_endpoint_for(vehicle: &str) -> anyhow::Result<String> {
-    let host = vehicle.strip_prefix("tcp://").and_then(|rest| rest.rsplit_once(':')).map(|(host, _)| host);
-    let host =
-        host.ok_or_else(|| anyhow::anyhow!("cannot derive a video endpoint from {vehicle:?}; pass --video"))?;
-    Ok(format!("tcp://{host}:{}", ads_protocol::DEFAULT_VIDEO_PORT))
 }
 
 fn seconds(what: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
@@ -193,10 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.flush_ms > 0, "--flush-ms must be positive");
     let options = recorder::RecordOptions {
         vehicle: args.vehicle.clone(),
-        video: match &args.video {
-            Some(video) => video.clone(),
-            None => video_endpoint_for(&args.vehicle)?,
-        },
+        video: args.video.clone(),
         sink: sink::SinkOptions {
             path: args.output.clone().unwrap_or_else(|| PathBuf::from("drive.mcap")),
             rotate_bytes,

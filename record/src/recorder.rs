@@ -19,9 +19,9 @@ pub enum RecordError {
 
 #[derive(Debug, Clone)]
 pub struct RecordOptions {
-    /// The vehicle's PUB endpoint and its video socket.
+    /// The vehicle's PUB endpoint and its video socket (`None`: the one its states advertise).
     pub vehicle: String,
-    pub video: String,
+    pub video: Option<String>,
     pub sink: SinkOptions,
     /// Stop after this long (from the start, not from the first message).
     pub duration: Option<Duration>,
@@ -41,7 +41,7 @@ pub fn record(
     stop: &AtomicBool,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Report, RecordError> {
-    let mut stream = VehicleStream::connect(&options.vehicle, &options.video)?;
+    let mut stream = VehicleStream::connect(&options.vehicle, options.video.as_deref())?;
     let mut sink = Sink::create(options.sink.clone())?;
     let started = Instant::now();
     let mut last_progress = Instant::now();

@@ -53,9 +53,13 @@ pub enum Next {
 
 pub struct VehicleStream {
     socket: zmq::Socket,
-    video: zmq::Socket,
+    /// The video session; `None` until the vehicle's first state said where its video
+    /// socket is (when no endpoint was given).
+    video: Option<zmq::Socket>,
+    /// The PUB endpoint, whose host a discovered video port is on.
+    endpoint: String,
     last_hello: Option<Instant>,
-    _context: zmq::Context,
+    context: zmq::Context,
 }
 
 impl std::fmt::Debug for VehicleStream {
@@ -65,8 +69,9 @@ impl std::fmt::Debug for VehicleStream {
 }
 
 impl VehicleStream {
-    /// `endpoint`: the vehicle's PUB socket; `video`: its video socket.
-    pub fn connect(endpoint: &str, video: &str) -> Result<Self, SubscribeError> {
+    /// `endpoint`: the vehicle's PUB socket; `video`: its video socket, or `None` to take
+    /// the one the vehicle's states advertise (`state.link.video_port` on the PUB host).
+    pub fn connect(endpoint: &str, video: Option<&str>) -> Result<Self, SubscribeError> {
         let err = |what| {
             let endpoint = endpoint.to_string();
             move |source| SubscribeError { what, endpoint, source }
@@ -82,17 +87,43 @@ impl VehicleStream {
         socket.set_maxmsgsize((ads_protocol::MAX_PAYLOAD_BYTES + 1024) as i64).map_err(err("options of"))?;
         socket.set_subscribe(b"").map_err(err("subscribing to"))?;
         socket.connect(endpoint).map_err(err("connecting to"))?;
+        let mut stream =
+            Self { socket, video: None, endpoint: endpoint.to_string(), last_hello: None, context };
+        if let Some(video) = video {
+            stream.connect_video(video)?;
+        }
+        Ok(stream)
+    }
+
+    fn connect_video(&mut self, video: &str) -> Result<(), SubscribeError> {
         let verr = |what| {
             let endpoint = video.to_string();
             move |source| SubscribeError { what, endpoint, source }
         };
-        let dealer = context.socket(zmq::DEALER).map_err(verr("socket for"))?;
+        let dealer = self.context.socket(zmq::DEALER).map_err(verr("socket for"))?;
         dealer.set_linger(0).map_err(verr("options of"))?;
         dealer.set_reconnect_ivl(100).map_err(verr("options of"))?;
         dealer.set_reconnect_ivl_max(2000).map_err(verr("options of"))?;
+        dealer.set_heartbeat_ivl(HEARTBEAT_IVL_MS).map_err(verr("options of"))?;
+        dealer.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS).map_err(verr("options of"))?;
         dealer.set_maxmsgsize((ads_protocol::MAX_PAYLOAD_BYTES + 1024) as i64).map_err(verr("options of"))?;
         dealer.connect(video).map_err(verr("connecting to"))?;
-        Ok(Self { socket, video: dealer, last_hello: None, _context: context })
+        tracing::info!(video, "video session");
+        self.video = Some(dealer);
+        Ok(())
+    }
+
+    /// Without a video endpoint given: the one this state advertises, once.
+    fn discover_video(&mut self, message: &Message) {
+        let (None, Message::State(state)) = (&self.video, message) else { return };
+        match ads_protocol::discover::endpoints(&self.endpoint, state) {
+            Ok(found) => {
+                if let Err(e) = self.connect_video(&found.video) {
+                    tracing::warn!("{e}");
+                }
+            }
+            Err(e) => tracing::warn!("no video endpoint from the vehicle's state: {e}; pass --video"),
+        }
     }
 
     /// Renews the video session when due; never blocks (a full queue skips this hello).
@@ -110,7 +141,9 @@ impl VehicleStream {
             max_kbps: None,
             full_size: true,
         });
-        let _ = self.video.send_multipart(encode_video_request("*", 0, wall_ns(), &hello), zmq::DONTWAIT);
+        if let Some(video) = &self.video {
+            let _ = video.send_multipart(encode_video_request("*", 0, wall_ns(), &hello), zmq::DONTWAIT);
+        }
     }
 
     /// The next message, waiting at most `timeout`.
@@ -119,9 +152,15 @@ impl VehicleStream {
         let (parts, from_video) = match self.take() {
             Some(taken) => taken,
             None => {
-                let mut items = [self.socket.as_poll_item(zmq::POLLIN), self.video.as_poll_item(zmq::POLLIN)];
                 let wait = timeout.min(HELLO_EVERY).as_millis() as i64;
-                if zmq::poll(&mut items, wait).unwrap_or(0) == 0 {
+                let ready = match &self.video {
+                    Some(video) => {
+                        let mut items = [self.socket.as_poll_item(zmq::POLLIN), video.as_poll_item(zmq::POLLIN)];
+                        zmq::poll(&mut items, wait)
+                    }
+                    None => zmq::poll(&mut [self.socket.as_poll_item(zmq::POLLIN)], wait),
+                };
+                if ready.unwrap_or(0) == 0 {
                     return Next::Idle;
                 }
                 match self.take() {
@@ -139,8 +178,13 @@ impl VehicleStream {
                 let bytes = wire.payload.map_or(0, <[u8]>::len) as u32;
                 let credit = VideoRequest::Credit(Credit { frame_id: info.frame_id, bytes });
                 let credit = encode_video_request("*", 0, wall_ns(), &credit);
-                let _ = self.video.send_multipart(credit, zmq::DONTWAIT);
+                if let Some(video) = &self.video {
+                    let _ = video.send_multipart(credit, zmq::DONTWAIT);
+                }
             }
+        }
+        if let Ok(wire) = &decoded {
+            self.discover_video(&wire.message);
         }
         match decoded {
             Ok(wire) => Next::Message(Box::new(Received {
@@ -158,7 +202,7 @@ impl VehicleStream {
 
     /// A message waiting on either socket, video first (frames are what paces the session).
     fn take(&self) -> Option<(Vec<Vec<u8>>, bool)> {
-        if let Ok(parts) = self.video.recv_multipart(zmq::DONTWAIT) {
+        if let Some(Ok(parts)) = self.video.as_ref().map(|v| v.recv_multipart(zmq::DONTWAIT)) {
             return Some((parts, true));
         }
         self.socket.recv_multipart(zmq::DONTWAIT).ok().map(|parts| (parts, false))

@@ -149,6 +149,8 @@ pub struct VehicleBuilder {
     vehicle_id: String,
     ports: Ports,
     action_host: String,
+    /// The host the PUB and video sockets bind (`*` for every address).
+    listen_host: String,
     latch: PathBuf,
     /// The latch is this builder's own (removed before a start and when the vehicle is
     /// dropped), not one the test passed in.
@@ -177,6 +179,7 @@ impl VehicleBuilder {
             vehicle_id: name.clone(),
             ports: Ports { stream: free_port(), video: free_port(), actions: free_port() },
             action_host: "127.0.0.1".into(),
+            listen_host: "127.0.0.1".into(),
             latch: std::env::temp_dir().join(format!("ads-test-{name}.latch")),
             name,
             own_latch: true,
@@ -209,6 +212,13 @@ impl VehicleBuilder {
     }
 
     /// The host of the action endpoint it binds [default: `127.0.0.1`], e.g. `*`.
+    /// Binds the PUB and video sockets on `host` (e.g. `*`) instead of 127.0.0.1: for a
+    /// vehicle reached from another network namespace.
+    pub fn listen_host(mut self, host: &str) -> Self {
+        self.listen_host = host.into();
+        self
+    }
+
     pub fn action_host(mut self, host: &str) -> Self {
         self.action_host = host.to_string();
         self
@@ -310,8 +320,8 @@ impl VehicleBuilder {
         };
         command
             .args(["--vehicle-id", &self.vehicle_id])
-            .args(["--broadcast", &self.endpoint()])
-            .args(["--video-endpoint", &self.video_endpoint()])
+            .args(["--broadcast", &format!("tcp://{}:{}", self.listen_host, self.ports.stream)])
+            .args(["--video-endpoint", &format!("tcp://{}:{}", self.listen_host, self.ports.video)])
             .args(["--actions", &format!("tcp://{}:{}", self.action_host, self.ports.actions)])
             .args(["--frames-ring", &self.frames_ring(), "--detections-ring", &self.detections_ring()])
             .arg("--latch-file")

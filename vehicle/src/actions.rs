@@ -158,6 +158,13 @@ pub struct ListenerLinks {
     pub run_start_mono_ns: u64,
 }
 
+/// The running listener: its thread, and the TCP port its socket is bound to (0 if not TCP),
+/// which every state advertises.
+pub struct Listener {
+    pub thread: std::thread::JoinHandle<()>,
+    pub port: u16,
+}
+
 /// Loads the key (if configured), binds the action socket and runs the listener thread until
 /// `stop`. A key file that cannot be used, or a network endpoint without a key, is an error:
 /// the vehicle does not start rather than take unauthenticated actions from the network.
@@ -167,7 +174,7 @@ pub fn spawn_listener(
     vehicle_id: &str,
     links: ListenerLinks,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<Listener> {
     use anyhow::Context as _;
     let key = match &settings.key_file {
         Some(path) => Some(ActionKey::load(path)?),
@@ -184,6 +191,7 @@ pub fn spawn_listener(
     socket.set_linger(0)?;
     socket.set_subscribe(Topic::Action.as_str().as_bytes())?;
     socket.bind(&endpoint).with_context(|| format!("binding the action socket to {endpoint}"))?;
+    let port = bound_port(&socket);
     match &settings.key_file {
         Some(path) => {
             tracing::info!(%endpoint, key = %path.display(), "actions must carry a MAC under the action key")
@@ -272,7 +280,17 @@ pub fn spawn_listener(
             }
         }
     })?;
-    Ok(handle)
+    Ok(Listener { thread: handle, port })
+}
+
+/// The TCP port a bound socket listens on (0 for another transport).
+fn bound_port(socket: &zmq::Socket) -> u16 {
+    socket
+        .get_last_endpoint()
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|e| e.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

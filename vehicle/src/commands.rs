@@ -229,7 +229,8 @@ impl Commands {
         Some(reason)
     }
 
-    /// `state.commands`, less the run's identity and clock (the wiring adds those).
+    /// `state.commands`, less the run's identity and clock and the action socket (the wiring adds
+    /// those).
     pub fn status(&self, heartbeat_age_ns: Option<u64>) -> CommandStatus {
         CommandStatus {
             run_id: String::new(),
@@ -240,6 +241,8 @@ impl Commands {
             operator_heartbeat_age_ms: heartbeat_age_ns
                 .map(|a| u32::try_from(a / 1_000_000).unwrap_or(u32::MAX)),
             latch_error: self.latch_error.clone(),
+            action_port: 0,
+            signed_actions: false,
         }
     }
 }

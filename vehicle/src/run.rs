@@ -145,10 +145,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (_, Some(why)) => tracing::info!("the car holds: {why}"),
         _ => {}
     }
-    let links = CommandLinks { run, outcomes, stats: action_stats, estops, drives, latch: latch_writer };
+    let links = CommandLinks {
+        run,
+        outcomes,
+        stats: action_stats,
+        estops,
+        drives,
+        latch: latch_writer,
+        action_port: listener.port,
+        signed_actions: config.actions.key_file.is_some(),
+    };
     let mut vehicle = Vehicle::new(config, source, writer, outbox, broadcast_stats, commands, links);
     vehicle.output = output;
-    vehicle.threads = vec![("broadcaster", broadcaster), ("action listener", listener)];
+    vehicle.threads = vec![("broadcaster", broadcaster), ("action listener", listener.thread)];
     vehicle.calibration = calibration;
     ads_service::ready("running: frames ring created, sockets bound");
     vehicle.run_until(&stop, &action_rx);
@@ -856,6 +865,9 @@ struct CommandLinks {
     estops: Arc<EstopMailbox>,
     drives: Arc<DriveMailbox>,
     latch: LatchWriter,
+    /// Where actions go, and whether they must be signed: advertised in every state.
+    action_port: u16,
+    signed_actions: bool,
 }
 
 impl CommandLinks {
@@ -882,6 +894,8 @@ impl CommandLinks {
         let mut status = commands.status(self.heartbeat_age_ns(now_mono));
         status.run_id = self.run.id.clone();
         status.run_ns = self.run_ns(now_mono);
+        status.action_port = self.action_port;
+        status.signed_actions = self.signed_actions;
         status
     }
 }

@@ -69,7 +69,7 @@ impl Recordings {
         let name = format!("ads-{}.mcap", ads_record::subscribe::wall_ns() / 1_000_000);
         let options = RecordOptions {
             vehicle: self.vehicle.clone(),
-            video: self.video.clone(),
+            video: Some(self.video.clone()),
             sink: SinkOptions {
                 path: self.dir.join(name),
                 rotate_bytes: None,
