@@ -43,9 +43,11 @@ struct Pending {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Outcome {
     pub request_id: String,
+    /// Empty for an action that was never sent (refused here).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub action_id: String,
     pub command: &'static str,
-    /// `accepted`, `rejected` or `unanswered`.
+    /// `accepted`, `rejected` or `unanswered` (and `not_sent`, for one never sent).
     pub status: &'static str,
     pub reason: Option<RejectReason>,
     pub detail: String,

@@ -19,6 +19,8 @@ pub mod hub;
 pub mod link;
 pub mod metrics;
 pub mod overlay;
+pub mod packet;
+pub mod page;
 pub mod raster;
 pub mod recording;
 pub mod serve;

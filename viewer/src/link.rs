@@ -6,7 +6,8 @@
 //! without a FIN (WiFi gone) within seconds instead of after TCP's minutes, and drop and
 //! re-establish the connection.
 
-use crate::hub::{wall_ns, Hub};
+use crate::hub::Hub;
+use crate::packet::wall_ns;
 use crate::video::VideoClient;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -80,11 +81,16 @@ fn run(
     let mut malformed_logged = 0u64;
     while !stop.load(Ordering::Relaxed) {
         video.tick(Instant::now());
-        video.request_keyframe_if_wanted(hub, Instant::now());
+        video.request_keyframe_if_wanted(hub.keyframe_wish(), &hub.metrics, Instant::now());
         let mut items = [sub.as_poll_item(zmq::POLLIN), video.socket().as_poll_item(zmq::POLLIN)];
         let polled = zmq::poll(&mut items, POLL_MS);
         // Frames first: their credit goes back before anything else is done.
-        video.receive(hub);
+        video.receive((&hub.metrics, hub.keyframe_wish(), hub.config.mjpeg_quality), |d| {
+            if let Some(view) = d.view {
+                hub.set_video_view(view);
+            }
+            hub.on_message_with(d.message, d.recv_ns, d.decoded);
+        });
         match polled {
             Ok(n) if n > 0 => {
                 // Drain everything queued, so a burst does not wait for the next poll.

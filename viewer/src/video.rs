@@ -3,8 +3,9 @@
 //! frame the moment it arrives, before anything else is done with it: the vehicle sends the
 //! next frame only then, so no frame ever waits in a queue for us.
 
-use crate::hub::{wall_ns, Hub};
-use ads_protocol::{Credit, VideoHello, VideoRequest};
+use crate::metrics::Metrics;
+use crate::packet::{wall_ns, DecodedUnit, KeyframeWish};
+use ads_protocol::{Credit, VideoHello, VideoRequest, WireMessage};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -28,6 +29,17 @@ pub struct VideoLinkView {
     pub frame_age_ms: Option<f64>,
     /// The vehicle holds us below its best tier or its full rate.
     pub reduced: bool,
+}
+
+/// One message from the video socket, for the hub.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    pub message: WireMessage<'a>,
+    pub recv_ns: u64,
+    /// An H.264 frame as the decoder made it (`None`: not H.264, or dropped).
+    pub decoded: Option<DecodedUnit>,
+    /// What the video link delivers now (with every frame).
+    pub view: Option<VideoLinkView>,
 }
 
 pub struct VideoClient {
@@ -113,25 +125,30 @@ impl VideoClient {
     }
 
     /// Sends a keyframe request when one is wished for, at most one per 200 ms.
-    pub fn request_keyframe_if_wanted(&mut self, hub: &Hub, now: Instant) {
+    pub fn request_keyframe_if_wanted(&mut self, wish: &KeyframeWish, metrics: &Metrics, now: Instant) {
         if self.last_key_request.is_some_and(|t| now.duration_since(t) < Duration::from_millis(200)) {
             return;
         }
-        if hub.take_keyframe_wish() {
+        if wish.take() {
             self.last_key_request = Some(now);
-            hub.metrics.h264_key_requests.fetch_add(1, Ordering::Relaxed);
+            metrics.h264_key_requests.fetch_add(1, Ordering::Relaxed);
             self.send(&VideoRequest::Keyframe(ads_protocol::KeyframeRequest { after_frame_id: 0 }));
         }
     }
 
-    /// Takes every frame that arrived: credit first, then the hub.
-    pub fn receive(&mut self, hub: &Hub) {
+    /// Takes every frame that arrived: credit first, then `deliver` (the link feeds the hub).
+    pub fn receive(
+        &mut self,
+        (metrics, wish, jpeg_quality): (&Metrics, &KeyframeWish, u8),
+        mut deliver: impl FnMut(Delivery<'_>),
+    ) {
         while let Ok(parts) = self.socket.recv_multipart(zmq::DONTWAIT) {
             let recv_ns = wall_ns();
             let now = Instant::now();
             let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
             match ads_protocol::decode(&refs) {
                 Ok(message) => {
+                    let mut view = None;
                     if let ads_protocol::Message::Frame(info) = &message.message {
                         let bytes = message.payload.map_or(0, <[u8]>::len);
                         let credit = Credit {
@@ -148,7 +165,7 @@ impl VideoClient {
                             self.recent.pop_front();
                         }
                         let bits: usize = self.recent.iter().map(|&(_, b)| b).sum::<usize>() * 8;
-                        hub.set_video_view(VideoLinkView {
+                        view = Some(VideoLinkView {
                             kbps: bits as f64 / 1000.0,
                             fps: self.recent.len() as f64,
                             width: info.width,
@@ -160,16 +177,16 @@ impl VideoClient {
                             reduced: info.reduced,
                         });
                     }
-                    match &message.message {
-                        ads_protocol::Message::Frame(info) if info.codec == ads_protocol::CODEC_H264 => {
-                            let decoded = self.h264.take(hub, info, message.payload.unwrap_or_default());
-                            hub.on_message_with(message, recv_ns, decoded);
-                        }
-                        _ => hub.on_message(message, recv_ns),
-                    }
+                    let decoded = match &message.message {
+                        ads_protocol::Message::Frame(info) if info.codec == ads_protocol::CODEC_H264 => self
+                            .h264
+                            .take((metrics, wish, jpeg_quality), info, message.payload.unwrap_or_default()),
+                        _ => None,
+                    };
+                    deliver(Delivery { message, recv_ns, decoded, view });
                 }
                 Err(e) => {
-                    let n = hub.metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);
+                    let n = metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);
                     if n < 5 || n % 1000 == 0 {
                         tracing::warn!("malformed message on the video link ({} so far): {e}", n + 1);
                     }

@@ -8,6 +8,7 @@ use crate::command_check::validate_command;
 use crate::guard::{self, Guard};
 use crate::hub::{FramePacket, LinkStatus};
 use crate::overlay::Layers;
+use crate::page::PageMessage;
 use crate::ws;
 use ads_protocol::Command;
 use axum::body::{Body, Bytes};
@@ -262,12 +263,12 @@ async fn action(State(state): State<AppState>, body: Bytes) -> Response {
     let outcome = tokio::time::timeout(deadline, async {
         loop {
             match events.recv().await {
-                Ok(text) => {
-                    let Ok(event) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-                    if event["type"] == "ack" && event["outcome"]["action_id"] == action_id.as_str() {
-                        return Some(event["outcome"].clone());
+                Ok(event) => match &event.message {
+                    PageMessage::Ack { outcome } if outcome.action_id == action_id => {
+                        return Some(outcome.clone());
                     }
-                }
+                    _ => {}
+                },
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
@@ -276,9 +277,9 @@ async fn action(State(state): State<AppState>, body: Bytes) -> Response {
     .await;
     match outcome {
         Ok(Some(outcome)) => {
-            let status = match outcome["status"].as_str() {
-                Some("accepted") => StatusCode::OK,
-                Some("rejected") => StatusCode::CONFLICT,
+            let status = match outcome.status {
+                "accepted" => StatusCode::OK,
+                "rejected" => StatusCode::CONFLICT,
                 _ => StatusCode::GATEWAY_TIMEOUT,
             };
             (status, Json(outcome)).into_response()
