@@ -26,8 +26,13 @@ pub struct ViewerConfig {
     pub link_timeout_ms: u64,
     /// A detection older than this (relative to the frame shown) is marked stale.
     pub stale_detection_ms: u64,
-    /// An action without acknowledgement after this long is reported as unanswered.
+    /// An action without acknowledgement after this long is reported as unanswered; an HTTP
+    /// caller of `POST /api/action` is answered within it (`202 pending` while an e-stop is
+    /// still being retransmitted).
     pub ack_timeout_ms: u64,
+    /// A state that took this much longer on the way than the link's usual (over the last
+    /// 10 s) is a backlog from an outage and is never shown, ms.
+    pub stale_state_ms: u64,
     /// JPEG quality of `/stream.mjpg` and `/snapshot.jpg` (overlays burned in).
     pub mjpeg_quality: u8,
     /// Shared key that signs our actions (must match the vehicle's `actions.key_file`; mode
@@ -86,6 +91,7 @@ impl Default for ViewerConfig {
             link_timeout_ms: 1500,
             stale_detection_ms: 300,
             ack_timeout_ms: 3000,
+            stale_state_ms: 1000,
             mjpeg_quality: 80,
             action_key: None,
             access_token: None,

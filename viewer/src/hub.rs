@@ -5,6 +5,7 @@
 
 use crate::actions::{ActionBook, Outcome, RunView};
 use crate::config::ViewerConfig;
+use crate::freshness::{Freshness, Verdict};
 use crate::metrics::Metrics;
 use crate::overlay::{self, OverlayInputs};
 pub use crate::packet::{wall_ns, FramePacket};
@@ -86,6 +87,8 @@ struct Inner {
     video: crate::video::VideoLinkView,
     /// Which browser drives (manual driving).
     control: Control,
+    /// Which states are shown (not a backlog, never older than the newest shown).
+    freshness: Freshness,
 }
 
 #[derive(Debug)]
@@ -161,6 +164,7 @@ impl Hub {
                 operator_present_until: None,
                 video: crate::video::VideoLinkView::default(),
                 control: Control::default(),
+                freshness: Freshness::new(Duration::from_millis(config.stale_state_ms)),
             }),
             config,
         };
@@ -317,7 +321,7 @@ impl Hub {
                 }
                 inner.truth.push_back(t);
             }
-            Message::State(s) => self.on_state(inner, s, recv_ns),
+            Message::State(s) => self.on_state(inner, s, message.send_ns, recv_ns),
             Message::Event(Event::Ack { action_id, sender, accepted, reason, detail, .. }) => {
                 if let Some(outcome) =
                     inner.actions.acknowledge(&action_id, &sender, accepted, reason, &detail)
@@ -407,7 +411,17 @@ impl Hub {
         );
     }
 
-    fn on_state(&self, inner: &mut Inner, state: VehicleState, recv_ns: u64) {
+    fn on_state(&self, inner: &mut Inner, state: VehicleState, sent_ns: u64, recv_ns: u64) {
+        match inner.freshness.judge(state.started_ns, sent_ns, recv_ns) {
+            Verdict::Show => {}
+            verdict => {
+                let n = self.metrics.states_discarded.fetch_add(1, Ordering::Relaxed);
+                if n % 100 == 0 {
+                    tracing::debug!(?verdict, "state not shown ({} so far)", n + 1);
+                }
+                return;
+            }
+        }
         let previous = inner.state.as_ref().map_or(0, |s| s.started_ns);
         if previous != 0 && state.started_ns != 0 && state.started_ns != previous {
             self.on_restart(inner, "its start time changed".into(), recv_ns);
@@ -450,6 +464,7 @@ impl Hub {
         }
         let report = StateReport {
             state: state.clone(),
+            sent_ns,
             sample,
             hops: inner.hops,
             video: inner.video.clone(),
@@ -553,6 +568,11 @@ impl Hub {
         self.metrics.actions_sent.fetch_add(1, Ordering::Relaxed);
         tracing::info!(id = %action.id, command = ?action.command, "action sent");
         Ok(action.id)
+    }
+
+    /// Where the action `action_id` stands (pending, or its recent outcome).
+    pub fn action_status(&self, action_id: &str) -> Option<crate::actions::ActionStatus> {
+        self.inner().actions.status(action_id)
     }
 
     /// A number for a new browser (its websocket), for control.

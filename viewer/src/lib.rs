@@ -13,6 +13,7 @@ pub mod calibrate;
 pub mod command_check;
 pub mod config;
 pub mod foxglove;
+pub mod freshness;
 pub mod guard;
 pub mod h264;
 pub mod hub;

@@ -8,7 +8,7 @@
 
 use crate::hub::Hub;
 use crate::packet::wall_ns;
-use crate::video::VideoClient;
+use crate::video::{VideoClient, RECONNECT_MAX_MS};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -43,7 +43,8 @@ pub fn spawn(
     sub.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS).map_err(err("options of", &vehicle))?;
     sub.set_heartbeat_ttl(HEARTBEAT_TIMEOUT_MS).map_err(err("options of", &vehicle))?;
     sub.set_reconnect_ivl(100).map_err(err("options of", &vehicle))?;
-    sub.set_reconnect_ivl_max(2000).map_err(err("options of", &vehicle))?;
+    sub.set_reconnect_ivl_max(RECONNECT_MAX_MS).map_err(err("options of", &vehicle))?;
+    sub.set_connect_timeout(RECONNECT_MAX_MS).map_err(err("options of", &vehicle))?;
     sub.set_maxmsgsize((ads_protocol::MAX_PAYLOAD_BYTES + 1024) as i64)
         .map_err(err("options of", &vehicle))?;
     sub.set_subscribe(b"").map_err(err("subscribing to", &vehicle))?;
@@ -53,7 +54,8 @@ pub fn spawn(
     publisher.set_heartbeat_ivl(HEARTBEAT_IVL_MS).map_err(err("options of", &action_endpoint))?;
     publisher.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS).map_err(err("options of", &action_endpoint))?;
     publisher.set_reconnect_ivl(100).map_err(err("options of", &action_endpoint))?;
-    publisher.set_reconnect_ivl_max(2000).map_err(err("options of", &action_endpoint))?;
+    publisher.set_reconnect_ivl_max(RECONNECT_MAX_MS).map_err(err("options of", &action_endpoint))?;
+    publisher.set_connect_timeout(RECONNECT_MAX_MS).map_err(err("options of", &action_endpoint))?;
     // An action must not linger past its usefulness, but the last one sent before we exit
     // should still go out.
     publisher.set_linger(500).map_err(err("options of", &action_endpoint))?;

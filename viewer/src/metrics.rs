@@ -60,6 +60,8 @@ pub struct Metrics {
     pub actions_accepted: AtomicU64,
     pub actions_rejected: AtomicU64,
     pub actions_unanswered: AtomicU64,
+    /// States not shown: older than one shown, or a backlog after an outage.
+    pub states_discarded: AtomicU64,
     /// Sends of an action again (same id) because no acknowledgement had come yet.
     pub actions_retransmitted: AtomicU64,
     /// HTTP connections closed on accept because `max_connections` were open.
@@ -86,7 +88,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self, link_up: bool) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+        let counters: [(&str, &str, &AtomicU64); 20] = [
             ("ads_viewer_frames_received_total", "Frames received from the vehicle.", &self.frames_received),
             (
                 "ads_viewer_frames_missed_total",
@@ -121,6 +123,11 @@ impl Metrics {
                 "ads_viewer_actions_unanswered_total",
                 "Actions with no acknowledgement in time.",
                 &self.actions_unanswered,
+            ),
+            (
+                "ads_viewer_states_discarded_total",
+                "States not shown: older than one shown, or queued during an outage.",
+                &self.states_discarded,
             ),
             (
                 "ads_viewer_actions_retransmitted_total",

@@ -67,6 +67,8 @@ pub enum PageMessage {
 #[derive(Debug, Clone, Serialize)]
 pub struct StateReport {
     pub state: VehicleState,
+    /// When the vehicle sent it (its wall clock), ns.
+    pub sent_ns: u64,
     pub sample: Sample,
     pub hops: Hops,
     pub video: VideoLinkView,

@@ -12,6 +12,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const HELLO_EVERY: Duration = Duration::from_secs(1);
+/// Reconnection (of every socket of the link): at most this long between attempts, and for
+/// one attempt's TCP connect, so the link is back within a fraction of a second of the
+/// network's return (TCP's own SYN backoff would wait seconds after a long outage).
+pub const RECONNECT_MAX_MS: i32 = 250;
+/// While no frame came for [`STARVED_AFTER`] (an outage, a reconnection: a new session on
+/// the vehicle), hellos go this often, so video is back soon after the link.
+const HELLO_STARVED_EVERY: Duration = Duration::from_millis(200);
+const STARVED_AFTER: Duration = Duration::from_millis(500);
 
 /// What this viewer's video link delivers, for the page's link panel.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -76,7 +84,8 @@ impl VideoClient {
         socket.set_heartbeat_timeout(2000)?;
         socket.set_heartbeat_ttl(2000)?;
         socket.set_reconnect_ivl(100)?;
-        socket.set_reconnect_ivl_max(2000)?;
+        socket.set_reconnect_ivl_max(RECONNECT_MAX_MS)?;
+        socket.set_connect_timeout(RECONNECT_MAX_MS)?;
         socket.set_linger(0)?;
         socket.set_maxmsgsize((ads_protocol::MAX_PAYLOAD_BYTES + 1024) as i64)?;
         socket.connect(endpoint)?;
@@ -107,7 +116,9 @@ impl VideoClient {
 
     /// Hello when due; call often.
     pub fn tick(&mut self, now: Instant) {
-        if self.last_hello.is_none_or(|t| now.duration_since(t) >= HELLO_EVERY) {
+        let starved = self.recent.back().is_none_or(|&(t, _)| now.duration_since(t) >= STARVED_AFTER);
+        let every = if starved { HELLO_STARVED_EVERY } else { HELLO_EVERY };
+        if self.last_hello.is_none_or(|t| now.duration_since(t) >= every) {
             self.last_hello = Some(now);
             let codecs = if self.codec == ads_protocol::CODEC_H264 {
                 vec![ads_protocol::CODEC_H264.into(), ads_protocol::CODEC_JPEG.into()]

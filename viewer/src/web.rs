@@ -2,6 +2,7 @@
 //! snapshot, health and metrics, and a JSON endpoint for actions.
 
 use crate::access;
+use crate::actions::{ActionStatus, Outcome};
 use crate::app_state::{AppState, BurnedFrame, ClientGuard};
 use crate::burn;
 use crate::command_check::validate_command;
@@ -13,7 +14,7 @@ use crate::ws;
 use ads_protocol::Command;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, Query, State, WebSocketUpgrade};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshot.jpg", get(snapshot))
         .route("/stream.mjpg", get(stream))
         .route("/api/action", post(action))
+        .route("/api/action/{id}", get(action_status))
         .route("/api/session", get(|| async { Json(json!({"ok": true})) }))
         .merge(crate::recording::routes(&state.hub.config))
         .merge(crate::calibrate::routes())
@@ -257,9 +259,9 @@ async fn action(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(id) => id,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    // The hub reports every action's outcome (accepted, rejected or unanswered) within the
-    // acknowledgement timeout; the deadline here only guards against a stopped hub.
-    let deadline = std::time::Duration::from_millis(state.hub.config.ack_timeout_ms + 1000);
+    // The hub reports an action's outcome (accepted, rejected or unanswered) within the
+    // acknowledgement timeout; an e-stop is never given up, and is answered as pending.
+    let deadline = std::time::Duration::from_millis(state.hub.config.ack_timeout_ms);
     let outcome = tokio::time::timeout(deadline, async {
         loop {
             match events.recv().await {
@@ -276,18 +278,59 @@ async fn action(State(state): State<AppState>, body: Bytes) -> Response {
     })
     .await;
     match outcome {
-        Ok(Some(outcome)) => {
-            let status = match outcome.status {
-                "accepted" => StatusCode::OK,
-                "rejected" => StatusCode::CONFLICT,
-                _ => StatusCode::GATEWAY_TIMEOUT,
+        Ok(Some(outcome)) => outcome_response(outcome),
+        Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "the viewer is shutting down"),
+        // Still sent again and again (an e-stop always is, until confirmed); or decided
+        // just now.
+        Err(_) => match state.hub.action_status(&action_id) {
+            Some(status) => status_response(&action_id, status, estop),
+            None => error(StatusCode::GATEWAY_TIMEOUT, format!("no outcome for action {action_id}")),
+        },
+    }
+}
+
+/// An outcome: 200 accepted, 409 rejected, 504 unanswered.
+fn outcome_response(outcome: Outcome) -> Response {
+    let status = match outcome.status {
+        "accepted" => StatusCode::OK,
+        "rejected" => StatusCode::CONFLICT,
+        _ => StatusCode::GATEWAY_TIMEOUT,
+    };
+    (status, Json(outcome)).into_response()
+}
+
+/// Where an action stands: `202 {"status":"pending","id":…}` while it is still retransmitted,
+/// then its outcome.
+fn status_response(action_id: &str, status: ActionStatus, estop: bool) -> Response {
+    match status {
+        ActionStatus::Decided(outcome) => outcome_response(outcome),
+        ActionStatus::Pending { request_id, command, transmissions } => {
+            let detail = if estop {
+                "not confirmed yet; the viewer keeps sending it until the vehicle does"
+            } else {
+                "no answer yet; the viewer keeps sending it until the vehicle answers or it expires"
             };
-            (status, Json(outcome)).into_response()
+            let body = json!({
+                "status": "pending",
+                "id": action_id,
+                "request_id": request_id,
+                "command": command,
+                "transmissions": transmissions,
+                "detail": format!("{command} {action_id} {detail}; GET /api/action/{action_id} tells its outcome"),
+            });
+            (StatusCode::ACCEPTED, Json(body)).into_response()
         }
-        _ if estop => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("emergency stop {action_id} not confirmed yet; the viewer keeps sending it until the vehicle does"),
-        ),
-        _ => error(StatusCode::GATEWAY_TIMEOUT, format!("no outcome for action {action_id}")),
+    }
+}
+
+/// `GET /api/action/{id}`: an action's outcome, or `202 pending`; 404 when the viewer does
+/// not know it (not its own, or older than its last 256 outcomes).
+async fn action_status(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.hub.action_status(&id) {
+        Some(status) => {
+            let estop = matches!(&status, ActionStatus::Pending { command: "emergency_stop", .. });
+            status_response(&id, status, estop)
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no action {id} among this viewer's recent ones")),
     }
 }
