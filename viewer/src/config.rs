@@ -71,6 +71,11 @@ pub struct ViewerConfig {
     /// Page origins besides the viewer's own allowed to open the Foxglove socket, e.g.
     /// `https://app.foxglove.dev`; the access token is still required off loopback.
     pub foxglove_origins: Vec<String>,
+    /// Most connections the Foxglove port serves at once (its own limit, besides the web
+    /// UI's `max_connections`: a flood there never takes the web UI's descriptors).
+    pub foxglove_max_connections: usize,
+    /// Most subscriptions one Foxglove client holds.
+    pub foxglove_max_subscriptions: usize,
     /// Where the page's Record button writes recordings (created when needed).
     pub recordings_dir: PathBuf,
     /// Codec asked of the vehicle: `jpeg` (the default) or `h264` (JPEG if the vehicle lacks
@@ -107,6 +112,8 @@ impl Default for ViewerConfig {
             drive_lease_ms: 250,
             foxglove_port: None,
             foxglove_origins: Vec::new(),
+            foxglove_max_connections: 16,
+            foxglove_max_subscriptions: 32,
             recordings_dir: PathBuf::from("recordings"),
             codec: ads_protocol::CODEC_JPEG.into(),
         }
@@ -308,6 +315,7 @@ impl ViewerConfig {
         }
         let positive = [
             ("max_connections", self.max_connections as u64),
+            ("foxglove_max_connections", self.foxglove_max_connections as u64),
             ("request_timeout_ms", self.request_timeout_ms),
             ("max_encodes", self.max_encodes as u64),
             ("max_frame_pixels", self.max_frame_pixels),

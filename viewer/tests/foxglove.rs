@@ -201,3 +201,37 @@ fn what_the_server_cannot_do_is_answered_with_a_status_and_another_subprotocol_i
     // Offering only another subprotocol: refused before any upgrade.
     assert_eq!(seen["other_subprotocol"], json!({ "refused": true, "status": 400 }), "{seen}");
 }
+
+/// 1,100 half-sent requests to the Foxglove port, against a viewer with the usual limit of
+/// 1,024 descriptors: the Foxglove server has limits of its own (a connection cap, the
+/// header timeout), so the web UI's health and its e-stop still answer during the attack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_half_sent_requests_on_the_foxglove_port_leaves_the_web_ui_serving() {
+    use rustix::process::{getrlimit, prlimit, setrlimit, Pid, Resource, Rlimit};
+    let mut ours = getrlimit(Resource::Nofile);
+    ours.current = ours.maximum.map(|m| m.min(8192)).or(Some(8192));
+    let _ = setrlimit(Resource::Nofile, ours.clone());
+    let vehicle = Vehicle::start("foxflood", false);
+    let port = free_port();
+    let viewer = Viewer::start_with(&vehicle, &["--foxglove-port", &port.to_string()]);
+    let pid = Pid::from_raw(viewer.process.0.id() as i32).unwrap();
+    prlimit(Some(pid), Resource::Nofile, Rlimit { current: Some(1024), maximum: ours.maximum }).unwrap();
+    let base_fds = viewer.open_fds();
+    let mut held = Vec::new();
+    for _ in 0..1100 {
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { continue };
+        use std::io::Write as _;
+        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
+        held.push(stream);
+    }
+    assert!(held.len() >= 1000, "the test could not open its connections");
+    let fds = viewer.open_fds();
+    assert!(fds <= base_fds + 16 + 16, "{fds} descriptors open ({base_fds} before; the Foxglove cap is 16)");
+    let health = tokio::task::block_in_place(|| viewer.get("/healthz"));
+    assert_eq!(health.map(|(status, _)| status), Some(200), "no health during the flood");
+    let (status, body) = tokio::task::block_in_place(|| {
+        viewer.post("/api/action", r#"{"command":{"type":"emergency_stop"}}"#)
+    });
+    assert_eq!(status, 200, "e-stop during the flood: {}", String::from_utf8_lossy(&body));
+    drop(held);
+}
