@@ -54,9 +54,11 @@ struct FoxState {
     max_subscriptions: usize,
 }
 
-/// How much one Foxglove server and each of its clients may take.
-#[derive(Debug, Clone, Copy)]
+/// Who may connect, and how much one Foxglove server and each of its clients may take.
+#[derive(Debug, Clone)]
 pub struct Limits {
+    /// Page origins allowed besides none of its own (`foxglove_origins`).
+    pub origins: Vec<String>,
     pub max_clients: usize,
     pub max_subscriptions: usize,
 }
@@ -89,7 +91,6 @@ pub fn router(
     vehicle: &str,
     video: &str,
     access: Option<AccessToken>,
-    origins: Vec<String>,
     guard: Arc<Guard>,
     shutdown: watch::Receiver<bool>,
     stop: Arc<AtomicBool>,
@@ -118,7 +119,7 @@ pub fn router(
     let state = FoxState {
         feed,
         access,
-        origins: Arc::new(origins),
+        origins: Arc::new(limits.origins),
         guard,
         shutdown,
         clients: Arc::new(tokio::sync::Semaphore::new(limits.max_clients)),

@@ -110,11 +110,11 @@ async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
             &hub.config.vehicle,
             &hub.config.video,
             access.clone(),
-            hub.config.foxglove_origins.clone(),
             guard::Guard::new(Arc::clone(&hub)),
             shutdown_rx.clone(),
             Arc::clone(&foxglove_stop),
             foxglove::Limits {
+                origins: hub.config.foxglove_origins.clone(),
                 max_clients: hub.config.foxglove_max_connections,
                 max_subscriptions: hub.config.foxglove_max_subscriptions,
             },
