@@ -210,7 +210,7 @@ async fn a_flood_of_half_sent_requests_on_the_foxglove_port_leaves_the_web_ui_se
     use rustix::process::{getrlimit, prlimit, setrlimit, Pid, Resource, Rlimit};
     let mut ours = getrlimit(Resource::Nofile);
     ours.current = ours.maximum.map(|m| m.min(8192)).or(Some(8192));
-    let _ = setrlimit(Resource::Nofile, ours.clone());
+    let _ = setrlimit(Resource::Nofile, ours);
     let vehicle = Vehicle::start("foxflood", false);
     let port = free_port();
     let viewer = Viewer::start_with(&vehicle, &["--foxglove-port", &port.to_string()]);
