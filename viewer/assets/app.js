@@ -542,7 +542,11 @@ function showRecording(s) {
   const secs = (ms) => Math.round(ms / 1000) + " s";
   let text = "not recording";
   if (c) text = "● " + c.path + " — " + mb(c.bytes) + ", " + secs(c.duration_ms);
-  else if (last && last.ok) text = "saved " + last.recording.path + " — " + mb(last.recording.bytes) + ", " + secs(last.recording.duration_ms);
+  else if (last && last.ok) {
+    text = "saved " + last.recording.path + " — " + mb(last.recording.bytes) + ", " + secs(last.recording.duration_ms);
+    // Stopped by a limit (size, duration, free space), not by the button: say which.
+    if (last.stopped) text = "recording stopped: " + last.stopped + "; " + text;
+  }
   else if (last && last.error) text = "recording stopped: " + last.error;
   $("record-status").textContent = text;
 }

@@ -78,6 +78,13 @@ pub struct ViewerConfig {
     pub foxglove_max_subscriptions: usize,
     /// Where the page's Record button writes recordings (created when needed).
     pub recordings_dir: PathBuf,
+    /// A Record-button recording stops by itself at this size (checked every second), bytes.
+    pub record_max_bytes: u64,
+    /// ... after this long, seconds.
+    pub record_max_seconds: u64,
+    /// ... or when the disk of `recordings_dir` has less free space than this (checked
+    /// before it starts and every second), bytes.
+    pub record_min_free_bytes: u64,
     /// Codec asked of the vehicle: `jpeg` (the default) or `h264` (JPEG if the vehicle lacks
     /// it; browsers without WebCodecs get JPEG made here from the decoded pictures).
     pub codec: String,
@@ -115,6 +122,9 @@ impl Default for ViewerConfig {
             foxglove_max_connections: 16,
             foxglove_max_subscriptions: 32,
             recordings_dir: PathBuf::from("recordings"),
+            record_max_bytes: 4_000_000_000,
+            record_max_seconds: 3600,
+            record_min_free_bytes: 1_000_000_000,
             codec: ads_protocol::CODEC_JPEG.into(),
         }
     }
@@ -316,6 +326,8 @@ impl ViewerConfig {
         let positive = [
             ("max_connections", self.max_connections as u64),
             ("foxglove_max_connections", self.foxglove_max_connections as u64),
+            ("record_max_bytes", self.record_max_bytes),
+            ("record_max_seconds", self.record_max_seconds),
             ("request_timeout_ms", self.request_timeout_ms),
             ("max_encodes", self.max_encodes as u64),
             ("max_frame_pixels", self.max_frame_pixels),
