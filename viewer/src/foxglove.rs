@@ -3,8 +3,8 @@
 //! Lichtblick connects to the viewer live and shows the same channels and schemas as an
 //! ads-record recording (the messages are made by the same `ads_record::channels`).
 //!
-//! It has its own subscription to the vehicle (`ads_record::subscribe`, the recorder's): the
-//! viewer's hub and link are untouched, and the vehicle serves one more subscriber.
+//! It shares the viewer's own stream (`crate::fanout`: no session of its own on the vehicle),
+//! subscribed only while a client is connected.
 //! Access follows the viewer's rules: same-origin (or listed) pages only, and off loopback
 //! the access token (`?token=`). Read-only: actions never come this way.
 //!
@@ -15,8 +15,8 @@
 
 use crate::access::AccessToken;
 use crate::guard::Guard;
+use crate::hub::Hub;
 use ads_record::channels::{self, Channel, Entry};
-use ads_record::subscribe::{Next, VehicleStream};
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -88,26 +88,28 @@ fn advertise() -> String {
 /// Starts the vehicle subscription (a thread: ZeroMQ is blocking) and returns the router.
 /// The thread ends when `stop` is set.
 pub fn router(
-    vehicle: &str,
-    video: &str,
+    hub: Arc<Hub>,
     access: Option<AccessToken>,
     guard: Arc<Guard>,
     shutdown: watch::Receiver<bool>,
     stop: Arc<AtomicBool>,
     limits: Limits,
-) -> Result<Router, ads_record::subscribe::SubscribeError> {
+) -> Router {
     let (feed, _) = broadcast::channel(BACKLOG);
-    let mut stream = VehicleStream::connect(vehicle, video)?;
     let sender = feed.clone();
     std::thread::Builder::new()
         .name("foxglove-feed".into())
         .spawn(move || {
+            let mut source = None;
             while !stop.load(Ordering::Relaxed) {
-                if let Next::Message(received) = stream.next(Duration::from_millis(100)) {
-                    // Nothing to convert while nobody listens.
-                    if sender.receiver_count() == 0 {
-                        continue;
-                    }
+                // Nothing taken from the link, nothing converted, while nobody listens.
+                if sender.receiver_count() == 0 {
+                    source = None;
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                let messages = source.get_or_insert_with(|| hub.fanout.subscribe(BACKLOG));
+                if let Ok(received) = messages.recv_timeout(Duration::from_millis(100)) {
                     for entry in channels::entries(&received) {
                         let _ = sender.send(Arc::new(entry));
                     }
@@ -125,7 +127,7 @@ pub fn router(
         clients: Arc::new(tokio::sync::Semaphore::new(limits.max_clients)),
         max_subscriptions: limits.max_subscriptions,
     };
-    Ok(Router::new().fallback(upgrade).with_state(state))
+    Router::new().fallback(upgrade).with_state(state)
 }
 
 #[derive(Debug, Deserialize)]

@@ -95,6 +95,8 @@ struct Inner {
 pub struct Hub {
     pub config: ViewerConfig,
     pub metrics: Metrics,
+    /// Every message the link receives, for the recorder and the Foxglove feed.
+    pub fanout: crate::fanout::Fanout,
     frames: watch::Sender<Option<Arc<FramePacket>>>,
     states: watch::Sender<Option<Arc<Outbound>>>,
     events: broadcast::Sender<Arc<Outbound>>,
@@ -136,6 +138,7 @@ impl Hub {
         let actions = ActionBook::new(&config.sender, Duration::from_millis(config.ack_timeout_ms));
         let hub = Self {
             metrics: Metrics::default(),
+            fanout: crate::fanout::Fanout::default(),
             frames: watch::Sender::new(None),
             states: watch::Sender::new(None),
             events: broadcast::Sender::new(256),

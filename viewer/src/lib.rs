@@ -12,6 +12,7 @@ pub mod burn;
 pub mod calibrate;
 pub mod command_check;
 pub mod config;
+pub mod fanout;
 pub mod foxglove;
 pub mod freshness;
 pub mod guard;
@@ -107,8 +108,7 @@ async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening for Foxglove on {address} (try another --foxglove-port)"))?;
         let router = foxglove::router(
-            &hub.config.vehicle,
-            &hub.config.video,
+            Arc::clone(&hub),
             access.clone(),
             guard::Guard::new(Arc::clone(&hub)),
             shutdown_rx.clone(),
@@ -118,7 +118,7 @@ async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
                 max_clients: hub.config.foxglove_max_connections,
                 max_subscriptions: hub.config.foxglove_max_subscriptions,
             },
-        )?;
+        );
         tracing::info!("Foxglove WebSocket on ws://{address}/");
         let mut stopped = shutdown_rx.clone();
         // The web UI's own limits (header timeout, bounded shutdown) with a cap of its own.

@@ -7,7 +7,7 @@
 //! re-establish the connection.
 
 use crate::hub::Hub;
-use crate::packet::wall_ns;
+use crate::packet::{wall_ns, DecodedUnit};
 use crate::video::{VideoClient, RECONNECT_MAX_MS};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -87,10 +87,14 @@ fn run(
         let mut items = [sub.as_poll_item(zmq::POLLIN), video.socket().as_poll_item(zmq::POLLIN)];
         let polled = zmq::poll(&mut items, POLL_MS);
         // Frames first: their credit goes back before anything else is done.
+        // Full pictures while a recording or Foxglove shares the session: their annotations
+        // are in the source's pixels.
+        video.set_full_size(hub.fanout.active());
         video.receive((&hub.metrics, hub.keyframe_wish(), hub.config.mjpeg_quality), |d| {
             if let Some(view) = d.view {
                 hub.set_video_view(view);
             }
+            share(hub, &d.message, d.recv_ns, d.decoded.as_ref());
             hub.on_message_with(d.message, d.recv_ns, d.decoded);
         });
         match polled {
@@ -100,7 +104,10 @@ fn run(
                     let recv_ns = wall_ns();
                     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
                     match ads_protocol::decode(&refs) {
-                        Ok(message) => hub.on_message(message, recv_ns),
+                        Ok(message) => {
+                            share(hub, &message, recv_ns, None);
+                            hub.on_message(message, recv_ns);
+                        }
                         Err(e) => {
                             let n = hub.metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);
                             // The first few in full, then every thousandth: a broken peer
@@ -130,4 +137,13 @@ fn run(
         }
     }
     tracing::debug!(malformed_logged, "vehicle link stopped");
+}
+
+/// Hands `message` to the recorder and the Foxglove feed, if they are running.
+fn share(hub: &Hub, message: &ads_protocol::WireMessage<'_>, recv_ns: u64, decoded: Option<&DecodedUnit>) {
+    if hub.fanout.active() {
+        if let Some(received) = crate::fanout::received(message, recv_ns, decoded) {
+            hub.fanout.publish(received);
+        }
+    }
 }

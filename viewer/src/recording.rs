@@ -1,6 +1,7 @@
 //! The page's Record button: an ads-record recording written on the laptop, into
 //! `recordings_dir`, from the viewer's own process (`ads_record::recorder` on a thread of its
-//! own, with its own subscription to the vehicle: the viewer's link is untouched).
+//! own, fed by the viewer's link through [`crate::fanout`]: no session of its own on the
+//! vehicle; a slow disk only loses messages of the recording, never slows the link).
 //!
 //! `GET /api/recording` says where it stands (file, size, duration); `POST /api/recording`
 //! with `{"record": true}` starts one, `{"record": false}` stops it. Dropping the router (the
@@ -10,9 +11,10 @@
 //! when the disk's free space falls below `record_min_free_bytes` (checked with each
 //! progress report, every second); `last.stopped` then says which, for the page.
 
-use crate::config::ViewerConfig;
+use crate::hub::Hub;
 use ads_record::recorder::{self, RecordOptions};
 use ads_record::sink::{Progress, SinkOptions};
+use ads_record::subscribe::Next;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -33,11 +35,13 @@ struct Active {
     thread: std::thread::JoinHandle<Result<recorder::Report, recorder::RecordError>>,
 }
 
+/// Messages queued for the recorder at most (a burst while the disk is slow).
+const QUEUE: usize = 512;
+
 pub struct Recordings {
     dir: PathBuf,
     limits: RecordLimits,
-    vehicle: String,
-    video: String,
+    hub: Arc<Hub>,
     active: Mutex<Option<Active>>,
     /// The last finished recording, or why it failed.
     last: Mutex<Value>,
@@ -93,7 +97,8 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
 }
 
 impl Recordings {
-    pub fn new(config: &ViewerConfig) -> Self {
+    pub fn new(hub: &Arc<Hub>) -> Self {
+        let config = &hub.config;
         Self {
             dir: config.recordings_dir.clone(),
             limits: RecordLimits {
@@ -101,8 +106,7 @@ impl Recordings {
                 max_duration: Duration::from_secs(config.record_max_seconds),
                 min_free_bytes: config.record_min_free_bytes,
             },
-            vehicle: config.vehicle.clone(),
-            video: config.video.clone(),
+            hub: Arc::clone(hub),
             active: Mutex::new(None),
             last: Mutex::new(Value::Null),
         }
@@ -122,8 +126,8 @@ impl Recordings {
         }
         let name = format!("ads-{}.mcap", ads_record::subscribe::wall_ns() / 1_000_000);
         let options = RecordOptions {
-            vehicle: self.vehicle.clone(),
-            video: self.video.clone(),
+            vehicle: self.hub.config.vehicle.clone(),
+            video: self.hub.config.video.clone(),
             sink: SinkOptions {
                 path: self.dir.join(name),
                 rotate_bytes: None,
@@ -139,11 +143,16 @@ impl Recordings {
             Arc::new(Mutex::new(Progress { path: options.sink.path.clone(), ..Progress::default() }));
         let (thread_stop, thread_progress) = (Arc::clone(&stop), Arc::clone(&progress));
         let (thread_stopped, limits, dir) = (Arc::clone(&stopped), self.limits, self.dir.clone());
+        let messages = self.hub.fanout.subscribe(QUEUE);
+        let next = move |timeout| match messages.recv_timeout(timeout) {
+            Ok(received) => Next::Message(Box::new((*received).clone())),
+            Err(_) => Next::Idle,
+        };
         let thread = std::thread::Builder::new()
             .name("recording".into())
             .spawn(move || {
                 let stop = thread_stop;
-                let result = recorder::record(&options, &stop, |p| {
+                let result = recorder::record_from(&options, &stop, next, |p| {
                     *thread_progress.lock().unwrap_or_else(PoisonError::into_inner) = p.clone();
                     if stop.load(Ordering::Relaxed) {
                         return;
@@ -253,10 +262,10 @@ async fn control(State(recordings): State<Arc<Recordings>>, body: Bytes) -> Resp
 }
 
 /// `/api/recording`, for merging into the viewer's router (inside its access layer).
-pub fn routes<S>(config: &ViewerConfig) -> Router<S> {
+pub fn routes<S>(hub: &Arc<Hub>) -> Router<S> {
     Router::new()
         .route("/api/recording", get(status).post(control))
-        .with_state(Arc::new(Recordings::new(config)))
+        .with_state(Arc::new(Recordings::new(hub)))
 }
 
 #[cfg(test)]

@@ -61,6 +61,8 @@ pub struct VideoClient {
     codec: String,
     h264: crate::h264::H264Receiver,
     last_key_request: Option<Instant>,
+    /// Ask for the full picture (a recording or Foxglove shares the session).
+    full_size: bool,
 }
 
 impl std::fmt::Debug for VideoClient {
@@ -98,6 +100,7 @@ impl VideoClient {
             codec: ads_protocol::CODEC_JPEG.into(),
             h264: crate::h264::H264Receiver::default(),
             last_key_request: None,
+            full_size: false,
         })
     }
 
@@ -111,6 +114,15 @@ impl VideoClient {
         // DONTWAIT: with no vehicle connected the request is dropped; the next hello retries.
         if let Err(e) = self.socket.send_multipart(parts, zmq::DONTWAIT) {
             tracing::trace!("video request not sent: {e}");
+        }
+    }
+
+    /// Asks for the full picture (frame rate adapts instead), or the link's tiers again.
+    pub fn set_full_size(&mut self, full_size: bool) {
+        if full_size != self.full_size {
+            self.full_size = full_size;
+            // Said at once, not with the next hello.
+            self.last_hello = None;
         }
     }
 
@@ -129,7 +141,7 @@ impl VideoClient {
                 codec: ads_protocol::CODEC_JPEG.into(),
                 codecs,
                 max_kbps: None,
-                full_size: false,
+                full_size: self.full_size,
             };
             self.send(&VideoRequest::Hello(hello));
         }

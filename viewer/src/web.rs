@@ -53,7 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/action", post(action))
         .route("/api/action/{id}", get(action_status))
         .route("/api/session", get(|| async { Json(json!({"ok": true})) }))
-        .merge(crate::recording::routes(&state.hub.config))
+        .merge(crate::recording::routes(&state.hub))
         .merge(crate::calibrate::routes())
         .layer(DefaultBodyLimit::max(MAX_CLIENT_MESSAGE))
         .layer(axum::middleware::from_fn_with_state(state.access.clone(), access::require_token))

@@ -235,3 +235,58 @@ async fn a_flood_of_half_sent_requests_on_the_foxglove_port_leaves_the_web_ui_se
     assert_eq!(status, 200, "e-stop during the flood: {}", String::from_utf8_lossy(&body));
     drop(held);
 }
+
+/// The Foxglove feed and the Record button take the viewer's own stream: with a Foxglove
+/// client receiving images and a recording running, the vehicle serves one video session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foxglove_and_the_recorder_share_the_viewers_own_video_session() {
+    let mut vehicle = Vehicle::start("foxshare", false);
+    let port = free_port();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("viewer-rec-share-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let viewer = Viewer::start_with(
+        &vehicle,
+        &["--foxglove-port", &port.to_string(), "--recordings-dir", dir.to_str().unwrap()],
+    );
+    let mut request = format!("ws://127.0.0.1:{port}/").into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("foxglove.websocket.v1"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let advertised = next_op(&mut socket, "advertise").await;
+    let channels = advertised["channels"].as_array().unwrap();
+    let image = channels.iter().find(|c| c["topic"] == "/camera/image").unwrap();
+    let subscribe = json!({ "op": "subscribe", "subscriptions": [{ "id": 1, "channelId": image["id"] }] });
+    socket.send(Message::Text(subscribe.to_string().into())).await.unwrap();
+    let mut images = 0;
+    while images < 3 {
+        if let Message::Binary(bytes) = next(&mut socket).await {
+            let message: Value = serde_json::from_slice(&bytes[13..]).unwrap();
+            let jpeg =
+                base64::engine::general_purpose::STANDARD.decode(message["data"].as_str().unwrap()).unwrap();
+            let decoded = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::RGB).unwrap();
+            assert_eq!((decoded.width, decoded.height), (800, 600), "a full picture");
+            images += 1;
+        }
+    }
+    let (status, body) = tokio::task::block_in_place(|| viewer.post("/api/recording", r#"{"record":true}"#));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let status: Value = serde_json::from_slice(&viewer.get("/api/recording").unwrap().1).unwrap();
+        if status["current"]["frames"].as_u64().unwrap_or(0) >= 10 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the recording gets no frames: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Sessions the vehicle serves now (a silent one would be gone within 3 s; these are live).
+    let state = tokio::task::block_in_place(|| vehicle.fresh_state());
+    assert_eq!(state.link.viewers.len(), 1, "video sessions: {:?}", state.link.viewers);
+    let (status, body) = tokio::task::block_in_place(|| viewer.post("/api/recording", r#"{"record":false}"#));
+    let stopped: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((status, &stopped["last"]["ok"]), (200, &json!(true)), "{stopped}");
+    let path = stopped["last"]["recording"]["path"].as_str().unwrap();
+    let reading = ads_record::recover::read(std::path::Path::new(path)).unwrap();
+    assert!(reading.messages.iter().any(|m| m.topic == "/camera/image"), "no image recorded");
+    let _ = std::fs::remove_dir_all(&dir);
+}
