@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+/// `codec = "auto"`: H.264 while a browser that decodes it (WebCodecs) is connected, JPEG
+/// otherwise.
+pub const CODEC_AUTO: &str = "auto";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ViewerConfig {
@@ -85,8 +89,9 @@ pub struct ViewerConfig {
     /// ... or when the disk of `recordings_dir` has less free space than this (checked
     /// before it starts and every second), bytes.
     pub record_min_free_bytes: u64,
-    /// Codec asked of the vehicle: `jpeg` (the default) or `h264` (JPEG if the vehicle lacks
-    /// it; browsers without WebCodecs get JPEG made here from the decoded pictures).
+    /// Codec asked of the vehicle: `auto` (the default: `h264` while a connected browser
+    /// decodes it, `jpeg` otherwise), `jpeg` or `h264` (JPEG if the vehicle lacks it; browsers
+    /// without WebCodecs get JPEG made here from the decoded pictures, when they want one).
     pub codec: String,
 }
 
@@ -125,7 +130,7 @@ impl Default for ViewerConfig {
             record_max_bytes: 4_000_000_000,
             record_max_seconds: 3600,
             record_min_free_bytes: 1_000_000_000,
-            codec: ads_protocol::CODEC_JPEG.into(),
+            codec: CODEC_AUTO.into(),
         }
     }
 }
@@ -194,7 +199,7 @@ pub struct Overrides {
     /// Directory the page's Record button writes into [default: recordings].
     #[arg(long, env = "ADS_VIEWER_RECORDINGS_DIR")]
     pub recordings_dir: Option<PathBuf>,
-    /// Codec asked of the vehicle: jpeg or h264 [default: jpeg].
+    /// Codec asked of the vehicle: auto (H.264 while a browser decodes it), jpeg or h264 [default: auto].
     #[arg(long, env = "ADS_VIEWER_CODEC")]
     pub codec: Option<String>,
 }
@@ -303,9 +308,9 @@ impl ViewerConfig {
                 self.mjpeg_quality
             )));
         }
-        if ![ads_protocol::CODEC_JPEG, ads_protocol::CODEC_H264].contains(&self.codec.as_str()) {
+        if ![CODEC_AUTO, ads_protocol::CODEC_JPEG, ads_protocol::CODEC_H264].contains(&self.codec.as_str()) {
             return Err(ConfigError::Invalid(format!(
-                "codec = {:?} is neither \"jpeg\" nor \"h264\"",
+                "codec = {:?} is none of \"auto\", \"jpeg\" and \"h264\"",
                 self.codec
             )));
         }

@@ -65,7 +65,7 @@ pub fn received(message: &WireMessage<'_>, recv_ns: u64, decoded: Option<&Decode
         (Message::Frame(info), Some(decoded)) => {
             info.codec = ads_protocol::CODEC_JPEG.into();
             info.keyframe = false;
-            Some(decoded.jpeg.clone())
+            Some(decoded.jpeg.bytes().to_vec())
         }
         (Message::Frame(info), None) if info.codec != ads_protocol::CODEC_JPEG => return None,
         _ => message.payload.map(<[u8]>::to_vec),

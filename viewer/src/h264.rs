@@ -7,7 +7,7 @@
 //! dropped (counted as waiting) until one arrives, and a keyframe is requested.
 
 use crate::metrics::Metrics;
-use crate::packet::{DecodedUnit, ForwardUnit, FramePacket, KeyframeWish};
+use crate::packet::{DecodedUnit, ForwardUnit, FramePacket, Jpeg, KeyframeWish};
 use ads_protocol::FrameInfo;
 
 /// Largest picture side accepted from the vehicle (the vehicle's own bound is 8192).
@@ -35,13 +35,7 @@ impl H264Error {
     }
 }
 
-/// A decoded picture, packed RGB.
-#[derive(Debug, Clone)]
-pub struct Picture {
-    pub width: u32,
-    pub height: u32,
-    pub rgb: Vec<u8>,
-}
+pub use crate::packet::Picture;
 
 /// One H.264 stream being decoded.
 pub struct H264Decoder {
@@ -142,24 +136,10 @@ impl H264Receiver {
         match self.decoder.decode(info, unit) {
             Ok(picture) => {
                 m.h264_decoded.fetch_add(1, Ordering::Relaxed);
-                let image = turbojpeg::Image {
-                    pixels: picture.rgb.as_slice(),
-                    width: picture.width as usize,
-                    pitch: picture.width as usize * 3,
-                    height: picture.height as usize,
-                    format: turbojpeg::PixelFormat::RGB,
-                };
-                let quality = i32::from(jpeg_quality);
-                match turbojpeg::compress(image, quality, turbojpeg::Subsamp::Sub2x2) {
-                    Ok(jpeg) => Some(DecodedUnit {
-                        unit: ForwardUnit { bytes: unit.to_vec(), keyframe: info.keyframe },
-                        jpeg: jpeg.to_vec(),
-                    }),
-                    Err(e) => {
-                        tracing::warn!("JPEG of a decoded H.264 picture: {e}");
-                        None
-                    }
-                }
+                Some(DecodedUnit {
+                    unit: ForwardUnit { bytes: unit.to_vec(), keyframe: info.keyframe },
+                    jpeg: Jpeg::from_picture(picture, jpeg_quality),
+                })
             }
             Err(e) => {
                 let counter = if e.is_corrupt() { &m.h264_corrupt } else { &m.h264_waiting };
@@ -212,8 +192,8 @@ impl BrowserStream {
         skipped: u64,
         wish: &KeyframeWish,
     ) -> (&'static str, &'a [u8], bool) {
-        let jpeg = (ads_protocol::CODEC_JPEG, packet.jpeg.as_slice(), true);
-        let Some(unit) = packet.h264.as_ref().filter(|_| self.accepts_h264) else { return jpeg };
+        let jpeg = || (ads_protocol::CODEC_JPEG, packet.jpeg.bytes(), true);
+        let Some(unit) = packet.h264.as_ref().filter(|_| self.accepts_h264) else { return jpeg() };
         if skipped > 0 && self.in_step {
             self.in_step = false;
             wish.want();
@@ -224,7 +204,7 @@ impl BrowserStream {
         if self.in_step {
             (ads_protocol::CODEC_H264, unit.bytes.as_slice(), unit.keyframe)
         } else {
-            jpeg
+            jpeg()
         }
     }
 }

@@ -104,6 +104,8 @@ pub struct Hub {
     action_key: Option<ActionKey>,
     /// Someone (this viewer's decoder, a browser's) needs an H.264 keyframe.
     keyframe_wish: Arc<KeyframeWish>,
+    /// Browsers connected that decode H.264 (for `codec = "auto"`).
+    h264_browsers: std::sync::atomic::AtomicUsize,
     /// Numbers the browsers (websockets) for control.
     next_client: std::sync::atomic::AtomicU64,
     inner: Mutex<Inner>,
@@ -146,6 +148,7 @@ impl Hub {
             action_key,
             keyframe_wish: Arc::default(),
             next_client: std::sync::atomic::AtomicU64::new(1),
+            h264_browsers: std::sync::atomic::AtomicUsize::new(0),
             inner: Mutex::new(Inner {
                 vehicle_id: (!config.vehicle_id.is_empty()).then(|| config.vehicle_id.clone()),
                 other_vehicles_warned: false,
@@ -230,6 +233,26 @@ impl Hub {
         &self.keyframe_wish
     }
 
+    /// A browser that decodes H.264 came (`true`) or went (`false`).
+    pub fn note_h264_browser(&self, came: bool) {
+        if came {
+            self.h264_browsers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.h264_browsers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The codec to ask the vehicle for now.
+    pub fn codec(&self) -> &str {
+        match self.config.codec.as_str() {
+            crate::config::CODEC_AUTO if self.h264_browsers.load(Ordering::Relaxed) > 0 => {
+                ads_protocol::CODEC_H264
+            }
+            crate::config::CODEC_AUTO => ads_protocol::CODEC_JPEG,
+            codec => codec,
+        }
+    }
+
     /// Asks the vehicle for an H.264 keyframe.
     pub fn want_keyframe(&self) {
         self.keyframe_wish.want();
@@ -287,7 +310,7 @@ impl Hub {
                                 tracing::debug!("frame {} refused: {e}", info.frame_id);
                                 return;
                             }
-                            (jpeg.to_vec(), None)
+                            (crate::packet::Jpeg::ready(jpeg.to_vec()), None)
                         }
                         _ => return,
                     },
@@ -356,7 +379,7 @@ impl Hub {
         jpeg_size: (u32, u32),
         capture_ns: u64,
         recv_ns: u64,
-        (jpeg, h264): (Vec<u8>, Option<ForwardUnit>),
+        (jpeg, h264): (Arc<crate::packet::Jpeg>, Option<ForwardUnit>),
     ) {
         self.metrics.frames_received.fetch_add(1, Ordering::Relaxed);
         match inner.last_frame_id {

@@ -63,7 +63,7 @@ pub fn spawn(
     let video_endpoint = hub.config.video.clone();
     let mut video = VideoClient::connect(&context, &video_endpoint)
         .map_err(err("connecting to", &video_endpoint))?
-        .with_codec(&hub.config.codec);
+        .with_codec(hub.codec());
     tracing::info!(%vehicle, video = %video_endpoint, actions = %action_endpoint, "subscribed to the vehicle");
     std::thread::Builder::new()
         .name("vehicle-link".into())
@@ -90,6 +90,7 @@ fn run(
         // Full pictures while a recording or Foxglove shares the session: their annotations
         // are in the source's pixels.
         video.set_full_size(hub.fanout.active());
+        video.set_codec(hub.codec());
         video.receive((&hub.metrics, hub.keyframe_wish(), hub.config.mjpeg_quality), |d| {
             if let Some(view) = d.view {
                 hub.set_video_view(view);

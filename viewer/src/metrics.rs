@@ -88,7 +88,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self, link_up: bool) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 20] = [
+        let counters: [(&str, &str, &AtomicU64); 21] = [
             ("ads_viewer_frames_received_total", "Frames received from the vehicle.", &self.frames_received),
             (
                 "ads_viewer_frames_missed_total",
@@ -156,6 +156,11 @@ impl Metrics {
                 "ads_viewer_h264_key_requests_total",
                 "Keyframes asked of the vehicle.",
                 &self.h264_key_requests,
+            ),
+            (
+                "ads_viewer_h264_jpeg_encodes_total",
+                "JPEGs made from decoded H.264 pictures (only for frames someone wanted as JPEG).",
+                &crate::packet::JPEG_ENCODES,
             ),
         ];
         for (name, help, value) in counters {

@@ -117,6 +117,14 @@ impl VideoClient {
         }
     }
 
+    /// Asks for `codec` from now on (said at once when it changes).
+    pub fn set_codec(&mut self, codec: &str) {
+        if codec != self.codec {
+            self.codec = codec.to_string();
+            self.last_hello = None;
+        }
+    }
+
     /// Asks for the full picture (frame rate adapts instead), or the link's tiers again.
     pub fn set_full_size(&mut self, full_size: bool) {
         if full_size != self.full_size {

@@ -149,7 +149,7 @@ async fn burned(
     let seq = packet.packet_seq;
     let jpeg = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        burn::burn(&packet.jpeg, &packet.overlay, layers, quality, max_pixels)
+        burn::burn(packet.jpeg.bytes(), &packet.overlay, layers, quality, max_pixels)
     })
     .await
     .map_err(|e| e.to_string())?

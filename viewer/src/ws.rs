@@ -71,6 +71,8 @@ struct Client {
     label: String,
     stream: crate::h264::BrowserStream,
     drive_rate: DriveRate,
+    /// Counted among the browsers that decode H.264 (`Hub::note_h264_browser`).
+    decodes_h264: bool,
 }
 
 /// Messages the general rate limit never refuses: an emergency stop (see
@@ -102,6 +104,7 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard, peer
         label: format!("browser {id} ({peer})"),
         stream: Default::default(),
         drive_rate: DriveRate::default(),
+        decodes_h264: false,
     };
     let you = to_text(&PageMessage::You { client: id, label: client.label.clone() });
     if tx.send(Message::Text(you.into())).await.is_err() {
@@ -196,6 +199,9 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard, peer
     }
     // A driver that leaves stops driving at once; the car stops when its lease runs out.
     hub.release_control(client.id);
+    if client.decodes_h264 {
+        hub.note_h264_browser(false);
+    }
     let _ = tx.send(Message::Close(None)).await;
 }
 
@@ -234,10 +240,12 @@ fn handle(state: &AppState, client: &mut Client, message: ClientMessage) -> Opti
             None
         }
         ClientMessage::Codecs { accept } => {
-            client.stream.set_accepts_h264(
-                accept.iter().any(|c| c == ads_protocol::CODEC_H264),
-                state.hub.keyframe_wish(),
-            );
+            let decodes_h264 = accept.iter().any(|c| c == ads_protocol::CODEC_H264);
+            if decodes_h264 != client.decodes_h264 {
+                client.decodes_h264 = decodes_h264;
+                state.hub.note_h264_browser(decodes_h264);
+            }
+            client.stream.set_accepts_h264(decodes_h264, state.hub.keyframe_wish());
             None
         }
         ClientMessage::Keyframe {} => {

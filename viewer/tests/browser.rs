@@ -110,7 +110,8 @@ fn artifact(name: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_decodes_h264_with_webcodecs_and_draws_the_overlays_on_it() {
     let vehicle = Vehicle::start("browser-h264", true);
-    let viewer = Viewer::start_with(&vehicle, &["--codec", "h264"]);
+    // No --codec: by default the viewer asks for H.264 because this page decodes it.
+    let viewer = Viewer::start(&vehicle);
     let browser = Browser::start().await;
     browser.client.goto(&viewer.url("/")).await.unwrap();
     // 127.0.0.1 is a secure context: the page has WebCodecs and asks for H.264.
