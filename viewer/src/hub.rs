@@ -242,12 +242,13 @@ impl Hub {
         }
     }
 
-    /// The codec to ask the vehicle for now.
+    /// The codec to ask the vehicle for now. `auto`: H.264 while a page decodes it, except
+    /// while a recording or a Foxglove client shares the stream (they store the vehicle's
+    /// full JPEG pictures, not ones made here from a smaller H.264 rung).
     pub fn codec(&self) -> &str {
+        let h264_pages = self.h264_browsers.load(Ordering::Relaxed) > 0;
         match self.config.codec.as_str() {
-            crate::config::CODEC_AUTO if self.h264_browsers.load(Ordering::Relaxed) > 0 => {
-                ads_protocol::CODEC_H264
-            }
+            crate::config::CODEC_AUTO if h264_pages && !self.fanout.active() => ads_protocol::CODEC_H264,
             crate::config::CODEC_AUTO => ads_protocol::CODEC_JPEG,
             codec => codec,
         }
