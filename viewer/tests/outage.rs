@@ -108,9 +108,17 @@ async fn after_an_outage_no_stale_state_is_shown_and_an_estop_is_pending_until_c
     assert_eq!(viewer.get("/api/action/nobody-1").unwrap().0, 404);
 
     vehicle.car.process.signal(Signal::CONT);
-    let (_, back) =
+    let vehicle_back = Instant::now();
+    let (back_at, back) =
         next_where(&mut page, "the link back", |m| m["type"] == "link" && m["status"] == "live").await;
     assert_eq!(back["back"], true, "{back}");
+    let (state_at, _) = next_where(&mut page, "a state after the outage", |m| m["type"] == "state").await;
+    // Figures, not limits (the machine's load decides them): link back and fresh state.
+    eprintln!(
+        "after SIGCONT: link back on the page in {} ms, a state in {} ms",
+        back_at.saturating_duration_since(vehicle_back).as_millis(),
+        state_at.saturating_duration_since(vehicle_back).as_millis()
+    );
     let deadline = Instant::now() + DEADLINE;
     let outcome = loop {
         let (status, body) = viewer.get(&format!("/api/action/{id}")).unwrap();
