@@ -290,3 +290,43 @@ async fn foxglove_and_the_recorder_share_the_viewers_own_video_session() {
     assert!(reading.messages.iter().any(|m| m.topic == "/camera/image"), "no image recorded");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client subscribing with ever new channel and subscription ids, reading every answer:
+/// the answers are bounded per request (old: one status per refused subscription, 39,991 for
+/// these 200 requests) and the viewer's memory stays where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_with_ever_new_ids_do_not_grow_the_viewer() {
+    let vehicle = Vehicle::start("foxsubs", false);
+    let port = free_port();
+    let viewer = Viewer::start_with(&vehicle, &["--foxglove-port", &port.to_string()]);
+    let mut request = format!("ws://127.0.0.1:{port}/").into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("foxglove.websocket.v1"));
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (mut tx, mut rx) = socket.split();
+    let reader = tokio::spawn(async move {
+        let mut statuses = 0u64;
+        while let Some(Ok(message)) = rx.next().await {
+            if matches!(&message, Message::Text(t) if t.contains("\"status\"")) {
+                statuses += 1;
+            }
+        }
+        statuses
+    });
+    let before = viewer.rss_kib();
+    for batch in 0..200u32 {
+        let subscriptions: Vec<_> =
+            (0..200u32).map(|i| json!({ "id": batch * 200 + i, "channelId": batch * 200 + i + 1 })).collect();
+        let message = json!({ "op": "subscribe", "subscriptions": subscriptions }).to_string();
+        if tx.send(Message::Text(message.into())).await.is_err() {
+            break;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let after = viewer.rss_kib();
+    tx.close().await.ok();
+    let statuses = reader.await.unwrap();
+    eprintln!("40,000 subscriptions asked: {statuses} statuses, RSS {before} → {after} KiB");
+    assert!(after < before + 20 * 1024, "the viewer grew from {before} to {after} KiB");
+    // At most 8 statuses answer one request, however many subscriptions it refuses.
+    assert!(statuses <= 200 * 8, "{statuses} statuses for 200 requests");
+}
