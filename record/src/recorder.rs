@@ -39,16 +39,27 @@ pub struct Report {
 pub fn record(
     options: &RecordOptions,
     stop: &AtomicBool,
-    mut on_progress: impl FnMut(&Progress),
+    on_progress: impl FnMut(&Progress),
 ) -> Result<Report, RecordError> {
     let mut stream = VehicleStream::connect(&options.vehicle, options.video.as_deref())?;
+    record_from(options, stop, |timeout| stream.next(timeout), on_progress)
+}
+
+/// [`record`] from messages someone else receives (`next` waits at most the time it is
+/// given; `options.vehicle` and `video` are not used): a viewer shares its own session.
+pub fn record_from(
+    options: &RecordOptions,
+    stop: &AtomicBool,
+    mut next: impl FnMut(Duration) -> Next,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Report, RecordError> {
     let mut sink = Sink::create(options.sink.clone())?;
     let started = Instant::now();
     let mut last_progress = Instant::now();
     let mut malformed = 0u64;
     on_progress(&sink.progress());
     while !stop.load(Ordering::Relaxed) && options.duration.is_none_or(|d| started.elapsed() < d) {
-        match stream.next(POLL) {
+        match next(POLL) {
             Next::Message(received) => {
                 for entry in channels::entries(&received) {
                     sink.write(&entry)?;

@@ -317,7 +317,15 @@ function onText(m) {
     case "you": if (window.adsDrive) window.adsDrive.onYou(m); break;
     case "control": if (window.adsDrive) window.adsDrive.onControl(m); break;
     case "drive_refused": if (window.adsDrive) window.adsDrive.onRefused(m); break;
-    case "link": setLink(m.status); break;
+    case "link":
+      setLink(m.status);
+      // Back after an outage: said for a while, so the operator sees the data is fresh again.
+      if (m.back) {
+        addEvent("vehicle link back", "info");
+        $("link").textContent = "vehicle link back";
+        setTimeout(() => { if (link === "live") $("link").textContent = "vehicle live"; }, 3000);
+      }
+      break;
     case "state": onState(m); break;
     case "sent": showAck({ status: "sent", command: m.command, detail: "waiting for the vehicle…", request_id: m.request_id }); break;
     case "ack":
@@ -534,7 +542,11 @@ function showRecording(s) {
   const secs = (ms) => Math.round(ms / 1000) + " s";
   let text = "not recording";
   if (c) text = "● " + c.path + " — " + mb(c.bytes) + ", " + secs(c.duration_ms);
-  else if (last && last.ok) text = "saved " + last.recording.path + " — " + mb(last.recording.bytes) + ", " + secs(last.recording.duration_ms);
+  else if (last && last.ok) {
+    text = "saved " + last.recording.path + " — " + mb(last.recording.bytes) + ", " + secs(last.recording.duration_ms);
+    // Stopped by a limit (size, duration, free space), not by the button: say which.
+    if (last.stopped) text = "recording stopped: " + last.stopped + "; " + text;
+  }
   else if (last && last.error) text = "recording stopped: " + last.error;
   $("record-status").textContent = text;
 }

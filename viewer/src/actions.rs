@@ -23,6 +23,8 @@ pub const PULSE_TTL: Duration = Duration::from_secs(1);
 pub const RETRANSMIT_EVERY: Duration = Duration::from_millis(250);
 /// Most actions awaiting an answer; beyond, the oldest non-e-stop one is given up.
 const MAX_PENDING: usize = 256;
+/// Outcomes kept for `GET /api/action/{id}`, newest last.
+pub const RECENT_OUTCOMES: usize = 256;
 
 #[derive(Debug)]
 struct Pending {
@@ -43,12 +45,26 @@ struct Pending {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Outcome {
     pub request_id: String,
+    /// Empty for an action that was never sent (refused here).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub action_id: String,
     pub command: &'static str,
-    /// `accepted`, `rejected` or `unanswered`.
+    /// `accepted`, `rejected` or `unanswered` (and `not_sent`, for one never sent).
     pub status: &'static str,
     pub reason: Option<RejectReason>,
     pub detail: String,
+}
+
+/// Where an action stands, for `GET /api/action/{id}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionStatus {
+    /// Still sent again and again, no answer yet.
+    Pending {
+        request_id: String,
+        command: &'static str,
+        transmissions: u32,
+    },
+    Decided(Outcome),
 }
 
 /// The vehicle's run as last seen in its state: what new actions are addressed to.
@@ -72,6 +88,8 @@ pub struct ActionBook {
     sender: String,
     next_seq: u64,
     pending: HashMap<String, Pending>,
+    /// The last [`RECENT_OUTCOMES`] outcomes, oldest first.
+    decided: std::collections::VecDeque<Outcome>,
     timeout: Duration,
 }
 
@@ -111,7 +129,13 @@ impl ActionBook {
     /// `name`: the configured sender name; the book's sender is `name#INSTANCE`. `timeout`:
     /// how long to wait for an acknowledgement before reporting an action unanswered.
     pub fn new(name: &str, timeout: Duration) -> Self {
-        Self { sender: format!("{name}#{}", instance_id()), next_seq: 1, pending: HashMap::new(), timeout }
+        Self {
+            sender: format!("{name}#{}", instance_id()),
+            next_seq: 1,
+            pending: HashMap::new(),
+            decided: std::collections::VecDeque::new(),
+            timeout,
+        }
     }
 
     pub fn sender(&self) -> &str {
@@ -224,14 +248,36 @@ impl ActionBook {
             return None;
         }
         let pending = self.pending.remove(action_id)?;
-        Some(Outcome {
+        Some(self.decide(Outcome {
             request_id: pending.request_id,
             action_id: action_id.to_string(),
             command: pending.label,
             status: if accepted { "accepted" } else { "rejected" },
             reason,
             detail: detail.to_string(),
-        })
+        }))
+    }
+
+    /// Keeps `outcome` among the recent ones (bounded) and returns it.
+    fn decide(&mut self, outcome: Outcome) -> Outcome {
+        if self.decided.len() == RECENT_OUTCOMES {
+            self.decided.pop_front();
+        }
+        self.decided.push_back(outcome.clone());
+        outcome
+    }
+
+    /// Where the action `action_id` stands: pending, or its outcome if it is among the
+    /// recent ones; `None`: not ours, or long forgotten.
+    pub fn status(&self, action_id: &str) -> Option<ActionStatus> {
+        if let Some(p) = self.pending.get(action_id) {
+            return Some(ActionStatus::Pending {
+                request_id: p.request_id.clone(),
+                command: p.label,
+                transmissions: p.transmissions,
+            });
+        }
+        self.decided.iter().rev().find(|o| o.action_id == action_id).cloned().map(ActionStatus::Decided)
     }
 
     /// Actions that got no answer in time (never an e-stop: it is retried until answered).
@@ -246,7 +292,7 @@ impl ActionBook {
             .filter_map(|id| {
                 let p = self.pending.remove(&id)?;
                 let waited = now.saturating_duration_since(p.first_sent).as_millis();
-                Some(Outcome {
+                Some(self.decide(Outcome {
                     request_id: p.request_id,
                     action_id: id,
                     command: p.label,
@@ -257,7 +303,7 @@ impl ActionBook {
                          action endpoint the one of the vehicle shown?",
                         p.transmissions
                     ),
-                })
+                }))
             })
             .collect()
     }
@@ -313,6 +359,7 @@ mod tests {
             ("s", "accepted", "emergency_stop")
         );
         assert_eq!(book.acknowledge(&stop.id, &sender, true, None, ""), None, "a repeat ack is not news");
+        assert_eq!(book.status(&stop.id), Some(ActionStatus::Decided(outcome.clone())));
         assert!(!book.estop_pending() && book.due(much_later + RETRANSMIT_EVERY).is_empty());
     }
 
@@ -346,5 +393,29 @@ mod tests {
         // Still reported when nothing answered it.
         let expired = book.expire(t0 + ACTION_TTL + Duration::from_secs(1));
         assert_eq!((expired.len(), expired[0].command), (1, "calibrate_pulse"));
+    }
+
+    #[test]
+    fn an_action_is_pending_until_answered_and_recent_outcomes_are_bounded() {
+        let mut book = ActionBook::new("me", Duration::from_millis(0));
+        let t0 = Instant::now();
+        let (stop, _) = book.create(Command::EmergencyStop, Some(&run(t0)), t0);
+        book.track(&stop, "s".into(), vec![b"stop".to_vec()], t0);
+        assert!(matches!(
+            book.status(&stop.id),
+            Some(ActionStatus::Pending { command: "emergency_stop", transmissions: 1, .. })
+        ));
+        assert_eq!(book.status("nobody-1"), None);
+        let sender = book.sender().to_string();
+        book.acknowledge(&stop.id, &sender, true, None, "stopped");
+        assert!(matches!(book.status(&stop.id), Some(ActionStatus::Decided(o)) if o.status == "accepted"));
+        // Many more decided later: the oldest is forgotten, the table stays bounded.
+        for _ in 0..RECENT_OUTCOMES {
+            let (pause, _) = book.create(Command::Pause, Some(&run(t0)), t0);
+            book.track(&pause, "p".into(), vec![], t0);
+            book.acknowledge(&pause.id, &sender, false, None, "no");
+        }
+        assert_eq!(book.status(&stop.id), None);
+        assert_eq!(book.decided.len(), RECENT_OUTCOMES);
     }
 }

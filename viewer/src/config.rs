@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+/// `codec = "auto"`: H.264 while a browser that decodes it (WebCodecs) is connected, JPEG
+/// otherwise.
+pub const CODEC_AUTO: &str = "auto";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ViewerConfig {
@@ -26,8 +30,13 @@ pub struct ViewerConfig {
     pub link_timeout_ms: u64,
     /// A detection older than this (relative to the frame shown) is marked stale.
     pub stale_detection_ms: u64,
-    /// An action without acknowledgement after this long is reported as unanswered.
+    /// An action without acknowledgement after this long is reported as unanswered; an HTTP
+    /// caller of `POST /api/action` is answered within it (`202 pending` while an e-stop is
+    /// still being retransmitted).
     pub ack_timeout_ms: u64,
+    /// A state that took this much longer on the way than the link's usual (over the last
+    /// 10 s) is a backlog from an outage and is never shown, ms.
+    pub stale_state_ms: u64,
     /// JPEG quality of `/stream.mjpg` and `/snapshot.jpg` (overlays burned in).
     pub mjpeg_quality: u8,
     /// Shared key that signs our actions (must match the vehicle's `actions.key_file`; mode
@@ -66,10 +75,23 @@ pub struct ViewerConfig {
     /// Page origins besides the viewer's own allowed to open the Foxglove socket, e.g.
     /// `https://app.foxglove.dev`; the access token is still required off loopback.
     pub foxglove_origins: Vec<String>,
+    /// Most connections the Foxglove port serves at once (its own limit, besides the web
+    /// UI's `max_connections`: a flood there never takes the web UI's descriptors).
+    pub foxglove_max_connections: usize,
+    /// Most subscriptions one Foxglove client holds.
+    pub foxglove_max_subscriptions: usize,
     /// Where the page's Record button writes recordings (created when needed).
     pub recordings_dir: PathBuf,
-    /// Codec asked of the vehicle: `jpeg` (the default) or `h264` (JPEG if the vehicle lacks
-    /// it; browsers without WebCodecs get JPEG made here from the decoded pictures).
+    /// A Record-button recording stops by itself at this size (checked every second), bytes.
+    pub record_max_bytes: u64,
+    /// ... after this long, seconds.
+    pub record_max_seconds: u64,
+    /// ... or when the disk of `recordings_dir` has less free space than this (checked
+    /// before it starts and every second), bytes.
+    pub record_min_free_bytes: u64,
+    /// Codec asked of the vehicle: `auto` (the default: `h264` while a connected browser
+    /// decodes it, `jpeg` otherwise), `jpeg` or `h264` (JPEG if the vehicle lacks it; browsers
+    /// without WebCodecs get JPEG made here from the decoded pictures, when they want one).
     pub codec: String,
 }
 
@@ -86,6 +108,7 @@ impl Default for ViewerConfig {
             link_timeout_ms: 1500,
             stale_detection_ms: 300,
             ack_timeout_ms: 3000,
+            stale_state_ms: 1000,
             mjpeg_quality: 80,
             action_key: None,
             access_token: None,
@@ -101,8 +124,13 @@ impl Default for ViewerConfig {
             drive_lease_ms: 250,
             foxglove_port: None,
             foxglove_origins: Vec::new(),
+            foxglove_max_connections: 16,
+            foxglove_max_subscriptions: 32,
             recordings_dir: PathBuf::from("recordings"),
-            codec: ads_protocol::CODEC_JPEG.into(),
+            record_max_bytes: 4_000_000_000,
+            record_max_seconds: 3600,
+            record_min_free_bytes: 1_000_000_000,
+            codec: CODEC_AUTO.into(),
         }
     }
 }
@@ -171,7 +199,7 @@ pub struct Overrides {
     /// Directory the page's Record button writes into [default: recordings].
     #[arg(long, env = "ADS_VIEWER_RECORDINGS_DIR")]
     pub recordings_dir: Option<PathBuf>,
-    /// Codec asked of the vehicle: jpeg or h264 [default: jpeg].
+    /// Codec asked of the vehicle: auto (H.264 while a browser decodes it), jpeg or h264 [default: auto].
     #[arg(long, env = "ADS_VIEWER_CODEC")]
     pub codec: Option<String>,
 }
@@ -280,9 +308,9 @@ impl ViewerConfig {
                 self.mjpeg_quality
             )));
         }
-        if ![ads_protocol::CODEC_JPEG, ads_protocol::CODEC_H264].contains(&self.codec.as_str()) {
+        if ![CODEC_AUTO, ads_protocol::CODEC_JPEG, ads_protocol::CODEC_H264].contains(&self.codec.as_str()) {
             return Err(ConfigError::Invalid(format!(
-                "codec = {:?} is neither \"jpeg\" nor \"h264\"",
+                "codec = {:?} is none of \"auto\", \"jpeg\" and \"h264\"",
                 self.codec
             )));
         }
@@ -302,6 +330,9 @@ impl ViewerConfig {
         }
         let positive = [
             ("max_connections", self.max_connections as u64),
+            ("foxglove_max_connections", self.foxglove_max_connections as u64),
+            ("record_max_bytes", self.record_max_bytes),
+            ("record_max_seconds", self.record_max_seconds),
             ("request_timeout_ms", self.request_timeout_ms),
             ("max_encodes", self.max_encodes as u64),
             ("max_frame_pixels", self.max_frame_pixels),

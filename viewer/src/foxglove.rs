@@ -3,15 +3,20 @@
 //! Lichtblick connects to the viewer live and shows the same channels and schemas as an
 //! ads-record recording (the messages are made by the same `ads_record::channels`).
 //!
-//! It has its own subscription to the vehicle (`ads_record::subscribe`, the recorder's): the
-//! viewer's hub and link are untouched, and the vehicle serves one more subscriber.
+//! It shares the viewer's own stream (`crate::fanout`: no session of its own on the vehicle),
+//! subscribed only while a client is connected.
 //! Access follows the viewer's rules: same-origin (or listed) pages only, and off loopback
 //! the access token (`?token=`). Read-only: actions never come this way.
+//!
+//! Bounded like the web UI: served by [`crate::serve`] (header timeout, its own connection
+//! cap `foxglove_max_connections`, which also caps its websocket clients),
+//! `foxglove_max_subscriptions` per client, at most [`MAX_STATUSES`] statuses answered per
+//! request, and a client that stops reading is dropped after [`SEND_TIMEOUT`].
 
 use crate::access::AccessToken;
 use crate::guard::Guard;
+use crate::hub::Hub;
 use ads_record::channels::{self, Channel, Entry};
-use ads_record::subscribe::{Next, VehicleStream};
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -26,6 +31,12 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 pub const SUBPROTOCOL: &str = "foxglove.websocket.v1";
+/// Statuses answered to one request at most (then one saying how many more were refused).
+pub const MAX_STATUSES: usize = 8;
+/// A client that takes no message for this long is dropped.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest message a client may send.
+const MAX_CLIENT_MESSAGE: usize = 16 * 1024;
 /// Messages a client may fall behind by before it skips (newest wins).
 const BACKLOG: usize = 64;
 const OP_MESSAGE_DATA: u8 = 0x01;
@@ -38,6 +49,18 @@ struct FoxState {
     /// The web UI's Host allowlist (DNS rebinding), applied here too.
     guard: Arc<Guard>,
     shutdown: watch::Receiver<bool>,
+    /// One permit per connected client.
+    clients: Arc<tokio::sync::Semaphore>,
+    max_subscriptions: usize,
+}
+
+/// Who may connect, and how much one Foxglove server and each of its clients may take.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Page origins allowed besides none of its own (`foxglove_origins`).
+    pub origins: Vec<String>,
+    pub max_clients: usize,
+    pub max_subscriptions: usize,
 }
 
 /// The channel ids this server advertises: 1.. in `Channel::ALL` order.
@@ -65,26 +88,28 @@ fn advertise() -> String {
 /// Starts the vehicle subscription (a thread: ZeroMQ is blocking) and returns the router.
 /// The thread ends when `stop` is set.
 pub fn router(
-    vehicle: &str,
-    video: &str,
+    hub: Arc<Hub>,
     access: Option<AccessToken>,
-    origins: Vec<String>,
     guard: Arc<Guard>,
     shutdown: watch::Receiver<bool>,
     stop: Arc<AtomicBool>,
-) -> Result<Router, ads_record::subscribe::SubscribeError> {
+    limits: Limits,
+) -> Router {
     let (feed, _) = broadcast::channel(BACKLOG);
-    let mut stream = VehicleStream::connect(vehicle, video)?;
     let sender = feed.clone();
     std::thread::Builder::new()
         .name("foxglove-feed".into())
         .spawn(move || {
+            let mut source = None;
             while !stop.load(Ordering::Relaxed) {
-                if let Next::Message(received) = stream.next(Duration::from_millis(100)) {
-                    // Nothing to convert while nobody listens.
-                    if sender.receiver_count() == 0 {
-                        continue;
-                    }
+                // Nothing taken from the link, nothing converted, while nobody listens.
+                if sender.receiver_count() == 0 {
+                    source = None;
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                let messages = source.get_or_insert_with(|| hub.fanout.subscribe(BACKLOG));
+                if let Ok(received) = messages.recv_timeout(Duration::from_millis(100)) {
                     for entry in channels::entries(&received) {
                         let _ = sender.send(Arc::new(entry));
                     }
@@ -93,8 +118,16 @@ pub fn router(
         })
         .map_err(|e| tracing::error!("starting the Foxglove feed: {e}"))
         .ok();
-    let state = FoxState { feed, access, origins: Arc::new(origins), guard, shutdown };
-    Ok(Router::new().fallback(upgrade).with_state(state))
+    let state = FoxState {
+        feed,
+        access,
+        origins: Arc::new(limits.origins),
+        guard,
+        shutdown,
+        clients: Arc::new(tokio::sync::Semaphore::new(limits.max_clients)),
+        max_subscriptions: limits.max_subscriptions,
+    };
+    Router::new().fallback(upgrade).with_state(state)
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,10 +174,18 @@ async fn upgrade(
         )
             .into_response();
     }
+    let Ok(place) = Arc::clone(&state.clients).try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many Foxglove clients (foxglove_max_connections)")
+            .into_response();
+    };
     upgrade
         .protocols([SUBPROTOCOL])
-        .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| client(socket, state))
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            client(socket, state).await;
+            drop(place);
+        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,19 +241,34 @@ impl Status {
 /// honoured: a subscription to a channel that was never advertised, a second subscription to a
 /// channel (or a subscription id in use), an unsubscription of an unknown id, an operation
 /// this server does not offer. Such a request is ignored, never fatal. Pure logic.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Subscriptions {
     /// channel id → subscription id
     by_channel: HashMap<u32, u32>,
+    max: usize,
 }
 
 impl Subscriptions {
+    fn new(max: usize) -> Self {
+        Self { by_channel: HashMap::new(), max }
+    }
+
     fn of(&self, channel: u32) -> Option<u32> {
         self.by_channel.get(&channel).copied()
     }
 
-    /// A text message from the client; the statuses to send back.
+    /// A text message from the client; the statuses to send back, at most [`MAX_STATUSES`].
     fn handle(&mut self, text: &str) -> Vec<Status> {
+        let mut statuses = self.handle_all(text);
+        if statuses.len() > MAX_STATUSES {
+            let more = statuses.len() - (MAX_STATUSES - 1);
+            statuses.truncate(MAX_STATUSES - 1);
+            statuses.push(Status::error(format!("{more} more requests of this message refused likewise")));
+        }
+        statuses
+    }
+
+    fn handle_all(&mut self, text: &str) -> Vec<Status> {
         match serde_json::from_str::<ClientOp>(text) {
             Ok(ClientOp::Subscribe { subscriptions }) => {
                 subscriptions.into_iter().filter_map(|s| self.subscribe(s)).collect()
@@ -253,6 +309,12 @@ impl Subscriptions {
                 s.id, s.channel_id
             )));
         }
+        if self.by_channel.len() >= self.max {
+            return Some(Status::error(format!(
+                "subscription {} ignored: a client holds at most {} subscriptions",
+                s.id, self.max
+            )));
+        }
         self.by_channel.insert(s.channel_id, s.id);
         None
     }
@@ -290,7 +352,7 @@ async fn client(mut socket: WebSocket, state: FoxState) {
     }
     let mut feed = state.feed.subscribe();
     let mut shutdown = state.shutdown.clone();
-    let mut subscribed = Subscriptions::default();
+    let mut subscribed = Subscriptions::new(state.max_subscriptions);
     loop {
         tokio::select! {
             incoming = socket.recv() => {
@@ -304,7 +366,7 @@ async fn client(mut socket: WebSocket, state: FoxState) {
                     Some(Err(_)) | None => return,
                 };
                 for status in statuses {
-                    if socket.send(Message::Text(status.to_json().into())).await.is_err() {
+                    if !send(&mut socket, Message::Text(status.to_json().into())).await {
                         return;
                     }
                 }
@@ -312,7 +374,7 @@ async fn client(mut socket: WebSocket, state: FoxState) {
             entry = feed.recv() => match entry {
                 Ok(entry) => {
                     let Some(subscription) = subscribed.of(channel_id(entry.channel)) else { continue };
-                    if socket.send(Message::Binary(message_data(subscription, &entry).into())).await.is_err() {
+                    if !send(&mut socket, Message::Binary(message_data(subscription, &entry).into())).await {
                         return;
                     }
                 }
@@ -323,6 +385,11 @@ async fn client(mut socket: WebSocket, state: FoxState) {
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Sends one message; false when the client is gone or took nothing for [`SEND_TIMEOUT`].
+async fn send(socket: &mut WebSocket, message: Message) -> bool {
+    matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await, Ok(Ok(())))
 }
 
 #[cfg(test)]
@@ -337,7 +404,7 @@ mod tests {
 
     #[test]
     fn a_subscription_is_taken_once_and_every_refusal_says_why() {
-        let mut subs = Subscriptions::default();
+        let mut subs = Subscriptions::new(32);
         assert_eq!(subscribe(&mut subs, 7, 1), []);
         assert_eq!(subs.of(1), Some(7));
 
@@ -362,5 +429,20 @@ mod tests {
         assert_eq!(subs.of(1), None);
         assert_eq!(subs.handle(r#"{"op":"unsubscribe","subscriptionIds":[7]}"#)[0].level, Level::Warning);
         assert_eq!(subs.handle("not json")[0].level, Level::Error);
+    }
+
+    #[test]
+    fn a_client_holds_a_bounded_number_of_subscriptions_and_gets_a_bounded_answer() {
+        let mut subs = Subscriptions::new(2);
+        assert_eq!(subscribe(&mut subs, 1, 1), []);
+        assert_eq!(subscribe(&mut subs, 2, 2), []);
+        let third = subscribe(&mut subs, 3, 3);
+        assert!(third[0].message.contains("at most 2 subscriptions"), "{third:?}");
+        assert_eq!(subs.by_channel.len(), 2);
+        // A request with thousands of refused subscriptions gets a few statuses, not thousands.
+        let many: Vec<_> = (0..5000).map(|i| json!({ "id": 100 + i, "channelId": 1000 + i })).collect();
+        let answer = subs.handle(&json!({ "op": "subscribe", "subscriptions": many }).to_string());
+        assert_eq!(answer.len(), MAX_STATUSES);
+        assert!(answer[MAX_STATUSES - 1].message.contains("4993 more"), "{:?}", answer.last());
     }
 }

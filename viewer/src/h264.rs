@@ -6,6 +6,8 @@
 //! After a bad access unit the stream cannot be trusted until the next keyframe: units are
 //! dropped (counted as waiting) until one arrives, and a keyframe is requested.
 
+use crate::metrics::Metrics;
+use crate::packet::{DecodedUnit, ForwardUnit, FramePacket, Jpeg, KeyframeWish};
 use ads_protocol::FrameInfo;
 
 /// Largest picture side accepted from the vehicle (the vehicle's own bound is 8192).
@@ -33,13 +35,7 @@ impl H264Error {
     }
 }
 
-/// A decoded picture, packed RGB.
-#[derive(Debug, Clone)]
-pub struct Picture {
-    pub width: u32,
-    pub height: u32,
-    pub rgb: Vec<u8>,
-}
+pub use crate::packet::Picture;
 
 /// One H.264 stream being decoded.
 pub struct H264Decoder {
@@ -121,22 +117,7 @@ impl H264Decoder {
     }
 }
 
-/// An access unit as the browsers get it.
-#[derive(Debug, Clone)]
-pub struct ForwardUnit {
-    pub bytes: Vec<u8>,
-    pub keyframe: bool,
-}
-
-/// What the viewer made of a sound access unit.
-#[derive(Debug)]
-pub struct Decoded {
-    pub unit: ForwardUnit,
-    /// The decoded picture as JPEG, for every JPEG consumer.
-    pub jpeg: Vec<u8>,
-}
-
-/// The link thread's H.264 receiver: decodes, counts, and asks for keyframes through the hub.
+/// The link thread's H.264 receiver: decodes, counts, and wishes for keyframes.
 #[derive(Debug, Default)]
 pub struct H264Receiver {
     decoder: H264Decoder,
@@ -145,30 +126,20 @@ pub struct H264Receiver {
 
 impl H264Receiver {
     /// Takes one H.264 frame; `None`: dropped (counted, a keyframe asked for).
-    pub fn take(&mut self, hub: &crate::hub::Hub, info: &FrameInfo, unit: &[u8]) -> Option<Decoded> {
+    pub fn take(
+        &mut self,
+        (m, wish, jpeg_quality): (&Metrics, &KeyframeWish, u8),
+        info: &FrameInfo,
+        unit: &[u8],
+    ) -> Option<DecodedUnit> {
         use std::sync::atomic::Ordering;
-        let m = &hub.metrics;
         match self.decoder.decode(info, unit) {
             Ok(picture) => {
                 m.h264_decoded.fetch_add(1, Ordering::Relaxed);
-                let image = turbojpeg::Image {
-                    pixels: picture.rgb.as_slice(),
-                    width: picture.width as usize,
-                    pitch: picture.width as usize * 3,
-                    height: picture.height as usize,
-                    format: turbojpeg::PixelFormat::RGB,
-                };
-                let quality = i32::from(hub.config.mjpeg_quality);
-                match turbojpeg::compress(image, quality, turbojpeg::Subsamp::Sub2x2) {
-                    Ok(jpeg) => Some(Decoded {
-                        unit: ForwardUnit { bytes: unit.to_vec(), keyframe: info.keyframe },
-                        jpeg: jpeg.to_vec(),
-                    }),
-                    Err(e) => {
-                        tracing::warn!("JPEG of a decoded H.264 picture: {e}");
-                        None
-                    }
-                }
+                Some(DecodedUnit {
+                    unit: ForwardUnit { bytes: unit.to_vec(), keyframe: info.keyframe },
+                    jpeg: Jpeg::from_picture(picture, jpeg_quality),
+                })
             }
             Err(e) => {
                 let counter = if e.is_corrupt() { &m.h264_corrupt } else { &m.h264_waiting };
@@ -181,7 +152,7 @@ impl H264Receiver {
                         n + 1
                     );
                 }
-                hub.want_keyframe();
+                wish.want();
                 None
             }
         }
@@ -199,33 +170,33 @@ pub struct BrowserStream {
 }
 
 impl BrowserStream {
-    pub fn set_accepts_h264(&mut self, accepts: bool, hub: &crate::hub::Hub) {
+    pub fn set_accepts_h264(&mut self, accepts: bool, wish: &KeyframeWish) {
         self.accepts_h264 = accepts;
         self.in_step = false;
         if accepts {
-            hub.want_keyframe();
+            wish.want();
         }
     }
 
     /// The browser's decoder failed: JPEG until the next keyframe.
-    pub fn resync(&mut self, hub: &crate::hub::Hub) {
+    pub fn resync(&mut self, wish: &KeyframeWish) {
         self.in_step = false;
-        hub.want_keyframe();
+        wish.want();
     }
 
     /// What to send of `packet`, `skipped` packets after the previous one:
     /// (codec, payload, keyframe).
     pub fn choose<'a>(
         &mut self,
-        packet: &'a crate::hub::FramePacket,
+        packet: &'a FramePacket,
         skipped: u64,
-        hub: &crate::hub::Hub,
+        wish: &KeyframeWish,
     ) -> (&'static str, &'a [u8], bool) {
-        let jpeg = (ads_protocol::CODEC_JPEG, packet.jpeg.as_slice(), true);
-        let Some(unit) = packet.h264.as_ref().filter(|_| self.accepts_h264) else { return jpeg };
+        let jpeg = || (ads_protocol::CODEC_JPEG, packet.jpeg.bytes(), true);
+        let Some(unit) = packet.h264.as_ref().filter(|_| self.accepts_h264) else { return jpeg() };
         if skipped > 0 && self.in_step {
             self.in_step = false;
-            hub.want_keyframe();
+            wish.want();
         }
         if unit.keyframe {
             self.in_step = true;
@@ -233,7 +204,7 @@ impl BrowserStream {
         if self.in_step {
             (ads_protocol::CODEC_H264, unit.bytes.as_slice(), unit.keyframe)
         } else {
-            jpeg
+            jpeg()
         }
     }
 }

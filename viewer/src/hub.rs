@@ -5,16 +5,21 @@
 
 use crate::actions::{ActionBook, Outcome, RunView};
 use crate::config::ViewerConfig;
+use crate::freshness::{Freshness, Verdict};
 use crate::metrics::Metrics;
-use crate::overlay::{self, Overlay, OverlayInputs};
+use crate::overlay::{self, OverlayInputs};
+pub use crate::packet::{wall_ns, FramePacket};
+use crate::packet::{DecodedUnit, ForwardUnit, KeyframeWish};
+use crate::page::{Outbound, PageMessage, StateReport, ViewerCounts};
 use crate::teleop::{Control, ControlView};
-use ads_protocol::{ActionKey, Command, Detections, Event, LaneTruthMsg, Message, VehicleState, WireMessage};
+use ads_protocol::{
+    ActionKey, Command, Detections, Event, LaneTruthMsg, Message, NoticeLevel, VehicleState, WireMessage,
+};
 use serde::Serialize;
-use serde_json::json;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How long one presence report from a page keeps the operator heartbeat going.
 pub const PRESENCE_HOLDS: Duration = Duration::from_millis(1000);
@@ -26,27 +31,6 @@ const HISTORY: Duration = Duration::from_secs(60);
 const HISTORY_HZ: u64 = 10;
 /// Events kept for browsers that connect later.
 const EVENT_LOG: usize = 50;
-
-pub fn wall_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// A frame ready to send: JPEG as received, overlay computed here.
-#[derive(Debug)]
-pub struct FramePacket {
-    /// Counts packets the hub published; a client that sees a gap skipped frames.
-    pub packet_seq: u64,
-    pub frame_id: u64,
-    pub capture_ns: u64,
-    pub recv_ns: u64,
-    /// The picture as JPEG: as received, or made here from the decoded H.264 picture.
-    pub jpeg: Vec<u8>,
-    /// The H.264 access unit it came as (already decoded here once, so known to be sound).
-    pub h264: Option<crate::h264::ForwardUnit>,
-    pub overlay: Overlay,
-    /// `overlay` as JSON, serialised once for all clients.
-    pub overlay_json: String,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,7 +76,7 @@ struct Inner {
     packet_seq: u64,
     history: VecDeque<Sample>,
     last_sample_ms: u64,
-    events: VecDeque<Arc<str>>,
+    events: VecDeque<Arc<Outbound>>,
     hops: Hops,
     actions: ActionBook,
     /// The vehicle's run, from its newest state: what actions are addressed to.
@@ -103,19 +87,25 @@ struct Inner {
     video: crate::video::VideoLinkView,
     /// Which browser drives (manual driving).
     control: Control,
+    /// Which states are shown (not a backlog, never older than the newest shown).
+    freshness: Freshness,
 }
 
 #[derive(Debug)]
 pub struct Hub {
     pub config: ViewerConfig,
     pub metrics: Metrics,
+    /// Every message the link receives, for the recorder and the Foxglove feed.
+    pub fanout: crate::fanout::Fanout,
     frames: watch::Sender<Option<Arc<FramePacket>>>,
-    states: watch::Sender<Option<Arc<str>>>,
-    events: broadcast::Sender<Arc<str>>,
+    states: watch::Sender<Option<Arc<Outbound>>>,
+    events: broadcast::Sender<Arc<Outbound>>,
     actions_out: Mutex<std::sync::mpsc::Sender<Vec<Vec<u8>>>>,
     action_key: Option<ActionKey>,
     /// Someone (this viewer's decoder, a browser's) needs an H.264 keyframe.
-    keyframe_wanted: std::sync::atomic::AtomicBool,
+    keyframe_wish: Arc<KeyframeWish>,
+    /// Browsers connected that decode H.264 (for `codec = "auto"`).
+    h264_browsers: std::sync::atomic::AtomicUsize,
     /// Numbers the browsers (websockets) for control.
     next_client: std::sync::atomic::AtomicU64,
     inner: Mutex<Inner>,
@@ -150,13 +140,15 @@ impl Hub {
         let actions = ActionBook::new(&config.sender, Duration::from_millis(config.ack_timeout_ms));
         let hub = Self {
             metrics: Metrics::default(),
+            fanout: crate::fanout::Fanout::default(),
             frames: watch::Sender::new(None),
             states: watch::Sender::new(None),
             events: broadcast::Sender::new(256),
             actions_out: Mutex::new(actions_tx),
             action_key,
-            keyframe_wanted: std::sync::atomic::AtomicBool::new(false),
+            keyframe_wish: Arc::default(),
             next_client: std::sync::atomic::AtomicU64::new(1),
+            h264_browsers: std::sync::atomic::AtomicUsize::new(0),
             inner: Mutex::new(Inner {
                 vehicle_id: (!config.vehicle_id.is_empty()).then(|| config.vehicle_id.clone()),
                 other_vehicles_warned: false,
@@ -178,6 +170,7 @@ impl Hub {
                 operator_present_until: None,
                 video: crate::video::VideoLinkView::default(),
                 control: Control::default(),
+                freshness: Freshness::new(Duration::from_millis(config.stale_state_ms)),
             }),
             config,
         };
@@ -193,11 +186,11 @@ impl Hub {
         self.frames.subscribe()
     }
 
-    pub fn states(&self) -> watch::Receiver<Option<Arc<str>>> {
+    pub fn states(&self) -> watch::Receiver<Option<Arc<Outbound>>> {
         self.states.subscribe()
     }
 
-    pub fn events(&self) -> broadcast::Receiver<Arc<str>> {
+    pub fn events(&self) -> broadcast::Receiver<Arc<Outbound>> {
         self.events.subscribe()
     }
 
@@ -207,18 +200,17 @@ impl Hub {
 
     /// What a browser needs on connecting: who we watch, the link, the plots' history and the
     /// recent events.
-    pub fn hello(&self) -> (String, Vec<Arc<str>>) {
+    pub fn hello(&self) -> (PageMessage, Vec<Arc<Outbound>>) {
         let inner = self.inner();
-        let hello = json!({
-            "type": "hello",
-            "vehicle": inner.vehicle_id,
-            "link": inner.link,
-            "sender": inner.actions.sender(),
-            "history": inner.history,
-            "control": inner.control.view(),
-            "drive_lease_ms": self.config.drive_lease_ms,
-        });
-        (hello.to_string(), inner.events.iter().cloned().collect())
+        let hello = PageMessage::Hello {
+            vehicle: inner.vehicle_id.clone(),
+            link: inner.link,
+            sender: inner.actions.sender().to_string(),
+            history: inner.history.iter().copied().collect(),
+            control: inner.control.view(),
+            drive_lease_ms: self.config.drive_lease_ms,
+        };
+        (hello, inner.events.iter().cloned().collect())
     }
 
     /// What the video link delivers now (the link thread sets it per frame).
@@ -226,24 +218,45 @@ impl Hub {
         self.inner().video = view;
     }
 
-    fn publish_event(&self, inner: &mut Inner, text: String) {
-        let text: Arc<str> = text.into();
+    fn publish_event(&self, inner: &mut Inner, message: PageMessage) {
+        let event = Outbound::new(message);
         if inner.events.len() == EVENT_LOG {
             inner.events.pop_front();
         }
-        inner.events.push_back(Arc::clone(&text));
+        inner.events.push_back(Arc::clone(&event));
         // No receivers is fine: nobody is watching.
-        let _ = self.events.send(text);
+        let _ = self.events.send(event);
     }
 
-    /// Asks the vehicle for an H.264 keyframe (the link thread sends it, rate-limited).
+    /// Where a keyframe is wished for (the link thread asks the vehicle, rate-limited).
+    pub fn keyframe_wish(&self) -> &Arc<KeyframeWish> {
+        &self.keyframe_wish
+    }
+
+    /// A browser that decodes H.264 came (`true`) or went (`false`).
+    pub fn note_h264_browser(&self, came: bool) {
+        if came {
+            self.h264_browsers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.h264_browsers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The codec to ask the vehicle for now. `auto`: H.264 while a page decodes it, except
+    /// while a recording or a Foxglove client shares the stream (they store the vehicle's
+    /// full JPEG pictures, not ones made here from a smaller H.264 rung).
+    pub fn codec(&self) -> &str {
+        let h264_pages = self.h264_browsers.load(Ordering::Relaxed) > 0;
+        match self.config.codec.as_str() {
+            crate::config::CODEC_AUTO if h264_pages && !self.fanout.active() => ads_protocol::CODEC_H264,
+            crate::config::CODEC_AUTO => ads_protocol::CODEC_JPEG,
+            codec => codec,
+        }
+    }
+
+    /// Asks the vehicle for an H.264 keyframe.
     pub fn want_keyframe(&self) {
-        self.keyframe_wanted.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether a keyframe was asked for since the last call.
-    pub fn take_keyframe_wish(&self) -> bool {
-        self.keyframe_wanted.swap(false, Ordering::Relaxed)
+        self.keyframe_wish.want();
     }
 
     /// One decoded message from the vehicle.
@@ -253,12 +266,7 @@ impl Hub {
 
     /// One message; for an H.264 frame, `h264` is what the decoder made of it (its JPEG
     /// replaces the payload for every JPEG consumer).
-    pub fn on_message_with(
-        &self,
-        message: WireMessage<'_>,
-        recv_ns: u64,
-        h264: Option<crate::h264::Decoded>,
-    ) {
+    pub fn on_message_with(&self, message: WireMessage<'_>, recv_ns: u64, h264: Option<DecodedUnit>) {
         self.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
         let mut guard = self.inner();
         let inner = &mut *guard;
@@ -281,9 +289,10 @@ impl Hub {
         // action (other than an e-stop, which goes anyway) could not name it.
         let commandable = inner.run.is_some() || matches!(message.message, Message::State(_));
         if inner.link != LinkStatus::Live && commandable {
-            inner.link = LinkStatus::Live;
             tracing::info!("vehicle link up");
-            self.publish_event(inner, json!({"type": "link", "status": LinkStatus::Live}).to_string());
+            let back = inner.link == LinkStatus::Lost;
+            inner.link = LinkStatus::Live;
+            self.publish_event(inner, PageMessage::Link { status: LinkStatus::Live, back });
         }
         match message.message {
             Message::Frame(info) => {
@@ -302,7 +311,7 @@ impl Hub {
                                 tracing::debug!("frame {} refused: {e}", info.frame_id);
                                 return;
                             }
-                            (jpeg.to_vec(), None)
+                            (crate::packet::Jpeg::ready(jpeg.to_vec()), None)
                         }
                         _ => return,
                     },
@@ -339,7 +348,7 @@ impl Hub {
                 }
                 inner.truth.push_back(t);
             }
-            Message::State(s) => self.on_state(inner, s, recv_ns),
+            Message::State(s) => self.on_state(inner, s, message.send_ns, recv_ns),
             Message::Event(Event::Ack { action_id, sender, accepted, reason, detail, .. }) => {
                 if let Some(outcome) =
                     inner.actions.acknowledge(&action_id, &sender, accepted, reason, &detail)
@@ -354,9 +363,7 @@ impl Hub {
                 }
             }
             Message::Event(Event::Notice { level, text }) => {
-                let event =
-                    json!({"type": "notice", "level": level, "text": text, "t_ms": recv_ns / 1_000_000});
-                self.publish_event(inner, event.to_string());
+                self.publish_event(inner, PageMessage::Notice { level, text, t_ms: recv_ns / 1_000_000 });
             }
             // Actions are what viewers send; one on the vehicle's stream is not for us. The
             // per-frame controls are for recorders; the page gets the same from state.
@@ -373,7 +380,7 @@ impl Hub {
         jpeg_size: (u32, u32),
         capture_ns: u64,
         recv_ns: u64,
-        (jpeg, h264): (Vec<u8>, Option<crate::h264::ForwardUnit>),
+        (jpeg, h264): (Arc<crate::packet::Jpeg>, Option<ForwardUnit>),
     ) {
         self.metrics.frames_received.fetch_add(1, Ordering::Relaxed);
         match inner.last_frame_id {
@@ -425,11 +432,23 @@ impl Hub {
         inner.last_frame_id = None;
         let text = format!("vehicle restarted ({why})");
         tracing::info!("{text}");
-        let event = json!({"type": "notice", "level": "info", "text": text, "t_ms": recv_ns / 1_000_000});
-        self.publish_event(inner, event.to_string());
+        self.publish_event(
+            inner,
+            PageMessage::Notice { level: NoticeLevel::Info, text, t_ms: recv_ns / 1_000_000 },
+        );
     }
 
-    fn on_state(&self, inner: &mut Inner, state: VehicleState, recv_ns: u64) {
+    fn on_state(&self, inner: &mut Inner, state: VehicleState, sent_ns: u64, recv_ns: u64) {
+        match inner.freshness.judge(state.started_ns, sent_ns, recv_ns) {
+            Verdict::Show => {}
+            verdict => {
+                let n = self.metrics.states_discarded.fetch_add(1, Ordering::Relaxed);
+                if n % 100 == 0 {
+                    tracing::debug!(?verdict, "state not shown ({} so far)", n + 1);
+                }
+                return;
+            }
+        }
         let previous = inner.state.as_ref().map_or(0, |s| s.started_ns);
         if previous != 0 && state.started_ns != 0 && state.started_ns != previous {
             self.on_restart(inner, "its start time changed".into(), recv_ns);
@@ -470,26 +489,25 @@ impl Hub {
                 inner.history.pop_front();
             }
         }
-        let text = json!({
-            "type": "state",
-            "state": state,
-            "sample": sample,
-            "hops": inner.hops,
-            "video": inner.video,
-            "viewer": {
-                "frames_received": self.metrics.frames_received.load(Ordering::Relaxed),
-                "frames_missed": self.metrics.frames_missed.load(Ordering::Relaxed),
-                "frames_dropped_clients": self.metrics.frames_dropped_clients.load(Ordering::Relaxed),
-                "clients": self.metrics.clients.load(Ordering::Relaxed),
+        let report = StateReport {
+            state: state.clone(),
+            sent_ns,
+            sample,
+            hops: inner.hops,
+            video: inner.video.clone(),
+            viewer: ViewerCounts {
+                frames_received: self.metrics.frames_received.load(Ordering::Relaxed),
+                frames_missed: self.metrics.frames_missed.load(Ordering::Relaxed),
+                frames_dropped_clients: self.metrics.frames_dropped_clients.load(Ordering::Relaxed),
+                clients: self.metrics.clients.load(Ordering::Relaxed),
             },
-        });
+        };
         inner.state = Some(state);
-        self.states.send_replace(Some(text.to_string().into()));
+        self.states.send_replace(Some(Outbound::new(PageMessage::State(Box::new(report)))));
     }
 
     fn publish_outcome(&self, inner: &mut Inner, outcome: &Outcome) {
-        let text = json!({"type": "ack", "outcome": outcome}).to_string();
-        self.publish_event(inner, text);
+        self.publish_event(inner, PageMessage::Ack { outcome: outcome.clone() });
     }
 
     /// Link health, retransmissions, the operator heartbeat and unanswered actions; the link
@@ -502,7 +520,7 @@ impl Hub {
             inner.link = LinkStatus::Lost;
             self.metrics.link_losses.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("vehicle silent for more than {} ms: link lost", timeout.as_millis());
-            self.publish_event(&mut inner, json!({"type": "link", "status": LinkStatus::Lost}).to_string());
+            self.publish_event(&mut inner, PageMessage::Link { status: LinkStatus::Lost, back: false });
         }
         for outcome in inner.actions.expire(now) {
             self.metrics.actions_unanswered.fetch_add(1, Ordering::Relaxed);
@@ -579,6 +597,11 @@ impl Hub {
         Ok(action.id)
     }
 
+    /// Where the action `action_id` stands (pending, or its recent outcome).
+    pub fn action_status(&self, action_id: &str) -> Option<crate::actions::ActionStatus> {
+        self.inner().actions.status(action_id)
+    }
+
     /// A number for a new browser (its websocket), for control.
     pub fn register_client(&self) -> u64 {
         self.next_client.fetch_add(1, Ordering::Relaxed)
@@ -603,7 +626,7 @@ impl Hub {
     }
 
     fn publish_control(&self, inner: &mut Inner, view: &ControlView) {
-        self.publish_event(inner, json!({"type": "control", "control": view}).to_string());
+        self.publish_event(inner, PageMessage::Control { control: view.clone() });
     }
 
     /// Sends one `drive` command from `client`, who must hold control: never tracked or

@@ -12,13 +12,17 @@ pub mod burn;
 pub mod calibrate;
 pub mod command_check;
 pub mod config;
+pub mod fanout;
 pub mod foxglove;
+pub mod freshness;
 pub mod guard;
 pub mod h264;
 pub mod hub;
 pub mod link;
 pub mod metrics;
 pub mod overlay;
+pub mod packet;
+pub mod page;
 pub mod raster;
 pub mod recording;
 pub mod serve;
@@ -104,27 +108,28 @@ async fn serve(config: config::ViewerConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening for Foxglove on {address} (try another --foxglove-port)"))?;
         let router = foxglove::router(
-            &hub.config.vehicle,
-            &hub.config.video,
+            Arc::clone(&hub),
             access.clone(),
-            hub.config.foxglove_origins.clone(),
             guard::Guard::new(Arc::clone(&hub)),
             shutdown_rx.clone(),
             Arc::clone(&foxglove_stop),
-        )?;
+            foxglove::Limits {
+                origins: hub.config.foxglove_origins.clone(),
+                max_clients: hub.config.foxglove_max_connections,
+                max_subscriptions: hub.config.foxglove_max_subscriptions,
+            },
+        );
         tracing::info!("Foxglove WebSocket on ws://{address}/");
         let mut stopped = shutdown_rx.clone();
-        tokio::spawn(async move {
-            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = stopped.changed().await;
-            });
-            if let Err(e) = server.await {
-                tracing::error!("the Foxglove server stopped: {e}");
-            }
-        });
+        // The web UI's own limits (header timeout, bounded shutdown) with a cap of its own.
+        let max = hub.config.foxglove_max_connections;
+        tokio::spawn(serve::serve(listener, router, Arc::clone(&hub), max, async move {
+            let _ = stopped.changed().await;
+        }));
     }
     let mut signal = shutdown_signal();
-    serve::serve(listener, app, Arc::clone(&hub), async move {
+    let max_connections = hub.config.max_connections;
+    serve::serve(listener, app, Arc::clone(&hub), max_connections, async move {
         (&mut signal).await;
         // Websockets and MJPEG streams end when this flips; then the server drains (bounded).
         let _ = shutdown_tx.send(true);

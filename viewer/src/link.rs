@@ -6,8 +6,9 @@
 //! without a FIN (WiFi gone) within seconds instead of after TCP's minutes, and drop and
 //! re-establish the connection.
 
-use crate::hub::{wall_ns, Hub};
-use crate::video::VideoClient;
+use crate::hub::Hub;
+use crate::packet::{wall_ns, DecodedUnit};
+use crate::video::{VideoClient, RECONNECT_MAX_MS};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -42,7 +43,8 @@ pub fn spawn(
     sub.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS).map_err(err("options of", &vehicle))?;
     sub.set_heartbeat_ttl(HEARTBEAT_TIMEOUT_MS).map_err(err("options of", &vehicle))?;
     sub.set_reconnect_ivl(100).map_err(err("options of", &vehicle))?;
-    sub.set_reconnect_ivl_max(2000).map_err(err("options of", &vehicle))?;
+    sub.set_reconnect_ivl_max(RECONNECT_MAX_MS).map_err(err("options of", &vehicle))?;
+    sub.set_connect_timeout(RECONNECT_MAX_MS).map_err(err("options of", &vehicle))?;
     sub.set_maxmsgsize((ads_protocol::MAX_PAYLOAD_BYTES + 1024) as i64)
         .map_err(err("options of", &vehicle))?;
     sub.set_subscribe(b"").map_err(err("subscribing to", &vehicle))?;
@@ -52,7 +54,8 @@ pub fn spawn(
     publisher.set_heartbeat_ivl(HEARTBEAT_IVL_MS).map_err(err("options of", &action_endpoint))?;
     publisher.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS).map_err(err("options of", &action_endpoint))?;
     publisher.set_reconnect_ivl(100).map_err(err("options of", &action_endpoint))?;
-    publisher.set_reconnect_ivl_max(2000).map_err(err("options of", &action_endpoint))?;
+    publisher.set_reconnect_ivl_max(RECONNECT_MAX_MS).map_err(err("options of", &action_endpoint))?;
+    publisher.set_connect_timeout(RECONNECT_MAX_MS).map_err(err("options of", &action_endpoint))?;
     // An action must not linger past its usefulness, but the last one sent before we exit
     // should still go out.
     publisher.set_linger(500).map_err(err("options of", &action_endpoint))?;
@@ -60,7 +63,7 @@ pub fn spawn(
     let video_endpoint = hub.config.video.clone();
     let mut video = VideoClient::connect(&context, &video_endpoint)
         .map_err(err("connecting to", &video_endpoint))?
-        .with_codec(&hub.config.codec);
+        .with_codec(hub.codec());
     tracing::info!(%vehicle, video = %video_endpoint, actions = %action_endpoint, "subscribed to the vehicle");
     std::thread::Builder::new()
         .name("vehicle-link".into())
@@ -80,11 +83,21 @@ fn run(
     let mut malformed_logged = 0u64;
     while !stop.load(Ordering::Relaxed) {
         video.tick(Instant::now());
-        video.request_keyframe_if_wanted(hub, Instant::now());
+        video.request_keyframe_if_wanted(hub.keyframe_wish(), &hub.metrics, Instant::now());
         let mut items = [sub.as_poll_item(zmq::POLLIN), video.socket().as_poll_item(zmq::POLLIN)];
         let polled = zmq::poll(&mut items, POLL_MS);
         // Frames first: their credit goes back before anything else is done.
-        video.receive(hub);
+        // Full pictures while a recording or Foxglove shares the session: their annotations
+        // are in the source's pixels.
+        video.set_full_size(hub.fanout.active());
+        video.set_codec(hub.codec());
+        video.receive((&hub.metrics, hub.keyframe_wish(), hub.config.mjpeg_quality), |d| {
+            if let Some(view) = d.view {
+                hub.set_video_view(view);
+            }
+            share(hub, &d.message, d.recv_ns, d.decoded.as_ref());
+            hub.on_message_with(d.message, d.recv_ns, d.decoded);
+        });
         match polled {
             Ok(n) if n > 0 => {
                 // Drain everything queued, so a burst does not wait for the next poll.
@@ -92,7 +105,10 @@ fn run(
                     let recv_ns = wall_ns();
                     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
                     match ads_protocol::decode(&refs) {
-                        Ok(message) => hub.on_message(message, recv_ns),
+                        Ok(message) => {
+                            share(hub, &message, recv_ns, None);
+                            hub.on_message(message, recv_ns);
+                        }
                         Err(e) => {
                             let n = hub.metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);
                             // The first few in full, then every thousandth: a broken peer
@@ -122,4 +138,13 @@ fn run(
         }
     }
     tracing::debug!(malformed_logged, "vehicle link stopped");
+}
+
+/// Hands `message` to the recorder and the Foxglove feed, if they are running.
+fn share(hub: &Hub, message: &ads_protocol::WireMessage<'_>, recv_ns: u64, decoded: Option<&DecodedUnit>) {
+    if hub.fanout.active() {
+        if let Some(received) = crate::fanout::received(message, recv_ns, decoded) {
+            hub.fanout.publish(received);
+        }
+    }
 }

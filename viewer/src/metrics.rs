@@ -60,6 +60,8 @@ pub struct Metrics {
     pub actions_accepted: AtomicU64,
     pub actions_rejected: AtomicU64,
     pub actions_unanswered: AtomicU64,
+    /// States not shown: older than one shown, or a backlog after an outage.
+    pub states_discarded: AtomicU64,
     /// Sends of an action again (same id) because no acknowledgement had come yet.
     pub actions_retransmitted: AtomicU64,
     /// HTTP connections closed on accept because `max_connections` were open.
@@ -86,7 +88,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self, link_up: bool) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+        let counters: [(&str, &str, &AtomicU64); 21] = [
             ("ads_viewer_frames_received_total", "Frames received from the vehicle.", &self.frames_received),
             (
                 "ads_viewer_frames_missed_total",
@@ -123,6 +125,11 @@ impl Metrics {
                 &self.actions_unanswered,
             ),
             (
+                "ads_viewer_states_discarded_total",
+                "States not shown: older than one shown, or queued during an outage.",
+                &self.states_discarded,
+            ),
+            (
                 "ads_viewer_actions_retransmitted_total",
                 "Actions sent again (same id) while unanswered.",
                 &self.actions_retransmitted,
@@ -149,6 +156,11 @@ impl Metrics {
                 "ads_viewer_h264_key_requests_total",
                 "Keyframes asked of the vehicle.",
                 &self.h264_key_requests,
+            ),
+            (
+                "ads_viewer_h264_jpeg_encodes_total",
+                "JPEGs made from decoded H.264 pictures (only for frames someone wanted as JPEG).",
+                &crate::packet::JPEG_ENCODES,
             ),
         ];
         for (name, help, value) in counters {

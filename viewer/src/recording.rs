@@ -1,14 +1,20 @@
 //! The page's Record button: an ads-record recording written on the laptop, into
 //! `recordings_dir`, from the viewer's own process (`ads_record::recorder` on a thread of its
-//! own, with its own subscription to the vehicle: the viewer's link is untouched).
+//! own, fed by the viewer's link through [`crate::fanout`]: no session of its own on the
+//! vehicle; a slow disk only loses messages of the recording, never slows the link).
 //!
 //! `GET /api/recording` says where it stands (file, size, duration); `POST /api/recording`
 //! with `{"record": true}` starts one, `{"record": false}` stops it. Dropping the router (the
 //! viewer stopping) stops and finishes a running recording.
+//!
+//! Bounded: a recording stops by itself at `record_max_bytes`, after `record_max_seconds`, or
+//! when the disk's free space falls below `record_min_free_bytes` (checked with each
+//! progress report, every second); `last.stopped` then says which, for the page.
 
-use crate::config::ViewerConfig;
+use crate::hub::Hub;
 use ads_record::recorder::{self, RecordOptions};
 use ads_record::sink::{Progress, SinkOptions};
+use ads_record::subscribe::Next;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,14 +29,19 @@ use std::time::Duration;
 
 struct Active {
     stop: Arc<AtomicBool>,
+    /// Why it stopped by itself (a limit), if it did.
+    stopped: Arc<Mutex<Option<String>>>,
     progress: Arc<Mutex<Progress>>,
     thread: std::thread::JoinHandle<Result<recorder::Report, recorder::RecordError>>,
 }
 
+/// Messages queued for the recorder at most (a burst while the disk is slow).
+const QUEUE: usize = 512;
+
 pub struct Recordings {
     dir: PathBuf,
-    vehicle: String,
-    video: String,
+    limits: RecordLimits,
+    hub: Arc<Hub>,
     active: Mutex<Option<Active>>,
     /// The last finished recording, or why it failed.
     last: Mutex<Value>,
@@ -46,12 +57,56 @@ fn progress_json(p: &Progress) -> Value {
     json!({ "path": p.path, "bytes": p.total_bytes, "frames": p.frames, "duration_ms": p.duration_ms })
 }
 
+/// When a recording stops by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLimits {
+    pub max_bytes: u64,
+    pub max_duration: Duration,
+    pub min_free_bytes: u64,
+}
+
+impl RecordLimits {
+    /// Why a recording at `progress`, on a disk with `free_bytes` left, must stop; `None`: it
+    /// may go on.
+    pub fn exceeded(&self, progress: &Progress, free_bytes: Option<u64>) -> Option<String> {
+        let mb = |b: u64| b as f64 / 1e6;
+        if progress.total_bytes >= self.max_bytes {
+            return Some(format!("size limit of {:.1} MB reached (record_max_bytes)", mb(self.max_bytes)));
+        }
+        if progress.duration_ms >= self.max_duration.as_millis() as u64 {
+            return Some(format!(
+                "duration limit of {} s reached (record_max_seconds)",
+                self.max_duration.as_secs()
+            ));
+        }
+        match free_bytes {
+            Some(free) if free < self.min_free_bytes => Some(format!(
+                "the disk is nearly full: {:.1} MB free, at least {:.1} MB kept free (record_min_free_bytes)",
+                mb(free),
+                mb(self.min_free_bytes)
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Free bytes for an unprivileged writer on the file system of `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let stats = rustix::fs::statvfs(dir).ok()?;
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
 impl Recordings {
-    pub fn new(config: &ViewerConfig) -> Self {
+    pub fn new(hub: &Arc<Hub>) -> Self {
+        let config = &hub.config;
         Self {
             dir: config.recordings_dir.clone(),
-            vehicle: config.vehicle.clone(),
-            video: config.video.clone(),
+            limits: RecordLimits {
+                max_bytes: config.record_max_bytes,
+                max_duration: Duration::from_secs(config.record_max_seconds),
+                min_free_bytes: config.record_min_free_bytes,
+            },
+            hub: Arc::clone(hub),
             active: Mutex::new(None),
             last: Mutex::new(Value::Null),
         }
@@ -66,37 +121,72 @@ impl Recordings {
             self.finished(done);
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
+        if let Some(why) = self.limits.exceeded(&Progress::default(), free_bytes(&self.dir)) {
+            return Err(format!("not recording: {why}"));
+        }
         let name = format!("ads-{}.mcap", ads_record::subscribe::wall_ns() / 1_000_000);
         let options = RecordOptions {
-            vehicle: self.vehicle.clone(),
-            video: Some(self.video.clone()),
+            vehicle: self.hub.config.vehicle.clone(),
+            // Not used: the recording takes the viewer's own session (`record_from`).
+            video: None,
             sink: SinkOptions {
                 path: self.dir.join(name),
                 rotate_bytes: None,
                 rotate_every: None,
                 flush_every: Duration::from_secs(1),
             },
-            duration: None,
+            // The recorder's own bound too, in case progress reports are late.
+            duration: Some(self.limits.max_duration),
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::new(Mutex::new(None));
         let progress =
             Arc::new(Mutex::new(Progress { path: options.sink.path.clone(), ..Progress::default() }));
         let (thread_stop, thread_progress) = (Arc::clone(&stop), Arc::clone(&progress));
+        let (thread_stopped, limits, dir) = (Arc::clone(&stopped), self.limits, self.dir.clone());
+        let messages = self.hub.fanout.subscribe(QUEUE);
+        let next = move |timeout| match messages.recv_timeout(timeout) {
+            Ok(received) => Next::Message(Box::new((*received).clone())),
+            Err(_) => Next::Idle,
+        };
         let thread = std::thread::Builder::new()
             .name("recording".into())
             .spawn(move || {
-                recorder::record(&options, &thread_stop, |p| {
+                let stop = thread_stop;
+                let result = recorder::record_from(&options, &stop, next, |p| {
                     *thread_progress.lock().unwrap_or_else(PoisonError::into_inner) = p.clone();
-                })
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if let Some(why) = limits.exceeded(p, free_bytes(&dir)) {
+                        tracing::warn!("recording {} stopped: {why}", p.path.display());
+                        *thread_stopped.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                });
+                // Ended without anyone asking: the recorder's own duration bound. Say so too.
+                let mut stopped = thread_stopped.lock().unwrap_or_else(PoisonError::into_inner);
+                if result.is_ok() && stopped.is_none() && !stop.load(Ordering::Relaxed) {
+                    *stopped = Some(format!(
+                        "duration limit of {} s reached (record_max_seconds)",
+                        limits.max_duration.as_secs()
+                    ));
+                }
+                drop(stopped);
+                result
             })
             .map_err(|e| format!("starting the recorder: {e}"))?;
-        *active = Some(Active { stop, progress, thread });
+        *active = Some(Active { stop, stopped, progress, thread });
         Ok(())
     }
 
     fn finished(&self, done: Active) {
-        let outcome = match done.thread.join() {
-            Ok(Ok(report)) => json!({ "ok": true, "recording": progress_json(&report.progress) }),
+        let result = done.thread.join();
+        let stopped = done.stopped.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let outcome = match result {
+            Ok(Ok(report)) => {
+                json!({ "ok": true, "recording": progress_json(&report.progress), "stopped": stopped })
+            }
             Ok(Err(e)) => json!({ "ok": false, "error": e.to_string() }),
             Err(_) => json!({ "ok": false, "error": "the recorder panicked" }),
         };
@@ -173,8 +263,31 @@ async fn control(State(recordings): State<Arc<Recordings>>, body: Bytes) -> Resp
 }
 
 /// `/api/recording`, for merging into the viewer's router (inside its access layer).
-pub fn routes<S>(config: &ViewerConfig) -> Router<S> {
+pub fn routes<S>(hub: &Arc<Hub>) -> Router<S> {
     Router::new()
         .route("/api/recording", get(status).post(control))
-        .with_state(Arc::new(Recordings::new(config)))
+        .with_state(Arc::new(Recordings::new(hub)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recording_stops_at_its_size_its_duration_or_a_nearly_full_disk() {
+        let limits = RecordLimits {
+            max_bytes: 1_000_000,
+            max_duration: Duration::from_secs(60),
+            min_free_bytes: 500_000_000,
+        };
+        let at = |total_bytes, duration_ms| Progress { total_bytes, duration_ms, ..Progress::default() };
+        assert_eq!(limits.exceeded(&at(999_999, 59_999), Some(600_000_000)), None);
+        assert_eq!(limits.exceeded(&at(999_999, 59_999), None), None, "free space unknown: go on");
+        let size = limits.exceeded(&at(1_000_000, 0), None).unwrap();
+        assert!(size.contains("size limit of 1.0 MB"), "{size}");
+        let time = limits.exceeded(&at(0, 60_000), None).unwrap();
+        assert!(time.contains("duration limit of 60 s"), "{time}");
+        let disk = limits.exceeded(&at(0, 0), Some(499_999_999)).unwrap();
+        assert!(disk.contains("nearly full: 500.0 MB free"), "{disk}");
+    }
 }

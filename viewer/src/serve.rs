@@ -20,10 +20,17 @@ use tower::ServiceExt as _;
 /// How long open connections get to finish once shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains for [`SHUTDOWN_GRACE`].
-pub async fn serve(listener: TcpListener, app: Router, hub: Arc<Hub>, shutdown: impl Future<Output = ()>) {
+/// Serves `app` on `listener` until `shutdown` completes, then drains for [`SHUTDOWN_GRACE`];
+/// at most `max_connections` at once.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    hub: Arc<Hub>,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
     let header_timeout = Duration::from_millis(hub.config.request_timeout_ms);
-    let permits = Arc::new(Semaphore::new(hub.config.max_connections));
+    let permits = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);

@@ -3,14 +3,23 @@
 //! frame the moment it arrives, before anything else is done with it: the vehicle sends the
 //! next frame only then, so no frame ever waits in a queue for us.
 
-use crate::hub::{wall_ns, Hub};
-use ads_protocol::{Credit, VideoHello, VideoRequest};
+use crate::metrics::Metrics;
+use crate::packet::{wall_ns, DecodedUnit, KeyframeWish};
+use ads_protocol::{Credit, VideoHello, VideoRequest, WireMessage};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const HELLO_EVERY: Duration = Duration::from_secs(1);
+/// Reconnection (of every socket of the link): at most this long between attempts, and for
+/// one attempt's TCP connect, so the link is back within a fraction of a second of the
+/// network's return (TCP's own SYN backoff would wait seconds after a long outage).
+pub const RECONNECT_MAX_MS: i32 = 250;
+/// While no frame came for [`STARVED_AFTER`] (an outage, a reconnection: a new session on
+/// the vehicle), hellos go this often, so video is back soon after the link.
+const HELLO_STARVED_EVERY: Duration = Duration::from_millis(200);
+const STARVED_AFTER: Duration = Duration::from_millis(500);
 
 /// What this viewer's video link delivers, for the page's link panel.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -30,6 +39,17 @@ pub struct VideoLinkView {
     pub reduced: bool,
 }
 
+/// One message from the video socket, for the hub.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    pub message: WireMessage<'a>,
+    pub recv_ns: u64,
+    /// An H.264 frame as the decoder made it (`None`: not H.264, or dropped).
+    pub decoded: Option<DecodedUnit>,
+    /// What the video link delivers now (with every frame).
+    pub view: Option<VideoLinkView>,
+}
+
 pub struct VideoClient {
     socket: zmq::Socket,
     endpoint: String,
@@ -41,6 +61,8 @@ pub struct VideoClient {
     codec: String,
     h264: crate::h264::H264Receiver,
     last_key_request: Option<Instant>,
+    /// Ask for the full picture (a recording or Foxglove shares the session).
+    full_size: bool,
 }
 
 impl std::fmt::Debug for VideoClient {
@@ -64,7 +86,8 @@ impl VideoClient {
         socket.set_heartbeat_timeout(2000)?;
         socket.set_heartbeat_ttl(2000)?;
         socket.set_reconnect_ivl(100)?;
-        socket.set_reconnect_ivl_max(2000)?;
+        socket.set_reconnect_ivl_max(RECONNECT_MAX_MS)?;
+        socket.set_connect_timeout(RECONNECT_MAX_MS)?;
         socket.set_linger(0)?;
         socket.set_maxmsgsize((ads_protocol::MAX_PAYLOAD_BYTES + 1024) as i64)?;
         socket.connect(endpoint)?;
@@ -77,6 +100,7 @@ impl VideoClient {
             codec: ads_protocol::CODEC_JPEG.into(),
             h264: crate::h264::H264Receiver::default(),
             last_key_request: None,
+            full_size: false,
         })
     }
 
@@ -93,9 +117,28 @@ impl VideoClient {
         }
     }
 
+    /// Asks for `codec` from now on (said at once when it changes).
+    pub fn set_codec(&mut self, codec: &str) {
+        if codec != self.codec {
+            self.codec = codec.to_string();
+            self.last_hello = None;
+        }
+    }
+
+    /// Asks for the full picture (frame rate adapts instead), or the link's tiers again.
+    pub fn set_full_size(&mut self, full_size: bool) {
+        if full_size != self.full_size {
+            self.full_size = full_size;
+            // Said at once, not with the next hello.
+            self.last_hello = None;
+        }
+    }
+
     /// Hello when due; call often.
     pub fn tick(&mut self, now: Instant) {
-        if self.last_hello.is_none_or(|t| now.duration_since(t) >= HELLO_EVERY) {
+        let starved = self.recent.back().is_none_or(|&(t, _)| now.duration_since(t) >= STARVED_AFTER);
+        let every = if starved { HELLO_STARVED_EVERY } else { HELLO_EVERY };
+        if self.last_hello.is_none_or(|t| now.duration_since(t) >= every) {
             self.last_hello = Some(now);
             let codecs = if self.codec == ads_protocol::CODEC_H264 {
                 vec![ads_protocol::CODEC_H264.into(), ads_protocol::CODEC_JPEG.into()]
@@ -106,32 +149,37 @@ impl VideoClient {
                 codec: ads_protocol::CODEC_JPEG.into(),
                 codecs,
                 max_kbps: None,
-                full_size: false,
+                full_size: self.full_size,
             };
             self.send(&VideoRequest::Hello(hello));
         }
     }
 
     /// Sends a keyframe request when one is wished for, at most one per 200 ms.
-    pub fn request_keyframe_if_wanted(&mut self, hub: &Hub, now: Instant) {
+    pub fn request_keyframe_if_wanted(&mut self, wish: &KeyframeWish, metrics: &Metrics, now: Instant) {
         if self.last_key_request.is_some_and(|t| now.duration_since(t) < Duration::from_millis(200)) {
             return;
         }
-        if hub.take_keyframe_wish() {
+        if wish.take() {
             self.last_key_request = Some(now);
-            hub.metrics.h264_key_requests.fetch_add(1, Ordering::Relaxed);
+            metrics.h264_key_requests.fetch_add(1, Ordering::Relaxed);
             self.send(&VideoRequest::Keyframe(ads_protocol::KeyframeRequest { after_frame_id: 0 }));
         }
     }
 
-    /// Takes every frame that arrived: credit first, then the hub.
-    pub fn receive(&mut self, hub: &Hub) {
+    /// Takes every frame that arrived: credit first, then `deliver` (the link feeds the hub).
+    pub fn receive(
+        &mut self,
+        (metrics, wish, jpeg_quality): (&Metrics, &KeyframeWish, u8),
+        mut deliver: impl FnMut(Delivery<'_>),
+    ) {
         while let Ok(parts) = self.socket.recv_multipart(zmq::DONTWAIT) {
             let recv_ns = wall_ns();
             let now = Instant::now();
             let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
             match ads_protocol::decode(&refs) {
                 Ok(message) => {
+                    let mut view = None;
                     if let ads_protocol::Message::Frame(info) = &message.message {
                         let bytes = message.payload.map_or(0, <[u8]>::len);
                         let credit = Credit {
@@ -148,7 +196,7 @@ impl VideoClient {
                             self.recent.pop_front();
                         }
                         let bits: usize = self.recent.iter().map(|&(_, b)| b).sum::<usize>() * 8;
-                        hub.set_video_view(VideoLinkView {
+                        view = Some(VideoLinkView {
                             kbps: bits as f64 / 1000.0,
                             fps: self.recent.len() as f64,
                             width: info.width,
@@ -160,16 +208,16 @@ impl VideoClient {
                             reduced: info.reduced,
                         });
                     }
-                    match &message.message {
-                        ads_protocol::Message::Frame(info) if info.codec == ads_protocol::CODEC_H264 => {
-                            let decoded = self.h264.take(hub, info, message.payload.unwrap_or_default());
-                            hub.on_message_with(message, recv_ns, decoded);
-                        }
-                        _ => hub.on_message(message, recv_ns),
-                    }
+                    let decoded = match &message.message {
+                        ads_protocol::Message::Frame(info) if info.codec == ads_protocol::CODEC_H264 => self
+                            .h264
+                            .take((metrics, wish, jpeg_quality), info, message.payload.unwrap_or_default()),
+                        _ => None,
+                    };
+                    deliver(Delivery { message, recv_ns, decoded, view });
                 }
                 Err(e) => {
-                    let n = hub.metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);
+                    let n = metrics.messages_malformed.fetch_add(1, Ordering::Relaxed);
                     if n < 5 || n % 1000 == 0 {
                         tracing::warn!("malformed message on the video link ({} so far): {e}", n + 1);
                     }

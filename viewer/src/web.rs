@@ -2,17 +2,19 @@
 //! snapshot, health and metrics, and a JSON endpoint for actions.
 
 use crate::access;
+use crate::actions::{ActionStatus, Outcome};
 use crate::app_state::{AppState, BurnedFrame, ClientGuard};
 use crate::burn;
 use crate::command_check::validate_command;
 use crate::guard::{self, Guard};
 use crate::hub::{FramePacket, LinkStatus};
 use crate::overlay::Layers;
+use crate::page::PageMessage;
 use crate::ws;
 use ads_protocol::Command;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, Query, State, WebSocketUpgrade};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -49,8 +51,9 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshot.jpg", get(snapshot))
         .route("/stream.mjpg", get(stream))
         .route("/api/action", post(action))
+        .route("/api/action/{id}", get(action_status))
         .route("/api/session", get(|| async { Json(json!({"ok": true})) }))
-        .merge(crate::recording::routes(&state.hub.config))
+        .merge(crate::recording::routes(&state.hub))
         .merge(crate::calibrate::routes())
         .layer(DefaultBodyLimit::max(MAX_CLIENT_MESSAGE))
         .layer(axum::middleware::from_fn_with_state(state.access.clone(), access::require_token))
@@ -146,7 +149,7 @@ async fn burned(
     let seq = packet.packet_seq;
     let jpeg = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        burn::burn(&packet.jpeg, &packet.overlay, layers, quality, max_pixels)
+        burn::burn(packet.jpeg.bytes(), &packet.overlay, layers, quality, max_pixels)
     })
     .await
     .map_err(|e| e.to_string())?
@@ -256,18 +259,18 @@ async fn action(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(id) => id,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    // The hub reports every action's outcome (accepted, rejected or unanswered) within the
-    // acknowledgement timeout; the deadline here only guards against a stopped hub.
-    let deadline = std::time::Duration::from_millis(state.hub.config.ack_timeout_ms + 1000);
+    // The hub reports an action's outcome (accepted, rejected or unanswered) within the
+    // acknowledgement timeout; an e-stop is never given up, and is answered as pending.
+    let deadline = std::time::Duration::from_millis(state.hub.config.ack_timeout_ms);
     let outcome = tokio::time::timeout(deadline, async {
         loop {
             match events.recv().await {
-                Ok(text) => {
-                    let Ok(event) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-                    if event["type"] == "ack" && event["outcome"]["action_id"] == action_id.as_str() {
-                        return Some(event["outcome"].clone());
+                Ok(event) => match &event.message {
+                    PageMessage::Ack { outcome } if outcome.action_id == action_id => {
+                        return Some(outcome.clone());
                     }
-                }
+                    _ => {}
+                },
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
@@ -275,18 +278,59 @@ async fn action(State(state): State<AppState>, body: Bytes) -> Response {
     })
     .await;
     match outcome {
-        Ok(Some(outcome)) => {
-            let status = match outcome["status"].as_str() {
-                Some("accepted") => StatusCode::OK,
-                Some("rejected") => StatusCode::CONFLICT,
-                _ => StatusCode::GATEWAY_TIMEOUT,
+        Ok(Some(outcome)) => outcome_response(outcome),
+        Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "the viewer is shutting down"),
+        // Still sent again and again (an e-stop always is, until confirmed); or decided
+        // just now.
+        Err(_) => match state.hub.action_status(&action_id) {
+            Some(status) => status_response(&action_id, status, estop),
+            None => error(StatusCode::GATEWAY_TIMEOUT, format!("no outcome for action {action_id}")),
+        },
+    }
+}
+
+/// An outcome: 200 accepted, 409 rejected, 504 unanswered.
+fn outcome_response(outcome: Outcome) -> Response {
+    let status = match outcome.status {
+        "accepted" => StatusCode::OK,
+        "rejected" => StatusCode::CONFLICT,
+        _ => StatusCode::GATEWAY_TIMEOUT,
+    };
+    (status, Json(outcome)).into_response()
+}
+
+/// Where an action stands: `202 {"status":"pending","id":…}` while it is still retransmitted,
+/// then its outcome.
+fn status_response(action_id: &str, status: ActionStatus, estop: bool) -> Response {
+    match status {
+        ActionStatus::Decided(outcome) => outcome_response(outcome),
+        ActionStatus::Pending { request_id, command, transmissions } => {
+            let detail = if estop {
+                "not confirmed yet; the viewer keeps sending it until the vehicle does"
+            } else {
+                "no answer yet; the viewer keeps sending it until the vehicle answers or it expires"
             };
-            (status, Json(outcome)).into_response()
+            let body = json!({
+                "status": "pending",
+                "id": action_id,
+                "request_id": request_id,
+                "command": command,
+                "transmissions": transmissions,
+                "detail": format!("{command} {action_id} {detail}; GET /api/action/{action_id} tells its outcome"),
+            });
+            (StatusCode::ACCEPTED, Json(body)).into_response()
         }
-        _ if estop => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("emergency stop {action_id} not confirmed yet; the viewer keeps sending it until the vehicle does"),
-        ),
-        _ => error(StatusCode::GATEWAY_TIMEOUT, format!("no outcome for action {action_id}")),
+    }
+}
+
+/// `GET /api/action/{id}`: an action's outcome, or `202 pending`; 404 when the viewer does
+/// not know it (not its own, or older than its last 256 outcomes).
+async fn action_status(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.hub.action_status(&id) {
+        Some(status) => {
+            let estop = matches!(&status, ActionStatus::Pending { command: "emergency_stop", .. });
+            status_response(&id, status, estop)
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no action {id} among this viewer's recent ones")),
     }
 }

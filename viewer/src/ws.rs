@@ -10,15 +10,16 @@
 //! to take a frame, newer ones replace it (and are counted as dropped for this client); other
 //! clients and the vehicle link never wait for it.
 
+use crate::actions::Outcome;
 use crate::app_state::{AppState, ClientGuard};
 use crate::command_check::{validate_command, RateLimit};
-use crate::hub::wall_ns;
+use crate::packet::wall_ns;
+use crate::page::{to_text, FrameHeader, PageMessage};
 use crate::teleop::DriveRate;
 use ads_protocol::Command;
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -70,6 +71,8 @@ struct Client {
     label: String,
     stream: crate::h264::BrowserStream,
     drive_rate: DriveRate,
+    /// Counted among the browsers that decode H.264 (`Hub::note_h264_browser`).
+    decodes_h264: bool,
 }
 
 /// Messages the general rate limit never refuses: an emergency stop (see
@@ -92,7 +95,7 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard, peer
     let mut events = hub.events();
     let mut shutdown = state.shutdown.clone();
     let (hello, recent) = hub.hello();
-    if tx.send(Message::Text(hello.into())).await.is_err() {
+    if tx.send(Message::Text(to_text(&hello).into())).await.is_err() {
         return;
     }
     let id = hub.register_client();
@@ -101,13 +104,14 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard, peer
         label: format!("browser {id} ({peer})"),
         stream: Default::default(),
         drive_rate: DriveRate::default(),
+        decodes_h264: false,
     };
-    let you = json!({"type": "you", "client": id, "label": client.label}).to_string();
+    let you = to_text(&PageMessage::You { client: id, label: client.label.clone() });
     if tx.send(Message::Text(you.into())).await.is_err() {
         return;
     }
     for event in recent {
-        if tx.send(Message::Text(event.as_ref().into())).await.is_err() {
+        if tx.send(Message::Text(event.text().as_ref().into())).await.is_err() {
             return;
         }
     }
@@ -127,11 +131,17 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard, peer
                     hub.metrics.frames_dropped_clients.fetch_add(skipped, Ordering::Relaxed);
                 }
                 last_packet = Some(packet.packet_seq);
-                let (codec, payload, keyframe) = client.stream.choose(&packet, skipped, &hub);
-                let header = format!(
-                    "{{\"frame_id\":{},\"capture_ns\":{},\"recv_ns\":{},\"sent_ns\":{},\"dropped\":{},\"codec\":\"{codec}\",\"keyframe\":{keyframe},\"overlay\":{}}}",
-                    packet.frame_id, packet.capture_ns, packet.recv_ns, wall_ns(), dropped, packet.overlay_json
-                );
+                let (codec, payload, keyframe) = client.stream.choose(&packet, skipped, hub.keyframe_wish());
+                let header = FrameHeader {
+                    frame_id: packet.frame_id,
+                    capture_ns: packet.capture_ns,
+                    recv_ns: packet.recv_ns,
+                    sent_ns: wall_ns(),
+                    dropped,
+                    codec,
+                    keyframe,
+                }
+                .to_json(&packet.overlay_json);
                 let mut bytes = Vec::with_capacity(4 + header.len() + payload.len());
                 bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
                 bytes.extend_from_slice(header.as_bytes());
@@ -140,11 +150,11 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard, peer
             }
             changed = states.changed() => {
                 if changed.is_err() { break; }
-                let Some(text) = states.borrow_and_update().clone() else { continue };
-                Message::Text(text.as_ref().into())
+                let Some(state) = states.borrow_and_update().clone() else { continue };
+                Message::Text(state.text().as_ref().into())
             }
             event = events.recv() => match event {
-                Ok(text) => Message::Text(text.as_ref().into()),
+                Ok(event) => Message::Text(event.text().as_ref().into()),
                 Err(RecvError::Lagged(n)) => {
                     hub.metrics.events_dropped_clients.fetch_add(n, Ordering::Relaxed);
                     continue;
@@ -171,7 +181,7 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard, peer
                 } else {
                     match parsed {
                         Some(Ok(message)) => match handle(&state, &mut client, message) {
-                            Some(reply) => Message::Text(reply.into()),
+                            Some(reply) => Message::Text(to_text(&reply).into()),
                             None => continue,
                         },
                         Some(Err(e)) => Message::Text(reply_error(&format!("not understood: {e}"))),
@@ -189,34 +199,38 @@ pub async fn serve(socket: WebSocket, state: AppState, _place: ClientGuard, peer
     }
     // A driver that leaves stops driving at once; the car stops when its lease runs out.
     hub.release_control(client.id);
+    if client.decodes_h264 {
+        hub.note_h264_browser(false);
+    }
     let _ = tx.send(Message::Close(None)).await;
 }
 
 fn reply_error(detail: &str) -> axum::extract::ws::Utf8Bytes {
-    json!({"type": "error", "detail": detail}).to_string().into()
+    to_text(&PageMessage::Error { detail: detail.to_string() }).into()
 }
 
 /// Handles one message from the browser; returns an immediate reply if there is one.
-fn handle(state: &AppState, client: &mut Client, message: ClientMessage) -> Option<String> {
+fn handle(state: &AppState, client: &mut Client, message: ClientMessage) -> Option<PageMessage> {
     match message {
         ClientMessage::Action { request_id, command } => {
+            let command_label = crate::actions::command_label(&command);
+            // Never sent, so no action id: the outcome names the request.
+            let unsent = |request_id, status, detail| PageMessage::Ack {
+                outcome: Outcome {
+                    request_id,
+                    action_id: String::new(),
+                    command: command_label,
+                    status,
+                    reason: None,
+                    detail,
+                },
+            };
             if let Err(e) = validate_command(&command, &request_id) {
-                return Some(json!({"type": "ack", "outcome": {
-                    "request_id": request_id, "status": "rejected", "detail": e, "command": crate::actions::command_label(&command),
-                }}).to_string());
+                return Some(unsent(request_id, "rejected", e));
             }
-            let label = crate::actions::command_label(&command);
             match state.hub.send_action(command, request_id.clone()) {
-                Ok(action_id) => Some(
-                    json!({"type": "sent", "request_id": request_id, "action_id": action_id, "command": label})
-                        .to_string(),
-                ),
-                Err(e) => Some(
-                    json!({"type": "ack", "outcome": {
-                        "request_id": request_id, "status": "not_sent", "detail": e.to_string(), "command": label,
-                    }})
-                    .to_string(),
-                ),
+                Ok(action_id) => Some(PageMessage::Sent { request_id, action_id, command: command_label }),
+                Err(e) => Some(unsent(request_id, "not_sent", e.to_string())),
             }
         }
         ClientMessage::Painted { samples } => {
@@ -226,11 +240,16 @@ fn handle(state: &AppState, client: &mut Client, message: ClientMessage) -> Opti
             None
         }
         ClientMessage::Codecs { accept } => {
-            client.stream.set_accepts_h264(accept.iter().any(|c| c == ads_protocol::CODEC_H264), &state.hub);
+            let decodes_h264 = accept.iter().any(|c| c == ads_protocol::CODEC_H264);
+            if decodes_h264 != client.decodes_h264 {
+                client.decodes_h264 = decodes_h264;
+                state.hub.note_h264_browser(decodes_h264);
+            }
+            client.stream.set_accepts_h264(decodes_h264, state.hub.keyframe_wish());
             None
         }
         ClientMessage::Keyframe {} => {
-            client.stream.resync(&state.hub);
+            client.stream.resync(state.hub.keyframe_wish());
             None
         }
         ClientMessage::Presence { visible, input_age_ms } => {
@@ -255,7 +274,7 @@ fn handle(state: &AppState, client: &mut Client, message: ClientMessage) -> Opti
             let issued_ns = if t_ms.is_finite() && t_ms > 0.0 { (t_ms * 1e6) as u64 } else { 0 };
             match state.hub.send_drive(client.id, steering, throttle, issued_ns) {
                 Ok(()) => None,
-                Err(e) => Some(json!({"type": "drive_refused", "detail": e.to_string()}).to_string()),
+                Err(e) => Some(PageMessage::DriveRefused { detail: e.to_string() }),
             }
         }
     }

@@ -110,7 +110,8 @@ fn artifact(name: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_decodes_h264_with_webcodecs_and_draws_the_overlays_on_it() {
     let vehicle = Vehicle::start("browser-h264", true);
-    let viewer = Viewer::start_with(&vehicle, &["--codec", "h264"]);
+    // No --codec: by default the viewer asks for H.264 because this page decodes it.
+    let viewer = Viewer::start(&vehicle);
     let browser = Browser::start().await;
     browser.client.goto(&viewer.url("/")).await.unwrap();
     // 127.0.0.1 is a secure context: the page has WebCodecs and asks for H.264.
@@ -450,12 +451,13 @@ async fn the_record_button_records_on_the_laptop_and_shows_file_size_and_duratio
     browser.client.goto(&viewer.url("/")).await.unwrap();
     browser.wait_js("frames", "return window.adsStats.framesDrawn > 3").await;
     browser.click("btn-record").await;
-    // "● DIR/ads-….mcap — 1.2 MB, 2 s" once two seconds are in.
+    // "● DIR/ads-….mcap — 1.2 MB, 3 s" once three seconds are in (the viewer's own session
+    // moves from H.264 to full JPEG pictures when the recording starts: allow for the switch).
     let shown = browser
         .wait_js(
             "the recording's progress",
             "const t = document.getElementById('record-status').textContent; \
-             return /^● .*ads-\\d+\\.mcap — \\d+\\.\\d MB, [2-9]\\d* s$/.test(t) ? t : null;",
+             return /^● .*ads-\\d+\\.mcap — \\d+\\.\\d MB, [3-9]\\d* s$/.test(t) ? t : null;",
         )
         .await;
     assert!(shown.as_str().unwrap().contains(dir.to_str().unwrap()), "{shown}");
@@ -474,7 +476,9 @@ async fn the_record_button_records_on_the_laptop_and_shows_file_size_and_duratio
     assert_eq!(files.len(), 1);
     let reading = ads_record::recover::read(&files[0]).unwrap();
     assert_eq!(reading.truncated, None);
-    assert!(reading.messages.iter().filter(|m| m.topic == "/camera/image").count() >= 30);
+    let images = reading.messages.iter().filter(|m| m.topic == "/camera/image").count();
+    let states = reading.messages.iter().filter(|m| m.topic == "/state").count();
+    assert!(images >= 30, "{images} images, {states} states recorded");
     browser.client.close().await.unwrap();
 }
 

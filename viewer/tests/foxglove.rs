@@ -201,3 +201,132 @@ fn what_the_server_cannot_do_is_answered_with_a_status_and_another_subprotocol_i
     // Offering only another subprotocol: refused before any upgrade.
     assert_eq!(seen["other_subprotocol"], json!({ "refused": true, "status": 400 }), "{seen}");
 }
+
+/// 1,100 half-sent requests to the Foxglove port, against a viewer with the usual limit of
+/// 1,024 descriptors: the Foxglove server has limits of its own (a connection cap, the
+/// header timeout), so the web UI's health and its e-stop still answer during the attack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_half_sent_requests_on_the_foxglove_port_leaves_the_web_ui_serving() {
+    use rustix::process::{getrlimit, prlimit, setrlimit, Pid, Resource, Rlimit};
+    let mut ours = getrlimit(Resource::Nofile);
+    ours.current = ours.maximum.map(|m| m.min(8192)).or(Some(8192));
+    let _ = setrlimit(Resource::Nofile, ours);
+    let vehicle = Vehicle::start("foxflood", false);
+    let port = free_port();
+    let viewer = Viewer::start_with(&vehicle, &["--foxglove-port", &port.to_string()]);
+    let pid = Pid::from_raw(viewer.process.0.id() as i32).unwrap();
+    prlimit(Some(pid), Resource::Nofile, Rlimit { current: Some(1024), maximum: ours.maximum }).unwrap();
+    let base_fds = viewer.open_fds();
+    let mut held = Vec::new();
+    for _ in 0..1100 {
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { continue };
+        use std::io::Write as _;
+        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
+        held.push(stream);
+    }
+    assert!(held.len() >= 1000, "the test could not open its connections");
+    let fds = viewer.open_fds();
+    assert!(fds <= base_fds + 16 + 16, "{fds} descriptors open ({base_fds} before; the Foxglove cap is 16)");
+    let health = tokio::task::block_in_place(|| viewer.get("/healthz"));
+    assert_eq!(health.map(|(status, _)| status), Some(200), "no health during the flood");
+    let (status, body) = tokio::task::block_in_place(|| {
+        viewer.post("/api/action", r#"{"command":{"type":"emergency_stop"}}"#)
+    });
+    assert_eq!(status, 200, "e-stop during the flood: {}", String::from_utf8_lossy(&body));
+    drop(held);
+}
+
+/// The Foxglove feed and the Record button take the viewer's own stream: with a Foxglove
+/// client receiving images and a recording running, the vehicle serves one video session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foxglove_and_the_recorder_share_the_viewers_own_video_session() {
+    let mut vehicle = Vehicle::start("foxshare", false);
+    let port = free_port();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("viewer-rec-share-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let viewer = Viewer::start_with(
+        &vehicle,
+        &["--foxglove-port", &port.to_string(), "--recordings-dir", dir.to_str().unwrap()],
+    );
+    let mut request = format!("ws://127.0.0.1:{port}/").into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("foxglove.websocket.v1"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let advertised = next_op(&mut socket, "advertise").await;
+    let channels = advertised["channels"].as_array().unwrap();
+    let image = channels.iter().find(|c| c["topic"] == "/camera/image").unwrap();
+    let subscribe = json!({ "op": "subscribe", "subscriptions": [{ "id": 1, "channelId": image["id"] }] });
+    socket.send(Message::Text(subscribe.to_string().into())).await.unwrap();
+    let mut images = 0;
+    while images < 3 {
+        if let Message::Binary(bytes) = next(&mut socket).await {
+            let message: Value = serde_json::from_slice(&bytes[13..]).unwrap();
+            let jpeg =
+                base64::engine::general_purpose::STANDARD.decode(message["data"].as_str().unwrap()).unwrap();
+            let decoded = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::RGB).unwrap();
+            assert_eq!((decoded.width, decoded.height), (800, 600), "a full picture");
+            images += 1;
+        }
+    }
+    let (status, body) = tokio::task::block_in_place(|| viewer.post("/api/recording", r#"{"record":true}"#));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let status: Value = serde_json::from_slice(&viewer.get("/api/recording").unwrap().1).unwrap();
+        if status["current"]["frames"].as_u64().unwrap_or(0) >= 10 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the recording gets no frames: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Sessions the vehicle serves now (a silent one would be gone within 3 s; these are live).
+    let state = tokio::task::block_in_place(|| vehicle.fresh_state());
+    assert_eq!(state.link.viewers.len(), 1, "video sessions: {:?}", state.link.viewers);
+    let (status, body) = tokio::task::block_in_place(|| viewer.post("/api/recording", r#"{"record":false}"#));
+    let stopped: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((status, &stopped["last"]["ok"]), (200, &json!(true)), "{stopped}");
+    let path = stopped["last"]["recording"]["path"].as_str().unwrap();
+    let reading = ads_record::recover::read(std::path::Path::new(path)).unwrap();
+    assert!(reading.messages.iter().any(|m| m.topic == "/camera/image"), "no image recorded");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client subscribing with ever new channel and subscription ids, reading every answer:
+/// the answers are bounded per request (old: one status per refused subscription, 39,991 for
+/// these 200 requests) and the viewer's memory stays where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_with_ever_new_ids_do_not_grow_the_viewer() {
+    let vehicle = Vehicle::start("foxsubs", false);
+    let port = free_port();
+    let viewer = Viewer::start_with(&vehicle, &["--foxglove-port", &port.to_string()]);
+    let mut request = format!("ws://127.0.0.1:{port}/").into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("foxglove.websocket.v1"));
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (mut tx, mut rx) = socket.split();
+    let reader = tokio::spawn(async move {
+        let mut statuses = 0u64;
+        while let Some(Ok(message)) = rx.next().await {
+            if matches!(&message, Message::Text(t) if t.contains("\"status\"")) {
+                statuses += 1;
+            }
+        }
+        statuses
+    });
+    let before = viewer.rss_kib();
+    for batch in 0..200u32 {
+        let subscriptions: Vec<_> =
+            (0..200u32).map(|i| json!({ "id": batch * 200 + i, "channelId": batch * 200 + i + 1 })).collect();
+        let message = json!({ "op": "subscribe", "subscriptions": subscriptions }).to_string();
+        if tx.send(Message::Text(message.into())).await.is_err() {
+            break;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let after = viewer.rss_kib();
+    tx.close().await.ok();
+    let statuses = reader.await.unwrap();
+    eprintln!("40,000 subscriptions asked: {statuses} statuses, RSS {before} → {after} KiB");
+    assert!(after < before + 20 * 1024, "the viewer grew from {before} to {after} KiB");
+    // At most 8 statuses answer one request, however many subscriptions it refuses.
+    assert!(statuses <= 200 * 8, "{statuses} statuses for 200 requests");
+}

@@ -482,3 +482,39 @@ async fn neither_actions_named_drive_nor_a_flood_of_releases_get_past_the_rate_l
     // 50 per second at most, over the flood and the wait after it, plus the first.
     assert!(drives <= 1.0 + (elapsed + 0.6) * 50.0, "{drives} drives in {elapsed} s");
 }
+
+/// By default the viewer asks for H.264 once a browser says it decodes it, and makes JPEGs of
+/// the decoded pictures only when someone wants one (here: a snapshot), not for every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_once_a_browser_decodes_it_and_jpegs_only_when_wanted() {
+    let vehicle = Vehicle::start("auto-h264", false);
+    let viewer = Viewer::start(&vehicle);
+    let mut socket = connect(&viewer).await;
+    let (first, _) = next_frame(&mut socket).await;
+    assert_eq!(first["codec"], "jpeg", "JPEG until a browser decodes H.264: {first}");
+    let codecs = json!({"type": "codecs", "accept": ["h264", "jpeg"]});
+    socket.send(Message::Text(codecs.to_string().into())).await.unwrap();
+    h264_frames(&mut socket, 5).await;
+    let encodes = |viewer: &Viewer| {
+        let text = String::from_utf8(viewer.get("/metrics").unwrap().1).unwrap();
+        metric(&text, "ads_viewer_h264_jpeg_encodes_total").unwrap()
+    };
+    let before = encodes(&viewer);
+    h264_frames(&mut socket, 30).await;
+    assert_eq!(encodes(&viewer), before, "JPEGs made while only an H.264 browser watched");
+    let (status, jpeg) = viewer.get("/snapshot.jpg").unwrap();
+    assert_eq!((status, &jpeg[..2]), (200, &[0xff, 0xd8][..]));
+    assert!(encodes(&viewer) > before, "the snapshot's JPEG came from somewhere else");
+}
+
+/// Waits for `n` H.264 frames on `socket`.
+async fn h264_frames(socket: &mut Socket, n: usize) {
+    let (mut seen, deadline) = (0, Instant::now() + DEADLINE);
+    while seen < n {
+        assert!(Instant::now() < deadline, "{seen} of {n} H.264 frames within {DEADLINE:?}");
+        let (header, _) = next_frame(socket).await;
+        if header["codec"] == "h264" {
+            seen += 1;
+        }
+    }
+}

@@ -79,3 +79,39 @@ fn the_record_button_writes_a_recording_on_the_laptop_and_shows_its_progress() {
     let page = String::from_utf8(viewer.get("/").unwrap().1).unwrap();
     assert!(page.contains("id=\"btn-record\"") && page.contains("id=\"record-status\""));
 }
+
+/// A recording stops by itself at its size limit, complete, and the status says why.
+#[test]
+fn a_recording_stops_at_its_size_limit_and_says_so() {
+    let vehicle = Vehicle::start("reclimit", false);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("viewer-rec-limit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("viewer.toml");
+    std::fs::write(&config, "record_max_bytes = 500000\nrecord_min_free_bytes = 1\n").unwrap();
+    let viewer = Viewer::start_with(
+        &vehicle,
+        &["--config", config.to_str().unwrap(), "--recordings-dir", dir.to_str().unwrap()],
+    );
+    let (code, started) = post(&viewer, "application/json", None, r#"{"record":true}"#);
+    assert_eq!(code, 200, "{started}");
+    let deadline = Instant::now() + DEADLINE;
+    let last = loop {
+        let s = status(&viewer);
+        if s["recording"] == false {
+            break s["last"].clone();
+        }
+        assert!(Instant::now() < deadline, "the recording never stopped by itself: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(last["ok"], true, "{last}");
+    let stopped = last["stopped"].as_str().unwrap_or_default();
+    assert!(stopped.contains("size limit of 0.5 MB"), "{last}");
+    let bytes = last["recording"]["bytes"].as_u64().unwrap();
+    // Checked every second: over by at most about a second of recording.
+    assert!((500_000..5_000_000).contains(&bytes), "{bytes} bytes");
+    let path = std::path::PathBuf::from(last["recording"]["path"].as_str().unwrap());
+    assert_eq!(ads_record::recover::read(&path).unwrap().truncated, None, "stopped complete");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -56,6 +56,12 @@ impl Vehicle {
         }
     }
 
+    /// A state sent after this call: whatever queued in our subscription is dropped first.
+    pub fn fresh_state(&mut self) -> VehicleState {
+        while self.states.recv_multipart(zmq::DONTWAIT).is_ok() {}
+        self.state()
+    }
+
     /// The first state that satisfies `accept` (the vehicle's own account, over ZeroMQ).
     pub fn state_where(&mut self, what: &str, accept: impl Fn(&VehicleState) -> bool) -> VehicleState {
         let deadline = Instant::now() + DEADLINE;
@@ -141,6 +147,24 @@ impl Viewer {
         let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
         let status = std::str::from_utf8(&response[9..12]).ok()?.parse().ok()?;
         Some((status, response[split + 4..].to_vec()))
+    }
+
+    /// A JSON POST: (status, body).
+    pub fn post(&self, path: &str, body: &str) -> (u16, Vec<u8>) {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.port,
+            body.len()
+        )
+        .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let status = std::str::from_utf8(&response[9..12]).unwrap().parse().unwrap();
+        (status, response[split + 4..].to_vec())
     }
 
     pub fn wait_until(&self, what: &str, ok: impl Fn(&Self) -> bool) {
