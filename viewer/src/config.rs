@@ -13,11 +13,11 @@ pub const CODEC_AUTO: &str = "auto";
 pub struct ViewerConfig {
     /// The vehicle's PUB endpoint.
     pub vehicle: String,
-    /// The vehicle's action endpoint. Empty: port 5558 on loopback, allowed only while the
-    /// vehicle is on loopback too; a remote vehicle's action endpoint must be named.
+    /// The vehicle's action endpoint. Empty: the one its states advertise
+    /// (`state.commands.action_port` on the host of `vehicle`; docs/protocol.md 1).
     pub actions: String,
-    /// The vehicle's video endpoint (its `link.endpoint`); when empty, the host of `vehicle`
-    /// with the default video port 5559 (logged; the vehicle's state says its real port).
+    /// The vehicle's video endpoint (its `link.endpoint`). Empty: the one its states advertise
+    /// (`state.link.video_port` on the host of `vehicle`).
     pub video: String,
     /// Address the web UI listens on. Loopback unless you mean to share it.
     pub bind: IpAddr,
@@ -151,10 +151,10 @@ pub struct Overrides {
     /// The vehicle's PUB endpoint, e.g. tcp://car.local:5557.
     #[arg(long, env = "ADS_VIEWER_VEHICLE")]
     pub vehicle: Option<String>,
-    /// The vehicle's action endpoint, e.g. tcp://car.local:5558 [required unless the vehicle is on loopback].
+    /// The vehicle's action endpoint, e.g. tcp://car.local:5558 [default: the one its states advertise].
     #[arg(long, env = "ADS_VIEWER_ACTIONS")]
     pub actions: Option<String>,
-    /// The vehicle's video endpoint [default: the vehicle's host, port 5559].
+    /// The vehicle's video endpoint [default: the one its states advertise].
     #[arg(long, env = "ADS_VIEWER_VIDEO")]
     pub video: Option<String>,
     /// Address to serve the web UI on [default: 127.0.0.1].
@@ -271,18 +271,6 @@ impl ViewerConfig {
         if let Some(v) = o.codec {
             config.codec = v;
         }
-        if config.actions.is_empty() {
-            config.actions = action_endpoint_for(&config.vehicle)?;
-        }
-        if config.video.is_empty() {
-            config.video = endpoint_on_vehicle_host(
-                &config.vehicle,
-                ads_protocol::DEFAULT_VIDEO_PORT,
-                "--video",
-                false,
-            )?;
-            tracing::info!(video = %config.video, "no video endpoint given: the vehicle's host, default port");
-        }
         config.validate()?;
         Ok(config)
     }
@@ -295,8 +283,17 @@ impl ViewerConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if (self.actions.is_empty() || self.video.is_empty())
+            && ads_protocol::discover::tcp_host(&self.vehicle).is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "the video and action endpoints are found from a tcp://HOST:PORT vehicle endpoint, not {:?}: \
+                 pass --video and --actions",
+                self.vehicle
+            )));
+        }
         for (key, value) in [("vehicle", &self.vehicle), ("actions", &self.actions), ("video", &self.video)] {
-            if !value.contains("://") {
+            if !value.is_empty() && !value.contains("://") {
                 return Err(ConfigError::Invalid(format!(
                     "{key} = {value:?} is not a ZeroMQ endpoint (e.g. tcp://127.0.0.1:5557)"
                 )));
@@ -346,42 +343,6 @@ impl ViewerConfig {
     }
 }
 
-/// The default action endpoint, for a vehicle on loopback only: a remote vehicle's action
-/// endpoint is named explicitly, so that actions never go to a car the operator does not see
-/// (two vehicles on one host, a port forwarded elsewhere).
-pub fn action_endpoint_for(vehicle: &str) -> Result<String, ConfigError> {
-    // Commands must reach the right car: off this machine the endpoint is never guessed.
-    endpoint_on_vehicle_host(vehicle, ads_protocol::DEFAULT_ACTION_PORT, "--actions", true)
-}
-
-/// `tcp://host:5557` → `tcp://host:PORT`, or an error telling which flag to pass;
-/// `loopback_only`: only for a vehicle on this machine.
-pub fn endpoint_on_vehicle_host(
-    vehicle: &str,
-    port: u16,
-    flag: &str,
-    loopback_only: bool,
-) -> Result<String, ConfigError> {
-    let invalid = || {
-        ConfigError::Invalid(format!(
-            "cannot derive an endpoint from {vehicle:?} (only a vehicle on this machine has its \
-             ports implied); pass {flag} tcp://HOST:PORT"
-        ))
-    };
-    let rest = vehicle.strip_prefix("tcp://").ok_or_else(invalid)?;
-    let (host, _port) = rest.rsplit_once(':').ok_or_else(invalid)?;
-    let loopback = host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback_only && !loopback {
-        return Err(invalid());
-    }
-    Ok(format!("tcp://{host}:{port}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,12 +356,14 @@ mod tests {
     }
 
     #[test]
-    fn the_action_endpoint_is_derived_on_loopback_only() {
-        assert_eq!(action_endpoint_for("tcp://127.0.0.1:5557").unwrap(), "tcp://127.0.0.1:5558");
-        assert_eq!(action_endpoint_for("tcp://[::1]:7000").unwrap(), "tcp://[::1]:5558");
-        let err = action_endpoint_for("tcp://car.local:5557").unwrap_err().to_string();
-        assert!(err.contains("--actions"), "{err}");
-        assert!(action_endpoint_for("ipc:///tmp/x").is_err());
+    fn endpoints_left_empty_are_found_only_from_a_tcp_vehicle() {
+        let c = ViewerConfig::load(&Overrides { vehicle: Some("tcp://car.local:7001".into()), ..Overrides::default() })
+            .unwrap();
+        assert_eq!((c.actions.as_str(), c.video.as_str()), ("", ""), "found from the vehicle's states");
+        let err = ViewerConfig::load(&Overrides { vehicle: Some("ipc:///tmp/x".into()), ..Overrides::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--video") && err.contains("--actions"), "{err}");
     }
 
     #[test]
@@ -411,13 +374,11 @@ mod tests {
         std::fs::write(&file, "vehicle = \"tcp://10.0.0.2:5557\"\nport = 9000\n").unwrap();
         let mut overrides =
             Overrides { config: Some(file.clone()), port: Some(9100), ..Overrides::default() };
-        let err = ViewerConfig::load(&overrides).unwrap_err().to_string();
-        assert!(err.contains("--actions"), "a remote vehicle needs its action endpoint named: {err}");
-        overrides.actions = Some("tcp://10.0.0.2:5558".into());
+        overrides.actions = Some("tcp://10.0.0.2:7002".into());
         let c = ViewerConfig::load(&overrides).unwrap();
         assert_eq!(
             (c.vehicle.as_str(), c.actions.as_str(), c.video.as_str(), c.port),
-            ("tcp://10.0.0.2:5557", "tcp://10.0.0.2:5558", "tcp://10.0.0.2:5559", 9100)
+            ("tcp://10.0.0.2:5557", "tcp://10.0.0.2:7002", "", 9100)
         );
         std::fs::write(&file, "vehcle = \"x\"\n").unwrap();
         let err = ViewerConfig::load(&overrides).unwrap_err().to_string();

@@ -461,7 +461,11 @@ impl Hub {
             });
         }
         let port = state.link.video_port;
-        if port != 0 && !inner.video_port_warned && !self.config.video.ends_with(&format!(":{port}")) {
+        if port != 0
+            && !inner.video_port_warned
+            && !self.config.video.is_empty()
+            && !self.config.video.ends_with(&format!(":{port}"))
+        {
             inner.video_port_warned = true;
             tracing::warn!(
                 ours = %self.config.video,

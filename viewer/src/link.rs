@@ -9,6 +9,7 @@
 use crate::hub::Hub;
 use crate::packet::{wall_ns, DecodedUnit};
 use crate::video::{VideoClient, RECONNECT_MAX_MS};
+use ads_protocol::discover::Endpoints;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -32,7 +33,8 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, LinkError> {
     let context = zmq::Context::new();
-    let (vehicle, action_endpoint) = (hub.config.vehicle.clone(), hub.config.actions.clone());
+    let vehicle = hub.config.vehicle.clone();
+    let action_endpoint = "the action socket".to_string();
     let err = |what, endpoint: &str| {
         let endpoint = endpoint.to_string();
         move |source| LinkError::Zmq { what, endpoint, source }
@@ -59,16 +61,70 @@ pub fn spawn(
     // An action must not linger past its usefulness, but the last one sent before we exit
     // should still go out.
     publisher.set_linger(500).map_err(err("options of", &action_endpoint))?;
-    publisher.connect(&action_endpoint).map_err(err("connecting to", &action_endpoint))?;
-    let video_endpoint = hub.config.video.clone();
-    let mut video = VideoClient::connect(&context, &video_endpoint)
-        .map_err(err("connecting to", &video_endpoint))?
-        .with_codec(hub.codec());
-    tracing::info!(%vehicle, video = %video_endpoint, actions = %action_endpoint, "subscribed to the vehicle");
+    let context_for_video = context.clone();
     std::thread::Builder::new()
         .name("vehicle-link".into())
-        .spawn(move || run(&hub, &sub, &mut video, &publisher, &actions, &stop))
+        .spawn(move || {
+            // Endpoints not given are the ones the vehicle's states advertise.
+            let Some(found) = endpoints(&hub, &sub, &stop) else { return };
+            if let Err(e) = publisher.connect(&found.actions) {
+                tracing::error!("connecting the action socket to {}: {e}; no actions can be sent", found.actions);
+                return;
+            }
+            let mut video = match VideoClient::connect(&context_for_video, &found.video) {
+                Ok(video) => video.with_codec(hub.codec()),
+                Err(e) => {
+                    tracing::error!("connecting the video socket to {}: {e}; no video", found.video);
+                    return;
+                }
+            };
+            tracing::info!(vehicle = %hub.config.vehicle, video = %found.video, actions = %found.actions, "linked to the vehicle");
+            run(&hub, &sub, &mut video, &publisher, &actions, &stop);
+        })
         .map_err(LinkError::Thread)
+}
+
+/// The video and action endpoints: as configured, or (where the configuration leaves one
+/// empty) found in the first state of the vehicle this viewer follows; states and events
+/// heard meanwhile go to the hub as usual. `None` once stopped.
+fn endpoints(hub: &Hub, sub: &zmq::Socket, stop: &AtomicBool) -> Option<Endpoints> {
+    let (actions, video) = (hub.config.actions.clone(), hub.config.video.clone());
+    if !actions.is_empty() && !video.is_empty() {
+        return Some(Endpoints { actions, video, signed_actions: false });
+    }
+    tracing::info!(vehicle = %hub.config.vehicle, "waiting for the vehicle's first state: it says where its video and action sockets are");
+    while !stop.load(Ordering::Relaxed) {
+        if sub.poll(zmq::POLLIN, 100).unwrap_or(0) == 0 {
+            continue;
+        }
+        while let Ok(parts) = sub.recv_multipart(zmq::DONTWAIT) {
+            let recv_ns = wall_ns();
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            let Ok(message) = ads_protocol::decode(&refs) else { continue };
+            let wanted = hub.config.vehicle_id.is_empty() || hub.config.vehicle_id == message.vehicle;
+            let found = match (&message.message, wanted) {
+                (ads_protocol::Message::State(state), true) => {
+                    match ads_protocol::discover::endpoints(&hub.config.vehicle, state) {
+                        Ok(found) => Some(found),
+                        Err(e) => {
+                            tracing::error!("{e}: pass --video and --actions");
+                            return None;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            hub.on_message(message, recv_ns);
+            if let Some(found) = found {
+                return Some(Endpoints {
+                    actions: if actions.is_empty() { found.actions } else { actions },
+                    video: if video.is_empty() { found.video } else { video },
+                    signed_actions: found.signed_actions,
+                });
+            }
+        }
+    }
+    None
 }
 
 fn run(
