@@ -169,3 +169,51 @@ with VehicleClient(sys.argv[1], vehicle=sys.argv[2], key_file=sys.argv[3]) as ca
     assert_eq!(result["ack"]["accepted"], true, "{result}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_readmes_viewer_command_finds_video_and_actions() {
+    let Some(hosts) = TwoHosts::new("view") else { return };
+    let dir = workdir("view");
+    let key = key_file(&dir);
+    let vehicle = car(&hosts, "disc-view", &key);
+    // The README's laptop command as written, but for a car on non-default ports.
+    let pub_endpoint = format!("tcp://{CAR}:{}", vehicle.pub_port());
+    let viewer = hosts
+        .on_laptop(&bin("ads-viewer"))
+        .args(["--vehicle", &pub_endpoint, "--port", "8080", "--action-key"])
+        .arg(&key)
+        .env("RUST_LOG", "info")
+        .spawn()
+        .unwrap();
+    let _viewer = ads_testkit::Kill(viewer);
+    // In the laptop's namespace: a snapshot (video from the advertised port) and an action
+    // acknowledged by the vehicle (signed, to the advertised action port).
+    let script = r#"
+import json, time, urllib.request
+deadline = time.monotonic() + 40
+snapshot = None
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:8080/snapshot.jpg", timeout=5) as r:
+            body = r.read()
+            if r.status == 200 and body[:2] == b"\xff\xd8":
+                snapshot = len(body)
+                break
+    except Exception:
+        pass
+    time.sleep(0.2)
+request = urllib.request.Request(
+    "http://127.0.0.1:8080/api/action", data=json.dumps({"command": {"type": "pause"}}).encode(),
+    headers={"Content-Type": "application/json"}, method="POST")
+with urllib.request.urlopen(request, timeout=20) as r:
+    ack = json.loads(r.read())
+print(json.dumps({"snapshot_bytes": snapshot, "ack": ack}))
+"#;
+    let out = hosts.on_laptop(&python()).args(["-c", script]).stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "the laptop's checks failed: {}", String::from_utf8_lossy(&out.stdout));
+    let result: Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+    eprintln!("{result}");
+    assert!(result["snapshot_bytes"].as_u64().unwrap_or(0) > 0, "no video through the found endpoint: {result}");
+    assert_eq!(result["ack"]["status"], "accepted", "the action was not taken: {result}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
