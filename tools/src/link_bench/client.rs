@@ -335,21 +335,34 @@ fn run(
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let context = zmq::Context::new();
+    // As docs/protocol.md 1 asks of a client: heartbeats notice a dead link within 2 s and
+    // drop what was queued for it; reconnects at most 250 ms apart pick up the link's return.
+    let link_options = |socket: &zmq::Socket| -> zmq::Result<()> {
+        socket.set_heartbeat_ivl(500)?;
+        socket.set_heartbeat_timeout(2000)?;
+        socket.set_heartbeat_ttl(2000)?;
+        socket.set_reconnect_ivl(100)?;
+        socket.set_reconnect_ivl_max(250)?;
+        socket.set_connect_timeout(250)
+    };
     let sub = context.socket(zmq::SUB)?;
+    link_options(&sub)?;
     sub.set_subscribe(b"state")?;
     sub.set_subscribe(b"event")?;
     sub.set_linger(0)?;
     sub.connect(&format!("tcp://{}:{PUB_PORT}", plan.vehicle_host))?;
     let video = context.socket(zmq::DEALER)?;
+    link_options(&video)?;
     video.set_linger(0)?;
     video.connect(&format!("tcp://{}:{VIDEO_PORT}", plan.vehicle_host))?;
     let actions = context.socket(zmq::PUB)?;
+    link_options(&actions)?;
     actions.set_linger(0)?;
     actions.connect(&format!("tcp://{}:{ACTION_PORT}", plan.actions_host))?;
     let sender = format!("linkbench-{}-{}", std::process::id(), plan.vehicle_host);
     // Actions awaiting their ack: when sent (wall ns), and whether an e-stop.
     let mut pending: HashMap<String, (u64, bool)> = HashMap::new();
-    let (mut last_hello, mut last_action) = (None::<Instant>, Instant::now());
+    let (mut last_hello, mut last_action, mut last_frame) = (None::<Instant>, Instant::now(), Instant::now());
     let (mut action_seq, mut estop_next, mut delivered, mut last_id) = (wall_ns(), true, 0usize, None::<u64>);
     // The vehicle's run from its newest state (id, run clock, when heard): actions name it.
     let mut run: Option<(String, u64, Instant)> = None;
@@ -401,7 +414,11 @@ fn run(
                 )?;
             }
         }
-        if last_hello.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+        // A hello every second; every 200 ms while no frame comes (as ads-viewer does), so a
+        // session closed during an outage is opened again as soon as the link is back.
+        let starved = now.duration_since(last_frame) > Duration::from_millis(500);
+        let hello_every = if starved { Duration::from_millis(200) } else { Duration::from_secs(1) };
+        if last_hello.is_none_or(|t| now.duration_since(t) >= hello_every) {
             last_hello = Some(now);
             let codecs = if plan.codec == CODEC_H264 { vec![CODEC_H264.into()] } else { vec![] };
             let hello = VideoRequest::Hello(VideoHello {
@@ -444,6 +461,7 @@ fn run(
         zmq::poll(&mut items, 5)?;
         while let Ok(parts) = video.recv_multipart(zmq::DONTWAIT) {
             let recv_ns = wall_ns();
+            last_frame = Instant::now();
             let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
             let Ok(wire) = decode(&refs) else { continue };
             let (Message::Frame(info), Some(jpeg)) = (&wire.message, wire.payload) else { continue };
