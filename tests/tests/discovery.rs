@@ -145,19 +145,17 @@ fn the_sdk_given_only_the_pub_endpoint_sends_signed_actions() {
     let dir = workdir("sdk");
     let key = key_file(&dir);
     let vehicle = car(&hosts, "disc-sdk", &key);
-    let script = format!(
-        r#"
+    let script = r#"
 import json, sys
 from ads.client import VehicleClient
 with VehicleClient(sys.argv[1], vehicle=sys.argv[2], key_file=sys.argv[3]) as car:
     state = car.recv(timeout=20, topics=("state",))
-    ack = car.send({{"type": "pause"}}, timeout=20)
-    print(json.dumps({{"actions": car.actions, "signed": state.body["commands"]["signed_actions"], "ack": ack}}))
-"#
-    );
+    ack = car.send({"type": "pause"}, timeout=20)
+    print(json.dumps({"actions": car.actions, "signed": state.body["commands"]["signed_actions"], "ack": ack}))
+"#;
     let out = hosts
         .on_laptop(&python())
-        .args(["-c", &script, &format!("tcp://{CAR}:{}", vehicle.pub_port()), vehicle.vehicle_id()])
+        .args(["-c", script, &format!("tcp://{CAR}:{}", vehicle.pub_port()), vehicle.vehicle_id()])
         .arg(&key)
         .stderr(Stdio::inherit())
         .output()

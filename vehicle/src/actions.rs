@@ -160,6 +160,7 @@ pub struct ListenerLinks {
 
 /// The running listener: its thread, and the TCP port its socket is bound to (0 if not TCP),
 /// which every state advertises.
+#[derive(Debug)]
 pub struct Listener {
     pub thread: std::thread::JoinHandle<()>,
     pub port: u16,
