@@ -1,6 +1,6 @@
 //! The broadcaster: one thread that owns the vehicle's two outgoing sockets. The PUB socket
 //! carries the small messages (state, event, detection, truth) queued by the other threads;
-//! the video socket ([`crate::video_link`]) carries frames, read straight from the frames ring
+//! the video socket ([`crate::video::link`]) carries frames, read straight from the frames ring
 //! (a reader like any other, zero-copy) and sent to each viewer only while it has room.
 //!
 //! Nothing here can slow the control loop: the loop hands small messages over with a
@@ -10,8 +10,7 @@
 //! every frame and travel on their own connection, so video never stands in front of them.
 
 use crate::config::{BroadcastSection, H264Section, LinkSection};
-use crate::tiers::JpegEncoder;
-use crate::video_link::{Overrun, VideoLink, VideoStats};
+use crate::video::link::{Overrun, VideoLink, VideoStats};
 use ads_protocol::{encode, Message, Topic};
 use ads_shmem_ipc::{clock, Error as RingError, FrameReader, FrameReaderOptions, ReadMode, Wait};
 use anyhow::Context as _;
@@ -132,20 +131,18 @@ pub fn spawn(
     socket
         .bind(&settings.broadcast.endpoint)
         .with_context(|| format!("binding the PUB socket to {}", settings.broadcast.endpoint))?;
-    let encoder = Box::new(JpegEncoder::new().context("creating the JPEG compressor")?);
     let video = VideoLink::bind(
         context,
         &settings.link,
         &settings.vehicle_id,
         settings.frame_size,
-        encoder,
         Arc::clone(&stats.video),
     )?
-    .with_h264(crate::h264::H264Tiers::new(
+    .with_h264(crate::video::h264::H264Tiers::new(
         &settings.h264,
         settings.frame_size,
         settings.fps,
-        crate::h264::OpenH264Encoder::boxed,
+        crate::video::h264_encoder::OpenH264Encoder::boxed,
     ));
     let handle = std::thread::Builder::new().name("broadcaster".into()).spawn(move || {
         let mut broadcaster =

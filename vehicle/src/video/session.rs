@@ -9,8 +9,8 @@
 //! believed immediately, one that got faster step by step (at most x1.25 a frame, and only
 //! from frames big enough to have tested it, since a small one can slip through in a burst).
 
-use crate::stream_rate::{Delivery, StreamRate};
-use crate::tiers::Ladder;
+use super::jpeg::Ladder;
+use super::stream_rate::{Delivery, StreamRate};
 use std::collections::VecDeque;
 
 const NS_PER_S: f64 = 1e9;
@@ -97,6 +97,8 @@ pub struct Want {
 #[derive(Debug)]
 pub struct Session {
     pub number: u64,
+    /// Which of the link's codecs it is on (an index into them; 0: JPEG).
+    pub codec: usize,
     /// The tighter of the configured cap and the one the viewer asked for, bit/s.
     cap_bps: Option<f64>,
     in_flight: VecDeque<InFlight>,
@@ -130,6 +132,7 @@ impl Session {
     pub fn new(number: u64, rules: &SessionRules, asked_kbps: Option<u32>, now_ns: u64) -> Self {
         let mut session = Self {
             number,
+            codec: 0,
             cap_bps: None,
             in_flight: VecDeque::new(),
             last_heard_ns: now_ns,
@@ -258,7 +261,7 @@ impl Session {
         });
     }
 
-    /// For a stream codec (H.264, [`crate::h264`]): whether this session takes a frame now on
+    /// For a stream codec (H.264, [`super::h264`]): whether this session takes a frame now on
     /// `tier`, whose frames are typically `frame_bytes`. The tier's bit rate already fits the
     /// paced rate, so the frame rate stays at the maximum; pacing only absorbs keyframes.
     pub fn want_stream(&mut self, rules: &SessionRules, tier: usize, frame_bytes: f64, now_ns: u64) -> bool {

@@ -8,10 +8,12 @@
 //! lower the configured cap, and sessions are per connection, so nothing one client sends
 //! reaches another's session.
 
+use super::codec::{Batch, StreamCodec};
+use super::h264::H264Tiers;
+use super::jpeg::JpegCodec;
+use super::picture::SourceImage;
+use super::session::{Session, SessionRules};
 use crate::config::LinkSection;
-use crate::h264::H264Tiers;
-use crate::tiers::{Encoded, Ladder, SourceImage, TierEncoder};
-use crate::video_peer::{Session, SessionRules};
 use ads_protocol::{decode_video_request, encode, FrameInfo, LinkState, Message, VideoRequest, ViewerLink};
 use ads_shmem_ipc::clock;
 use anyhow::Context as _;
@@ -33,8 +35,8 @@ pub struct VideoStats {
 pub struct VideoLink {
     socket: zmq::Socket,
     rules: SessionRules,
-    ladder: Ladder,
-    encoder: Box<dyn TierEncoder>,
+    /// The codecs this vehicle speaks; a session's `codec` indexes them. JPEG first, always.
+    codecs: Vec<Box<dyn StreamCodec>>,
     sessions: HashMap<Vec<u8>, Session>,
     /// Per-session frame sequence numbers (the envelope's `seq`).
     seqs: HashMap<Vec<u8>, u64>,
@@ -45,9 +47,6 @@ pub struct VideoLink {
     encodes: std::collections::VecDeque<u64>,
     stats: Arc<VideoStats>,
     last_stats_ns: u64,
-    /// Sessions on H.264 and their streams; `None`: JPEG only.
-    h264: Option<H264Tiers>,
-    h264_encode_us: u32,
 }
 
 impl std::fmt::Debug for VideoLink {
@@ -69,8 +68,7 @@ impl VideoLink {
         context: &zmq::Context,
         config: &LinkSection,
         vehicle_id: &str,
-        (width, height): (u32, u32),
-        encoder: Box<dyn TierEncoder>,
+        frame_size: (u32, u32),
         stats: Arc<VideoStats>,
     ) -> anyhow::Result<Self> {
         let socket = context.socket(zmq::ROUTER).context("creating the video socket")?;
@@ -106,8 +104,9 @@ impl VideoLink {
         Ok(Self {
             socket,
             rules,
-            ladder: Ladder::new(config, width, height),
-            encoder,
+            codecs: vec![Box::new(
+                JpegCodec::new(config, frame_size).context("creating the JPEG compressor")?,
+            )],
             sessions: HashMap::new(),
             seqs: HashMap::new(),
             next_session: 1,
@@ -117,8 +116,6 @@ impl VideoLink {
             encodes: std::collections::VecDeque::new(),
             stats,
             last_stats_ns: 0,
-            h264: None,
-            h264_encode_us: 0,
         })
     }
 
@@ -126,24 +123,24 @@ impl VideoLink {
     pub fn with_h264(mut self, tiers: H264Tiers) -> Self {
         self.rules.stream_frames_in_flight = tiers.frames_in_flight();
         self.rules.stream_bps = tiers.bps_range();
-        self.h264 = tiers.enabled().then_some(tiers);
+        if tiers.enabled() {
+            self.codecs.push(Box::new(tiers));
+        }
         self
     }
 
     /// The codec a hello gets: the first of its list this vehicle speaks, else its `codec`.
-    fn pick_codec(&self, hello: &ads_protocol::VideoHello) -> Option<&'static str> {
-        let speaks = |c: &str| match c {
-            ads_protocol::CODEC_JPEG => Some(ads_protocol::CODEC_JPEG),
-            ads_protocol::CODEC_H264 if self.h264.is_some() => Some(ads_protocol::CODEC_H264),
-            _ => None,
-        };
+    fn pick_codec(&self, hello: &ads_protocol::VideoHello) -> Option<usize> {
+        let speaks = |c: &str| self.codecs.iter().position(|codec| codec.name() == c);
         hello.codecs.iter().find_map(|c| speaks(c)).or_else(|| speaks(&hello.codec))
     }
 
-    fn forget(&mut self, identity: &[u8]) {
-        if let Some(h264) = self.h264.as_mut() {
-            h264.leave(identity);
+    /// Ends a session: its codec forgets it too.
+    fn close(&mut self, identity: &[u8]) {
+        if let Some(session) = self.sessions.remove(identity) {
+            self.codecs[session.codec].leave(identity);
         }
+        self.seqs.remove(identity);
     }
 
     /// Whether some viewer has a frame in flight (its credit may arrive any moment).
@@ -164,12 +161,18 @@ impl VideoLink {
             let refs: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
             match decode_video_request(&refs) {
                 Ok(VideoRequest::Hello(hello)) => {
-                    let codec = self.pick_codec(&hello);
-                    if codec.is_none() {
+                    let Some(codec) = self.pick_codec(&hello) else {
                         self.refuse(format_args!("a hello for codec {:?} {:?}", hello.codec, hello.codecs));
-                    } else if let Some(session) = self.sessions.get_mut(identity) {
+                        continue;
+                    };
+                    if let Some(session) = self.sessions.get_mut(identity) {
                         session.hello(&self.rules, hello.max_kbps, now);
                         session.set_full_size(hello.full_size);
+                        if session.codec != codec {
+                            self.codecs[session.codec].leave(identity);
+                            session.codec = codec;
+                            self.codecs[codec].join(identity);
+                        }
                     } else if self.sessions.len() >= self.max_viewers {
                         self.refuse(format_args!("a hello beyond link.max_viewers = {}", self.max_viewers));
                     } else {
@@ -178,41 +181,36 @@ impl VideoLink {
                         tracing::info!(session = number, "video viewer connected");
                         let mut session = Session::new(number, &self.rules, hello.max_kbps, now);
                         session.set_full_size(hello.full_size);
+                        session.codec = codec;
+                        self.codecs[codec].join(identity);
                         self.sessions.insert(identity.clone(), session);
-                    }
-                    if let (Some(codec), Some(h264)) = (codec, self.h264.as_mut()) {
-                        if codec != ads_protocol::CODEC_H264 {
-                            h264.leave(identity);
-                        } else if self.sessions.contains_key(identity) {
-                            h264.join(identity);
-                        }
                     }
                 }
                 Ok(VideoRequest::Credit(credit)) => match self.sessions.get_mut(identity) {
                     Some(session) => session.credit(&self.rules, credit.frame_id, now),
                     None => self.refuse(format_args!("a credit without a session")),
                 },
-                Ok(VideoRequest::Keyframe(_)) => match self.h264.as_mut() {
-                    Some(h264) if h264.is_member(identity) => h264.request_keyframe(identity, now),
-                    _ => self.refuse(format_args!("a keyframe request outside an H.264 session")),
-                },
+                Ok(VideoRequest::Keyframe(_)) => {
+                    let codec = self.sessions.get(identity).map(|s| s.codec);
+                    if !codec.is_some_and(|c| self.codecs[c].request_keyframe(identity, now)) {
+                        self.refuse(format_args!("a keyframe request outside an H.264 session"));
+                    }
+                }
                 Err(e) => self.refuse(format_args!("a malformed request: {e}")),
             }
         }
         let now = clock::monotonic_ns();
-        let rules = &self.rules;
-        let mut gone = Vec::new();
-        self.sessions.retain(|identity, s| {
-            let keep = !s.expired(rules, now);
-            if !keep {
+        let silent: Vec<Vec<u8>> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.expired(&self.rules, now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for identity in silent {
+            if let Some(s) = self.sessions.get(&identity) {
                 tracing::info!(session = s.number, "video viewer silent: session closed");
-                self.seqs.remove(identity);
-                gone.push(identity.clone());
             }
-            keep
-        });
-        for identity in gone {
-            self.forget(&identity);
+            self.close(&identity);
         }
     }
 
@@ -228,20 +226,16 @@ impl VideoLink {
     /// sends it to those viewers. `None`: nobody took it (not encoded at all).
     pub fn offer(&mut self, frame: ads_shmem_ipc::Frame<'_>) -> Result<Option<SendReport>, Overrun> {
         let now = clock::monotonic_ns();
-        let mut takers: Vec<(Vec<u8>, usize)> = Vec::new();
-        let mut stream_takers: Vec<Vec<u8>> = Vec::new();
+        // Takers per codec: (identity, tier).
+        let mut takers: Vec<Vec<(Vec<u8>, usize)>> = vec![Vec::new(); self.codecs.len()];
         for (identity, session) in &mut self.sessions {
-            if let Some(h264) = self.h264.as_mut().filter(|h| h.is_member(identity)) {
-                let tier = h264.plan(identity, session.stream_bps(), now);
-                if session.want_stream(&self.rules, tier, h264.frame_bytes(tier), now) {
-                    stream_takers.push(identity.clone());
-                }
-            } else if let Some(want) = session.want(&self.rules, &self.ladder, now) {
-                takers.push((identity.clone(), want.tier));
+            let codec = session.codec;
+            if let Some(tier) = self.codecs[codec].want(identity, session, &self.rules, now) {
+                takers[codec].push((identity.clone(), tier));
             }
         }
         self.refresh_stats(now);
-        if takers.is_empty() && stream_takers.is_empty() {
+        if takers.iter().all(Vec::is_empty) {
             return Ok(None);
         }
         let geometry = frame.geometry();
@@ -251,72 +245,49 @@ impl VideoLink {
             height: geometry.height,
             stride: geometry.stride,
         };
-        let mut tiers: Vec<usize> = takers.iter().map(|&(_, t)| t).collect();
-        tiers.sort_unstable();
-        tiers.dedup();
-        let mut encoded: HashMap<usize, Encoded> = HashMap::new();
-        let mut encode_us = 0u64;
-        for tier in tiers {
-            match self.encoder.encode(image, &self.ladder, tier) {
-                Ok(e) => {
-                    encode_us += u64::from(e.encode_us);
-                    encoded.insert(tier, e);
-                }
-                Err(e) => tracing::warn!("encoding tier {tier}: {e}"),
-            }
-        }
-        let streamed = match self.h264.as_mut() {
-            Some(h264) if !stream_takers.is_empty() => {
-                let started = std::time::Instant::now();
-                let units = h264.encode(image, &stream_takers, now);
-                if !units.is_empty() {
-                    self.h264_encode_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-                    encode_us += u64::from(self.h264_encode_us);
-                }
-                units
-            }
-            _ => Vec::new(),
-        };
-        // Torn while we read it: nothing of it goes out (an H.264 tier that encoded it is
-        // out of step for its viewers, so they get a keyframe next).
+        let batches: Vec<(usize, Batch)> = takers
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(codec, t)| (codec, self.codecs[codec].encode(image, t, now)))
+            .collect();
+        // Torn while we read it: nothing of it goes out (a stream codec's viewers of it are
+        // out of step, so they get a keyframe next).
         let info = match frame.finish() {
             Ok(info) => info,
             Err(_) => {
-                if let Some(h264) = self.h264.as_mut() {
-                    streamed.iter().for_each(|(id, _, _)| h264.missed(id));
+                for (codec, batch) in &batches {
+                    batch.units.iter().for_each(|u| self.codecs[*codec].missed(&u.identity));
                 }
                 return Err(Overrun);
             }
         };
-        for (tier, e) in &encoded {
-            self.ladder.observe(*tier, e.bytes.len());
-            self.encodes.push_back(now);
+        let mut report = SendReport { encode_us: batches.iter().map(|(_, b)| b.encode_us).sum(), sent: 0 };
+        // `encodes_per_s` counts JPEG encodes (H.264's cost is `h264_encode_us`).
+        for (codec, batch) in &batches {
+            if self.codecs[*codec].name() == ads_protocol::CODEC_JPEG {
+                (0..batch.encodes).for_each(|_| self.encodes.push_back(now));
+            }
         }
-        let mut report = SendReport { encode_us, sent: 0 };
-        let jpeg = takers.into_iter().filter_map(|(id, tier)| encoded.get(&tier).map(|e| (id, tier, e)));
-        let h264 = streamed.iter().map(|(id, tier, e)| (id.clone(), *tier, e));
         let mut lost = Vec::new();
-        for (identity, tier, e) in jpeg.chain(h264) {
-            let Some(session) = self.sessions.get_mut(&identity) else { continue };
+        for (codec, unit) in batches.iter().flat_map(|(c, b)| b.units.iter().map(move |u| (*c, u))) {
+            let Some(session) = self.sessions.get_mut(&unit.identity) else { continue };
+            let e = &unit.encoded;
             let meta = FrameInfo {
                 frame_id: info.stamp.id,
                 width: e.width,
                 height: e.height,
                 quality: e.quality,
                 encode_us: e.encode_us,
-                tier: u8::try_from(tier).unwrap_or(u8::MAX),
-                goodput_kbps: (if e.codec == ads_protocol::CODEC_H264 {
-                    session.stream_link_bps()
-                } else {
-                    session.estimate_bps()
-                } / 1000.0) as u32,
+                tier: u8::try_from(unit.tier).unwrap_or(u8::MAX),
+                goodput_kbps: (self.codecs[codec].goodput_bps(session) / 1000.0) as u32,
                 reduced: session.reduced(&self.rules, now),
                 codec: e.codec.to_string(),
                 keyframe: e.keyframe,
                 source_width: geometry.width,
                 source_height: geometry.height,
             };
-            let seq = self.seqs.entry(identity.clone()).or_insert(0);
+            let seq = self.seqs.entry(unit.identity.clone()).or_insert(0);
             *seq += 1;
             let envelope = encode(
                 &self.vehicle_id,
@@ -325,13 +296,10 @@ impl VideoLink {
                 clock::wall_ns(),
                 &Message::Frame(meta),
             );
-            let parts: [&[u8]; 4] = [&identity, b"frame", &envelope, &e.bytes];
+            let parts: [&[u8]; 4] = [&unit.identity, b"frame", &envelope, &e.bytes];
             match self.socket.send_multipart(parts, zmq::DONTWAIT) {
                 Ok(()) => {
-                    let encoder_bps = match (&self.h264, e.codec) {
-                        (Some(h264), ads_protocol::CODEC_H264) => f64::from(h264.rung(tier).kbps) * 1000.0,
-                        _ => 0.0,
-                    };
+                    let encoder_bps = self.codecs[codec].encoder_bps(unit.tier);
                     session.sent(
                         info.stamp.id,
                         e.bytes.len(),
@@ -343,23 +311,21 @@ impl VideoLink {
                 }
                 Err(zmq::Error::EHOSTUNREACH) => {
                     tracing::info!(session = session.number, "video viewer gone: session closed");
-                    self.sessions.remove(&identity);
-                    self.seqs.remove(&identity);
-                    lost.push((identity, true));
+                    lost.push((unit.identity.clone(), true));
                 }
                 Err(e) => {
                     // Its pipe is full although its credits said there was room: skip it.
                     session.frames_skipped += 1;
                     tracing::trace!("video send: {e}");
-                    lost.push((identity, false));
+                    lost.push((unit.identity.clone(), false));
                 }
             }
         }
         for (identity, gone) in lost {
-            match self.h264.as_mut() {
-                Some(h264) if gone => h264.leave(&identity),
-                Some(h264) => h264.missed(&identity),
-                None => {}
+            if gone {
+                self.close(&identity);
+            } else if let Some(session) = self.sessions.get(&identity) {
+                self.codecs[session.codec].missed(&identity);
             }
         }
         Ok(Some(report))
@@ -376,27 +342,22 @@ impl VideoLink {
         }
         let mut viewers: Vec<ViewerLink> = self
             .sessions
-            .values()
-            .map(|s| {
+            .iter()
+            .map(|(identity, s)| {
                 let (kbps, fps) = s.recent_rate(now);
-                let (width, height) = self.ladder.size_of(s.tier);
-                ViewerLink {
+                let mut view = ViewerLink {
                     session: s.number,
-                    codec: ads_protocol::CODEC_JPEG.into(),
-                    goodput_kbps: (s.estimate_bps() / 1000.0) as u32,
                     sent_kbps: kbps as u32,
                     fps: fps as f32,
-                    tier: u8::try_from(s.tier).unwrap_or(u8::MAX),
-                    width,
-                    height,
-                    quality: self.ladder.tier(s.tier).quality,
                     in_flight: u8::try_from(s.in_flight()).unwrap_or(u8::MAX),
                     delivery_ms: s.last_delivery_ns as f32 / 1e6,
                     frames_sent: s.frames_sent,
                     frames_skipped: s.frames_skipped,
                     credits_ignored: s.credits_ignored,
-                    reduced: s.reduced(&self.rules, now),
-                }
+                    ..ViewerLink::default()
+                };
+                self.codecs[s.codec].describe(identity, s, &self.rules, now, &mut view);
+                view
             })
             .collect();
         viewers.sort_by_key(|v| v.session);
@@ -406,9 +367,8 @@ impl VideoLink {
             viewers,
             ..LinkState::default()
         };
-        if let Some(h264) = &self.h264 {
-            crate::h264::describe(h264, &self.sessions, &mut state);
-            state.h264_encode_us = self.h264_encode_us;
+        for codec in &self.codecs {
+            codec.report(&mut state);
         }
         *self.stats.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
     }
