@@ -111,6 +111,8 @@ pub struct BroadcastSettings {
     pub h264: H264Section,
     /// The source's frame rate (what the H.264 rate control budgets frames for).
     pub fps: f64,
+    /// The action key: hellos signed with it hold sessions unsigned ones cannot displace.
+    pub hello_key: Option<ads_protocol::ActionKey>,
 }
 
 /// Binds both sockets (errors surface here, before the thread starts) and runs the
@@ -128,6 +130,8 @@ pub fn spawn(
     socket.set_sndhwm(settings.broadcast.send_hwm)?;
     socket.set_sndbuf(settings.broadcast.send_buffer_bytes)?;
     socket.set_linger(0)?;
+    // State and acks in Wi-Fi's voice class, ahead of the video (docs/deployment.md).
+    socket.set_tos(i32::from(settings.broadcast.dscp) << 2)?;
     socket
         .bind(&settings.broadcast.endpoint)
         .with_context(|| format!("binding the PUB socket to {}", settings.broadcast.endpoint))?;
@@ -136,6 +140,7 @@ pub fn spawn(
         &settings.link,
         &settings.vehicle_id,
         settings.frame_size,
+        settings.hello_key.clone(),
         Arc::clone(&stats.video),
     )?
     .with_h264(crate::video::h264::H264Tiers::new(

@@ -6,15 +6,23 @@
 //!
 //! Clients are untrusted: a credit only returns a frame that is in flight, a hello can only
 //! lower the configured cap, and sessions are per connection, so nothing one client sends
-//! reaches another's session.
+//! reaches another's session. Places cannot be squatted ([`super::admission`]): when all are
+//! taken, a new hello closes the session idle longest (no credit for a frame it was sent
+//! within `link.session_idle_ms`); hellos signed with the action key hold places unsigned
+//! ones never take; one address holds at most `link.max_sessions_per_peer`. A hello that
+//! gets no place is told why (`refused`).
 
+use super::admission::{self, Admission, Candidate};
 use super::codec::{Batch, StreamCodec};
 use super::h264::H264Tiers;
 use super::jpeg::JpegCodec;
 use super::picture::SourceImage;
 use super::session::{Session, SessionRules};
 use crate::config::LinkSection;
-use ads_protocol::{decode_video_request, encode, FrameInfo, LinkState, Message, VideoRequest, ViewerLink};
+use ads_protocol::{
+    decode_video_request, encode, encode_video_refusal, ActionKey, FrameInfo, LinkState, Message,
+    VideoRefusal, VideoRequest, ViewerLink,
+};
 use ads_shmem_ipc::clock;
 use anyhow::Context as _;
 use std::collections::HashMap;
@@ -28,8 +36,10 @@ const STATS_EVERY_NS: u64 = 250_000_000;
 #[derive(Debug, Default)]
 pub struct VideoStats {
     pub link: Mutex<LinkState>,
-    /// Requests that did not decode, hellos beyond `max_viewers` or for another codec.
+    /// Requests that did not decode, hellos that got no place or asked for another codec.
     pub requests_refused: AtomicU64,
+    /// Idle sessions closed to give their place to a new hello.
+    pub sessions_displaced: AtomicU64,
 }
 
 pub struct VideoLink {
@@ -42,6 +52,10 @@ pub struct VideoLink {
     seqs: HashMap<Vec<u8>, u64>,
     next_session: u64,
     max_viewers: usize,
+    max_per_peer: usize,
+    idle_ns: u64,
+    /// Signs hellos (the action key); `None`: every session is unsigned.
+    key: Option<ActionKey>,
     vehicle_id: String,
     video_port: u16,
     encodes: std::collections::VecDeque<u64>,
@@ -69,6 +83,7 @@ impl VideoLink {
         config: &LinkSection,
         vehicle_id: &str,
         frame_size: (u32, u32),
+        key: Option<ActionKey>,
         stats: Arc<VideoStats>,
     ) -> anyhow::Result<Self> {
         let socket = context.socket(zmq::ROUTER).context("creating the video socket")?;
@@ -81,6 +96,8 @@ impl VideoLink {
         socket.set_sndbuf(64 * 1024)?;
         socket.set_linger(0)?;
         socket.set_maxmsgsize(4096)?;
+        // Video in Wi-Fi's video class, behind the state and acks (docs/deployment.md).
+        socket.set_tos(i32::from(config.dscp) << 2)?;
         socket
             .bind(&config.endpoint)
             .with_context(|| format!("binding the video socket to {}", config.endpoint))?;
@@ -111,6 +128,9 @@ impl VideoLink {
             seqs: HashMap::new(),
             next_session: 1,
             max_viewers: config.max_viewers as usize,
+            max_per_peer: config.max_sessions_per_peer as usize,
+            idle_ns: u64::from(config.session_idle_ms) * 1_000_000,
+            key,
             vehicle_id: vehicle_id.to_string(),
             video_port,
             encodes: std::collections::VecDeque::new(),
@@ -155,36 +175,67 @@ impl VideoLink {
 
     /// Takes every request that arrived, and forgets silent sessions.
     pub fn receive(&mut self) {
-        while let Ok(parts) = self.socket.recv_multipart(zmq::DONTWAIT) {
+        while let Some((parts, peer)) = self.recv() {
             let now = clock::monotonic_ns();
             let Some((identity, rest)) = parts.split_first() else { continue };
-            let refs: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
+            // A hello may carry a third part, its MAC (signed with the action key).
+            let (request, mac) = match rest {
+                [topic, envelope, mac] if topic.as_slice() == b"hello" => (&rest[..2], Some((envelope, mac))),
+                _ => (rest, None),
+            };
+            let refs: Vec<&[u8]> = request.iter().map(Vec::as_slice).collect();
             match decode_video_request(&refs) {
                 Ok(VideoRequest::Hello(hello)) => {
+                    let signed = match (mac, &self.key) {
+                        (Some((envelope, mac)), Some(key)) => {
+                            if key.verify(envelope, mac).is_err() {
+                                self.refuse_hello(
+                                    identity,
+                                    "bad_mac",
+                                    "the hello's MAC does not match the action key".into(),
+                                );
+                                continue;
+                            }
+                            true
+                        }
+                        // Without a key there is nothing to check it against: unsigned.
+                        _ => false,
+                    };
                     let Some(codec) = self.pick_codec(&hello) else {
-                        self.refuse(format_args!("a hello for codec {:?} {:?}", hello.codec, hello.codecs));
+                        let detail =
+                            format!("no codec of {:?} {:?} is spoken here", hello.codec, hello.codecs);
+                        self.refuse_hello(identity, "codec", detail);
                         continue;
                     };
                     if let Some(session) = self.sessions.get_mut(identity) {
                         session.hello(&self.rules, hello.max_kbps, now);
                         session.set_full_size(hello.full_size);
+                        session.signed |= signed;
                         if session.codec != codec {
                             self.codecs[session.codec].leave(identity);
                             session.codec = codec;
                             self.codecs[codec].join(identity);
                         }
-                    } else if self.sessions.len() >= self.max_viewers {
-                        self.refuse(format_args!("a hello beyond link.max_viewers = {}", self.max_viewers));
-                    } else {
-                        let number = self.next_session;
-                        self.next_session += 1;
-                        tracing::info!(session = number, "video viewer connected");
-                        let mut session = Session::new(number, &self.rules, hello.max_kbps, now);
-                        session.set_full_size(hello.full_size);
-                        session.codec = codec;
-                        self.codecs[codec].join(identity);
-                        self.sessions.insert(identity.clone(), session);
+                        continue;
                     }
+                    if !self.admit(identity, peer.as_deref(), signed, now) {
+                        continue;
+                    }
+                    let number = self.next_session;
+                    self.next_session += 1;
+                    tracing::info!(
+                        session = number,
+                        signed,
+                        peer = peer.as_deref().unwrap_or("?"),
+                        "video viewer connected"
+                    );
+                    let mut session = Session::new(number, &self.rules, hello.max_kbps, now);
+                    session.set_full_size(hello.full_size);
+                    session.codec = codec;
+                    session.signed = signed;
+                    session.peer = peer;
+                    self.codecs[codec].join(identity);
+                    self.sessions.insert(identity.clone(), session);
                 }
                 Ok(VideoRequest::Credit(credit)) => match self.sessions.get_mut(identity) {
                     Some(session) => session.credit(&self.rules, credit.frame_id, now),
@@ -211,6 +262,89 @@ impl VideoLink {
                 tracing::info!(session = s.number, "video viewer silent: session closed");
             }
             self.close(&identity);
+        }
+    }
+
+    /// One message off the socket, and the address of the peer that sent it.
+    fn recv(&self) -> Option<(Vec<Vec<u8>>, Option<String>)> {
+        let mut parts = Vec::new();
+        let mut peer = None;
+        loop {
+            let mut message = self.socket.recv_msg(zmq::DONTWAIT).ok()?;
+            // libzmq attaches the connection's metadata to the messages it received (the
+            // routing id part it made up has none).
+            if peer.is_none() {
+                peer = message.gets("Peer-Address").map(str::to_owned);
+            }
+            let more = message.get_more();
+            parts.push(message.to_vec());
+            if !more {
+                return Some((parts, peer));
+            }
+        }
+    }
+
+    /// Finds a place for a new session (closing an idle one if it must); `false`: refused
+    /// and told why.
+    fn admit(&mut self, identity: &[u8], peer: Option<&str>, signed: bool, now_ns: u64) -> bool {
+        let candidates: Vec<Candidate> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| Candidate {
+                identity: id.clone(),
+                signed: s.signed,
+                same_peer: peer.is_some() && s.peer.as_deref() == peer,
+                idle_since_ns: s.idle_since(self.idle_ns, now_ns),
+            })
+            .collect();
+        let limits = admission::Limits { max_sessions: self.max_viewers, max_per_peer: self.max_per_peer };
+        match admission::decide(&candidates, limits, signed) {
+            Admission::Open => true,
+            Admission::Displace(victim) => {
+                let number = self.sessions.get(&victim).map_or(0, |s| s.number);
+                tracing::info!(session = number, "video session idle: closed for a new viewer");
+                self.stats.sessions_displaced.fetch_add(1, Ordering::Relaxed);
+                let detail = format!(
+                    "no credit for {} ms while every place was wanted (link.session_idle_ms)",
+                    self.idle_ns / 1_000_000
+                );
+                self.tell(&victim, "displaced", detail);
+                self.close(&victim);
+                true
+            }
+            Admission::Full => {
+                let detail = format!(
+                    "all {} places (link.max_viewers) are held by sessions that may not be displaced",
+                    self.max_viewers
+                );
+                self.refuse_hello(identity, "full", detail);
+                false
+            }
+            Admission::PeerCap => {
+                let detail = format!(
+                    "{} holds {} sessions already (link.max_sessions_per_peer)",
+                    peer.unwrap_or("this address"),
+                    self.max_per_peer
+                );
+                self.refuse_hello(identity, "peer_cap", detail);
+                false
+            }
+        }
+    }
+
+    /// Refuses a hello: counted, and the client is told why.
+    fn refuse_hello(&self, identity: &[u8], reason: &str, detail: String) {
+        self.refuse(format_args!("a hello ({reason}: {detail})"));
+        self.tell(identity, reason, detail);
+    }
+
+    /// Sends a client a `refused` message (never blocks; a client that cannot take it misses it).
+    fn tell(&self, identity: &[u8], reason: &str, detail: String) {
+        let refusal = VideoRefusal { reason: reason.to_string(), detail };
+        let parts = encode_video_refusal(&self.vehicle_id, 0, clock::wall_ns(), &refusal);
+        let message: [&[u8]; 3] = [identity, &parts[0], &parts[1]];
+        if let Err(e) = self.socket.send_multipart(message, zmq::DONTWAIT) {
+            tracing::trace!("video refusal: {e}");
         }
     }
 

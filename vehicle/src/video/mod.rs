@@ -3,6 +3,7 @@
 //! ([`h264`], with its encoders in [`h264_encoder`] and each viewer's stream rate in
 //! [`stream_rate`]).
 
+pub mod admission;
 pub mod codec;
 pub mod h264;
 pub mod h264_encoder;

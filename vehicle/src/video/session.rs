@@ -99,6 +99,10 @@ pub struct Session {
     pub number: u64,
     /// Which of the link's codecs it is on (an index into them; 0: JPEG).
     pub codec: usize,
+    /// A hello of it was signed with the action key.
+    pub signed: bool,
+    /// The network address its connection comes from (libzmq's `Peer-Address`).
+    pub peer: Option<String>,
     /// The tighter of the configured cap and the one the viewer asked for, bit/s.
     cap_bps: Option<f64>,
     in_flight: VecDeque<InFlight>,
@@ -133,6 +137,8 @@ impl Session {
         let mut session = Self {
             number,
             codec: 0,
+            signed: false,
+            peer: None,
             cap_bps: None,
             in_flight: VecDeque::new(),
             last_heard_ns: now_ns,
@@ -177,6 +183,13 @@ impl Session {
 
     pub fn expired(&self, rules: &SessionRules, now_ns: u64) -> bool {
         now_ns.saturating_sub(self.last_heard_ns) > rules.timeout_ns
+    }
+
+    /// Since when it has been idle: the send time of a frame it has not credited within
+    /// `idle_ns`; `None`: it credits what it gets (or was sent nothing).
+    pub fn idle_since(&self, idle_ns: u64, now_ns: u64) -> Option<u64> {
+        let oldest = self.in_flight.front()?.sent_ns;
+        (now_ns.saturating_sub(oldest) > idle_ns).then_some(oldest)
     }
 
     pub fn in_flight(&self) -> usize {
