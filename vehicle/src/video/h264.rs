@@ -5,7 +5,9 @@
 //! access unit cannot decode the next ones. So a tier's encoder runs only on frames that all
 //! its viewers take (a viewer that holds the tier back for longer than [`WAIT_FOR_PEERS_NS`]
 //! is left behind instead, and catches up at the next keyframe); a viewer that joins a tier,
-//! missed a frame or asks for one gets a keyframe (IDR with SPS and PPS in front).
+//! missed a frame or asks for one gets a keyframe (IDR with SPS and PPS in front), the next
+//! one the tier is allowed ([`KEY_INTERVAL_NS`]). No periodic keyframes by default: the link
+//! is reliable, and each one is several frames of airtime in front of the state.
 
 use super::codec::{Batch, Encoded, StreamCodec, Unit};
 use super::h264_encoder::{EncoderFactory, StreamSpec, VideoEncoder};
@@ -26,9 +28,11 @@ const UPGRADE_INTERVAL_NS: u64 = 4_000_000_000;
 /// ...and down only when its rate is below this share of its tier's (a tier's rate control
 /// undershoots it, and a late frame has cut the rate already).
 const DOWNGRADE_SHARE: f64 = 0.85;
-/// Keyframes a viewer's own requests can force, at most one per this interval per tier (a
-/// client must not turn a shared stream into all-intra).
-const KEY_REQUEST_INTERVAL_NS: u64 = 500_000_000;
+/// Keyframes on one tier, at most one per this interval (2/s), whoever wants them: a
+/// request, a newcomer, a viewer out of step or moving tiers. A client must not turn a shared
+/// stream into all-intra; a viewer out of step waits for the tier's next allowed keyframe.
+/// Each session's own requests count at most once per interval too.
+pub const KEY_INTERVAL_NS: u64 = 500_000_000;
 
 /// One rung of the H.264 ladder.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,13 +57,17 @@ struct Member {
     waiting_since: Option<u64>,
     /// When it last moved to another tier.
     last_move_ns: Option<u64>,
+    /// When its last keyframe request counted.
+    last_request_ns: Option<u64>,
 }
 
 /// One tier's running stream.
 struct Stream {
     encoder: Box<dyn VideoEncoder>,
-    force_key: bool,
-    last_request_key_ns: Option<u64>,
+    /// A member asked for a keyframe.
+    key_wanted: bool,
+    /// When its last keyframe was made.
+    last_key_ns: Option<u64>,
 }
 
 /// The H.264 side of the link: its members, one stream per tier in use.
@@ -190,21 +198,26 @@ impl H264Tiers {
         self.members.get(identity).map(|m| m.tier)
     }
 
-    /// The viewer cannot decode: the next frame of its tier is a keyframe (at most one such
-    /// per [`KEY_REQUEST_INTERVAL_NS`] per tier from requests).
+    /// The viewer cannot decode: its tier's next allowed keyframe is made. It stays in
+    /// step (a request changes nothing else), so requests cannot force keyframes beyond
+    /// [`KEY_INTERVAL_NS`]; one session's requests count once per interval.
     fn keyframe_wanted(&mut self, identity: &[u8], now_ns: u64) {
         let Some(member) = self.members.get_mut(identity) else { return };
         self.key_requests += 1;
-        member.in_step = None;
-        if let Some(stream) = self.streams.get_mut(&member.tier) {
-            let recent = stream
-                .last_request_key_ns
-                .is_some_and(|t| now_ns.saturating_sub(t) < KEY_REQUEST_INTERVAL_NS);
-            if !recent {
-                stream.last_request_key_ns = Some(now_ns);
-                stream.force_key = true;
-            }
+        if member.last_request_ns.is_some_and(|t| now_ns.saturating_sub(t) < KEY_INTERVAL_NS) {
+            return;
         }
+        member.last_request_ns = Some(now_ns);
+        if let Some(stream) = self.streams.get_mut(&member.tier) {
+            stream.key_wanted = true;
+        }
+    }
+
+    /// Whether `tier` may make a keyframe now (a new stream starts with one anyway).
+    fn key_allowed(&self, tier: usize, now_ns: u64) -> bool {
+        self.streams
+            .get(&tier)
+            .is_none_or(|s| s.last_key_ns.is_none_or(|t| now_ns.saturating_sub(t) >= KEY_INTERVAL_NS))
     }
 
     /// Encodes `image` for the tiers of `takers` (members that have room now) and says which
@@ -239,8 +252,14 @@ impl H264Tiers {
             }
             let stragglers: Vec<Vec<u8>> =
                 on_tier.iter().filter(|id| !takers.contains(id)).map(|id| (*id).clone()).collect();
-            let needs_key = taking.iter().any(|id| self.members[id].in_step != Some(tier));
-            match self.encode_tier(image, tier, needs_key, now_ns) {
+            let out_of_step = taking.iter().any(|id| self.members[id].in_step != Some(tier));
+            let asked = self.streams.get(&tier).is_some_and(|s| s.key_wanted);
+            let key = (out_of_step || asked) && self.key_allowed(tier, now_ns);
+            // Nobody could use a delta frame: wait for the next allowed keyframe.
+            if !key && !taking.iter().any(|id| self.members[id].in_step == Some(tier)) {
+                continue;
+            }
+            match self.encode_tier(image, tier, key, now_ns) {
                 Ok(encoded) if encoded.bytes.is_empty() => {
                     // Skipped by the rate control: nobody is out of step.
                     self.rate_skips += 1;
@@ -281,7 +300,7 @@ impl H264Tiers {
         &mut self,
         image: SourceImage<'_>,
         tier: usize,
-        needs_key: bool,
+        key: bool,
         now_ns: u64,
     ) -> anyhow::Result<Encoded> {
         let started = std::time::Instant::now();
@@ -303,7 +322,7 @@ impl H264Tiers {
                 encoder = encoder.name(),
                 "H.264 stream started"
             );
-            self.streams.insert(tier, Stream { encoder, force_key: true, last_request_key_ns: None });
+            self.streams.insert(tier, Stream { encoder, key_wanted: false, last_key_ns: None });
         }
         let packed: &[u8] = if (width, height) != (image.width, image.height) {
             downscale_bgr(image, width, height, &mut self.scaled);
@@ -318,9 +337,10 @@ impl H264Tiers {
             &self.packed
         };
         let stream = self.streams.get_mut(&tier).expect("just made");
-        let unit = stream.encoder.encode(packed, needs_key || stream.force_key, now_ns)?;
+        let unit = stream.encoder.encode(packed, key, now_ns)?;
         if unit.keyframe {
-            stream.force_key = false;
+            stream.key_wanted = false;
+            stream.last_key_ns = Some(now_ns);
         }
         let encode_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
         Ok(Encoded {
@@ -449,23 +469,42 @@ mod tests {
         assert!(first[0].2.keyframe);
         let second = tiers.encode_takers(image, std::slice::from_ref(&a), 33);
         assert!(!second[0].2.keyframe, "in step: a P frame");
-        // b joins the same tier mid-stream: the next frame is a keyframe, sent to both.
+        // b joins the same tier mid-stream: within the tier's keyframe limit it waits (a gets
+        // a delta frame alone), then the tier's next allowed keyframe goes to both.
         tiers.join(&b);
         tiers.plan(&b, 10e6, 0);
-        let third = tiers.encode_takers(image, &[a.clone(), b.clone()], 66);
+        let early = tiers.encode_takers(image, &[a.clone(), b.clone()], 66);
+        assert_eq!(early.len(), 1, "b waits for the tier's next allowed keyframe");
+        assert!(!early[0].2.keyframe);
+        let third = tiers.encode_takers(image, &[a.clone(), b.clone()], KEY_INTERVAL_NS);
         assert_eq!(third.len(), 2);
         assert!(third.iter().all(|(_, _, e)| e.keyframe));
         // b has no room: a waits for it, then goes on without it; b is then out of step and
         // gets nothing until a keyframe.
-        assert!(tiers.encode_takers(image, std::slice::from_ref(&a), 100).is_empty());
-        let on = tiers.encode_takers(image, std::slice::from_ref(&a), 100 + WAIT_FOR_PEERS_NS);
+        let t = KEY_INTERVAL_NS + 33_000_000;
+        assert!(tiers.encode_takers(image, std::slice::from_ref(&a), t).is_empty());
+        let on = tiers.encode_takers(image, std::slice::from_ref(&a), t + WAIT_FOR_PEERS_NS);
         assert_eq!(on.len(), 1);
-        let back = tiers.encode_takers(image, &[a.clone(), b.clone()], 300_000_000);
-        assert_eq!(back.len(), 2, "b's return forces a keyframe for the tier");
+        let back = tiers.encode_takers(image, &[a.clone(), b.clone()], 2 * KEY_INTERVAL_NS);
+        assert_eq!(back.len(), 2, "b's return forces the tier's next keyframe");
         assert!(back[0].2.keyframe);
+        // Requests, however many, make no keyframe before the tier's interval is over, and
+        // one afterwards; the requester stays in step meanwhile.
+        let mut t = 2 * KEY_INTERVAL_NS;
+        let mut keys = 0;
+        for _ in 0..32 {
+            t += 33_333_333;
+            tiers.request_keyframe(&a, t);
+            tiers.request_keyframe(&b, t);
+            let out = tiers.encode_takers(image, &[a.clone(), b.clone()], t);
+            assert_eq!(out.len(), 2, "the requesters still get every frame");
+            keys += usize::from(out[0].2.keyframe);
+        }
+        assert_eq!(keys, 2, "one keyframe per {KEY_INTERVAL_NS} ns over 1.07 s of requests");
+        let t = t + KEY_INTERVAL_NS;
         // A slow viewer gets a lower tier of its own.
-        tiers.plan(&b, 300_000.0, 400_000_000);
-        let split = tiers.encode_takers(image, &[a.clone(), b.clone()], 400_000_000);
+        tiers.plan(&b, 300_000.0, t);
+        let split = tiers.encode_takers(image, &[a.clone(), b.clone()], t);
         let sizes: Vec<(u32, u32)> = split.iter().map(|(_, _, e)| (e.width, e.height)).collect();
         assert!(sizes.contains(&(160, 120)) && sizes.iter().any(|&(w, _)| w < 160), "{sizes:?}");
     }
