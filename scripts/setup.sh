@@ -23,6 +23,7 @@ packages=(
   strace           # fault injection (a slow fsync) in the stop-chain test
   util-linux       # prlimit, setpriv: the stop-chain tests run the vehicle with few descriptors, unprivileged
   iproute2         # ip netns + tc: the shaped-link test and scripts/bench-link.sh (skipped without)
+  tcpdump          # the DSCP marks checked on the wire (vehicle/tests/dscp.rs; skipped without)
   chromium         # the viewer's web UI is tested and benchmarked in a real headless browser
   chromium-driver  # WebDriver for it (fantoccini)
   nodejs           # the ecosystem's JavaScript tools the tests check against (scripts/node-env.sh)

@@ -27,8 +27,9 @@ pub use auth::{
 };
 pub use messages::*;
 pub use video::{
-    decode_video_request, encode_video_request, Credit, KeyframeRequest, VideoHello, VideoRequest,
-    CODEC_H264, CODEC_JPEG, CREDIT_TOPIC, HELLO_TOPIC, KEYFRAME_TOPIC,
+    decode_video_refusal, decode_video_request, encode_video_refusal, encode_video_request,
+    sign_video_request, Credit, KeyframeRequest, VideoHello, VideoRefusal, VideoRequest, CODEC_H264,
+    CODEC_JPEG, CREDIT_TOPIC, HELLO_TOPIC, KEYFRAME_TOPIC, REFUSED_TOPIC,
 };
 pub use wire::{
     decode, decode_record, encode, encode_action, encode_record, peek_action_identity, ActionIdentity,

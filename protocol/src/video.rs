@@ -22,6 +22,61 @@ pub const CREDIT_TOPIC: &str = "credit";
 /// Topic of a keyframe request, client → vehicle (H.264 sessions).
 pub const KEYFRAME_TOPIC: &str = "keyframe";
 
+/// Topic of a refusal, vehicle → client: the session was not opened, or was closed.
+pub const REFUSED_TOPIC: &str = "refused";
+
+/// Vehicle → client: why a hello got no session, or why a session was closed to make room.
+/// `[b"refused", envelope]`; after it, the vehicle sends that connection nothing more until
+/// a hello that gets a place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoRefusal {
+    /// Machine-readable: `full` (every place taken by sessions that may not be displaced),
+    /// `peer_cap` (this address holds `link.max_sessions_per_peer` sessions), `bad_mac` (a
+    /// signed hello whose MAC does not match), `codec` (no codec this vehicle speaks),
+    /// `displaced` (this session was idle and a new hello took its place).
+    pub reason: String,
+    /// The same for people, with the limit that applied.
+    pub detail: String,
+}
+
+/// The two parts of a refusal: `[b"refused", envelope]`.
+pub fn encode_video_refusal(vehicle: &str, seq: u64, now_ns: u64, refusal: &VideoRefusal) -> Vec<Vec<u8>> {
+    let envelope = Envelope {
+        v: PROTOCOL_VERSION,
+        vehicle: vehicle.to_string(),
+        seq,
+        capture_ns: now_ns,
+        send_ns: now_ns,
+        body: refusal,
+    };
+    vec![REFUSED_TOPIC.as_bytes().to_vec(), rmp_serde::to_vec_named(&envelope).unwrap_or_default()]
+}
+
+/// Decodes a refusal (the parts a DEALER receives). Never panics.
+pub fn decode_video_refusal(parts: &[&[u8]]) -> Result<VideoRefusal, DecodeError> {
+    let [topic, envelope] = parts else { return Err(DecodeError::PartCount(parts.len())) };
+    if *topic != REFUSED_TOPIC.as_bytes() {
+        return Err(DecodeError::UnknownTopic(String::from_utf8_lossy(topic).chars().take(64).collect()));
+    }
+    if envelope.len() > MAX_ENVELOPE_BYTES {
+        return Err(DecodeError::TooLarge { part: "envelope", len: envelope.len(), max: MAX_ENVELOPE_BYTES });
+    }
+    let malformed = |reason: String| DecodeError::Malformed { topic: REFUSED_TOPIC, reason };
+    crate::msgpack_check::check(envelope).map_err(malformed)?;
+    let e: Envelope<VideoRefusal> = rmp_serde::from_slice(envelope).map_err(|e| malformed(e.to_string()))?;
+    Ok(e.body)
+}
+
+/// Signs a request made by [`encode_video_request`] (a hello): appends the HMAC-SHA256 of its
+/// envelope under the action key as a third part, as an action is signed (`docs/protocol.md`
+/// 2.1).
+pub fn sign_video_request(parts: &mut Vec<Vec<u8>>, key: &crate::ActionKey) {
+    if let Some(envelope) = parts.get(1) {
+        let mac = key.mac(envelope);
+        parts.push(mac.to_vec());
+    }
+}
+
 /// Client → vehicle: start or keep a video session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VideoHello {
@@ -179,5 +234,20 @@ mod tests {
         old[1][at] = 1;
         let refs: Vec<&[u8]> = old.iter().map(Vec::as_slice).collect();
         assert_eq!(decode_video_request(&refs), Err(DecodeError::Version { got: 1 }));
+    }
+
+    #[test]
+    fn refusals_round_trip_and_a_signed_hello_carries_the_mac_of_its_envelope() {
+        let refusal = VideoRefusal { reason: "full".into(), detail: "8 of 8".into() };
+        let parts = encode_video_refusal("car", 1, 2, &refusal);
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        assert_eq!(decode_video_refusal(&refs), Ok(refusal));
+        assert!(decode_video_refusal(&[b"frame", &parts[1]]).is_err());
+        let key = crate::ActionKey::from_hex(&"ab".repeat(32)).unwrap();
+        let hello = VideoHello { codec: CODEC_JPEG.into(), codecs: vec![], max_kbps: None, full_size: false };
+        let mut parts = encode_video_request("car", 1, 2, &VideoRequest::Hello(hello));
+        sign_video_request(&mut parts, &key);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(key.verify(&parts[1], &parts[2]), Ok(()));
     }
 }

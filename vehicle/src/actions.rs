@@ -190,6 +190,9 @@ pub fn spawn_listener(
     socket.set_rcvhwm(1000)?;
     socket.set_rcvtimeo(100)?;
     socket.set_linger(0)?;
+    // Its TCP acks (and the handshake) in the voice class too: an action's round trip is
+    // only as fast as its slowest direction.
+    socket.set_tos(i32::from(settings.dscp) << 2)?;
     socket.set_subscribe(Topic::Action.as_str().as_bytes())?;
     socket.bind(&endpoint).with_context(|| format!("binding the action socket to {endpoint}"))?;
     let port = bound_port(&socket);

@@ -1,6 +1,6 @@
 //! The broadcaster: one thread that owns the vehicle's two outgoing sockets. The PUB socket
 //! carries the small messages (state, event, detection, truth) queued by the other threads;
-//! the video socket ([`crate::video_link`]) carries frames, read straight from the frames ring
+//! the video socket ([`crate::video::link`]) carries frames, read straight from the frames ring
 //! (a reader like any other, zero-copy) and sent to each viewer only while it has room.
 //!
 //! Nothing here can slow the control loop: the loop hands small messages over with a
@@ -10,8 +10,7 @@
 //! every frame and travel on their own connection, so video never stands in front of them.
 
 use crate::config::{BroadcastSection, H264Section, LinkSection};
-use crate::tiers::JpegEncoder;
-use crate::video_link::{Overrun, VideoLink, VideoStats};
+use crate::video::link::{Overrun, VideoLink, VideoStats};
 use ads_protocol::{encode, Message, Topic};
 use ads_shmem_ipc::{clock, Error as RingError, FrameReader, FrameReaderOptions, ReadMode, Wait};
 use anyhow::Context as _;
@@ -112,6 +111,8 @@ pub struct BroadcastSettings {
     pub h264: H264Section,
     /// The source's frame rate (what the H.264 rate control budgets frames for).
     pub fps: f64,
+    /// The action key: hellos signed with it hold sessions unsigned ones cannot displace.
+    pub hello_key: Option<ads_protocol::ActionKey>,
 }
 
 /// Binds both sockets (errors surface here, before the thread starts) and runs the
@@ -129,23 +130,24 @@ pub fn spawn(
     socket.set_sndhwm(settings.broadcast.send_hwm)?;
     socket.set_sndbuf(settings.broadcast.send_buffer_bytes)?;
     socket.set_linger(0)?;
+    // State and acks in Wi-Fi's voice class, ahead of the video (docs/deployment.md).
+    socket.set_tos(i32::from(settings.broadcast.dscp) << 2)?;
     socket
         .bind(&settings.broadcast.endpoint)
         .with_context(|| format!("binding the PUB socket to {}", settings.broadcast.endpoint))?;
-    let encoder = Box::new(JpegEncoder::new().context("creating the JPEG compressor")?);
     let video = VideoLink::bind(
         context,
         &settings.link,
         &settings.vehicle_id,
         settings.frame_size,
-        encoder,
+        settings.hello_key.clone(),
         Arc::clone(&stats.video),
     )?
-    .with_h264(crate::h264::H264Tiers::new(
+    .with_h264(crate::video::h264::H264Tiers::new(
         &settings.h264,
         settings.frame_size,
         settings.fps,
-        crate::h264::OpenH264Encoder::boxed,
+        crate::video::h264_encoder::OpenH264Encoder::boxed,
     ));
     let handle = std::thread::Builder::new().name("broadcaster".into()).spawn(move || {
         let mut broadcaster =

@@ -144,6 +144,10 @@ pub struct BroadcastSection {
     /// Kernel send buffer of each subscriber's TCP connection, bytes (small: what waits in
     /// the kernel waits in line).
     pub send_buffer_bytes: i32,
+    /// DSCP of the PUB socket's packets (state, acks, events) and of the action socket's,
+    /// 0..=63; 48 (CS6): Wi-Fi with WMM puts it in the voice access class (AC_VO) whether the
+    /// access point maps by precedence or by RFC 8325 (docs/deployment.md). 0: unmarked.
+    pub dscp: u8,
 }
 
 /// The link to viewers' video: the ROUTER socket, one credit-paced session per viewer (docs/protocol.md 2.1).
@@ -173,6 +177,14 @@ pub struct LinkSection {
     pub max_viewers: u32,
     /// A session silent for this long (no hello, no credit) is forgotten, ms.
     pub session_timeout_ms: u32,
+    /// A session that has not credited a frame it was sent for this long is idle, ms: when
+    /// every place is taken, a new hello closes the oldest idle session to get one.
+    pub session_idle_ms: u32,
+    /// Sessions one network address (libzmq's `Peer-Address`) may hold at once; 0: no cap.
+    pub max_sessions_per_peer: u32,
+    /// DSCP of the video's packets, 0..=63; 34 (AF41): Wi-Fi with WMM puts it in the video
+    /// access class (AC_VI), behind state and acks (docs/deployment.md). 0: unmarked.
+    pub dscp: u8,
 }
 
 /// H.264 on the video link, for viewers whose hello accepts it (`docs/protocol.md` 2.2).
@@ -181,7 +193,10 @@ pub struct LinkSection {
 pub struct H264Section {
     /// Offer H.264 at all; off: every viewer gets JPEG.
     pub enabled: bool,
-    /// Frames between periodic keyframes (besides those on demand), 1..=600.
+    /// Frames between periodic keyframes, 0..=600; 0 (the default): none, keyframes only when
+    /// a viewer joins a rung, asks (at most 2/s per rung) or falls out of step. The link is
+    /// reliable (TCP), so nothing is lost that a periodic keyframe would repair, and each one
+    /// costs several frames of airtime in front of the state.
     pub keyframe_interval_frames: u32,
     /// Bit-rate bounds of the H.264 ladder, kbit/s (its rungs run 250..=6000).
     pub max_kbps: u32,
@@ -197,7 +212,7 @@ impl Default for H264Section {
     fn default() -> Self {
         Self {
             enabled: true,
-            keyframe_interval_frames: 60,
+            keyframe_interval_frames: 0,
             max_kbps: 6000,
             min_kbps: 250,
             frames_in_flight: 2,
@@ -210,8 +225,8 @@ impl H264Section {
         let invalid =
             |key, value: u32, problem| Err(ConfigError::Invalid { key, value: value.to_string(), problem });
         let g = self.keyframe_interval_frames;
-        if !(1..=600).contains(&g) {
-            return invalid("h264.keyframe_interval_frames", g, "must be in 1..=600");
+        if g > 600 {
+            return invalid("h264.keyframe_interval_frames", g, "must be in 0..=600");
         }
         if !(100..=50_000).contains(&self.max_kbps) {
             return invalid("h264.max_kbps", self.max_kbps, "must be in 100..=50000");
@@ -239,6 +254,9 @@ pub struct ActionsSection {
     /// seen when the vehicle restarts, so this bounds how long a captured action could be
     /// replayed.
     pub max_expiry_s: u64,
+    /// DSCP of the action socket's packets (its TCP acks and handshake), 0..=63; 48 (CS6):
+    /// Wi-Fi's voice class, as `broadcast.dscp`. 0: unmarked.
+    pub dscp: u8,
     /// Where the emergency-stop latch is persisted; `None`: [`crate::latch::default_path`]
     /// (systemd's `StateDirectory=`, else `~/.local/state/ads/`).
     pub latch_file: Option<PathBuf>,
@@ -485,6 +503,7 @@ impl Default for BroadcastSection {
             endpoint: format!("tcp://*:{}", ads_protocol::DEFAULT_PUB_PORT),
             send_hwm: 100,
             send_buffer_bytes: 65_536,
+            dscp: 48,
         }
     }
 }
@@ -504,6 +523,9 @@ impl Default for LinkSection {
             max_kbps_per_viewer: 0,
             max_viewers: 8,
             session_timeout_ms: 3000,
+            session_idle_ms: 2000,
+            max_sessions_per_peer: 4,
+            dscp: 34,
         }
     }
 }
@@ -514,6 +536,7 @@ impl Default for ActionsSection {
             endpoint: format!("tcp://*:{}", ads_protocol::DEFAULT_ACTION_PORT),
             key_file: None,
             max_expiry_s: 60,
+            dscp: 48,
             latch_file: None,
             require_operator: None,
             drive_on_start: None,
@@ -751,6 +774,8 @@ impl VehicleConfig {
             b,
             "must be in 4096..=16777216",
         )?;
+        let d = self.broadcast.dscp;
+        check(d <= 63, "broadcast.dscp", d, "must be in 0..=63")?;
         self.link.validate()?;
         self.h264.validate()?;
         let s = self.drive.target_speed_mps;
@@ -759,6 +784,8 @@ impl VehicleConfig {
         check(l > 0.5 && l < 100.0, "drive.lookahead_m", l, "must be in (0.5, 100)")?;
         let e = self.actions.max_expiry_s;
         check((1..=3600).contains(&e), "actions.max_expiry_s", e, "must be in 1..=3600")?;
+        let d = self.actions.dscp;
+        check(d <= 63, "actions.dscp", d, "must be in 0..=63")?;
         let ot = self.actions.operator_timeout_ms;
         check((100..=60_000).contains(&ot), "actions.operator_timeout_ms", ot, "must be in 100..=60000")?;
         check(
@@ -890,6 +917,12 @@ impl LinkSection {
             t.to_string(),
             "must be in 100..=60000",
         )?;
+        let i = self.session_idle_ms;
+        check((100..=60_000).contains(&i), "link.session_idle_ms", i.to_string(), "must be in 100..=60000")?;
+        let p = self.max_sessions_per_peer;
+        check(p <= 64, "link.max_sessions_per_peer", p.to_string(), "must be in 0..=64")?;
+        let d = self.dscp;
+        check(d <= 63, "link.dscp", d.to_string(), "must be in 0..=63")?;
         check(
             self.endpoint.contains("://"),
             "link.endpoint",

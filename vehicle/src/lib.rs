@@ -15,15 +15,11 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod detections;
-pub mod h264;
 pub mod latch;
 pub mod latch_writer;
 pub mod run;
 pub mod source;
-pub mod stream_rate;
 pub mod teleop;
-pub mod tiers;
-pub mod video_link;
-pub mod video_peer;
+pub mod video;
 
 pub use run::{run, Args};

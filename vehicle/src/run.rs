@@ -75,6 +75,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         link: config.link.clone(),
         h264: config.h264.clone(),
         fps: config.fps,
+        // The action key also signs hellos (docs/protocol.md 2.1); a bad key file stops the
+        // vehicle here as it would the action listener.
+        hello_key: config.actions.key_file.as_deref().map(ads_protocol::ActionKey::load).transpose()?,
     };
     let broadcaster = broadcast::spawn(
         &context,

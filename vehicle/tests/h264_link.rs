@@ -216,3 +216,60 @@ fn h264_and_jpeg_viewers_side_by_side_with_keyframes_on_demand() {
     car.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Seven viewers asking for a keyframe after every frame (as the attacker did: 62
+/// IDR/s) get no more keyframes than the limit, 2/s per tier, besides their first and those
+/// of tier moves; and they keep getting frames. Before, every request forced one.
+#[test]
+fn keyframe_requests_cannot_force_more_than_the_limit() {
+    let dir = std::env::temp_dir().join(unique_name("keyflood"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("vehicle.toml");
+    // All seven from one address (loopback): no per-address cap here.
+    std::fs::write(&config, "[link]\nmax_sessions_per_peer = 0\n").unwrap();
+    let car = TestVehicle::build("keyflood")
+        .binary(env!("CARGO_BIN_EXE_ads-vehicle"))
+        .vehicle_id("car")
+        .arg("--config")
+        .arg(&config)
+        .args(["--control", "truth"])
+        .log("error")
+        .spawn();
+    let context = zmq::Context::new();
+    let endpoint = car.video_endpoint();
+    let mut flooders: Vec<Client> =
+        (0..7).map(|_| Client::connect(&context, &endpoint, &[CODEC_H264])).collect();
+    // Everyone's first frame (a keyframe each) before counting.
+    for f in &mut flooders {
+        f.frame();
+    }
+    let started = Instant::now();
+    let deadline = started + DEADLINE;
+    let mut frames = [0usize; 7];
+    let mut keys = [0usize; 7];
+    let mut tiers: Vec<Vec<u8>> = vec![Vec::new(); 7];
+    while frames.iter().any(|&n| n < 60) {
+        assert!(Instant::now() < deadline, "frames stopped: {frames:?}");
+        for (i, f) in flooders.iter_mut().enumerate() {
+            let Some((info, _)) = f.try_frame() else { continue };
+            assert_eq!(info.codec, CODEC_H264);
+            frames[i] += 1;
+            keys[i] += usize::from(info.keyframe);
+            if tiers[i].last() != Some(&info.tier) {
+                tiers[i].push(info.tier);
+            }
+            f.send(&VideoRequest::Keyframe(KeyframeRequest { after_frame_id: info.frame_id }));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("{seconds:.1} s: frames {frames:?}, keyframes {keys:?}, tiers {tiers:?}");
+    for i in 0..7 {
+        // 2/s on its tier, plus one for each tier it moved to, plus one for rounding.
+        let allowed = (2.0 * seconds).ceil() as usize + tiers[i].len() + 1;
+        assert!(
+            keys[i] <= allowed,
+            "viewer {i}: {} keyframes in {seconds:.1} s (at most {allowed})",
+            keys[i]
+        );
+    }
+}

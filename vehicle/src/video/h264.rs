@@ -1,16 +1,21 @@
-//! H.264 on the video link: the encoder trait (so a hardware encoder — V4L2 M2M on a
-//! Raspberry Pi, NVENC on a Jetson — can stand in for the software one), openh264 behind it,
-//! and the H.264 tiers: one encoder per (scale, bit rate) rung, shared by every viewer on it.
+//! H.264 on the video link: the H.264 tiers, one encoder ([`super::h264_encoder`]) per
+//! (scale, bit rate) rung, shared by every viewer on it, as a [`StreamCodec`].
 //!
 //! A stateful codec cannot skip frames per viewer the way JPEG can: a viewer that misses one
 //! access unit cannot decode the next ones. So a tier's encoder runs only on frames that all
 //! its viewers take (a viewer that holds the tier back for longer than [`WAIT_FOR_PEERS_NS`]
 //! is left behind instead, and catches up at the next keyframe); a viewer that joins a tier,
-//! missed a frame or asks for one gets a keyframe (IDR with SPS and PPS in front).
+//! missed a frame or asks for one gets a keyframe (IDR with SPS and PPS in front), the next
+//! one the tier is allowed ([`KEY_INTERVAL_NS`]). No periodic keyframes by default: the link
+//! is reliable, and each one is several frames of airtime in front of the state.
 
+use super::codec::{Batch, Encoded, StreamCodec, Unit};
+use super::h264_encoder::{EncoderFactory, StreamSpec, VideoEncoder};
+use super::picture::{downscale_bgr, SourceImage};
+use super::session::{Session, SessionRules};
 use crate::config::H264Section;
-use crate::tiers::{downscale_bgr, Encoded, SourceImage};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// How long viewers of a tier wait for a peer without a credit before the frame goes out
 /// without it.
@@ -23,123 +28,11 @@ const UPGRADE_INTERVAL_NS: u64 = 4_000_000_000;
 /// ...and down only when its rate is below this share of its tier's (a tier's rate control
 /// undershoots it, and a late frame has cut the rate already).
 const DOWNGRADE_SHARE: f64 = 0.85;
-/// Keyframes a viewer's own requests can force, at most one per this interval per tier (a
-/// client must not turn a shared stream into all-intra).
-const KEY_REQUEST_INTERVAL_NS: u64 = 500_000_000;
-
-/// One access unit out of an encoder.
-#[derive(Debug, Clone)]
-pub struct AccessUnit {
-    /// Annex B: NAL units each behind a `00 00 00 01` start code.
-    pub bytes: Vec<u8>,
-    pub keyframe: bool,
-}
-
-/// An H.264 encoder of one fixed picture size and bit rate. Constrained baseline, no B-frames
-/// (every access unit is decodable as soon as it arrives), SPS and PPS before every IDR.
-pub trait VideoEncoder: Send {
-    /// What it is, for logs and `state` (`openh264`, `v4l2m2m`, ...).
-    fn name(&self) -> &'static str;
-    /// Encodes one packed BGR picture (`width * 3` bytes a row) of the encoder's size taken
-    /// at `at_ns` (monotonic); `keyframe` forces an IDR. The rate control spends its budget
-    /// by these times: a stream fed fewer frames than its nominal rate gets more bits each.
-    /// An empty access unit: the rate control skipped the picture (nothing refers to it).
-    fn encode(&mut self, bgr: &[u8], keyframe: bool, at_ns: u64) -> anyhow::Result<AccessUnit>;
-}
-
-/// What an encoder is made for.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StreamSpec {
-    pub width: u32,
-    pub height: u32,
-    pub bitrate_bps: u32,
-    pub fps: f32,
-    /// Frames between periodic keyframes.
-    pub gop_frames: u32,
-}
-
-/// Makes an encoder for a tier; the software one is [`OpenH264Encoder::boxed`].
-pub type EncoderFactory = fn(StreamSpec) -> anyhow::Result<Box<dyn VideoEncoder>>;
-
-/// Cisco's OpenH264, built from source by the `openh264` crate.
-pub struct OpenH264Encoder {
-    encoder: openh264::encoder::Encoder,
-    yuv: openh264::formats::YUVBuffer,
-    spec: StreamSpec,
-    frames: u64,
-    /// Time of the first picture, and the last timestamp given (ms since it).
-    first_ns: Option<u64>,
-    last_ms: Option<u64>,
-}
-
-impl std::fmt::Debug for OpenH264Encoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenH264Encoder").field("spec", &self.spec).finish_non_exhaustive()
-    }
-}
-
-impl OpenH264Encoder {
-    pub fn new(spec: StreamSpec) -> anyhow::Result<Self> {
-        use openh264::encoder::{
-            BitRate, Complexity, EncoderConfig, FrameRate, IntraFramePeriod, Profile, RateControlMode,
-            SpsPpsStrategy, UsageType,
-        };
-        let config = EncoderConfig::new()
-            .bitrate(BitRate::from_bps(spec.bitrate_bps))
-            .max_frame_rate(FrameRate::from_hz(spec.fps))
-            .rate_control_mode(RateControlMode::Bitrate)
-            .usage_type(UsageType::CameraVideoRealTime)
-            .profile(Profile::Baseline)
-            // The rate control may skip a frame to hold the bit rate (an empty access unit,
-            // not sent: nothing refers to it); without skipping openh264 cannot hold it.
-            .skip_frames(true)
-            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
-            .intra_frame_period(IntraFramePeriod::from_num_frames(spec.gop_frames))
-            // One thread: the vehicle's CPU is shared with detection and control.
-            .num_threads(1)
-            // Low: ~15 % less CPU than Medium for SSIM within 0.01 here (docs/benchmarks.md).
-            .complexity(Complexity::Low);
-        let api = openh264::OpenH264API::from_source();
-        let encoder = openh264::encoder::Encoder::with_api_config(api, config)?;
-        let yuv = openh264::formats::YUVBuffer::new(spec.width as usize, spec.height as usize);
-        Ok(Self { encoder, yuv, spec, frames: 0, first_ns: None, last_ms: None })
-    }
-
-    /// The [`EncoderFactory`] of the software encoder.
-    pub fn boxed(spec: StreamSpec) -> anyhow::Result<Box<dyn VideoEncoder>> {
-        Ok(Box::new(Self::new(spec)?))
-    }
-}
-
-impl VideoEncoder for OpenH264Encoder {
-    fn name(&self) -> &'static str {
-        "openh264"
-    }
-
-    fn encode(&mut self, bgr: &[u8], keyframe: bool, at_ns: u64) -> anyhow::Result<AccessUnit> {
-        let (w, h) = (self.spec.width as usize, self.spec.height as usize);
-        anyhow::ensure!(bgr.len() == w * h * 3, "picture of {} bytes for {w}x{h} BGR", bgr.len());
-        self.yuv.read_rgb(openh264::formats::BgrSliceU8::new(bgr, (w, h)));
-        // The first frame is an IDR anyway; forcing it again would make two.
-        if keyframe && self.frames > 0 {
-            self.encoder.force_intra_frame();
-        }
-        // The pictures' own times, so that frames the link skipped leave their bits to the
-        // next ones (counted frames at the nominal rate would starve a stream fed at 20 fps
-        // and make the rate control skip more). Strictly increasing, as openh264 wants.
-        let first = *self.first_ns.get_or_insert(at_ns);
-        let mut ms = at_ns.saturating_sub(first) / 1_000_000;
-        if let Some(last) = self.last_ms.filter(|&last| ms <= last) {
-            ms = last + 1;
-        }
-        self.last_ms = Some(ms);
-        let stream = self.encoder.encode_at(&self.yuv, openh264::Timestamp::from_millis(ms))?;
-        let keyframe = matches!(stream.frame_type(), openh264::encoder::FrameType::IDR);
-        let bytes = stream.to_vec();
-        self.frames += 1;
-        Ok(AccessUnit { bytes, keyframe })
-    }
-}
+/// Keyframes on one tier, at most one per this interval (2/s), whoever wants them: a
+/// request, a newcomer, a viewer out of step or moving tiers. A client must not turn a shared
+/// stream into all-intra; a viewer out of step waits for the tier's next allowed keyframe.
+/// Each session's own requests count at most once per interval too.
+pub const KEY_INTERVAL_NS: u64 = 500_000_000;
 
 /// One rung of the H.264 ladder.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -164,13 +57,17 @@ struct Member {
     waiting_since: Option<u64>,
     /// When it last moved to another tier.
     last_move_ns: Option<u64>,
+    /// When its last keyframe request counted.
+    last_request_ns: Option<u64>,
 }
 
 /// One tier's running stream.
 struct Stream {
     encoder: Box<dyn VideoEncoder>,
-    force_key: bool,
-    last_request_key_ns: Option<u64>,
+    /// A member asked for a keyframe.
+    key_wanted: bool,
+    /// When its last keyframe was made.
+    last_key_ns: Option<u64>,
 }
 
 /// The H.264 side of the link: its members, one stream per tier in use.
@@ -190,6 +87,8 @@ pub struct H264Tiers {
     pub key_requests: u64,
     /// Pictures the encoders' rate control skipped.
     pub rate_skips: u64,
+    /// How long the last frame's encodes took, µs.
+    last_encode_us: u32,
 }
 
 impl std::fmt::Debug for H264Tiers {
@@ -224,6 +123,7 @@ impl H264Tiers {
             keyframes: 0,
             key_requests: 0,
             rate_skips: 0,
+            last_encode_us: 0,
         }
     }
 
@@ -272,17 +172,6 @@ impl H264Tiers {
         self.members.contains_key(identity)
     }
 
-    pub fn join(&mut self, identity: &[u8]) {
-        self.members.entry(identity.to_vec()).or_default();
-    }
-
-    pub fn leave(&mut self, identity: &[u8]) {
-        self.members.remove(identity);
-        let in_use: Vec<usize> = self.members.values().map(|m| m.tier).collect();
-        // A tier nobody is on stops; its encoder is made afresh when someone comes back.
-        self.streams.retain(|tier, _| in_use.contains(tier));
-    }
-
     /// Sets the tier a member should be on now (from its stream rate): down as soon as the
     /// rate is clearly below the tier's, up only with a margin and at most every
     /// [`UPGRADE_INTERVAL_NS`].
@@ -309,34 +198,32 @@ impl H264Tiers {
         self.members.get(identity).map(|m| m.tier)
     }
 
-    /// The viewer cannot decode: the next frame of its tier is a keyframe (at most one such
-    /// per [`KEY_REQUEST_INTERVAL_NS`] per tier from requests).
-    pub fn request_keyframe(&mut self, identity: &[u8], now_ns: u64) {
+    /// The viewer cannot decode: its tier's next allowed keyframe is made. It stays in
+    /// step (a request changes nothing else), so requests cannot force keyframes beyond
+    /// [`KEY_INTERVAL_NS`]; one session's requests count once per interval.
+    fn keyframe_wanted(&mut self, identity: &[u8], now_ns: u64) {
         let Some(member) = self.members.get_mut(identity) else { return };
         self.key_requests += 1;
-        member.in_step = None;
+        if member.last_request_ns.is_some_and(|t| now_ns.saturating_sub(t) < KEY_INTERVAL_NS) {
+            return;
+        }
+        member.last_request_ns = Some(now_ns);
         if let Some(stream) = self.streams.get_mut(&member.tier) {
-            let recent = stream
-                .last_request_key_ns
-                .is_some_and(|t| now_ns.saturating_sub(t) < KEY_REQUEST_INTERVAL_NS);
-            if !recent {
-                stream.last_request_key_ns = Some(now_ns);
-                stream.force_key = true;
-            }
+            stream.key_wanted = true;
         }
     }
 
-    /// A frame the member should have had did not go out to it: it is out of step.
-    pub fn missed(&mut self, identity: &[u8]) {
-        if let Some(m) = self.members.get_mut(identity) {
-            m.in_step = None;
-        }
+    /// Whether `tier` may make a keyframe now (a new stream starts with one anyway).
+    fn key_allowed(&self, tier: usize, now_ns: u64) -> bool {
+        self.streams
+            .get(&tier)
+            .is_none_or(|s| s.last_key_ns.is_none_or(|t| now_ns.saturating_sub(t) >= KEY_INTERVAL_NS))
     }
 
     /// Encodes `image` for the tiers of `takers` (members that have room now) and says which
     /// takers get which access unit. A tier is encoded only when all its members take the
     /// frame, or one has waited for the others longer than [`WAIT_FOR_PEERS_NS`].
-    pub fn encode(
+    pub fn encode_takers(
         &mut self,
         image: SourceImage<'_>,
         takers: &[Vec<u8>],
@@ -365,8 +252,14 @@ impl H264Tiers {
             }
             let stragglers: Vec<Vec<u8>> =
                 on_tier.iter().filter(|id| !takers.contains(id)).map(|id| (*id).clone()).collect();
-            let needs_key = taking.iter().any(|id| self.members[id].in_step != Some(tier));
-            match self.encode_tier(image, tier, needs_key, now_ns) {
+            let out_of_step = taking.iter().any(|id| self.members[id].in_step != Some(tier));
+            let asked = self.streams.get(&tier).is_some_and(|s| s.key_wanted);
+            let key = (out_of_step || asked) && self.key_allowed(tier, now_ns);
+            // Nobody could use a delta frame: wait for the next allowed keyframe.
+            if !key && !taking.iter().any(|id| self.members[id].in_step == Some(tier)) {
+                continue;
+            }
+            match self.encode_tier(image, tier, key, now_ns) {
                 Ok(encoded) if encoded.bytes.is_empty() => {
                     // Skipped by the rate control: nobody is out of step.
                     self.rate_skips += 1;
@@ -407,7 +300,7 @@ impl H264Tiers {
         &mut self,
         image: SourceImage<'_>,
         tier: usize,
-        needs_key: bool,
+        key: bool,
         now_ns: u64,
     ) -> anyhow::Result<Encoded> {
         let started = std::time::Instant::now();
@@ -429,7 +322,7 @@ impl H264Tiers {
                 encoder = encoder.name(),
                 "H.264 stream started"
             );
-            self.streams.insert(tier, Stream { encoder, force_key: true, last_request_key_ns: None });
+            self.streams.insert(tier, Stream { encoder, key_wanted: false, last_key_ns: None });
         }
         let packed: &[u8] = if (width, height) != (image.width, image.height) {
             downscale_bgr(image, width, height, &mut self.scaled);
@@ -444,9 +337,10 @@ impl H264Tiers {
             &self.packed
         };
         let stream = self.streams.get_mut(&tier).expect("just made");
-        let unit = stream.encoder.encode(packed, needs_key || stream.force_key, now_ns)?;
+        let unit = stream.encoder.encode(packed, key, now_ns)?;
         if unit.keyframe {
-            stream.force_key = false;
+            stream.key_wanted = false;
+            stream.last_key_ns = Some(now_ns);
         }
         let encode_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
         Ok(Encoded {
@@ -461,78 +355,105 @@ impl H264Tiers {
     }
 }
 
-/// Fills in what the H.264 viewers get in the vehicle's `state.link`.
-pub fn describe(
-    tiers: &H264Tiers,
-    sessions: &HashMap<Vec<u8>, crate::video_peer::Session>,
-    state: &mut ads_protocol::LinkState,
-) {
-    state.h264_keyframes = tiers.keyframes;
-    state.h264_key_requests = tiers.key_requests;
-    state.h264_rate_skips = tiers.rate_skips;
-    for (identity, session) in sessions {
-        let Some(tier) = tiers.tier_of(identity) else { continue };
-        let Some(view) = state.viewers.iter_mut().find(|v| v.session == session.number) else { continue };
-        let (width, height) = tiers.size_of(tier);
+impl StreamCodec for H264Tiers {
+    fn name(&self) -> &'static str {
+        ads_protocol::CODEC_H264
+    }
+
+    fn join(&mut self, identity: &[u8]) {
+        self.members.entry(identity.to_vec()).or_default();
+    }
+
+    fn leave(&mut self, identity: &[u8]) {
+        self.members.remove(identity);
+        let in_use: Vec<usize> = self.members.values().map(|m| m.tier).collect();
+        // A tier nobody is on stops; its encoder is made afresh when someone comes back.
+        self.streams.retain(|tier, _| in_use.contains(tier));
+    }
+
+    fn want(
+        &mut self,
+        identity: &[u8],
+        session: &mut Session,
+        rules: &SessionRules,
+        now_ns: u64,
+    ) -> Option<usize> {
+        let tier = self.plan(identity, session.stream_bps(), now_ns);
+        session.want_stream(rules, tier, self.frame_bytes(tier), now_ns).then_some(tier)
+    }
+
+    fn encode(&mut self, image: SourceImage<'_>, takers: &[(Vec<u8>, usize)], now_ns: u64) -> Batch {
+        let started = std::time::Instant::now();
+        let ids: Vec<Vec<u8>> = takers.iter().map(|(id, _)| id.clone()).collect();
+        let out = self.encode_takers(image, &ids, now_ns);
+        let mut batch = Batch::default();
+        if out.is_empty() {
+            return batch;
+        }
+        self.last_encode_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        batch.encode_us = u64::from(self.last_encode_us);
+        let mut shared: HashMap<usize, Arc<Encoded>> = HashMap::new();
+        for (identity, tier, encoded) in out {
+            let encoded = shared.entry(tier).or_insert_with(|| Arc::new(encoded));
+            batch.units.push(Unit { identity, tier, encoded: Arc::clone(encoded) });
+        }
+        batch.encodes = shared.len();
+        batch
+    }
+
+    fn missed(&mut self, identity: &[u8]) {
+        if let Some(m) = self.members.get_mut(identity) {
+            m.in_step = None;
+        }
+    }
+
+    fn request_keyframe(&mut self, identity: &[u8], now_ns: u64) -> bool {
+        self.keyframe_wanted(identity, now_ns);
+        true
+    }
+
+    fn encoder_bps(&self, tier: usize) -> f64 {
+        f64::from(self.rung(tier).kbps) * 1000.0
+    }
+
+    fn goodput_bps(&self, session: &Session) -> f64 {
+        session.stream_link_bps()
+    }
+
+    fn describe(
+        &self,
+        identity: &[u8],
+        session: &Session,
+        _rules: &SessionRules,
+        _now_ns: u64,
+        view: &mut ads_protocol::ViewerLink,
+    ) {
+        let Some(tier) = self.tier_of(identity) else { return };
+        let (width, height) = self.size_of(tier);
         view.codec = ads_protocol::CODEC_H264.into();
         view.tier = u8::try_from(tier).unwrap_or(u8::MAX);
         (view.width, view.height, view.quality) = (width, height, 0);
         view.reduced = tier > 0;
         view.goodput_kbps = (session.stream_link_bps() / 1000.0) as u32;
     }
-}
 
-/// Whether `bytes` is an Annex B access unit with an IDR slice (NAL type 5), SPS (7) and PPS (8).
-pub fn is_idr_with_parameter_sets(bytes: &[u8]) -> bool {
-    let types: Vec<u8> = nal_types(bytes).collect();
-    types.contains(&5) && types.contains(&7) && types.contains(&8)
-}
-
-/// The NAL unit types of an Annex B stream, in order.
-pub fn nal_types(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
-    // Emulation prevention keeps `00 00 01` out of NAL payloads: every one starts a unit.
-    bytes.windows(4).filter(|w| w[..3] == [0, 0, 1]).map(|w| w[3] & 0x1f)
+    fn report(&self, state: &mut ads_protocol::LinkState) {
+        state.h264_keyframes = self.keyframes;
+        state.h264_key_requests = self.key_requests;
+        state.h264_rate_skips = self.rate_skips;
+        state.h264_encode_us = self.last_encode_us;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn road(width: u32, height: u32, t: u32) -> Vec<u8> {
-        let mut px = vec![0u8; (width * height * 3) as usize];
-        for y in 0..height {
-            for x in 0..width {
-                let i = ((y * width + x) * 3) as usize;
-                let v = ((x + t * 4) % 64 * 4) as u8;
-                px[i..i + 3].copy_from_slice(&[v, (y % 200) as u8, 90]);
-            }
-        }
-        px
-    }
+    use crate::video::h264_encoder::tests::road;
+    use crate::video::h264_encoder::OpenH264Encoder;
 
     fn config() -> H264Section {
         H264Section::default()
-    }
-
-    #[test]
-    fn openh264_makes_annex_b_with_parameter_sets_on_every_keyframe() {
-        let spec = StreamSpec { width: 160, height: 120, bitrate_bps: 500_000, fps: 30.0, gop_frames: 10 };
-        let mut encoder = OpenH264Encoder::new(spec).unwrap();
-        let mut keys = Vec::new();
-        for t in 0..25 {
-            let unit = encoder.encode(&road(160, 120, t), t == 13, u64::from(t) * 33_333_333).unwrap();
-            assert_eq!(&unit.bytes[..4], &[0, 0, 0, 1], "Annex B start code");
-            assert_eq!(unit.keyframe, is_idr_with_parameter_sets(&unit.bytes), "frame {t}");
-            if unit.keyframe {
-                keys.push(t);
-            }
-        }
-        assert!(keys.contains(&0) && keys.contains(&13), "first and forced keyframes: {keys:?}");
-        assert!(keys.len() >= 3, "periodic keyframes too: {keys:?}");
-        assert!(
-            encoder.encode(&[0; 10], false, 10_000_000_000).is_err(),
-            "a picture of the wrong size is an error"
-        );
     }
 
     #[test]
@@ -543,28 +464,47 @@ mod tests {
         tiers.plan(&a, 10e6, 0);
         let pixels = road(160, 120, 0);
         let image = SourceImage { pixels: &pixels, width: 160, height: 120, stride: 480 };
-        let first = tiers.encode(image, std::slice::from_ref(&a), 0);
+        let first = tiers.encode_takers(image, std::slice::from_ref(&a), 0);
         assert_eq!(first.len(), 1);
         assert!(first[0].2.keyframe);
-        let second = tiers.encode(image, std::slice::from_ref(&a), 33);
+        let second = tiers.encode_takers(image, std::slice::from_ref(&a), 33);
         assert!(!second[0].2.keyframe, "in step: a P frame");
-        // b joins the same tier mid-stream: the next frame is a keyframe, sent to both.
+        // b joins the same tier mid-stream: within the tier's keyframe limit it waits (a gets
+        // a delta frame alone), then the tier's next allowed keyframe goes to both.
         tiers.join(&b);
         tiers.plan(&b, 10e6, 0);
-        let third = tiers.encode(image, &[a.clone(), b.clone()], 66);
+        let early = tiers.encode_takers(image, &[a.clone(), b.clone()], 66);
+        assert_eq!(early.len(), 1, "b waits for the tier's next allowed keyframe");
+        assert!(!early[0].2.keyframe);
+        let third = tiers.encode_takers(image, &[a.clone(), b.clone()], KEY_INTERVAL_NS);
         assert_eq!(third.len(), 2);
         assert!(third.iter().all(|(_, _, e)| e.keyframe));
         // b has no room: a waits for it, then goes on without it; b is then out of step and
         // gets nothing until a keyframe.
-        assert!(tiers.encode(image, std::slice::from_ref(&a), 100).is_empty());
-        let on = tiers.encode(image, std::slice::from_ref(&a), 100 + WAIT_FOR_PEERS_NS);
+        let t = KEY_INTERVAL_NS + 33_000_000;
+        assert!(tiers.encode_takers(image, std::slice::from_ref(&a), t).is_empty());
+        let on = tiers.encode_takers(image, std::slice::from_ref(&a), t + WAIT_FOR_PEERS_NS);
         assert_eq!(on.len(), 1);
-        let back = tiers.encode(image, &[a.clone(), b.clone()], 300_000_000);
-        assert_eq!(back.len(), 2, "b's return forces a keyframe for the tier");
+        let back = tiers.encode_takers(image, &[a.clone(), b.clone()], 2 * KEY_INTERVAL_NS);
+        assert_eq!(back.len(), 2, "b's return forces the tier's next keyframe");
         assert!(back[0].2.keyframe);
+        // Requests, however many, make no keyframe before the tier's interval is over, and
+        // one afterwards; the requester stays in step meanwhile.
+        let mut t = 2 * KEY_INTERVAL_NS;
+        let mut keys = 0;
+        for _ in 0..32 {
+            t += 33_333_333;
+            tiers.request_keyframe(&a, t);
+            tiers.request_keyframe(&b, t);
+            let out = tiers.encode_takers(image, &[a.clone(), b.clone()], t);
+            assert_eq!(out.len(), 2, "the requesters still get every frame");
+            keys += usize::from(out[0].2.keyframe);
+        }
+        assert_eq!(keys, 2, "one keyframe per {KEY_INTERVAL_NS} ns over 1.07 s of requests");
+        let t = t + KEY_INTERVAL_NS;
         // A slow viewer gets a lower tier of its own.
-        tiers.plan(&b, 300_000.0, 400_000_000);
-        let split = tiers.encode(image, &[a.clone(), b.clone()], 400_000_000);
+        tiers.plan(&b, 300_000.0, t);
+        let split = tiers.encode_takers(image, &[a.clone(), b.clone()], t);
         let sizes: Vec<(u32, u32)> = split.iter().map(|(_, _, e)| (e.width, e.height)).collect();
         assert!(sizes.contains(&(160, 120)) && sizes.iter().any(|&(w, _)| w < 160), "{sizes:?}");
     }

@@ -9,8 +9,8 @@
 //! believed immediately, one that got faster step by step (at most x1.25 a frame, and only
 //! from frames big enough to have tested it, since a small one can slip through in a burst).
 
-use crate::stream_rate::{Delivery, StreamRate};
-use crate::tiers::Ladder;
+use super::jpeg::Ladder;
+use super::stream_rate::{Delivery, StreamRate};
 use std::collections::VecDeque;
 
 const NS_PER_S: f64 = 1e9;
@@ -97,6 +97,12 @@ pub struct Want {
 #[derive(Debug)]
 pub struct Session {
     pub number: u64,
+    /// Which of the link's codecs it is on (an index into them; 0: JPEG).
+    pub codec: usize,
+    /// A hello of it was signed with the action key.
+    pub signed: bool,
+    /// The network address its connection comes from (libzmq's `Peer-Address`).
+    pub peer: Option<String>,
     /// The tighter of the configured cap and the one the viewer asked for, bit/s.
     cap_bps: Option<f64>,
     in_flight: VecDeque<InFlight>,
@@ -130,6 +136,9 @@ impl Session {
     pub fn new(number: u64, rules: &SessionRules, asked_kbps: Option<u32>, now_ns: u64) -> Self {
         let mut session = Self {
             number,
+            codec: 0,
+            signed: false,
+            peer: None,
             cap_bps: None,
             in_flight: VecDeque::new(),
             last_heard_ns: now_ns,
@@ -174,6 +183,13 @@ impl Session {
 
     pub fn expired(&self, rules: &SessionRules, now_ns: u64) -> bool {
         now_ns.saturating_sub(self.last_heard_ns) > rules.timeout_ns
+    }
+
+    /// Since when it has been idle: the send time of a frame it has not credited within
+    /// `idle_ns`; `None`: it credits what it gets (or was sent nothing).
+    pub fn idle_since(&self, idle_ns: u64, now_ns: u64) -> Option<u64> {
+        let oldest = self.in_flight.front()?.sent_ns;
+        (now_ns.saturating_sub(oldest) > idle_ns).then_some(oldest)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -229,12 +245,23 @@ impl Session {
         let too_soon = self.too_soon(rules, now_ns);
         let no_credit = self.in_flight.len() >= rules.frames_in_flight;
         let over_rate = self.pace_tokens < 0.0 || (self.cap_bps.is_some() && self.cap_tokens < 0.0);
-        if no_credit || over_rate || too_soon {
+        let queue_full = self.queue_full(rules, ladder.expected_bytes(tier), self.estimate_bps);
+        if no_credit || over_rate || too_soon || queue_full {
             self.frames_skipped += 1;
             return None;
         }
         self.taken(fps, now_ns);
         Some(Want { tier: self.tier })
+    }
+
+    /// Whether a frame of `next_bytes` would put more video in flight than a link of
+    /// `link_bps` drains in the target age: then a state or an ack sent now (the same Wi-Fi
+    /// queue) would wait behind more than that. With nothing in flight a frame always may go
+    /// (one frame larger than the budget is what the tier choice is for).
+    fn queue_full(&self, rules: &SessionRules, next_bytes: f64, link_bps: f64) -> bool {
+        let drained = link_bps / 8.0 * (rules.target_age_ns as f64 / NS_PER_S);
+        let in_flight: usize = self.in_flight.iter().map(|f| f.bytes).sum();
+        in_flight > 0 && in_flight as f64 + next_bytes > drained
     }
 
     /// Whether a frame offered now comes before the next one is due. Loose by a third of a
@@ -258,7 +285,7 @@ impl Session {
         });
     }
 
-    /// For a stream codec (H.264, [`crate::h264`]): whether this session takes a frame now on
+    /// For a stream codec (H.264, [`super::h264`]): whether this session takes a frame now on
     /// `tier`, whose frames are typically `frame_bytes`. The tier's bit rate already fits the
     /// paced rate, so the frame rate stays at the maximum; pacing only absorbs keyframes.
     pub fn want_stream(&mut self, rules: &SessionRules, tier: usize, frame_bytes: f64, now_ns: u64) -> bool {
@@ -271,7 +298,7 @@ impl Session {
         let too_soon = self.too_soon(rules, now_ns);
         let no_credit = self.in_flight.len() >= rules.stream_frames_in_flight;
         let over_rate = self.pace_tokens < 0.0 || (self.cap_bps.is_some() && self.cap_tokens < 0.0);
-        if no_credit || over_rate || too_soon {
+        if no_credit || over_rate || too_soon || self.queue_full(rules, frame_bytes, link) {
             self.frames_skipped += 1;
             return false;
         }
@@ -536,6 +563,24 @@ mod tests {
         let mut modest = Session::new(2, &rules, Some(300), 0);
         modest.hello(&rules, Some(300), 0);
         assert_eq!(modest.cap_bps, Some(300_000.0));
+    }
+
+    #[test]
+    fn a_stream_frame_waits_while_the_video_in_flight_would_outlast_the_target_age() {
+        // A new stream assumes 1.25 Mbit/s of link: 6250 bytes drain in the 40 ms target age.
+        let rules = rules();
+        let mut s = Session::new(1, &rules, None, 0);
+        let t0 = 1_000_000_000;
+        assert!(s.want_stream(&rules, 0, 3000.0, t0));
+        s.sent(1, 5000, true, 1e6, t0);
+        // 100 ms on, pacing has long refilled and a second unit may be in flight, but 5000
+        // bytes still uncredited plus 3000 more would stand 51 ms in front of a state.
+        let t1 = t0 + 100_000_000;
+        assert!(!s.want_stream(&rules, 0, 3000.0, t1), "8000 bytes in flight on a 6250-byte budget");
+        assert!(s.want_stream(&rules, 0, 1000.0, t1 + 34_000_000), "6000 bytes fit");
+        s.sent(2, 1000, false, 1e6, t1 + 34_000_000);
+        s.credit(&rules, 2, t1 + 40_000_000);
+        assert!(s.want_stream(&rules, 0, 3000.0, t1 + 70_000_000), "all credited: room again");
     }
 
     fn s_want(s: &mut Session, rules: &SessionRules, ladder: &Ladder, now: u64) -> bool {

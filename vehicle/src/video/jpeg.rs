@@ -1,8 +1,13 @@
-//! Quality tiers of the video: a fixed ladder of (scale, JPEG quality), best first, what each
-//! tier's frames cost in bytes, and the encoder that makes them. One encode per tier per frame,
-//! shared by every viewer on that tier.
+//! JPEG on the video link: a fixed ladder of (scale, JPEG quality) tiers, best first, what
+//! each tier's frames cost in bytes, the encoder that makes them, and [`JpegCodec`], the
+//! ladder as a [`StreamCodec`]. One encode per tier per frame, shared by every viewer on that
+//! tier; every frame stands alone, so each session skips frames on its own.
 
+use super::codec::{Batch, Encoded, StreamCodec, Unit};
+use super::picture::{downscale_bgr, SourceImage};
+use super::session::{Session, SessionRules};
 use crate::config::LinkSection;
+use std::sync::Arc;
 
 /// One rung of the ladder.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,37 +111,6 @@ impl Ladder {
     }
 }
 
-/// The frame as it lies in the ring: BGR, `stride` bytes per row.
-#[derive(Debug, Clone, Copy)]
-pub struct SourceImage<'a> {
-    pub pixels: &'a [u8],
-    pub width: u32,
-    pub height: u32,
-    pub stride: u32,
-}
-
-/// One encoded frame of a tier.
-#[derive(Debug, Clone)]
-pub struct Encoded {
-    pub bytes: Vec<u8>,
-    pub width: u32,
-    pub height: u32,
-    pub quality: u8,
-    pub encode_us: u32,
-    /// `jpeg` or `h264` (the frame's codec field).
-    pub codec: &'static str,
-    /// Decodable on its own (every JPEG; an H.264 IDR).
-    pub keyframe: bool,
-}
-
-/// A codec behind the tiers. JPEG today; a stateful codec (H.264) keeps one stream per tier.
-pub trait TierEncoder: Send {
-    /// The codec's name in a viewer's hello (`jpeg`).
-    fn codec(&self) -> &'static str;
-    /// Encodes `image` as tier `index` of `ladder`.
-    fn encode(&mut self, image: SourceImage<'_>, ladder: &Ladder, index: usize) -> anyhow::Result<Encoded>;
-}
-
 /// turbojpeg, 4:2:0, with a box-filter downscale for tiers below full size.
 pub struct JpegEncoder {
     compressor: turbojpeg::Compressor,
@@ -157,12 +131,14 @@ impl JpegEncoder {
     }
 }
 
-impl TierEncoder for JpegEncoder {
-    fn codec(&self) -> &'static str {
-        ads_protocol::CODEC_JPEG
-    }
-
-    fn encode(&mut self, image: SourceImage<'_>, ladder: &Ladder, index: usize) -> anyhow::Result<Encoded> {
+impl JpegEncoder {
+    /// Encodes `image` as tier `index` of `ladder`.
+    pub fn encode(
+        &mut self,
+        image: SourceImage<'_>,
+        ladder: &Ladder,
+        index: usize,
+    ) -> anyhow::Result<Encoded> {
         let started = std::time::Instant::now();
         let tier = ladder.tier(index);
         let (width, height) = ladder.size_of(index);
@@ -193,41 +169,95 @@ impl TierEncoder for JpegEncoder {
     }
 }
 
-/// Area-average (box filter) downscale of a BGR image into `out` (packed, `width * 3` a row).
-pub fn downscale_bgr(src: SourceImage<'_>, width: u32, height: u32, out: &mut Vec<u8>) {
-    let (sw, sh, stride) = (src.width as usize, src.height as usize, src.stride as usize);
-    let (w, h) = (width as usize, height as usize);
-    let spans = |dst: usize, full: usize| -> Vec<(usize, usize)> {
-        (0..dst).map(|i| (i * full / dst, ((i + 1) * full / dst).max(i * full / dst + 1).min(full))).collect()
-    };
-    let (cols, rows) = (spans(w, sw), spans(h, sh));
-    out.clear();
-    out.resize(w * h * 3, 0);
-    let mut acc = vec![0u32; w * 3];
-    for (y, &(y0, y1)) in rows.iter().enumerate() {
-        acc.iter_mut().for_each(|a| *a = 0);
-        for sy in y0..y1 {
-            let row = &src.pixels[sy * stride..sy * stride + sw * 3];
-            for (x, &(x0, x1)) in cols.iter().enumerate() {
-                let (mut b, mut g, mut r) = (0u32, 0u32, 0u32);
-                for px in row[x0 * 3..x1 * 3].chunks_exact(3) {
-                    b += u32::from(px[0]);
-                    g += u32::from(px[1]);
-                    r += u32::from(px[2]);
-                }
-                acc[x * 3] += b;
-                acc[x * 3 + 1] += g;
-                acc[x * 3 + 2] += r;
-            }
-        }
-        let line = &mut out[y * w * 3..(y + 1) * w * 3];
-        for (x, &(x0, x1)) in cols.iter().enumerate() {
-            let n = ((x1 - x0) * (y1 - y0)) as u32;
-            for c in 0..3 {
-                line[x * 3 + c] = ((acc[x * 3 + c] + n / 2) / n) as u8;
-            }
-        }
+/// The JPEG ladder as a codec of the link.
+#[derive(Debug)]
+pub struct JpegCodec {
+    ladder: Ladder,
+    encoder: JpegEncoder,
+}
+
+impl JpegCodec {
+    pub fn new(config: &LinkSection, (width, height): (u32, u32)) -> anyhow::Result<Self> {
+        Ok(Self { ladder: Ladder::new(config, width, height), encoder: JpegEncoder::new()? })
     }
+}
+
+impl StreamCodec for JpegCodec {
+    fn name(&self) -> &'static str {
+        ads_protocol::CODEC_JPEG
+    }
+
+    fn join(&mut self, _identity: &[u8]) {}
+
+    fn leave(&mut self, _identity: &[u8]) {}
+
+    fn want(
+        &mut self,
+        _identity: &[u8],
+        session: &mut Session,
+        rules: &SessionRules,
+        now_ns: u64,
+    ) -> Option<usize> {
+        session.want(rules, &self.ladder, now_ns).map(|want| want.tier)
+    }
+
+    fn encode(&mut self, image: SourceImage<'_>, takers: &[(Vec<u8>, usize)], _now_ns: u64) -> Batch {
+        let mut tiers: Vec<usize> = takers.iter().map(|&(_, t)| t).collect();
+        tiers.sort_unstable();
+        tiers.dedup();
+        let mut batch = Batch::default();
+        for tier in tiers {
+            match self.encoder.encode(image, &self.ladder, tier) {
+                Ok(encoded) => {
+                    batch.encode_us += u64::from(encoded.encode_us);
+                    batch.encodes += 1;
+                    self.ladder.observe(tier, encoded.bytes.len());
+                    let encoded = Arc::new(encoded);
+                    let on_tier = takers.iter().filter(|&&(_, t)| t == tier);
+                    batch.units.extend(on_tier.map(|(identity, _)| Unit {
+                        identity: identity.clone(),
+                        tier,
+                        encoded: Arc::clone(&encoded),
+                    }));
+                }
+                Err(e) => tracing::warn!("encoding tier {tier}: {e}"),
+            }
+        }
+        batch
+    }
+
+    fn missed(&mut self, _identity: &[u8]) {}
+
+    fn request_keyframe(&mut self, _identity: &[u8], _now_ns: u64) -> bool {
+        false
+    }
+
+    fn encoder_bps(&self, _tier: usize) -> f64 {
+        0.0
+    }
+
+    fn goodput_bps(&self, session: &Session) -> f64 {
+        session.estimate_bps()
+    }
+
+    fn describe(
+        &self,
+        _identity: &[u8],
+        session: &Session,
+        rules: &SessionRules,
+        now_ns: u64,
+        view: &mut ads_protocol::ViewerLink,
+    ) {
+        let (width, height) = self.ladder.size_of(session.tier);
+        view.codec = ads_protocol::CODEC_JPEG.into();
+        view.tier = u8::try_from(session.tier).unwrap_or(u8::MAX);
+        (view.width, view.height) = (width, height);
+        view.quality = self.ladder.tier(session.tier).quality;
+        view.goodput_kbps = (session.estimate_bps() / 1000.0) as u32;
+        view.reduced = session.reduced(rules, now_ns);
+    }
+
+    fn report(&self, _state: &mut ads_protocol::LinkState) {}
 }
 
 #[cfg(test)]
