@@ -38,7 +38,12 @@ pub struct Endpoints {
 
 /// The video and action endpoints of the vehicle whose `state` came from `pub_endpoint`.
 pub fn endpoints(pub_endpoint: &str, state: &VehicleState) -> Result<Endpoints, DiscoverError> {
-    endpoints_on(pub_endpoint, state.link.video_port, state.commands.action_port, state.commands.signed_actions)
+    endpoints_on(
+        pub_endpoint,
+        state.link.video_port,
+        state.commands.action_port,
+        state.commands.signed_actions,
+    )
 }
 
 /// [`endpoints`] from the state's three fields.

@@ -155,7 +155,8 @@ impl VehicleStream {
                 let wait = timeout.min(HELLO_EVERY).as_millis() as i64;
                 let ready = match &self.video {
                     Some(video) => {
-                        let mut items = [self.socket.as_poll_item(zmq::POLLIN), video.as_poll_item(zmq::POLLIN)];
+                        let mut items =
+                            [self.socket.as_poll_item(zmq::POLLIN), video.as_poll_item(zmq::POLLIN)];
                         zmq::poll(&mut items, wait)
                     }
                     None => zmq::poll(&mut [self.socket.as_poll_item(zmq::POLLIN)], wait),

@@ -46,7 +46,20 @@ impl TwoHosts {
             let out = ip(args).unwrap();
             assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         };
-        must(&["link", "add", "lap0", "netns", &hosts.laptop, "type", "veth", "peer", "name", "car0", "netns", &hosts.car]);
+        must(&[
+            "link",
+            "add",
+            "lap0",
+            "netns",
+            &hosts.laptop,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "car0",
+            "netns",
+            &hosts.car,
+        ]);
         for (ns, dev, address) in [(&hosts.car, "car0", CAR), (&hosts.laptop, "lap0", LAPTOP)] {
             must(&["-n", ns, "addr", "add", &format!("{address}/24"), "dev", dev]);
             must(&["-n", ns, "link", "set", dev, "up"]);
@@ -211,7 +224,10 @@ print(json.dumps({"snapshot_bytes": snapshot, "ack": ack}))
     assert!(out.status.success(), "the laptop's checks failed: {}", String::from_utf8_lossy(&out.stdout));
     let result: Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
     eprintln!("{result}");
-    assert!(result["snapshot_bytes"].as_u64().unwrap_or(0) > 0, "no video through the found endpoint: {result}");
+    assert!(
+        result["snapshot_bytes"].as_u64().unwrap_or(0) > 0,
+        "no video through the found endpoint: {result}"
+    );
     assert_eq!(result["ack"]["status"], "accepted", "the action was not taken: {result}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -106,3 +106,42 @@ fn on_a_link_slower_than_the_stream_nothing_queues_and_each_viewer_gets_its_own_
         "the fast viewer lost its tier: {two:#}\nalone: {alone:#}"
     );
 }
+
+/// A car on WiFi (`ads-bench link --car-netns`: the vehicle in a namespace of its own, a veth
+/// pair, one tbf per direction) whose link goes down for 10 s: afterwards no backlog of
+/// states queued during the outage arrives (the vehicle's heartbeats closed the dead
+/// connections and dropped what was queued for them), fresh state and frames come back, and
+/// the e-stops sent into the outage are acknowledged once it is over.
+#[test]
+fn after_an_outage_no_backlog_of_states_arrives() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let Some(laptop) = Netns::new("lap") else { return };
+    let Some(car) = Netns::new("car") else { return };
+    let json = std::env::temp_dir().join(format!("{}.json", laptop.0));
+    let out = Command::new("ip")
+        .args(["netns", "exec", &laptop.0])
+        .arg(bin("ads-bench"))
+        .args(["link", "--in-private-netns", "--car-netns", &car.0, "--warmup", "2", "--cases", "outage"])
+        .args(["--codecs", "h264", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    println!("{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(json);
+    let viewer = &report["cases"][0]["viewers"][0];
+    let outage = &viewer["outage"];
+    assert!(outage.is_object(), "{report:#}");
+    assert_eq!(outage["stale_states"], 0, "states over 1 s old arrived after the link came back: {viewer:#}");
+    assert!(outage["fresh_state_ms"].is_number(), "no fresh state after the outage: {viewer:#}");
+    assert!(outage["fresh_frame_ms"].is_number(), "no fresh frame after the outage: {viewer:#}");
+    assert!(
+        !outage["estop_in_outage_acked_ms"].as_array().unwrap().is_empty(),
+        "an e-stop sent into the outage was never acknowledged: {viewer:#}"
+    );
+}

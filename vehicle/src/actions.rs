@@ -193,6 +193,7 @@ pub fn spawn_listener(
     // Its TCP acks (and the handshake) in the voice class too: an action's round trip is
     // only as fast as its slowest direction.
     socket.set_tos(i32::from(settings.dscp) << 2)?;
+    crate::peer_heartbeat::watch_peers(&socket)?;
     socket.set_subscribe(Topic::Action.as_str().as_bytes())?;
     socket.bind(&endpoint).with_context(|| format!("binding the action socket to {endpoint}"))?;
     let port = bound_port(&socket);

@@ -132,6 +132,7 @@ pub fn spawn(
     socket.set_linger(0)?;
     // State and acks in Wi-Fi's voice class, ahead of the video (docs/deployment.md).
     socket.set_tos(i32::from(settings.broadcast.dscp) << 2)?;
+    crate::peer_heartbeat::watch_peers(&socket)?;
     socket
         .bind(&settings.broadcast.endpoint)
         .with_context(|| format!("binding the PUB socket to {}", settings.broadcast.endpoint))?;

@@ -17,6 +17,7 @@ pub mod control;
 pub mod detections;
 pub mod latch;
 pub mod latch_writer;
+pub mod peer_heartbeat;
 pub mod run;
 pub mod source;
 pub mod teleop;

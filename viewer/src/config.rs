@@ -357,12 +357,16 @@ mod tests {
 
     #[test]
     fn endpoints_left_empty_are_found_only_from_a_tcp_vehicle() {
-        let c = ViewerConfig::load(&Overrides { vehicle: Some("tcp://car.local:7001".into()), ..Overrides::default() })
-            .unwrap();
+        let c = ViewerConfig::load(&Overrides {
+            vehicle: Some("tcp://car.local:7001".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
         assert_eq!((c.actions.as_str(), c.video.as_str()), ("", ""), "found from the vehicle's states");
-        let err = ViewerConfig::load(&Overrides { vehicle: Some("ipc:///tmp/x".into()), ..Overrides::default() })
-            .unwrap_err()
-            .to_string();
+        let err =
+            ViewerConfig::load(&Overrides { vehicle: Some("ipc:///tmp/x".into()), ..Overrides::default() })
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("--video") && err.contains("--actions"), "{err}");
     }
 

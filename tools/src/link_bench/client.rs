@@ -315,6 +315,16 @@ impl CaseRecord {
     }
 }
 
+/// An action sent and not yet acknowledged.
+struct Pending {
+    sent_ns: u64,
+    estop: bool,
+    parts: Vec<Vec<u8>>,
+    last_sent: Instant,
+}
+
+const RESEND_ESTOP: Duration = Duration::from_millis(250);
+
 pub fn spawn(
     plan: ClientPlan,
     record: Arc<Mutex<CaseRecord>>,
@@ -361,7 +371,9 @@ fn run(
     actions.connect(&format!("tcp://{}:{ACTION_PORT}", plan.actions_host))?;
     let sender = format!("linkbench-{}-{}", std::process::id(), plan.vehicle_host);
     // Actions awaiting their ack: when sent (wall ns), and whether an e-stop.
-    let mut pending: HashMap<String, (u64, bool)> = HashMap::new();
+    // An e-stop is sent again every 250 ms until acknowledged, as ads-viewer does (a
+    // connection that died in an outage took it along).
+    let mut pending: HashMap<String, Pending> = HashMap::new();
     let (mut last_hello, mut last_action, mut last_frame) = (None::<Instant>, Instant::now(), Instant::now());
     let (mut action_seq, mut estop_next, mut delivered, mut last_id) = (wall_ns(), true, 0usize, None::<u64>);
     // The vehicle's run from its newest state (id, run clock, when heard): actions name it.
@@ -427,7 +439,13 @@ fn run(
                 max_kbps: None,
                 full_size: false,
             });
-            video.send_multipart(encode_video_request("*", 0, wall_ns(), &hello), zmq::DONTWAIT)?;
+            let mut parts = encode_video_request("*", 0, wall_ns(), &hello);
+            // The operator's hellos are signed where actions are: its session cannot be
+            // displaced by unsigned ones (docs/protocol.md 2.1).
+            if let Some(key) = &plan.key {
+                ads_protocol::sign_video_request(&mut parts, key);
+            }
+            video.send_multipart(parts, zmq::DONTWAIT)?;
         }
         // An emergency stop, then a resume, every 1.5 s; each acknowledgement timed.
         // An emergency stop, then its reset and a resume (the latch needs both), every 1.5 s.
@@ -449,13 +467,16 @@ fn run(
                     run: stamp(&run),
                     command: command.clone(),
                 };
-                actions.send_multipart(
-                    encode_action("*", action_seq, wall_ns(), &action, plan.key.as_ref()),
-                    zmq::DONTWAIT,
-                )?;
-                pending.insert(id, (wall_ns(), matches!(command, Command::EmergencyStop)));
+                let parts = encode_action("*", action_seq, wall_ns(), &action, plan.key.as_ref());
+                actions.send_multipart(parts.clone(), zmq::DONTWAIT)?;
+                let estop = matches!(command, Command::EmergencyStop);
+                pending.insert(id, Pending { sent_ns: wall_ns(), estop, parts, last_sent: now });
                 record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).actions_sent += 1;
             }
+        }
+        for p in pending.values_mut().filter(|p| p.estop && now.duration_since(p.last_sent) >= RESEND_ESTOP) {
+            p.last_sent = now;
+            let _ = actions.send_multipart(p.parts.clone(), zmq::DONTWAIT);
         }
         let mut items = [sub.as_poll_item(zmq::POLLIN), video.as_poll_item(zmq::POLLIN)];
         zmq::poll(&mut items, 5)?;
@@ -565,9 +586,9 @@ fn run(
                     }
                 }
                 Message::Event(Event::Ack { action_id, .. }) => {
-                    if let Some((sent_ns, estop)) = pending.remove(&action_id) {
+                    if let Some(p) = pending.remove(&action_id) {
                         let mut r = record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        r.acks.push((sent_ns, recv_ns, estop));
+                        r.acks.push((p.sent_ns, recv_ns, p.estop));
                     }
                 }
                 _ => {}

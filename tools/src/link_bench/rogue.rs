@@ -26,7 +26,7 @@ pub struct RogueCounts {
     pub frames: AtomicU64,
     pub keyframes: AtomicU64,
     pub requests: AtomicU64,
-    /// Refusals the vehicle answered a hello with (an `Event`/error on the video socket).
+    /// Refusals the vehicle answered a hello with (`refused`, docs/protocol.md 2.1).
     pub refused: AtomicU64,
 }
 
@@ -86,11 +86,12 @@ fn run(plan: &RoguePlan, counts: &RogueCounts, stop: &AtomicBool) -> anyhow::Res
         }
         while let Ok(parts) = video.recv_multipart(zmq::DONTWAIT) {
             let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-            let Ok(wire) = decode(&refs) else { continue };
-            let (Message::Frame(info), Some(unit)) = (&wire.message, wire.payload) else {
+            if ads_protocol::decode_video_refusal(&refs).is_ok() {
                 counts.refused.fetch_add(1, Ordering::Relaxed);
                 continue;
-            };
+            }
+            let Ok(wire) = decode(&refs) else { continue };
+            let (Message::Frame(info), Some(unit)) = (&wire.message, wire.payload) else { continue };
             counts.frames.fetch_add(1, Ordering::Relaxed);
             if info.codec == ads_protocol::CODEC_H264 && has_idr(unit) {
                 counts.keyframes.fetch_add(1, Ordering::Relaxed);

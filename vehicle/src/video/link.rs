@@ -98,6 +98,7 @@ impl VideoLink {
         socket.set_maxmsgsize(4096)?;
         // Video in Wi-Fi's video class, behind the state and acks (docs/deployment.md).
         socket.set_tos(i32::from(config.dscp) << 2)?;
+        crate::peer_heartbeat::watch_peers(&socket)?;
         socket
             .bind(&config.endpoint)
             .with_context(|| format!("binding the video socket to {}", config.endpoint))?;
