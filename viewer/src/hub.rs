@@ -245,6 +245,12 @@ impl Hub {
     /// The codec to ask the vehicle for now. `auto`: H.264 while a page decodes it, except
     /// while a recording or a Foxglove client shares the stream (they store the vehicle's
     /// full JPEG pictures, not ones made here from a smaller H.264 rung).
+    /// The action key, which also signs the video session's hellos (a signed session is
+    /// never displaced by unsigned ones; docs/protocol.md 2.1).
+    pub fn action_key(&self) -> Option<&ActionKey> {
+        self.action_key.as_ref()
+    }
+
     pub fn codec(&self) -> &str {
         let h264_pages = self.h264_browsers.load(Ordering::Relaxed) > 0;
         match self.config.codec.as_str() {

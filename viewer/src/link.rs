@@ -72,7 +72,7 @@ pub fn spawn(
                 return;
             }
             let mut video = match VideoClient::connect(&context_for_video, &found.video) {
-                Ok(video) => video.with_codec(hub.codec()),
+                Ok(video) => video.with_codec(hub.codec()).with_hello_key(hub.action_key()),
                 Err(e) => {
                     tracing::error!("connecting the video socket to {}: {e}; no video", found.video);
                     return;

@@ -63,6 +63,9 @@ pub struct VideoClient {
     last_key_request: Option<Instant>,
     /// Ask for the full picture (a recording or Foxglove shares the session).
     full_size: bool,
+    /// Signs the hellos (the action key): the vehicle never displaces a signed session for
+    /// an unsigned one.
+    hello_key: Option<ads_protocol::ActionKey>,
 }
 
 impl std::fmt::Debug for VideoClient {
@@ -75,6 +78,12 @@ impl VideoClient {
     /// Asks the vehicle for `codec` (`jpeg` or `h264`; JPEG if the vehicle lacks it).
     pub fn with_codec(mut self, codec: &str) -> Self {
         self.codec = codec.to_string();
+        self
+    }
+
+    /// Signs every hello with `key` (the action key), if any.
+    pub fn with_hello_key(mut self, key: Option<&ads_protocol::ActionKey>) -> Self {
+        self.hello_key = key.cloned();
         self
     }
 
@@ -101,6 +110,7 @@ impl VideoClient {
             h264: crate::h264::H264Receiver::default(),
             last_key_request: None,
             full_size: false,
+            hello_key: None,
         })
     }
 
@@ -110,7 +120,10 @@ impl VideoClient {
 
     fn send(&mut self, request: &VideoRequest) {
         self.seq += 1;
-        let parts = ads_protocol::encode_video_request("*", self.seq, wall_ns(), request);
+        let mut parts = ads_protocol::encode_video_request("*", self.seq, wall_ns(), request);
+        if let (VideoRequest::Hello(_), Some(key)) = (request, &self.hello_key) {
+            ads_protocol::sign_video_request(&mut parts, key);
+        }
         // DONTWAIT: with no vehicle connected the request is dropped; the next hello retries.
         if let Err(e) = self.socket.send_multipart(parts, zmq::DONTWAIT) {
             tracing::trace!("video request not sent: {e}");
