@@ -9,6 +9,8 @@
 # Writes target/bench/link.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/build.sh
+ads_build
 if [[ $EUID -ne 0 ]]; then
   echo "bench-link.sh needs root (it makes a network namespace and shapes it with tc)" >&2
   exit 2
@@ -16,10 +18,9 @@ fi
 for tool in ip tc; do
   command -v "$tool" >/dev/null || { echo "bench-link.sh needs $tool (iproute2)" >&2; exit 2; }
 done
-cargo build --release --locked -p ads-vehicle -p ads-tools --bins
 target_dir="${CARGO_TARGET_DIR:-target}"
 ns="ads-link-$$"
 ip netns add "$ns"
 trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
-ip netns exec "$ns" "$target_dir/release/ads-bench" link --in-private-netns \
+ip netns exec "$ns" "$(ads_bin_dir)/ads-bench" link --in-private-netns \
   --json "$target_dir/bench/link.json" "$@"
