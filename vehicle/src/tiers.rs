@@ -194,6 +194,12 @@ impl TierEncoder for JpegEncoder {
 }
 
 /// Area-average (box filter) downscale of a BGR image into `out` (packed, `width * 3` a row).
+///
+/// The source rows of an output row are summed first (a straight add the compiler
+/// vectorises), then each output pixel's columns, and the rounded mean is a multiply by a
+/// reciprocal, not a division: three integer divisions per output pixel were most of the
+/// ~2 ms this took per 800x600 frame, which made a reduced tier cost the vehicle more CPU
+/// than the full one (docs/benchmarks.md, "What each change cost").
 pub fn downscale_bgr(src: SourceImage<'_>, width: u32, height: u32, out: &mut Vec<u8>) {
     let (sw, sh, stride) = (src.width as usize, src.height as usize, src.stride as usize);
     let (w, h) = (width as usize, height as usize);
@@ -201,31 +207,57 @@ pub fn downscale_bgr(src: SourceImage<'_>, width: u32, height: u32, out: &mut Ve
         (0..dst).map(|i| (i * full / dst, ((i + 1) * full / dst).max(i * full / dst + 1).min(full))).collect()
     };
     let (cols, rows) = (spans(w, sw), spans(h, sh));
+    let widest = cols.iter().map(|&(x0, x1)| x1 - x0).max().unwrap_or(1);
+    let tallest = rows.iter().map(|&(y0, y1)| y1 - y0).max().unwrap_or(1);
+    let mean = RoundedMean::up_to(widest * tallest);
     out.clear();
     out.resize(w * h * 3, 0);
-    let mut acc = vec![0u32; w * 3];
+    let mut acc = vec![0u32; sw * 3];
     for (y, &(y0, y1)) in rows.iter().enumerate() {
-        acc.iter_mut().for_each(|a| *a = 0);
+        acc.fill(0);
         for sy in y0..y1 {
             let row = &src.pixels[sy * stride..sy * stride + sw * 3];
-            for (x, &(x0, x1)) in cols.iter().enumerate() {
-                let (mut b, mut g, mut r) = (0u32, 0u32, 0u32);
-                for px in row[x0 * 3..x1 * 3].chunks_exact(3) {
-                    b += u32::from(px[0]);
-                    g += u32::from(px[1]);
-                    r += u32::from(px[2]);
-                }
-                acc[x * 3] += b;
-                acc[x * 3 + 1] += g;
-                acc[x * 3 + 2] += r;
+            for (a, &p) in acc.iter_mut().zip(row) {
+                *a += u32::from(p);
             }
         }
         let line = &mut out[y * w * 3..(y + 1) * w * 3];
-        for (x, &(x0, x1)) in cols.iter().enumerate() {
-            let n = ((x1 - x0) * (y1 - y0)) as u32;
-            for c in 0..3 {
-                line[x * 3 + c] = ((acc[x * 3 + c] + n / 2) / n) as u8;
+        for (px, &(x0, x1)) in line.chunks_exact_mut(3).zip(&cols) {
+            let (mut b, mut g, mut r) = (0u32, 0u32, 0u32);
+            for s in acc[x0 * 3..x1 * 3].chunks_exact(3) {
+                b += s[0];
+                g += s[1];
+                r += s[2];
             }
+            let n = (x1 - x0) * (y1 - y0);
+            px[0] = mean.of(b, n);
+            px[1] = mean.of(g, n);
+            px[2] = mean.of(r, n);
+        }
+    }
+}
+
+/// `(sum + n / 2) / n` for sums of `n` bytes, as a multiply and a shift: with
+/// `m = ⌊2³²/n⌋ + 1`, `⌊a·m / 2³²⌋ = ⌊a/n⌋` while `a·(m·n − 2³²) < 2³²`, which holds for
+/// every `a < 256·n` when `256·n·(n − 1) < 2³²`, i.e. `n ≤ 4096` (larger areas divide).
+struct RoundedMean {
+    reciprocal: Vec<u64>,
+}
+
+impl RoundedMean {
+    const EXACT_UP_TO: usize = 4096;
+
+    fn up_to(n_max: usize) -> Self {
+        let len = n_max.min(Self::EXACT_UP_TO) + 1;
+        Self { reciprocal: (0..len as u64).map(|n| if n == 0 { 0 } else { (1u64 << 32) / n + 1 }).collect() }
+    }
+
+    #[inline]
+    fn of(&self, sum: u32, n: usize) -> u8 {
+        let a = u64::from(sum) + (n as u64) / 2;
+        match self.reciprocal.get(n) {
+            Some(&m) if n > 0 => ((a * m) >> 32) as u8,
+            _ => (a / n as u64) as u8,
         }
     }
 }
@@ -264,6 +296,57 @@ mod tests {
             ladder.observe(i, (ladder.model_bytes(i) * 4.0) as usize);
         }
         assert!(ladder.choose(best) > 0);
+    }
+
+    /// The box filter as it was (one division per channel per pixel): the reference.
+    fn downscale_by_division(src: SourceImage<'_>, width: u32, height: u32) -> Vec<u8> {
+        let (sw, sh, stride) = (src.width as usize, src.height as usize, src.stride as usize);
+        let (w, h) = (width as usize, height as usize);
+        let spans = |dst: usize, full: usize| -> Vec<(usize, usize)> {
+            (0..dst)
+                .map(|i| (i * full / dst, ((i + 1) * full / dst).max(i * full / dst + 1).min(full)))
+                .collect()
+        };
+        let mut out = vec![0u8; w * h * 3];
+        for (y, &(y0, y1)) in spans(h, sh).iter().enumerate() {
+            for (x, &(x0, x1)) in spans(w, sw).iter().enumerate() {
+                for c in 0..3 {
+                    let sum: u32 = (y0..y1)
+                        .flat_map(|sy| (x0..x1).map(move |sx| (sy, sx)))
+                        .map(|(sy, sx)| u32::from(src.pixels[sy * stride + sx * 3 + c]))
+                        .sum();
+                    let n = ((x1 - x0) * (y1 - y0)) as u32;
+                    out[(y * w + x) * 3 + c] = ((sum + n / 2) / n) as u8;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_fast_downscale_equals_the_division_one_byte_for_byte() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut byte = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        };
+        let ladder = Ladder::new(&LinkSection::default(), 800, 600);
+        let mut cases: Vec<(u32, u32, u32, u32)> =
+            (0..ladder.len()).map(|i| ladder.size_of(i)).map(|(w, h)| (800, 600, w, h)).collect();
+        // Odd sizes, a padded stride, and areas beyond the reciprocal table (150 x 150 px).
+        cases.extend([(37, 23, 16, 16), (333, 201, 100, 67), (300, 300, 2, 2)]);
+        for (sw, sh, w, h) in cases {
+            let stride = sw * 3 + 5;
+            for flat in [None, Some(255u8), Some(0)] {
+                let pixels: Vec<u8> = (0..stride * sh).map(|_| flat.unwrap_or_else(&mut byte)).collect();
+                let image = SourceImage { pixels: &pixels, width: sw, height: sh, stride };
+                let mut out = Vec::new();
+                downscale_bgr(image, w, h, &mut out);
+                assert!(out == downscale_by_division(image, w, h), "{sw}x{sh} -> {w}x{h}, {flat:?}");
+            }
+        }
     }
 
     #[test]
