@@ -249,7 +249,9 @@ impl RoundedMean {
 
     fn up_to(n_max: usize) -> Self {
         let len = n_max.min(Self::EXACT_UP_TO) + 1;
-        Self { reciprocal: (0..len as u64).map(|n| if n == 0 { 0 } else { (1u64 << 32) / n + 1 }).collect() }
+        Self {
+            reciprocal: (0..len as u64).map(|n| (1u64 << 32).checked_div(n).map_or(0, |q| q + 1)).collect(),
+        }
     }
 
     #[inline]
