@@ -14,6 +14,8 @@
 # Writes target/bench/link.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/build.sh
+ads_build
 if [[ $EUID -ne 0 ]]; then
   echo "bench-link.sh needs root (it makes a network namespace and shapes it with tc)" >&2
   exit 2
@@ -21,7 +23,6 @@ fi
 for tool in ip tc; do
   command -v "$tool" >/dev/null || { echo "bench-link.sh needs $tool (iproute2)" >&2; exit 2; }
 done
-cargo build --release --locked -p ads-vehicle -p ads-tools --bins
 target_dir="${CARGO_TARGET_DIR:-target}"
 loopback=0
 if [[ ${1:-} == --loopback ]]; then
@@ -37,10 +38,10 @@ cleanup() {
 trap cleanup EXIT
 ip netns add "$laptop"
 if (( loopback )); then
-  ip netns exec "$laptop" "$target_dir/release/ads-bench" link --in-private-netns \
+  ip netns exec "$laptop" "$(ads_bin_dir)/ads-bench" link --in-private-netns \
     --json "$target_dir/bench/link.json" "$@"
 else
   ip netns add "$car"
-  ip netns exec "$laptop" "$target_dir/release/ads-bench" link --in-private-netns --car-netns "$car" \
+  ip netns exec "$laptop" "$(ads_bin_dir)/ads-bench" link --in-private-netns --car-netns "$car" \
     --json "$target_dir/bench/link.json" "$@"
 fi

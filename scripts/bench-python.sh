@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=$(scripts/python-env.sh | tail -n1)
-target="${CARGO_TARGET_DIR:-target}"
-# The dev profile builds ads-tools and ads-shmem-ipc optimised (root Cargo.toml), and spares a
-# release build of everything ads-ring links (iceoryx2, libzmq).
-cargo build --locked -p ads-tools --bin ads-ring
-exec "$py" python/bench/handoff.py --ads-ring "$target/debug/ads-ring" "$@"
+# The one build set of every script (scripts/lib/build.sh); ADS_PROFILE=dev spares a release
+# build (the dev profile builds ads-tools and ads-shmem-ipc optimised, root Cargo.toml).
+source scripts/lib/build.sh
+ads_build
+exec "$py" python/bench/handoff.py --ads-ring "$(ads_bin_dir)/ads-ring" "$@"

@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --locked -p ads-tools --bin ads-ring
-exec target/release/ads-ring bench "$@"
+source scripts/lib/build.sh
+ads_build
+exec "$(ads_bin_dir)/ads-ring" bench "$@"

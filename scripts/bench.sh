@@ -12,5 +12,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --locked -p ads-vehicle -p ads-detection -p ads-viewer -p ads-tools --bins
-exec "${CARGO_TARGET_DIR:-target}/release/ads-bench" pipeline "$@"
+source scripts/lib/build.sh
+ads_build
+exec "$(ads_bin_dir)/ads-bench" pipeline "$@"

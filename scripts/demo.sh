@@ -11,7 +11,8 @@
 # The vehicle publishes on 127.0.0.1:5557 and takes actions on :5558 (the vehicle port + 1), video on :5559 (+ 2),
 # so a second viewer or tests/python/ads_client.py can join.
 #
-# Environment: ADS_DEMO_PROFILE=dev uses debug builds (faster to build, slower to run);
+# Environment: ADS_PROFILE=dev (or ADS_DEMO_PROFILE=dev) uses debug builds (faster to build,
+# slower to run); scripts/lib/build.sh says what is built;
 # ADS_VIEWER_BIND=0.0.0.0 opens the web UI to the network (see docs/security.md first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,14 +31,10 @@ while [[ $# -gt 0 ]]; do
 done
 
 scripts/setup.sh
-profile=${ADS_DEMO_PROFILE:-release}
-if [[ $profile == release ]]; then
-  cargo build --release --locked -p ads-vehicle -p ads-detection -p ads-viewer --bins
-  bin=${CARGO_TARGET_DIR:-target}/release
-else
-  cargo build --locked -p ads-vehicle -p ads-detection -p ads-viewer --bins
-  bin=${CARGO_TARGET_DIR:-target}/debug
-fi
+ADS_PROFILE=${ADS_PROFILE:-${ADS_DEMO_PROFILE:-release}}
+source scripts/lib/build.sh
+ads_build
+bin=$(ads_bin_dir)
 if [[ $method == dl ]]; then
   scripts/fetch-data.sh
 fi

@@ -17,12 +17,14 @@
 #   DESTDIR=/tmp/root scripts/install-vehicle.sh --bin-dir target/release --no-build
 #
 # Options:
-#   --bin-dir DIR   take the binaries from DIR (default: target/release, or
-#                   target/$CARGO_BUILD_TARGET/release when cross-compiling)
+#   --bin-dir DIR   take the binaries from DIR (default: where scripts/lib/build.sh builds
+#                   them: target/release, target/$CARGO_BUILD_TARGET/release when
+#                   cross-compiling, under $CARGO_TARGET_DIR when set; ADS_PROFILE=dev: debug)
 #   --no-build      do not run cargo; the binaries must already be in --bin-dir
 #   --start         start ads.target after installing (never with DESTDIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/build.sh
 
 PREFIX=${PREFIX:-/usr/local}
 DESTDIR=${DESTDIR:-}
@@ -43,7 +45,7 @@ while (($#)); do
   esac
 done
 if [[ -z $bin_dir ]]; then
-  bin_dir=target/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release
+  bin_dir=$(ads_bin_dir)
 fi
 for dir in "$PREFIX" "$UNITDIR" "$SYSCONFDIR" "$SYSUSERSDIR"; do
   if [[ $dir != /* ]]; then
@@ -64,8 +66,8 @@ fi
 
 binaries=(ads-vehicle ads-detection ads-ring)
 if ((build)); then
-  cargo build --release --locked -p ads-vehicle -p ads-detection -p ads-tools --bins \
-    ${CARGO_BUILD_TARGET:+--target "$CARGO_BUILD_TARGET"}
+  # The workspace, like every script (a smaller set would compile its own variant).
+  ads_build ${CARGO_BUILD_TARGET:+--target "$CARGO_BUILD_TARGET"}
 fi
 for b in "${binaries[@]}"; do
   if [[ ! -x $bin_dir/$b ]]; then

@@ -15,6 +15,7 @@
 # viewer's arm64 binary here). Installs cargo-deb (crates.io) when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/build.sh
 repo=$(pwd)
 
 archs=(arm64 amd64)
@@ -99,8 +100,8 @@ for arch in "${archs[@]}"; do
       target_args=()
       bin_dir=target/$profile
       if [[ $profile == release ]]; then
-        cargo build --release --locked -p ads-vehicle -p ads-detection -p ads-tools -p ads-record -p ads-viewer \
-          --bin ads-vehicle --bin ads-detection --bin ads-ring --bin ads-record --bin ads-viewer
+        # The one build set of every script (scripts/lib/build.sh): the workspace's binaries.
+        ADS_PROFILE=release ADS_BUILD_ONLY=0 ads_build
       fi
       ;;
     arm64)

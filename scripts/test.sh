@@ -34,6 +34,9 @@ step "cargo test"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
 
+step "every script builds the same set: after the workspace build none compiles anything"
+scripts/check-build-set.sh
+
 step "the systemd units under a real systemd (scripts/systemd-smoke.sh)"
 # systemd runs as PID 1 of a private pid + mount namespace: needs root and namespaces.
 if [[ $(id -u) -eq 0 ]] && unshare --pid --fork --mount --propagation private true 2>/dev/null; then

@@ -165,6 +165,18 @@ pub struct StageTimings {
     pub encode_us: u32,
     /// From a frame's capture to the control loop reading its detections (0 if none).
     pub detection_latency_us: u32,
+    /// Of `source_us`, the simulator's sensor noise (0 for other sources). Absent from older
+    /// vehicles: read as 0.
+    #[serde(default)]
+    pub noise_us: u32,
+    /// Of `source_us`, taking a ring slot and publishing the frame in it (waking its
+    /// readers included). Absent from older vehicles: read as 0.
+    #[serde(default)]
+    pub ring_write_us: u32,
+    /// The video link's work on the last frame sent besides encoding: queueing it to the
+    /// viewers' sockets and its bookkeeping. Absent from older vehicles: read as 0.
+    #[serde(default)]
+    pub send_us: u32,
 }
 
 /// Things that were lost, since start.

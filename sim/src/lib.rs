@@ -324,7 +324,17 @@ impl Simulator {
     /// If `stride < 3 * width` or `out` is shorter than `stride * (height - 1) + 3 * width`:
     /// the caller sized the buffer for another geometry, a bug in the caller.
     pub fn render(&self, frame_index: u64, out: &mut [u8], stride: usize) {
-        render::render(&self.scene(), frame_index, out, stride);
+        render::render(&self.scene(), frame_index, out, stride, None);
+    }
+
+    /// `render`, and how long of it the sensor noise took (the vehicle's stage timings).
+    ///
+    /// # Panics
+    /// As `render`.
+    pub fn render_timed(&self, frame_index: u64, out: &mut [u8], stride: usize) -> std::time::Duration {
+        let mut noise_ns = 0;
+        render::render(&self.scene(), frame_index, out, stride, Some(&mut noise_ns));
+        std::time::Duration::from_nanos(noise_ns)
     }
 
     /// TuSimple labels for the current pose, from the same row mapping render() draws with.

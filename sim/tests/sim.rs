@@ -57,6 +57,18 @@ fn same_seed_same_bytes_other_seed_or_frame_differs() {
 }
 
 #[test]
+fn a_timed_render_draws_the_same_bytes_and_says_what_the_noise_took() {
+    let s = sim(TrackKind::Oval, 3);
+    let c = s.config();
+    let stride = 3 * c.width as usize;
+    let mut timed = vec![0u8; stride * c.height as usize];
+    let noise = s.render_timed(4, &mut timed, stride);
+    assert!(timed == frame(&s, 4), "timing the noise changed the picture");
+    // 600 rows of table reads take some time.
+    assert!(noise > std::time::Duration::ZERO);
+}
+
+#[test]
 fn render_respects_stride() {
     let s = sim(TrackKind::Long, 1);
     let (w, h) = (s.config().width as usize, s.config().height as usize);

@@ -37,6 +37,11 @@ fn a_short_benchmark_run_measures_every_hop_and_writes_its_reports() {
         "{}",
         report["shm_vs_zmq_tcp"]
     );
+    // The vehicle's own stages (state.timings): the simulator's sensor noise is never free.
+    let stages = report["vehicle_stages_us"].as_array().unwrap();
+    let stage = |name: &str| stages.iter().find(|s| s["stage"].as_str().unwrap().contains(name)).unwrap();
+    assert!(stage("sensor noise")["p50"].as_f64().unwrap() > 0.0, "{stages:?}");
+    assert!(stage("encode")["p50"].as_f64().unwrap() > 0.0, "{stages:?}");
     let processes = report["processes"].as_array().unwrap();
     assert_eq!(processes.len(), 4, "vehicle, detection, viewer, chromium: {processes:?}");
     assert!(processes.iter().all(|p| p["cpu_percent_of_one_core"].as_f64().unwrap() > 0.0), "{processes:?}");

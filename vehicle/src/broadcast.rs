@@ -96,6 +96,8 @@ pub struct BroadcastStats {
     /// Frames overwritten in the ring while being compressed.
     pub frames_overrun: AtomicU64,
     pub last_encode_us: AtomicU64,
+    /// The last frame sent: the video link's time besides encoding (queueing, bookkeeping).
+    pub last_send_us: AtomicU64,
     /// Messages ZeroMQ refused to queue (reported with the outbox's drops).
     pub send_failures: AtomicU64,
     pub video: Arc<VideoStats>,
@@ -205,9 +207,15 @@ impl Broadcaster {
             let lost = match ring.read(wait) {
                 Ok(Some(frame)) => {
                     self.video.receive();
+                    let offered = clock::monotonic_ns();
                     match self.video.offer(frame) {
                         Ok(Some(report)) => {
+                            let offer_us = (clock::monotonic_ns() - offered) / 1000;
                             self.stats.last_encode_us.store(report.encode_us, Ordering::Relaxed);
+                            if report.sent > 0 {
+                                let send_us = offer_us.saturating_sub(report.encode_us);
+                                self.stats.last_send_us.store(send_us, Ordering::Relaxed);
+                            }
                             if report.sent == 0 {
                                 self.not_taken += 1;
                             }

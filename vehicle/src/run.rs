@@ -542,10 +542,17 @@ impl Vehicle {
             capture_wall_ns: capture_wall.unwrap_or_else(clock::wall_ns),
         };
         let stride = self.writer.geometry().stride as usize;
+        let loaned = clock::monotonic_ns();
         let mut loan = self.writer.loan();
+        let written = clock::monotonic_ns();
         self.source.write_frame(self.frame_id, loan.pixels_mut(), stride);
+        let publishing = clock::monotonic_ns();
         loan.publish(stamp);
+        let done = clock::monotonic_ns();
         self.timings.source_us = elapsed_us(started);
+        self.timings.noise_us = self.source.noise_us();
+        self.timings.ring_write_us =
+            u32::try_from((written - loaned + done - publishing) / 1000).unwrap_or(u32::MAX);
         self.fps.tick(started);
         self.frame_id += 1;
         let Some(truth) = self.source.truth() else { return };
@@ -776,6 +783,8 @@ impl Vehicle {
         let timeout_ns = self.config.drive.detection_timeout_ms * 1_000_000;
         self.timings.encode_us =
             u32::try_from(self.broadcast_stats.last_encode_us.load(Ordering::Relaxed)).unwrap_or(0);
+        self.timings.send_us =
+            u32::try_from(self.broadcast_stats.last_send_us.load(Ordering::Relaxed)).unwrap_or(0);
         let state = VehicleState {
             frame_id: self.frame_id.saturating_sub(1),
             pose: PoseMsg { x_m: m.x_m, y_m: m.y_m, yaw_rad: m.yaw_rad },

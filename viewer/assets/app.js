@@ -369,6 +369,18 @@ function onState(m) {
     ["viewer → browser", fmt(h.viewer_to_browser_ms)],
     ["capture → browser", fmt(h.capture_to_browser_ms)],
   ]);
+  // The vehicle's own stages of its last frame (state.timings, µs), to see at a glance which
+  // one a slow hop comes from.
+  const t = s.timings || {}, us = (v) => (finite(v) ? `${v} µs` : "–");
+  fillTable("stages", [
+    ["capture (render)", us(finite(t.source_us) && finite(t.noise_us) && finite(t.ring_write_us)
+      ? t.source_us - t.noise_us - t.ring_write_us : t.source_us)],
+    ["sensor noise", us(t.noise_us)],
+    ["ring write", us(t.ring_write_us)],
+    ["encode", us(t.encode_us)],
+    ["send", us(t.send_us)],
+    ["control", us(t.control_us)],
+  ]);
   showVideoLink(m.video, s.link);
   const d = s.drops || {}, v = m.viewer || {};
   fillTable("drops", [

@@ -4,6 +4,7 @@
 //! and the shared-memory-versus-ZeroMQ comparison. With `--soak`, also checks memory growth,
 //! frame-id gaps against the drop counters, and latency drift.
 
+pub mod check;
 pub mod procs;
 mod report;
 mod webdriver;
@@ -55,6 +56,13 @@ pub struct PipelineArgs {
     /// drift; exit status 1 if a soak criterion fails.
     #[arg(long)]
     pub soak: bool,
+    /// After the run, compare each hop's p50 and p99 with the figures recorded in
+    /// docs/benchmarks.md (`--recorded`); exit status 1 if one is more than 1.5x its record.
+    #[arg(long)]
+    pub check: bool,
+    /// The file with the recorded figures for --check.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    pub recorded: PathBuf,
 }
 
 /// Largest resident-memory growth per process after warm-up that a soak accepts.
@@ -74,6 +82,8 @@ struct Detection {
 struct Observed {
     detections: HashMap<u64, Detection>,
     last_state: Option<ads_protocol::VehicleState>,
+    /// The vehicle's stage timings, by the frame they are of.
+    stages: HashMap<u64, ads_protocol::StageTimings>,
 }
 
 /// One frame painted in a browser.
@@ -126,7 +136,10 @@ fn subscribe(endpoint: &str, observed: Arc<Mutex<Observed>>, stop: Arc<AtomicBoo
                         },
                     );
                 }
-                Message::State(s) => o.last_state = Some(s),
+                Message::State(s) => {
+                    o.stages.insert(s.frame_id, s.timings);
+                    o.last_state = Some(s);
+                }
                 _ => {}
             }
         }
@@ -340,9 +353,13 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     if let Some(c) = comparison.as_mut() {
         c.stop();
     }
-    let (state1, detections_seen) = {
+    let (state1, detections_seen, stages) = {
         let mut o = observed.lock().map_err(|_| anyhow::anyhow!("observer poisoned"))?;
-        (o.last_state.clone().context("no state")?, std::mem::take(&mut o.detections))
+        (
+            o.last_state.clone().context("no state")?,
+            std::mem::take(&mut o.detections),
+            std::mem::take(&mut o.stages),
+        )
     };
     drop(browsers);
     for p in [&mut viewer, &mut detection, &mut vehicle] {
@@ -354,8 +371,14 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     let mut shm_read = Vec::new();
     let mut result_to_control = Vec::new();
     let mut capture_to_control = Vec::new();
-    for d in detections_seen.values().filter(|d| in_window(d.capture_ns) && d.read_ns > 0) {
+    let mut published_to_read = Vec::new();
+    for (id, d) in detections_seen.iter().filter(|(_, d)| in_window(d.capture_ns) && d.read_ns > 0) {
         shm_read.push(d.read_ns.saturating_sub(d.capture_ns));
+        // The simulator stamps capture before it renders: what the ring and the detector's
+        // wake-up add is the rest.
+        if let Some(t) = stages.get(id) {
+            published_to_read.push(d.read_ns.saturating_sub(d.capture_ns + u64::from(t.source_us) * 1000));
+        }
         if d.control_read_ns > 0 {
             let done = d.read_ns + u64::from(d.processing_us) * 1000;
             result_to_control.push(d.control_read_ns.saturating_sub(done));
@@ -366,6 +389,11 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         paints.iter().flatten().copied().filter(|p| in_window(p.capture_ns)).collect();
     let mut hops = vec![
         Hop::new("capture → detection reads (shm)", "detection read_ns - capture_ns", shm_read),
+        Hop::new(
+            "published → detection reads (shm)",
+            "detection read_ns - capture_ns - the vehicle's source_us of that frame",
+            published_to_read,
+        ),
         Hop::new(
             "detection result → control loop (shm)",
             "vehicle control_read_ns - (read_ns + processing)",
@@ -475,6 +503,11 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         args.fps, args.browsers, args.track, args.codec, warmup
     ));
     out.push_str(&report::hop_table(&hops));
+    let stage_rows = stage_summary(&stages, state0.frame_id);
+    out.push_str("\nvehicle stages (state.timings of each frame)  p50 µs   p99 µs\n");
+    for (name, summary) in &stage_rows {
+        out.push_str(&format!("  {name:<43} {:>7.0} {:>8.0}\n", summary.p50_us, summary.p99_us));
+    }
     if let Some((shm, tcp, (extra50, extra99))) = zmq_table {
         out.push_str(&format!(
             "\ncamera → detection process, same {} frames   p50 ms   p99 ms   max ms\n  shared-memory ring                    {:>8.3} {:>8.3} {:>8.3}\n  ZeroMQ over TCP (loopback)            {:>8.3} {:>8.3} {:>8.3}\n  ratio TCP / ring                      {:>7.1}x {:>7.1}x\n  TCP minus ring, per frame             {:>8.3} {:>8.3}   (what the transport adds)\n",
@@ -591,6 +624,20 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         }
         soak = json!(checks.iter().map(|(t, ok)| json!({"check": t, "ok": ok})).collect::<Vec<_>>());
     }
+    let mut check_ok = true;
+    if args.check {
+        let text = std::fs::read_to_string(&args.recorded)
+            .with_context(|| format!("reading the recorded figures {}", args.recorded.display()))?;
+        let recorded =
+            check::recorded(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.recorded.display()))?;
+        let measured: Vec<(String, f64, f64)> = hops
+            .iter()
+            .map(|h| (h.name.to_string(), h.summary.p50_us / 1e3, h.summary.p99_us / 1e3))
+            .collect();
+        let verdicts = check::compare(&recorded, &measured, check::FACTOR);
+        out.push_str(&check::table(&verdicts, check::FACTOR));
+        check_ok = verdicts.iter().all(|v| v.ok);
+    }
     println!("{out}");
 
     let dir = args.out.clone().unwrap_or_else(|| {
@@ -611,6 +658,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         "codec": args.codec,
         "browser_h264": browser_h264,
         "hops": hops,
+        "vehicle_stages_us": stage_rows.iter().map(|(name, s)| json!({"stage": name, "p50": s.p50_us, "p99": s.p99_us})).collect::<Vec<_>>(),
         "shm_vs_zmq_tcp": zmq_table.map(|(shm, tcp, (extra50, extra99))| json!({
             "ring": shm, "zmq_tcp": tcp, "ratio_p50": tcp.p50_us / shm.p50_us.max(0.001),
             "tcp_minus_ring_ms": {"p50": extra50, "p99": extra99},
@@ -628,5 +676,25 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         report::svg(&hops, &format!("ads pipeline: latency per hop, {seconds} s at {} fps", args.fps)),
     )?;
     eprintln!("bench: wrote {0}/{name}.json and {0}/{name}.svg", dir.display());
-    Ok(soak_ok)
+    Ok(soak_ok && check_ok)
+}
+
+/// p50 / p99 of each of the vehicle's stage timings over the frames after `from_frame`.
+fn stage_summary(
+    stages: &HashMap<u64, ads_protocol::StageTimings>,
+    from_frame: u64,
+) -> Vec<(&'static str, Summary)> {
+    let column = |f: fn(&ads_protocol::StageTimings) -> u32| {
+        let mut ns: Vec<u64> =
+            stages.iter().filter(|(id, _)| **id >= from_frame).map(|(_, t)| u64::from(f(t)) * 1000).collect();
+        Summary::of_ns(&mut ns)
+    };
+    vec![
+        ("capture (render, noise, ring write: source_us)", column(|t| t.source_us)),
+        ("  of it sensor noise", column(|t| t.noise_us)),
+        ("  of it ring write", column(|t| t.ring_write_us)),
+        ("encode (encode_us)", column(|t| t.encode_us)),
+        ("send (send_us)", column(|t| t.send_us)),
+        ("control (control_us)", column(|t| t.control_us)),
+    ]
 }

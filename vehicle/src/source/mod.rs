@@ -116,6 +116,10 @@ pub trait FrameSource {
     fn next_frame(&mut self) -> Result<Next, SourceError>;
     /// Writes the frame found by `next_frame` as BGR8 rows of `stride` bytes.
     fn write_frame(&mut self, frame_id: u64, pixels: &mut [u8], stride: usize);
+    /// Of the last `write_frame`, the µs spent on simulated sensor noise (`state.timings.noise_us`).
+    fn noise_us(&self) -> u32 {
+        0
+    }
     /// Applies this tick's controls for `dt` seconds (the simulator steps; CARLA gets them).
     fn actuate(&mut self, _dt: f64, _controls: Controls) {}
     fn motion(&self) -> Motion;

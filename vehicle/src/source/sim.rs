@@ -18,6 +18,8 @@ pub struct SimSource {
     period_ns: u64,
     /// `actuation = "outputs"`: where the car's controls come from instead of the loop.
     outputs: Option<FromOutputs>,
+    /// The last frame's sensor noise, µs.
+    noise_us: u32,
 }
 
 impl SimSource {
@@ -36,7 +38,12 @@ impl SimSource {
             // Validation requires the socket with `outputs`.
             _ => None,
         };
-        Ok(Self { sim: Simulator::new(sim_config), period_ns: (1e9 / config.fps) as u64, outputs })
+        Ok(Self {
+            sim: Simulator::new(sim_config),
+            period_ns: (1e9 / config.fps) as u64,
+            outputs,
+            noise_us: 0,
+        })
     }
 }
 
@@ -139,7 +146,12 @@ impl FrameSource for SimSource {
     }
 
     fn write_frame(&mut self, frame_id: u64, pixels: &mut [u8], stride: usize) {
-        self.sim.render(frame_id, pixels, stride);
+        let noise = self.sim.render_timed(frame_id, pixels, stride);
+        self.noise_us = u32::try_from(noise.as_micros()).unwrap_or(u32::MAX);
+    }
+
+    fn noise_us(&self) -> u32 {
+        self.noise_us
     }
 
     fn actuate(&mut self, dt: f64, controls: Controls) {

@@ -296,6 +296,57 @@ mod tests {
         assert!(ladder.choose(best) > 0);
     }
 
+    /// The box filter as it was (one division per channel per pixel): the reference.
+    fn downscale_by_division(src: SourceImage<'_>, width: u32, height: u32) -> Vec<u8> {
+        let (sw, sh, stride) = (src.width as usize, src.height as usize, src.stride as usize);
+        let (w, h) = (width as usize, height as usize);
+        let spans = |dst: usize, full: usize| -> Vec<(usize, usize)> {
+            (0..dst)
+                .map(|i| (i * full / dst, ((i + 1) * full / dst).max(i * full / dst + 1).min(full)))
+                .collect()
+        };
+        let mut out = vec![0u8; w * h * 3];
+        for (y, &(y0, y1)) in spans(h, sh).iter().enumerate() {
+            for (x, &(x0, x1)) in spans(w, sw).iter().enumerate() {
+                for c in 0..3 {
+                    let sum: u32 = (y0..y1)
+                        .flat_map(|sy| (x0..x1).map(move |sx| (sy, sx)))
+                        .map(|(sy, sx)| u32::from(src.pixels[sy * stride + sx * 3 + c]))
+                        .sum();
+                    let n = ((x1 - x0) * (y1 - y0)) as u32;
+                    out[(y * w + x) * 3 + c] = ((sum + n / 2) / n) as u8;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_fast_downscale_equals_the_division_one_byte_for_byte() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut byte = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        };
+        let ladder = Ladder::new(&LinkSection::default(), 800, 600);
+        let mut cases: Vec<(u32, u32, u32, u32)> =
+            (0..ladder.len()).map(|i| ladder.size_of(i)).map(|(w, h)| (800, 600, w, h)).collect();
+        // Odd sizes, a padded stride, and areas beyond the reciprocal table (150 x 150 px).
+        cases.extend([(37, 23, 16, 16), (333, 201, 100, 67), (300, 300, 2, 2)]);
+        for (sw, sh, w, h) in cases {
+            let stride = sw * 3 + 5;
+            for flat in [None, Some(255u8), Some(0)] {
+                let pixels: Vec<u8> = (0..stride * sh).map(|_| flat.unwrap_or_else(&mut byte)).collect();
+                let image = SourceImage { pixels: &pixels, width: sw, height: sh, stride };
+                let mut out = Vec::new();
+                downscale_bgr(image, w, h, &mut out);
+                assert!(out == downscale_by_division(image, w, h), "{sw}x{sh} -> {w}x{h}, {flat:?}");
+            }
+        }
+    }
+
     #[test]
     fn a_box_downscale_averages_and_keeps_flat_colours() {
         let (w, h) = (8u32, 4u32);
