@@ -182,6 +182,11 @@ pub struct LinkSection {
     pub session_idle_ms: u32,
     /// Sessions one network address (libzmq's `Peer-Address`) may hold at once; 0: no cap.
     pub max_sessions_per_peer: u32,
+    /// While a session whose hello is signed with the action key watches, the sessions whose
+    /// hellos are not signed share at most this many kbit/s between them (each gets its
+    /// share as a cap): on one WiFi queue, clients without the key cannot take the
+    /// operator's airtime however fast they credit. 0: no such limit.
+    pub unsigned_share_kbps: u32,
     /// DSCP of the video's packets, 0..=63; 34 (AF41): Wi-Fi with WMM puts it in the video
     /// access class (AC_VI), behind state and acks (docs/deployment.md). 0: unmarked.
     pub dscp: u8,
@@ -525,6 +530,7 @@ impl Default for LinkSection {
             session_timeout_ms: 3000,
             session_idle_ms: 2000,
             max_sessions_per_peer: 4,
+            unsigned_share_kbps: 400,
             dscp: 34,
         }
     }

@@ -242,3 +242,58 @@ fn one_address_holds_at_most_its_share() {
     first.watch(3);
     second.watch(3);
 }
+
+/// Payload bytes of a frame off `socket`, crediting it; `None` when nothing came in `wait`.
+fn take_and_credit(socket: &zmq::Socket, wait: Duration) -> Option<usize> {
+    if socket.poll(zmq::POLLIN, wait.as_millis() as i64).unwrap() == 0 {
+        return None;
+    }
+    let parts = socket.recv_multipart(0).unwrap();
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let wire = decode(&refs).ok()?;
+    let Message::Frame(frame) = wire.message else { return None };
+    let bytes = wire.payload.map_or(0, <[u8]>::len);
+    let credit = VideoRequest::Credit(Credit { frame_id: frame.frame_id, bytes: bytes as u32 });
+    socket.send_multipart(encode_video_request("car", 1, 0, &credit), 0).unwrap();
+    Some(bytes)
+}
+
+#[test]
+fn clients_without_the_key_share_a_small_rate_while_the_operator_watches() {
+    let key = ActionKey::from_bytes(&[9; 32]).unwrap();
+    let car = vehicle("share", "[link]\nmax_sessions_per_peer = 0\nunsigned_share_kbps = 200\n", Some(&key));
+    let context = zmq::Context::new();
+    let endpoint = car.video_endpoint();
+    let operator = Client::connect(&context, &endpoint, Some(&key));
+    let stranger = Client::connect(&context, &endpoint, None);
+    // Both credit every frame at once (as alive as can be); the stranger's hello is unsigned.
+    let (started, mut last_hello) = (Instant::now(), None::<Instant>);
+    let (mut operator_frames, mut stranger_bytes, mut stranger_frames) = (0usize, 0usize, 0usize);
+    let measured = Duration::from_secs(4);
+    let from = Duration::from_secs(2);
+    while started.elapsed() < from + measured {
+        assert!(started.elapsed() < PATIENCE, "never finished");
+        if last_hello.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) {
+            last_hello = Some(Instant::now());
+            operator.hello();
+            stranger.hello();
+        }
+        let counting = started.elapsed() >= from;
+        if take_and_credit(&operator.socket, Duration::from_millis(5)).is_some() && counting {
+            operator_frames += 1;
+        }
+        while let Some(bytes) = take_and_credit(&stranger.socket, Duration::ZERO) {
+            if counting {
+                stranger_bytes += bytes;
+                stranger_frames += 1;
+            }
+        }
+    }
+    let stranger_kbps = stranger_bytes as f64 * 8.0 / measured.as_secs_f64() / 1000.0;
+    eprintln!(
+        "operator {operator_frames} frames; stranger {stranger_frames} frames, {stranger_kbps:.0} kbit/s"
+    );
+    assert!(operator_frames > 0, "the operator got nothing");
+    // 200 kbit/s is its share; its pacing allows a burst of a frame or two beyond that.
+    assert!(stranger_kbps < 400.0, "the unsigned client took {stranger_kbps:.0} kbit/s, its share is 200");
+}

@@ -54,6 +54,8 @@ pub struct VideoLink {
     max_viewers: usize,
     max_per_peer: usize,
     idle_ns: u64,
+    /// `link.unsigned_share_kbps`: what unsigned sessions share while a signed one watches.
+    unsigned_share_kbps: u32,
     /// Signs hellos (the action key); `None`: every session is unsigned.
     key: Option<ActionKey>,
     vehicle_id: String,
@@ -98,7 +100,6 @@ impl VideoLink {
         socket.set_maxmsgsize(4096)?;
         // Video in Wi-Fi's video class, behind the state and acks (docs/deployment.md).
         socket.set_tos(i32::from(config.dscp) << 2)?;
-        crate::peer_heartbeat::watch_peers(&socket)?;
         socket
             .bind(&config.endpoint)
             .with_context(|| format!("binding the video socket to {}", config.endpoint))?;
@@ -131,6 +132,7 @@ impl VideoLink {
             max_viewers: config.max_viewers as usize,
             max_per_peer: config.max_sessions_per_peer as usize,
             idle_ns: u64::from(config.session_idle_ms) * 1_000_000,
+            unsigned_share_kbps: config.unsigned_share_kbps,
             key,
             vehicle_id: vehicle_id.to_string(),
             video_port,
@@ -174,6 +176,21 @@ impl VideoLink {
         let _ = self.socket.poll(zmq::POLLIN, timeout_ms);
     }
 
+    /// The rate a hello's session is held to, kbit/s: what it asked for, and for an unsigned
+    /// session while a signed one watches, its share of `link.unsigned_share_kbps` (applied
+    /// at each hello, so within a second of a signed session coming or going).
+    fn asked_kbps(&self, identity: &[u8], signed: bool, asked: Option<u32>) -> Option<u32> {
+        let share = self.unsigned_share_kbps;
+        let signed = signed || self.sessions.get(identity).is_some_and(|s| s.signed);
+        let signed_watching = self.sessions.values().any(|s| s.signed);
+        if share == 0 || signed || !signed_watching {
+            return asked;
+        }
+        let unsigned = self.sessions.iter().filter(|(id, s)| !s.signed || id.as_slice() == identity).count();
+        let mine = (share / u32::try_from(unsigned.max(1)).unwrap_or(u32::MAX)).max(1);
+        Some(asked.filter(|&k| k > 0).map_or(mine, |k| k.min(mine)))
+    }
+
     /// Takes every request that arrived, and forgets silent sessions.
     pub fn receive(&mut self) {
         while let Some((parts, peer)) = self.recv() {
@@ -208,8 +225,9 @@ impl VideoLink {
                         self.refuse_hello(identity, "codec", detail);
                         continue;
                     };
+                    let asked_kbps = self.asked_kbps(identity, signed, hello.max_kbps);
                     if let Some(session) = self.sessions.get_mut(identity) {
-                        session.hello(&self.rules, hello.max_kbps, now);
+                        session.hello(&self.rules, asked_kbps, now);
                         session.set_full_size(hello.full_size);
                         session.signed |= signed;
                         if session.codec != codec {
@@ -230,7 +248,7 @@ impl VideoLink {
                         peer = peer.as_deref().unwrap_or("?"),
                         "video viewer connected"
                     );
-                    let mut session = Session::new(number, &self.rules, hello.max_kbps, now);
+                    let mut session = Session::new(number, &self.rules, asked_kbps, now);
                     session.set_full_size(hello.full_size);
                     session.codec = codec;
                     session.signed = signed;
