@@ -108,10 +108,12 @@ fn on_a_link_slower_than_the_stream_nothing_queues_and_each_viewer_gets_its_own_
 }
 
 /// A car on WiFi (`ads-bench link --car-netns`: the vehicle in a namespace of its own, a veth
-/// pair, one tbf per direction) whose link goes down for 10 s: afterwards no backlog of
-/// states queued during the outage arrives (the vehicle's heartbeats closed the dead
-/// connections and dropped what was queued for them), fresh state and frames come back, and
-/// the e-stops sent into the outage are acknowledged once it is over.
+/// pair, one tbf per direction) whose link goes down for 10 s, watched by a client that
+/// behaves as docs/protocol.md 1 asks (heartbeats, quick reconnects, hellos while starved,
+/// e-stops resent): afterwards no backlog of states queued during the outage arrives, fresh
+/// state and frames come back, and the e-stops sent into the outage are acknowledged. (The
+/// bench's client before this change, without heartbeats: 156 stale states, e-stops acked
+/// 3.3 s after the return.)
 #[test]
 fn after_an_outage_no_backlog_of_states_arrives() {
     if let Some(why) = skip_reason() {

@@ -116,6 +116,8 @@ pub struct ClientPlan {
     pub codec: String,
     /// Print the vehicle's view of the newest session with every state.
     pub trace: bool,
+    /// Heartbeats and quick reconnects on its sockets, as docs/protocol.md 1 asks.
+    pub heartbeats: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -348,6 +350,9 @@ fn run(
     // As docs/protocol.md 1 asks of a client: heartbeats notice a dead link within 2 s and
     // drop what was queued for it; reconnects at most 250 ms apart pick up the link's return.
     let link_options = |socket: &zmq::Socket| -> zmq::Result<()> {
+        if !plan.heartbeats {
+            return Ok(());
+        }
         socket.set_heartbeat_ivl(500)?;
         socket.set_heartbeat_timeout(2000)?;
         socket.set_heartbeat_ttl(2000)?;

@@ -66,6 +66,10 @@ pub struct LinkArgs {
     /// state it sends, to stderr: how the rate control moves.
     #[arg(long)]
     pub trace: bool,
+    /// Measuring clients without ZMTP heartbeats or quick reconnects (a client written from
+    /// docs/protocol.md before it asked for them): what the vehicle's own heartbeats do alone.
+    #[arg(long)]
+    pub no_client_heartbeats: bool,
     /// Write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -319,6 +323,7 @@ fn measure(
             credits: true,
             codec: codec.to_string(),
             trace: args.trace,
+            heartbeats: !args.no_client_heartbeats,
         };
         threads.push(client::spawn(plan, Arc::clone(record), Arc::clone(originals), Arc::clone(&stop)));
     }
@@ -333,6 +338,7 @@ fn measure(
             credits: false,
             codec: codec.to_string(),
             trace: false,
+            heartbeats: !args.no_client_heartbeats,
         };
         threads.push(client::spawn(plan, Arc::clone(&stingy), Arc::clone(originals), Arc::clone(&stop)));
     }
