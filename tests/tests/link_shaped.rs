@@ -42,11 +42,17 @@ impl Drop for Netns {
 }
 
 fn bench(ns: &Netns, cases: &str) -> serde_json::Value {
+    run_bench(ns, &["--seconds", "4", "--warmup", "2", "--stingy", "--cases", cases])
+}
+
+/// `ads-bench link` in `ns` with `args`; its JSON report.
+fn run_bench(ns: &Netns, args: &[&str]) -> serde_json::Value {
     let json = std::env::temp_dir().join(format!("{}.json", ns.0));
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.0])
         .arg(bin("ads-bench"))
-        .args(["link", "--in-private-netns", "--seconds", "4", "--warmup", "2", "--stingy", "--cases", cases])
+        .args(["link", "--in-private-netns"])
+        .args(args)
         .arg("--json")
         .arg(&json)
         .output()
@@ -122,20 +128,10 @@ fn after_an_outage_no_backlog_of_states_arrives() {
     }
     let Some(laptop) = Netns::new("lap") else { return };
     let Some(car) = Netns::new("car") else { return };
-    let json = std::env::temp_dir().join(format!("{}.json", laptop.0));
-    let out = Command::new("ip")
-        .args(["netns", "exec", &laptop.0])
-        .arg(bin("ads-bench"))
-        .args(["link", "--in-private-netns", "--car-netns", &car.0, "--warmup", "2", "--cases", "outage"])
-        .args(["--codecs", "h264", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    println!("{stdout}");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let _ = std::fs::remove_file(json);
+    let report = run_bench(
+        &laptop,
+        &["--car-netns", &car.0, "--warmup", "2", "--cases", "outage", "--codecs", "h264"],
+    );
     let viewer = &report["cases"][0]["viewers"][0];
     let outage = &viewer["outage"];
     assert!(outage.is_object(), "{report:#}");
